@@ -1,0 +1,79 @@
+"""The `pushrules` command line."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+from pushrules.model.config import Config
+
+
+def parse_settings(pairs: tuple[str, ...]) -> Config:
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not name=value", param_hint="--set")
+        settings[name.strip()] = value
+    try:
+        return Config().with_settings(settings)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--set") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="pushrules")
+def main() -> None:
+    """When an XMPP server should send XEP-0357 push notifications: the model, its diagrams,
+    a replayable runtime and a model checker."""
+
+
+@main.command()
+@click.option("--check", is_flag=True, help="Exit 1, naming stale files, instead of writing.")
+@click.option("--root", type=click.Path(file_okay=False, path_type=Path),
+              help="Project checkout to render into (default: found from the current folder).")
+def render(check: bool, root: Path | None) -> None:
+    """Render generated/ and diagrams/ from model/."""
+    from pushrules.render import RenderError, find_root, render_all, stale, write
+
+    try:
+        root = root or find_root(Path.cwd())
+        files = render_all()
+    except RenderError as exc:
+        raise click.ClickException(str(exc)) from None
+    if check:
+        problems = stale(root, files)
+        if problems:
+            for problem in problems:
+                click.echo(f"stale: {problem}", err=True)
+            click.echo("run `pushrules render` and commit the result", err=True)
+            sys.exit(1)
+        click.echo(f"up to date: {len(files)} files match model/")
+        return
+    changed = write(root, files)
+    for rel in changed:
+        click.echo(f"wrote {rel}")
+    click.echo(f"{len(files)} files, {len(changed)} changed")
+
+
+@main.command()
+@click.argument("trace", type=click.File("r", encoding="utf-8"))
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="Rule option (max_errors, max_devices, include_body, include_sender, "
+                   "important_body); repeatable.")
+@click.option("--explain", is_flag=True, help="Say, for every event, what was decided and why.")
+@click.option("--strict", is_flag=True, help="Reject impossible events (exit 2) instead of "
+                                             "warning and skipping them.")
+def replay(trace, settings: tuple[str, ...], explain: bool, strict: bool) -> None:
+    """Replay a TRACE of server events (JSON Lines; - for stdin); print the pushes."""
+    from pushrules.runtime.replay import replay as run
+
+    config = parse_settings(settings)
+    status = run(trace, sys.stdout, sys.stderr, config=config, explain=explain, strict=strict)
+    sys.stdout.flush()
+    sys.exit(status)
+
+
+if __name__ == "__main__":
+    main()

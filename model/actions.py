@@ -1,0 +1,184 @@
+"""Named actions: the effects transitions run. Which action runs when is decided by the machines
+(session.py, registration.py), never here; an action only carries it out, reaching other
+machines by firing their events through the world."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from .context import Ctx
+from .records import Push, RegistrationRecord, last_important
+
+Action = Callable[[Ctx], None]
+ACTIONS: dict[str, Action] = {}
+ACTION_DOCS: dict[str, str] = {}
+
+ENABLED_STATES = frozenset({"bound", "orphaned"})
+"""Registration states that count towards max_devices and can be disabled or evicted."""
+
+
+def action(doc: str) -> Callable[[Action], Action]:
+    def register(fn: Action) -> Action:
+        ACTIONS[fn.__name__] = fn
+        ACTION_DOCS[fn.__name__] = doc
+        return fn
+
+    return register
+
+
+# --- session machine -------------------------------------------------------------------------
+
+@action("enable the registration (user, jid, node), bind it here, unbind the one this session "
+        "held before, evict beyond max_devices")
+def bind_registration(ctx: Ctx) -> None:
+    world, session, event = ctx.world, ctx.session, ctx.event
+    assert session is not None
+    key = (session.user, event.jid, event.node)
+    previous = session.binding
+    world.fire_registration(key, "enable", ctx)
+    session.binding = key
+    if previous is not None and previous != key:
+        world.fire_registration(previous, "unbind", ctx)
+    enabled = [r for r in world.registrations_of(session.user) if r.state in ENABLED_STATES]
+    excess = len(enabled) - world.config.max_devices
+    if excess > 0:
+        for reg in sorted(enabled, key=lambda r: r.seq)[:excess]:
+            world.fire_registration(reg.key, "evict", ctx)
+
+
+@action("disable the user's registrations with that jid (and node, when given)")
+def remove_registrations(ctx: Ctx) -> None:
+    world, session, event = ctx.world, ctx.session, ctx.event
+    assert session is not None
+    matches = [
+        r.key for r in world.registrations_of(session.user)
+        if r.state in ENABLED_STATES and r.jid == event.jid
+        and (event.node is None or r.node == event.node)
+    ]
+    if not matches:
+        ctx.note("no enabled registration matches: nothing removed")
+    for key in matches:
+        world.fire_registration(key, "disable", ctx)
+
+
+@action("push the unacked queue to the bound registration")
+def push_queue(ctx: Ctx) -> None:
+    _push_bound(ctx, tuple(ctx.event.queue))
+
+
+@action("push this stanza to the bound registration")
+def push_stanza(ctx: Ctx) -> None:
+    _push_bound(ctx, (ctx.event.stanza,))
+
+
+def _push_bound(ctx: Ctx, stanzas: tuple) -> None:
+    session = ctx.session
+    assert session is not None and session.binding is not None
+    ctx.stanzas = stanzas
+    ctx.world.fire_registration(session.binding, "push_session", ctx)
+
+
+@action("leave the bound registration stored, bound to no live session")
+def orphan_registration(ctx: Ctx) -> None:
+    session = ctx.session
+    assert session is not None and session.binding is not None
+    key, session.binding = session.binding, None
+    ctx.world.fire_registration(key, "unbind", ctx)
+
+
+# --- registration machine --------------------------------------------------------------------
+
+@action("store jid, node and publish-options; bind to the enabling session, taking it from "
+        "any other session; most recently enabled")
+def store_registration(ctx: Ctx) -> None:
+    reg, session, event, world = ctx.reg, ctx.session, ctx.event, ctx.world
+    assert reg is not None and session is not None
+    options = dict(getattr(event, "publish_options", None) or {})
+    if getattr(event, "secret", None) is not None:
+        options["secret"] = event.secret
+    reg.options = options
+    reg.seq = world.next_seq()
+    reg.reason = None
+    reg.disabled_at = None
+    if reg.session is not None and reg.session != session.sid:
+        other = world.session(reg.session)
+        if other is not None and other.binding == reg.key:
+            other.binding = None
+            ctx.note(f"registration moved from session {reg.session}")
+    reg.session = session.sid
+
+
+@action("reset the counted errors to 0")
+def reset_errors(ctx: Ctx) -> None:
+    ctx.reg.errors = 0  # type: ignore[union-attr]
+
+
+@action("count one error")
+def count_error(ctx: Ctx) -> None:
+    ctx.reg.errors += 1  # type: ignore[union-attr]
+
+
+@action("forget the session this registration was bound to")
+def release_session(ctx: Ctx) -> None:
+    ctx.reg.session = None  # type: ignore[union-attr]
+
+
+@action("record the client's disable (reason, time); unbind its session")
+def disable_by_client(ctx: Ctx) -> None:
+    _disable(ctx, "disable", "disabled by the client")
+
+
+@action("record the disable after max_errors counted errors (reason, time); unbind its session")
+def disable_for_errors(ctx: Ctx) -> None:
+    error_type = ctx.event.error_type or "none"
+    reason = f"max_errors: {ctx.reg.errors} counted errors in a row, last {error_type}"
+    _disable(ctx, "disable", reason)
+
+
+@action("record the eviction beyond max_devices (reason, time); unbind its session")
+def evict_registration(ctx: Ctx) -> None:
+    _disable(ctx, "evict", f"evicted: more than max_devices={ctx.world.config.max_devices}")
+
+
+def _disable(ctx: Ctx, what: str, reason: str) -> None:
+    reg, world = ctx.reg, ctx.world
+    assert reg is not None
+    if reg.session is not None:
+        session = world.session(reg.session)
+        if session is not None and session.binding == reg.key:
+            session.binding = None
+        reg.session = None
+    reg.reason = reason
+    reg.disabled_at = world.now()
+    reg.pushed.clear()
+    world.audit(reg, what, reason)
+    ctx.note(f"{reg.jid} {reg.node}: {reason}")
+
+
+@action("push the stanzas not yet pushed to this registration (dedup by stanza id)")
+def send_push(ctx: Ctx) -> None:
+    reg = ctx.reg
+    assert reg is not None
+    pushed = reg.pushed
+    fresh = tuple(s for s in ctx.stanzas if s.id is None or s.id not in pushed)
+    if not fresh:
+        ctx.note(f"{reg.jid} {reg.node}: every stanza was already pushed to it (dedup)")
+        return
+    window = ctx.world.config.dedup_window
+    for stanza in fresh:
+        if stanza.id is not None:
+            pushed[stanza.id] = None
+    while len(pushed) > window:
+        del pushed[next(iter(pushed))]
+    loud = last_important(fresh)
+    last = fresh[-1]
+    ctx.world.emit(Push(
+        user=reg.user, jid=reg.jid, node=reg.node, rule=ctx.rule,
+        stanzas=tuple(s.id for s in fresh), important=loud is not None,
+        sender=(loud or last).sender, body=None if loud is None else loud.body,
+        options=reg.options,
+    ))
+
+
+def describe(reg: RegistrationRecord) -> str:
+    return f"{reg.jid} {reg.node}"

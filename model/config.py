@@ -1,0 +1,51 @@
+"""Options of the rules (the contract's ``--set name=value``) and their defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    max_errors: int = 16
+    """Counted (non-``wait``) errors in a row that disable a registration."""
+    max_devices: int = 5
+    """Registrations per user; enabling one more evicts the least recently enabled."""
+    include_body: bool = False
+    """Put the real message body into the push summary."""
+    include_sender: bool = False
+    """Put the sender's JID into the push summary."""
+    important_body: str = "New Message!"
+    """Placeholder body that marks a push as important when include_body is off."""
+    dedup_window: int = 4096
+    """Stanza ids remembered per registration for deduplication (oldest forgotten first)."""
+
+    def with_settings(self, settings: dict[str, str]) -> Config:
+        """Apply ``name=value`` strings; raise ValueError naming the bad option or value."""
+        known = {f.name: f for f in fields(self)}
+        changes: dict[str, object] = {}
+        for name, raw in settings.items():
+            if name not in known:
+                raise ValueError(f"unknown option {name!r} (known: {', '.join(sorted(known))})")
+            kind = type(getattr(self, name))
+            changes[name] = _parse(name, raw, kind)
+        new = replace(self, **changes)
+        if new.max_errors < 1 or new.max_devices < 1 or new.dedup_window < 1:
+            raise ValueError("max_errors, max_devices and dedup_window must be at least 1")
+        return new
+
+
+def _parse(name: str, raw: str, kind: type) -> object:
+    if kind is bool:
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"option {name}: {raw!r} is not a boolean (true/false)")
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"option {name}: {raw!r} is not an integer") from None
+    return raw

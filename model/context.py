@@ -1,0 +1,44 @@
+"""What guards and actions see: the event, the records involved, and the world around them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .records import Push, RegistrationRecord, RegKey, SessionRecord
+    from .stanza import Stanza
+
+
+class World(Protocol):
+    """The state a machine driver keeps. The generated runtime and the reference model both
+    implement it; actions only reach state through it."""
+
+    config: Config
+
+    def session(self, sid: str) -> SessionRecord | None: ...
+    def registrations_of(self, user: str) -> list[RegistrationRecord]: ...
+    def fire_registration(self, key: RegKey, event: str, ctx: Ctx) -> None: ...
+    def emit(self, push: Push) -> None: ...
+    def next_seq(self) -> int: ...
+    def now(self) -> float: ...
+    def audit(self, reg: RegistrationRecord, action: str, reason: str) -> None: ...
+
+
+@dataclass(slots=True)
+class Ctx:
+    world: World
+    event: Any
+    session: SessionRecord | None = None
+    reg: RegistrationRecord | None = None
+    rule: str = ""
+    stanzas: tuple[Stanza, ...] = ()
+    notes: list[str] | None = field(default=None)
+
+    def note(self, text: str) -> None:
+        if self.notes is not None:
+            self.notes.append(text)
+
+    def for_registration(self, reg: RegistrationRecord) -> Ctx:
+        return Ctx(self.world, self.event, self.session, reg, self.rule, self.stanzas, self.notes)

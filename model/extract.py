@@ -1,0 +1,131 @@
+"""Extract the psm machines once into plain data: the IR every generated artifact is rendered
+from (runtime tables, DOT, Mermaid, rules table)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .actions import ACTION_DOCS
+from .events import EVENTS, EventSpec
+from .guards import GUARD_DOCS
+from .registration import REJECTIONS as REGISTRATION_REJECTIONS
+from .registration import Registration
+from .rules import ALL_RULES, PUSH_RULES
+from .session import REJECTIONS as SESSION_REJECTIONS
+from .session import PushSession
+
+_CONVENTION_CALLBACKS = ("on_transition",)
+
+
+@dataclass(frozen=True, slots=True)
+class GuardRef:
+    name: str
+    expected: bool
+
+    @property
+    def label(self) -> str:
+        return self.name if self.expected else f"not {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class TransitionIR:
+    machine: str
+    source: str
+    target: str
+    event: str
+    event_name: str
+    guards: tuple[GuardRef, ...]
+    actions: tuple[str, ...]
+    internal: bool
+    rule: str
+    why: str
+
+    @property
+    def pushes(self) -> bool:
+        return self.rule in PUSH_RULES and bool(self.actions)
+
+    @property
+    def guard_label(self) -> str:
+        return " and ".join(g.label for g in self.guards)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectionIR:
+    state: str
+    event: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class MachineIR:
+    name: str
+    class_name: str
+    doc: str
+    states: tuple[str, ...]
+    initial: str
+    events: tuple[tuple[str, str], ...]
+    transitions: tuple[TransitionIR, ...]
+    rejections: tuple[RejectionIR, ...]
+
+    def rows(self, state: str, event: str) -> tuple[TransitionIR, ...]:
+        return tuple(t for t in self.transitions if t.source == state and t.event == event)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelIR:
+    machines: tuple[MachineIR, ...]
+    guards: tuple[tuple[str, str], ...]
+    actions: tuple[tuple[str, str], ...]
+    rules: tuple[tuple[str, str], ...]
+    events: tuple[EventSpec, ...]
+
+    def machine(self, name: str) -> MachineIR:
+        return next(m for m in self.machines if m.name == name)
+
+
+def extract_machine(
+    name: str, cls: Any, rejections: dict[tuple[str, str], str]
+) -> MachineIR:
+    states = tuple(s.id for s in cls.states)
+    initial = next(s.id for s in cls.states if s.initial)
+    events = tuple((e.id, e.name) for e in cls.events)
+    names = dict(events)
+    transitions: list[TransitionIR] = []
+    for state in cls.states:
+        for t in state.transitions:
+            event = next(iter(t.events))
+            transitions.append(TransitionIR(
+                machine=name,
+                source=t.source.id,
+                target=t.target.id,
+                event=str(event),
+                event_name=names[str(event)],
+                guards=tuple(GuardRef(str(c.func), bool(c.expected_value)) for c in t.cond),
+                actions=tuple(
+                    str(c.func) for c in t.on
+                    if str(c.func) not in _CONVENTION_CALLBACKS
+                    and not str(c.func).startswith("on_")
+                ),
+                internal=bool(t.internal),
+                rule=t.rule,
+                why=t.why,
+            ))
+    rejected = tuple(RejectionIR(s, e, r) for (s, e), r in sorted(rejections.items()))
+    return MachineIR(
+        name=name, class_name=cls.__name__, doc=(cls.__doc__ or "").strip(), states=states,
+        initial=initial, events=events, transitions=tuple(transitions), rejections=rejected,
+    )
+
+
+def extract() -> ModelIR:
+    return ModelIR(
+        machines=(
+            extract_machine("session", PushSession, SESSION_REJECTIONS),
+            extract_machine("registration", Registration, REGISTRATION_REJECTIONS),
+        ),
+        guards=tuple(sorted(GUARD_DOCS.items())),
+        actions=tuple(sorted(ACTION_DOCS.items())),
+        rules=tuple(ALL_RULES.items()),
+        events=EVENTS,
+    )

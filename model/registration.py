@@ -1,0 +1,111 @@
+"""The per-registration machine: lifecycle, rules (b) and (c), error counting, eviction."""
+
+from __future__ import annotations
+
+from statemachine import Event, State, StateMachine
+
+from .bridge import Callbacks
+from .rules import tag
+
+NEVER_DISABLED = "a disabled registration is never pushed to"
+
+
+class Registration(Callbacks, StateMachine):  # type: ignore[misc]
+    """One push registration (user, jid, node). ``absent``: never enabled."""
+
+    absent = State(initial=True)
+    bound = State()
+    orphaned = State()
+    disabled = State()
+
+    enable = Event(
+        tag(absent.to(bound, on=["store_registration", "reset_errors"])
+            | disabled.to(bound, on=["store_registration", "reset_errors"]),
+            "reg/enable", "a new registration starts bound, with no errors")
+        | tag(bound.to.itself(internal=True, on="store_registration")
+              | orphaned.to(bound, on="store_registration"),
+              "reg/enable",
+              "re-enable replaces the publish-options (clients re-enable on every connect); "
+              "the error count goes on"),
+        name="enable",
+    )
+    unbind = Event(
+        tag(bound.to(orphaned, on="release_session"), "reg/orphan",
+            "its session is gone or bound elsewhere: the registration is orphaned"),
+        name="unbind",
+    )
+    disable = Event(
+        tag(bound.to(disabled, on="disable_by_client")
+            | orphaned.to(disabled, on="disable_by_client"),
+            "reg/disable", "the client disabled it: never pushed again"),
+        name="disable",
+    )
+    evict = Event(
+        tag(bound.to(disabled, on="evict_registration")
+            | orphaned.to(disabled, on="evict_registration"),
+            "reg/evict", "one more than max_devices: the least recently enabled goes"),
+        name="evict",
+    )
+    push_session = Event(
+        tag(bound.to.itself(internal=True, on="send_push"), "dedup",
+            "rule (a) for the bound session: push what this registration has not had yet"),
+        name="push-session",
+    )
+    push_archive = Event(
+        tag(orphaned.to.itself(internal=True, cond="addressed_to_user", on="send_push"),
+            "b/archive", "archived for a user whose device has no live session: wake it")
+        | tag(orphaned.to.itself(internal=True, unless="addressed_to_user"), "b/archive",
+              "an outgoing message archived for its sender: the sender is not woken")
+        | tag(bound.to.itself(internal=True), "b/archive",
+              "bound to a live session: rule (a) covers it, the archive path does not push")
+        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        name="archive-message-added",
+    )
+    push_offline = Event(
+        tag(bound.to.itself(internal=True, on="send_push")
+            | orphaned.to.itself(internal=True, on="send_push"),
+            "c/offline", "stored offline: every registration of the user is woken")
+        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        name="message/offline/handle",
+    )
+    push_result = Event(
+        tag(bound.to.itself(internal=True, cond="result_ok", on="reset_errors")
+            | orphaned.to.itself(internal=True, cond="result_ok", on="reset_errors"),
+            "errors/count", "a success resets the error count")
+        | tag(bound.to.itself(internal=True, cond="result_wait")
+              | orphaned.to.itself(internal=True, cond="result_wait"),
+              "errors/count", "a wait error is transient: retried, never counted")
+        | tag(bound.to.itself(internal=True, cond=["counted_error", "below_max_errors"],
+                              on="count_error")
+              | orphaned.to.itself(internal=True, cond=["counted_error", "below_max_errors"],
+                                   on="count_error"),
+              "errors/count", "a counted error below max_errors: keep the registration")
+        | tag(bound.to(disabled, cond="counted_error", unless="below_max_errors",
+                       on=["count_error", "disable_for_errors"])
+              | orphaned.to(disabled, cond="counted_error", unless="below_max_errors",
+                            on=["count_error", "disable_for_errors"]),
+              "errors/count", "max_errors counted errors in a row: disable, keeping the reason")
+        | tag(disabled.to.itself(internal=True), "errors/count",
+              "a late answer for a disabled registration changes nothing"),
+        name="push-result",
+    )
+
+
+UNKNOWN = "no such registration was ever enabled"
+NOT_ENABLED = "the registration is not enabled"
+
+REJECTIONS: dict[tuple[str, str], str] = {
+    ("absent", "unbind"): UNKNOWN,
+    ("orphaned", "unbind"): "the registration is already bound to no session",
+    ("disabled", "unbind"): NOT_ENABLED,
+    ("absent", "disable"): UNKNOWN,
+    ("disabled", "disable"): NOT_ENABLED,
+    ("absent", "evict"): UNKNOWN,
+    ("disabled", "evict"): NOT_ENABLED,
+    ("absent", "push_session"): UNKNOWN,
+    ("orphaned", "push_session"): "no session is bound to it",
+    ("disabled", "push_session"): NEVER_DISABLED,
+    ("absent", "push_archive"): UNKNOWN,
+    ("absent", "push_offline"): UNKNOWN,
+    ("absent", "push_result"): "no push was ever sent to an unknown registration",
+}

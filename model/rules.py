@@ -1,0 +1,40 @@
+"""Rule tags and transition metadata.
+
+Every transition carries a rule tag and a one-line rationale. Push rules come from
+business_rules.markdown (a, b, c); the other tags name the bookkeeping rules of the contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PUSH_RULES: dict[str, str] = {
+    "a/ack-delayed": "(a) push a bound session's unacked queue when its ack is delayed",
+    "a/hibernation-start": "(a) push a bound session's unacked queue when it hibernates",
+    "a/queued": "(a) push every stanza queued for a bound session that is ack-delayed or hibernated",
+    "b/archive": "(b) push MAM-archived messages to registrations not bound to a live session",
+    "c/offline": "(c) push offline-stored messages to every registration of the user",
+}
+
+BOOKKEEPING_RULES: dict[str, str] = {
+    "session/lifecycle": "XEP-0198 session states: bind, ack, hibernate, resume, destroy",
+    "session/no-push": "a session that is active or unbound is not woken",
+    "reg/enable": "XEP-0357 enable: create or replace a registration and bind it to the session",
+    "reg/disable": "XEP-0357 disable: remove the registration; it is never pushed again",
+    "reg/orphan": "a registration outlives its session; it is then bound to no live session",
+    "reg/evict": "max_devices registrations per user; the least recently enabled one is evicted",
+    "errors/count": "wait errors are not counted; max_errors counted errors in a row disable",
+    "dedup": "a stanza is pushed to a registration at most once, whatever the path",
+}
+
+ALL_RULES: dict[str, str] = {**PUSH_RULES, **BOOKKEEPING_RULES}
+
+
+def tag(transitions: Any, rule: str, why: str) -> Any:
+    """Attach a rule tag and a rationale to every transition of a psm TransitionList."""
+    if rule not in ALL_RULES:
+        raise ValueError(f"unknown rule tag {rule!r}")
+    for transition in transitions:
+        transition.rule = rule
+        transition.why = why
+    return transitions

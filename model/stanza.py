@@ -1,0 +1,127 @@
+"""Stanzas as the rules see them, and which of them are important.
+
+"Important" decides whether a push carries the important-body placeholder: a device should be
+woken loudly for a message a person wrote or a call, not for chat states or headlines. The
+classification follows mod_cloud_notify's ``is_important`` (prosody-cloud-notify.md section 4).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from xml.etree.ElementTree import Element, ParseError
+
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
+
+CLIENT_NS = "jabber:client"
+CARBONS_NS = "urn:xmpp:carbons:2"
+FORWARD_NS = "urn:xmpp:forward:0"
+
+# Payloads that make a message important even without a body: end-to-end encrypted messages
+# (OMEMO in its versions, legacy OpenPGP, OX) and Jingle call proposals.
+IMPORTANT_PAYLOADS: tuple[tuple[str, str], ...] = (
+    ("eu.siacs.conversations.axolotl", "encrypted"),
+    ("urn:xmpp:omemo:0", "encrypted"),
+    ("urn:xmpp:omemo:1", "encrypted"),
+    ("urn:xmpp:omemo:2", "encrypted"),
+    ("jabber:x:encrypted", "x"),
+    ("urn:xmpp:openpgp:0", "openpgp"),
+    ("urn:xmpp:jingle-message:0", "propose"),
+    ("urn:xmpp:jingle-message:1", "propose"),
+)
+_IMPORTANT_TAGS = frozenset(f"{{{ns}}}{name}" for ns, name in IMPORTANT_PAYLOADS)
+
+
+class StanzaError(ValueError):
+    """The stanza is not well-formed XML or not a stanza."""
+
+
+@dataclass(frozen=True, slots=True)
+class Stanza:
+    """A stanza reduced to what the rules need. ``id`` names it in the output."""
+
+    id: str | None
+    kind: str
+    type: str | None
+    sender: str | None
+    to: str | None
+    important: bool
+    body: str | None = None
+
+    @property
+    def to_bare(self) -> str | None:
+        return None if self.to is None else self.to.split("/", 1)[0]
+
+
+def parse_stanza(xml: str) -> Stanza:
+    """Parse a stanza's XML; raise StanzaError saying what is wrong."""
+    try:
+        root = fromstring(xml)
+    except (ParseError, DefusedXmlException) as exc:
+        raise StanzaError(f"not well-formed XML: {exc}") from None
+    local = _local(root.tag)
+    if local not in ("message", "presence", "iq"):
+        raise StanzaError(f"<{local}> is not a stanza (message, presence or iq)")
+    body = _body(root)
+    return Stanza(
+        id=root.get("id"),
+        kind=local,
+        type=root.get("type"),
+        sender=root.get("from"),
+        to=root.get("to"),
+        important=is_important(root),
+        body=body,
+    )
+
+
+def is_important(root: Element) -> bool:
+    """True for a message a person should be woken for (see module docstring)."""
+    if _local(root.tag) != "message":
+        return False
+    message = root
+    carbon = _carbon(root)
+    if carbon is not None:
+        direction, forwarded = carbon
+        if direction == "sent":  # the user's own outgoing message, copied to this device
+            return False
+        if forwarded is None:
+            return False
+        message = forwarded
+    if message.get("type") == "headline":
+        return False
+    for child in message:
+        if child.tag in _IMPORTANT_TAGS:
+            return True
+    if message.get("type") == "groupchat" and _child(message, "subject") is not None:
+        return False
+    body = _body(message)
+    return bool(body and body.strip())
+
+
+def _carbon(root: Element) -> tuple[str, Element | None] | None:
+    for direction in ("received", "sent"):
+        wrapper = root.find(f"{{{CARBONS_NS}}}{direction}")
+        if wrapper is not None:
+            forwarded = wrapper.find(f"{{{FORWARD_NS}}}forwarded")
+            inner = None
+            if forwarded is not None:
+                inner = next((c for c in forwarded if _local(c.tag) == "message"), None)
+            return direction, inner
+    return None
+
+
+def _body(message: Element) -> str | None:
+    body = _child(message, "body")
+    return None if body is None else (body.text or "")
+
+
+def _child(element: Element, name: str) -> Element | None:
+    ns = element.tag[1:].split("}", 1)[0] if element.tag.startswith("{") else ""
+    found = element.find(f"{{{ns}}}{name}" if ns else name)
+    if found is None and ns != CLIENT_NS:
+        found = element.find(f"{{{CLIENT_NS}}}{name}")
+    return found
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]

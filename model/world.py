@@ -1,0 +1,165 @@
+"""Routing contract events to machine instances, shared by every engine.
+
+A subclass supplies ``_session_step`` and ``_registration_step``: how one machine instance takes
+one event (the generated table, or a python-statemachine instance). Everything else (which
+instance an event goes to, fan-out, records, pushes, explanations) is declared in the model and
+the same for all engines, so engines can only differ in the transition they take.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config
+from .context import Ctx
+from .events import EVENTS_BY_NAME, REGISTRATION, SESSION, USER_REGISTRATIONS
+from .records import Push, RegistrationRecord, RegKey, SessionRecord
+from .rules import PUSH_RULES
+
+
+class ImpossibleEvent(ValueError):
+    """A well-formed event that the current state does not allow; nothing was changed."""
+
+
+class ModelError(RuntimeError):
+    """The model has no transition for an event its own actions raised: a defect in model/."""
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEntry:
+    time: float
+    user: str
+    jid: str
+    node: str
+    action: str
+    reason: str
+
+
+class WorldBase(ABC):
+    """Sessions, registrations and the dispatch of contract events."""
+
+    def __init__(self, config: Config | None = None, *, explain: bool = False,
+                 clock: Any = time.time) -> None:
+        self.config = config or Config()
+        self.explain = explain
+        self.clock = clock
+        self.sessions: dict[str, SessionRecord] = {}
+        self.users: dict[str, dict[tuple[str, str], RegistrationRecord]] = {}
+        self.audit_log: list[AuditEntry] = []
+        self._pushes: list[Push] = []
+        self._seq = 0
+        self.last_notes: list[str] = []
+
+    # --- World protocol used by actions ------------------------------------------------------
+    def session(self, sid: str) -> SessionRecord | None:
+        return self.sessions.get(sid)
+
+    def registration(self, key: RegKey) -> RegistrationRecord | None:
+        regs = self.users.get(key[0])
+        return None if regs is None else regs.get((key[1], key[2]))
+
+    def registrations_of(self, user: str) -> list[RegistrationRecord]:
+        regs = self.users.get(user)
+        return [] if regs is None else list(regs.values())
+
+    def emit(self, push: Push) -> None:
+        self._pushes.append(push)
+
+    def next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    def now(self) -> float:
+        return float(self.clock())
+
+    def audit(self, reg: RegistrationRecord, action: str, reason: str) -> None:
+        self.audit_log.append(AuditEntry(self.now(), reg.user, reg.jid, reg.node, action, reason))
+
+    def fire_registration(self, key: RegKey, event: str, ctx: Ctx) -> None:
+        user, jid, node = key
+        regs = self.users.setdefault(user, {})
+        reg = regs.get((jid, node))
+        if reg is None:
+            reg = self._new_registration(user, jid, node)
+            regs[(jid, node)] = reg
+        sub = ctx.for_registration(reg)
+        if not self._registration_step(reg, event, sub):
+            raise ModelError(f"registration {jid} {node} in state {reg.state} has no "
+                             f"transition for {event}")
+
+    # --- dispatch ----------------------------------------------------------------------------
+    def handle(self, event: Any) -> list[Push]:
+        """Apply one contract event; return the pushes decided. Raises ImpossibleEvent (and
+        changes nothing) when the current state does not allow the event."""
+        spec = EVENTS_BY_NAME[event.EVENT]
+        self._pushes = pushes = []
+        notes: list[str] | None = [] if self.explain else None
+        ctx = Ctx(self, event, notes=notes)
+        if spec.target == SESSION:
+            self._handle_session(event, spec.machine_event, ctx)
+        elif spec.target == USER_REGISTRATIONS:
+            ctx.stanzas = (event.stanza,)
+            user = getattr(event, spec.user_field)
+            regs = self.registrations_of(user)
+            if not regs:
+                ctx.note(f"{user} has no push registration: nothing to push")
+            for reg in regs:
+                self.fire_registration(reg.key, spec.machine_event, ctx)
+        elif spec.target == REGISTRATION:
+            key = (event.user, event.jid, event.node)
+            reg = self.registration(key)
+            if reg is None:
+                raise ImpossibleEvent(f"push-result for {event.jid} {event.node}: no such "
+                                      f"registration of {event.user}")
+            self.fire_registration(key, spec.machine_event, ctx)
+        if notes is not None:
+            self.last_notes = notes
+        return pushes
+
+    def _handle_session(self, event: Any, machine_event: str, ctx: Ctx) -> None:
+        sid = event.session
+        record = self.sessions.get(sid)
+        fresh = record is None
+        if record is None:
+            record = self._new_session(sid, sid.split("/", 1)[0])
+        ctx.session = record
+        reason = self._session_rejection(record, machine_event, ctx)
+        if reason is not None:
+            raise ImpossibleEvent(f"{event.EVENT} for session {sid} in state "
+                                  f"{record.state}: {reason}")
+        if fresh:
+            self.sessions[sid] = record
+        self._session_step(record, machine_event, ctx)
+        if record.state == "offline" and record.binding is None:
+            del self.sessions[sid]  # a destroyed session is the same as one never bound
+
+    # --- bookkeeping shared by the engines -----------------------------------------------------
+    def _enter(self, ctx: Ctx, machine: str, name: str, source: str, target: str, rule: str,
+               why: str, event: str) -> None:
+        """Called by an engine when it takes a transition, before its actions run."""
+        if rule in PUSH_RULES:
+            ctx.rule = rule
+        if ctx.notes is not None:
+            arrow = source if source == target else f"{source} -> {target}"
+            ctx.notes.append(f"{machine} {name} {event}: {arrow} [{rule}] {why}")
+
+    def _new_session(self, sid: str, user: str) -> SessionRecord:
+        return SessionRecord(sid, user)
+
+    def _new_registration(self, user: str, jid: str, node: str) -> RegistrationRecord:
+        return RegistrationRecord(user, jid, node)
+
+    @abstractmethod
+    def _session_rejection(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
+        """None when the session machine can take the event now, else why not."""
+
+    @abstractmethod
+    def _session_step(self, record: SessionRecord, event: str, ctx: Ctx) -> None:
+        """Take the session transition (guards already known to allow one)."""
+
+    @abstractmethod
+    def _registration_step(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> bool:
+        """Take the registration transition; False when none is enabled."""

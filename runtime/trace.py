@@ -1,0 +1,118 @@
+"""Contract traces: JSON Lines -> typed events, with errors that name the line and field."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from pushrules.generated.events import EVENT_CLASSES
+from pushrules.model import events as ev
+from pushrules.model.stanza import StanzaError, parse_stanza
+
+
+class TraceError(ValueError):
+    """A malformed trace line. ``str()`` names the line and, where there is one, the field."""
+
+    def __init__(self, line: int, message: str, field: str | None = None) -> None:
+        self.line = line
+        self.field = field
+        where = f"line {line}" + (f", field {field!r}" if field else "")
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class TraceLine:
+    line: int
+    event: Any
+
+
+def parse_event(data: Any, line: int = 0) -> Any:
+    """One decoded JSON value -> a typed event, or TraceError."""
+    if not isinstance(data, dict):
+        raise TraceError(line, f"expected a JSON object, got {type(data).__name__}")
+    name = data.get("event")
+    if name is None:
+        raise TraceError(line, "missing", "event")
+    if not isinstance(name, str):
+        raise TraceError(line, "must be a string", "event")
+    spec = ev.EVENTS_BY_NAME.get(name)
+    if spec is None:
+        known = ", ".join(s.name for s in ev.EVENTS)
+        raise TraceError(line, f"unknown event {name!r} (known: {known})", "event")
+    values = {}
+    for field in spec.fields:
+        raw = data.get(field.name)
+        if raw is None:
+            if field.required:
+                raise TraceError(line, f"missing (required by {name})", field.name)
+            values[field.attr] = None
+            continue
+        values[field.attr] = _convert(field, raw, line)
+    return EVENT_CLASSES[name](**values)
+
+
+def _convert(field: ev.FieldSpec, raw: Any, line: int) -> Any:
+    kind, name = field.kind, field.name
+
+    def fail(message: str) -> TraceError:
+        return TraceError(line, message, name)
+
+    if kind == ev.BOOL:
+        if not isinstance(raw, bool):
+            raise fail(f"must be true or false, got {raw!r}")
+        return raw
+    if kind == ev.QUEUE:
+        if not isinstance(raw, list):
+            raise fail("must be a list of stanza XML strings")
+        stanzas = []
+        for index, item in enumerate(raw):
+            if not isinstance(item, str):
+                raise TraceError(line, "must be a stanza XML string", f"{name}[{index}]")
+            try:
+                stanzas.append(parse_stanza(item))
+            except StanzaError as exc:
+                raise TraceError(line, str(exc), f"{name}[{index}]") from None
+        return tuple(stanzas)
+    if kind == ev.OPTIONS:
+        if not isinstance(raw, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
+        ):
+            raise fail("must be an object of string values")
+        return dict(raw)
+    if not isinstance(raw, str):
+        raise fail(f"must be a string, got {type(raw).__name__}")
+    if kind == ev.STANZA:
+        try:
+            return parse_stanza(raw)
+        except StanzaError as exc:
+            raise fail(str(exc)) from None
+    if kind == ev.ERROR_TYPE:
+        if raw not in ev.ERROR_TYPES:
+            raise fail(f"{raw!r} is not one of {', '.join(ev.ERROR_TYPES)} or null")
+        return raw
+    if not raw:
+        raise fail("must not be empty")
+    # Structure checks only: the server has already validated and normalised its JIDs.
+    if kind == ev.FULL_JID:
+        bare, slash, resource = raw.partition("/")
+        if not slash or not resource or not bare or bare.startswith("@"):
+            raise fail(f"{raw!r} is not a full JID (user@host/resource)")
+    elif kind == ev.BARE_JID and ("/" in raw or raw.startswith("@")):
+        raise fail(f"{raw!r} is not a bare JID (user@host)")
+    return raw
+
+
+def read_trace(lines: Iterable[str]) -> Iterator[TraceLine]:
+    """Typed events, in order; raises TraceError at the first malformed line (lazily, so the
+    events before it can be processed first)."""
+    for number, text in enumerate(lines, start=1):
+        stripped = text.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        try:
+            data = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            raise TraceError(number, f"not valid JSON: {exc.msg} at column {exc.colno}") from None
+        yield TraceLine(number, parse_event(data, number))
