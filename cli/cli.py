@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import click
+
 from pushrules.model.config import Config
 
 

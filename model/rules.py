@@ -11,7 +11,7 @@ from typing import Any
 PUSH_RULES: dict[str, str] = {
     "a/ack-delayed": "(a) push a bound session's unacked queue when its ack is delayed",
     "a/hibernation-start": "(a) push a bound session's unacked queue when it hibernates",
-    "a/queued": "(a) push every stanza queued for a bound session that is ack-delayed or hibernated",
+    "a/queued": "(a) push each stanza queued for a bound session that is ack-delayed or hibernated",
     "b/archive": "(b) push MAM-archived messages to registrations not bound to a live session",
     "c/offline": "(c) push offline-stored messages to every registration of the user",
 }
