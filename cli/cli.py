@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -23,7 +25,33 @@ def parse_settings(pairs: tuple[str, ...]) -> Config:
         raise click.BadParameter(str(exc), param_hint="--set") from None
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+# Commands that live in their own modules, imported only when used (keeps `replay` fast to start
+# and lets each feature own its module). A module that is not installed is not listed.
+LAZY_COMMANDS = {
+    "check": "pushrules.check_cmd:check",
+    "bench": "pushrules.bench_cmd:bench",
+    "serve": "pushrules.serve_cmd:serve",
+    "registrations": "pushrules.registrations_cmd:registrations",
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        lazy = [name for name, target in LAZY_COMMANDS.items() if _available(target)]
+        return sorted({*super().list_commands(ctx), *lazy})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY_COMMANDS and _available(LAZY_COMMANDS[name]):
+            module, attr = LAZY_COMMANDS[name].split(":")
+            return getattr(importlib.import_module(module), attr)
+        return super().get_command(ctx, name)
+
+
+def _available(target: str) -> bool:
+    return importlib.util.find_spec(target.split(":")[0]) is not None
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="pushrules")
 def main() -> None:
     """When an XMPP server should send XEP-0357 push notifications: the model, its diagrams,

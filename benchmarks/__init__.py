@@ -1,0 +1,1 @@
+"""Benchmarks: the generated runtime against the library engines."""

@@ -1,0 +1,1 @@
+"""Model checking: exhaustive exploration of a bounded world, properties, mutants."""

@@ -1,0 +1,1 @@
+"""Stores for registrations and session state: SQLite (embedded) and Redis (cluster)."""
