@@ -87,7 +87,7 @@ def render(check: bool, root: Path | None) -> None:
 
 
 @main.command()
-@click.argument("trace", type=click.File("r", encoding="utf-8"))
+@click.argument("trace", type=click.File("rb"))  # decoded per line: errors name the line
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
               help="Rule option (max_errors, max_devices, include_body, include_sender, "
                    "important_body); repeatable.")

@@ -115,7 +115,11 @@ def reset_errors(ctx: Ctx) -> None:
 
 @action("count one error")
 def count_error(ctx: Ctx) -> None:
-    ctx.reg.errors += 1  # type: ignore[union-attr]
+    reg = ctx.reg
+    assert reg is not None
+    reg.errors += 1
+    ctx.note(f"{reg.jid} {reg.node}: {reg.errors} counted error(s) in a row "
+             f"(max_errors={ctx.world.config.max_errors})")
 
 
 @action("forget the session this registration was bound to")
@@ -161,6 +165,9 @@ def send_push(ctx: Ctx) -> None:
     assert reg is not None
     pushed = reg.pushed
     fresh = tuple(s for s in ctx.stanzas if s.id is None or s.id not in pushed)
+    if not ctx.stanzas:
+        ctx.note(f"{reg.jid} {reg.node}: the queue is empty, nothing to push")
+        return
     if not fresh:
         ctx.note(f"{reg.jid} {reg.node}: every stanza was already pushed to it (dedup)")
         return

@@ -21,7 +21,12 @@ from .rules import PUSH_RULES
 
 
 class ImpossibleEvent(ValueError):
-    """A well-formed event that the current state does not allow; nothing was changed."""
+    """A well-formed event that the current state does not allow; nothing was changed.
+    ``field`` names the event field the state contradicts (for error messages)."""
+
+    def __init__(self, message: str, field: str = "event") -> None:
+        super().__init__(message)
+        self.field = field
 
 
 class ModelError(RuntimeError):
@@ -112,8 +117,10 @@ class WorldBase(ABC):
             key = (event.user, event.jid, event.node)
             reg = self.registration(key)
             if reg is None:
+                known_jid = any(r.jid == event.jid for r in self.registrations_of(event.user))
                 raise ImpossibleEvent(f"push-result for {event.jid} {event.node}: no such "
-                                      f"registration of {event.user}")
+                                      f"registration of {event.user}",
+                                      "node" if known_jid else "jid")
             self.fire_registration(key, spec.machine_event, ctx)
         if notes is not None:
             self.last_notes = notes

@@ -104,10 +104,19 @@ def _convert(field: ev.FieldSpec, raw: Any, line: int) -> Any:
     return raw
 
 
-def read_trace(lines: Iterable[str]) -> Iterator[TraceLine]:
+def read_trace(lines: Iterable[str | bytes]) -> Iterator[TraceLine]:
     """Typed events, in order; raises TraceError at the first malformed line (lazily, so the
-    events before it can be processed first)."""
-    for number, text in enumerate(lines, start=1):
+    events before it can be processed first). Byte lines are decoded one by one as UTF-8, so a
+    bad byte is reported on its own line instead of failing a whole read-ahead buffer."""
+    for number, raw in enumerate(lines, start=1):
+        if isinstance(raw, bytes):
+            try:
+                text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raise TraceError(number, f"not UTF-8: byte {exc.start + 1} "
+                                         f"({raw[exc.start]:#04x})") from None
+        else:
+            text = raw
         stripped = text.strip()
         if not stripped or stripped.startswith("#"):
             continue
