@@ -1,0 +1,127 @@
+"""The XMPP transport: an external component (XEP-0114) on slixmpp that publishes pushes and
+reports what the app server answered. Retrying is the dispatcher's business, not this module's."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from slixmpp import ComponentXMPP
+from slixmpp.exceptions import IqError, IqTimeout
+from slixmpp.xmlstream import ET
+
+from pushrules.model.config import Config
+from pushrules.model.records import Push
+
+from .publish import fill_publish
+from .secrets import install_secret_mask
+
+log = logging.getLogger(__name__)
+
+STANZAS_NS = "urn:ietf:params:xml:ns:xmpp-stanzas"
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What came back for one publish: a result, an error (type may be None: no or unknown
+    type attribute), or nothing within the IQ timeout."""
+
+    ok: bool
+    error_type: str | None = None
+    condition: str | None = None
+    timed_out: bool = False
+
+    def describe(self) -> str:
+        if self.ok:
+            return "result"
+        if self.timed_out:
+            return "timeout"
+        return f"error type={self.error_type or 'none'} condition={self.condition or 'none'}"
+
+
+RESULT = Answer(ok=True)
+TIMEOUT = Answer(ok=False, timed_out=True)
+ERROR_TYPES = ("wait", "cancel", "auth", "modify", "continue")
+
+
+def read_error(iq_xml: ET.Element) -> Answer:
+    """The error of an ``<iq type='error'>``, whatever namespace the <error> child is in.
+
+    Prosody routes a component's stanza with its children in jabber:component:accept, while
+    slixmpp's Error plugin only looks in jabber:client; so read the element by local name."""
+    error = next((c for c in iq_xml if c.tag.rsplit("}", 1)[-1] == "error"), None)
+    if error is None:
+        return Answer(ok=False)
+    error_type = error.get("type")
+    condition = next((c.tag.rsplit("}", 1)[-1] for c in error
+                      if c.tag.startswith(f"{{{STANZAS_NS}}}") and not c.tag.endswith("}text")),
+                     None)
+    return Answer(ok=False, error_type=error_type if error_type in ERROR_TYPES else None,
+                  condition=condition)
+
+
+class PushTransport(ComponentXMPP):
+    """Connects as component ``jid`` to ``host:port`` and publishes pushes.
+
+    ``await transport.start()`` connects (reconnecting after every loss until ``close()``);
+    ``await transport.publish(push)`` waits while disconnected, then returns an ``Answer``.
+    """
+
+    def __init__(self, jid: str, secret: str, host: str, port: int, config: Config, *,
+                 iq_timeout: float = 10.0, reconnect_delay: float = 1.0) -> None:
+        super().__init__(jid, secret, host, port)
+        self.rules = config
+        self.iq_timeout = iq_timeout
+        self.reconnect_delay = reconnect_delay
+        self.online = asyncio.Event()
+        self._closing = False
+        self.add_event_handler("session_start", self._on_online)
+        self.add_event_handler("disconnected", self._on_offline)
+        install_secret_mask()
+
+    async def start(self, timeout: float | None = 10.0) -> None:
+        """Connect and wait until the server accepted the handshake (TimeoutError otherwise;
+        reconnecting goes on in the background)."""
+        self.connect()
+        await asyncio.wait_for(self.online.wait(), timeout)
+
+    async def close(self) -> None:
+        self._closing = True
+        self.online.clear()
+        if self.is_connected():
+            await self.disconnect(wait=2.0)
+
+    def _on_online(self, _event: object) -> None:
+        log.info("component %s connected to %s:%s", self.boundjid, self.server_host,
+                 self.server_port)
+        self.online.set()
+
+    def _on_offline(self, reason: object) -> None:
+        # After a lost stream; failed connection attempts are retried by slixmpp itself.
+        was_online = self.online.is_set()
+        self.online.clear()
+        if self._closing:
+            return
+        if was_online:
+            log.warning("component %s lost its connection (%s); reconnecting", self.boundjid,
+                        reason)
+        self.loop.call_later(self.reconnect_delay, self._reconnect)
+
+    def _reconnect(self) -> None:
+        if not self._closing and not self.is_connected():
+            self.connect()
+
+    async def publish(self, push: Push) -> Answer:
+        """Send one publish and return the answer (never raises for an app-server answer)."""
+        await self.online.wait()
+        iq = self.Iq()
+        iq["from"] = self.boundjid
+        fill_publish(iq, push, self.rules)
+        try:
+            await iq.send(timeout=self.iq_timeout)
+        except IqError as exc:
+            return read_error(exc.iq.xml)
+        except IqTimeout:
+            return TIMEOUT
+        return RESULT
