@@ -1,0 +1,133 @@
+"""What a store keeps, per user, and the interface every store implements.
+
+Every contract event concerns exactly one user, so one user's state is the unit a store loads,
+updates atomically and saves: that user's sessions, registrations (with their dedup ids), the
+enable-order counter used by eviction, and the audit trail. Rows are plain JSON-able dicts so
+that each store can keep them in its own way (columns, JSON strings) and the engine can diff them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pushrules.model.records import RegistrationRecord, SessionRecord
+from pushrules.model.world import AuditEntry
+
+RegId = tuple[str, str]
+"""A registration within one user: (jid, node)."""
+Row = dict[str, Any]
+
+
+class StoreError(RuntimeError):
+    """A store could not do what was asked; the event was not applied."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be reached (server down, file locked). The event was not applied, or,
+    when the connection broke during the write, its outcome is unknown: handle the same event
+    again on the same engine and it is settled exactly once."""
+
+
+class StoreCorrupt(StoreError):
+    """The store's data is not what this version of pushrules can read. Nothing was written."""
+
+
+class StoreConflict(StoreError):
+    """Other writers changed the same user every time this event was retried."""
+
+
+@dataclass(slots=True)
+class UserSnapshot:
+    """One user's state as loaded, with the version a commit must still find."""
+
+    user: str
+    version: int = 0
+    seq: int = 0
+    sessions: dict[str, Row] = field(default_factory=dict)
+    registrations: dict[RegId, Row] = field(default_factory=dict)
+    expired: tuple[RegId, ...] = ()
+    """Registrations whose data the store let expire (Redis orphan TTL) since the last commit."""
+
+
+@dataclass(slots=True)
+class UserChanges:
+    """What one event changed for one user, applied all-or-nothing if ``base_version`` is still
+    current. ``token`` makes a repeated commit (after a lost reply) a no-op that reports success."""
+
+    user: str
+    base_version: int
+    token: str
+    seq: int
+    sessions_put: dict[str, Row] = field(default_factory=dict)
+    sessions_del: list[str] = field(default_factory=list)
+    registrations_put: dict[RegId, Row] = field(default_factory=dict)
+    registrations_del: list[RegId] = field(default_factory=list)
+    previous_states: dict[RegId, str] = field(default_factory=dict)
+    """State of each put registration before the event (absent when new): for orphan TTLs."""
+    audit: list[AuditEntry] = field(default_factory=list)
+
+
+class Store(Protocol):
+    """Where registrations and session state live between events and across restarts."""
+
+    url: str
+    """The store's address with any password masked: safe in messages."""
+
+    def load(self, user: str) -> UserSnapshot:
+        """The user's state (empty at version 0 for a user never seen)."""
+        ...
+
+    def commit(self, changes: UserChanges) -> bool:
+        """Apply all changes atomically; False (nothing written) when the user's version moved
+        on since the load. True also when this very token was committed before."""
+        ...
+
+    def audit_trail(self, user: str) -> list[AuditEntry]:
+        """Every disable, eviction and expiry recorded for the user, oldest first."""
+        ...
+
+    def close(self) -> None: ...
+
+
+# --- records <-> rows --------------------------------------------------------------------------
+
+def session_row(rec: SessionRecord) -> Row:
+    return {"state": rec.state, "binding": None if rec.binding is None else list(rec.binding[1:])}
+
+
+def registration_row(rec: RegistrationRecord) -> Row:
+    return {
+        "state": rec.state, "options": dict(rec.options), "session": rec.session,
+        "errors": rec.errors, "reason": rec.reason, "disabled_at": rec.disabled_at,
+        "seq": rec.seq, "pushed": list(rec.pushed),
+    }
+
+
+def session_from_row(user: str, sid: str, row: Row) -> SessionRecord:
+    rec = SessionRecord(sid, user, row["state"])
+    binding = row["binding"]
+    rec.binding = None if binding is None else (user, binding[0], binding[1])
+    return rec
+
+
+def registration_from_row(user: str, reg: RegId, row: Row) -> RegistrationRecord:
+    rec = RegistrationRecord(user, reg[0], reg[1], row["state"])
+    rec.options = dict(row["options"])
+    rec.session = row["session"]
+    rec.errors = int(row["errors"])
+    rec.reason = row["reason"]
+    rec.disabled_at = row["disabled_at"]
+    rec.seq = int(row["seq"])
+    rec.pushed = dict.fromkeys(row["pushed"])
+    return rec
+
+
+def audit_dict(entry: AuditEntry) -> Row:
+    return {"time": entry.time, "user": entry.user, "jid": entry.jid, "node": entry.node,
+            "action": entry.action, "reason": entry.reason}
+
+
+def audit_from_dict(row: Row) -> AuditEntry:
+    return AuditEntry(float(row["time"]), row["user"], row["jid"], row["node"], row["action"],
+                      row["reason"])

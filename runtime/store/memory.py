@@ -1,0 +1,74 @@
+"""`memory:`: a store in this process only (lost on exit). Rows are kept as JSON text so that no
+engine ever shares a mutable object with the store, exactly as with the real stores."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections import deque
+
+from pushrules.model.world import AuditEntry
+
+from .base import RegId, UserChanges, UserSnapshot
+
+RECENT_TOKENS = 64
+
+
+class _User:
+    __slots__ = ("version", "seq", "sessions", "registrations", "audit", "tokens")
+
+    def __init__(self) -> None:
+        self.version = 0
+        self.seq = 0
+        self.sessions: dict[str, str] = {}
+        self.registrations: dict[RegId, str] = {}
+        self.audit: list[AuditEntry] = []
+        self.tokens: deque[str] = deque(maxlen=RECENT_TOKENS)
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self.url = "memory:"
+        self._users: dict[str, _User] = {}
+        self._lock = threading.Lock()
+
+    def load(self, user: str) -> UserSnapshot:
+        with self._lock:
+            state = self._users.get(user)
+            if state is None:
+                return UserSnapshot(user)
+            return UserSnapshot(
+                user, state.version, state.seq,
+                {sid: json.loads(row) for sid, row in state.sessions.items()},
+                {reg: json.loads(row) for reg, row in state.registrations.items()},
+            )
+
+    def commit(self, changes: UserChanges) -> bool:
+        with self._lock:
+            state = self._users.get(changes.user) or _User()
+            if changes.token in state.tokens:
+                return True
+            if state.version != changes.base_version:
+                return False
+            for sid, row in changes.sessions_put.items():
+                state.sessions[sid] = json.dumps(row)
+            for sid in changes.sessions_del:
+                state.sessions.pop(sid, None)
+            for reg, row in changes.registrations_put.items():
+                state.registrations[reg] = json.dumps(row)
+            for reg in changes.registrations_del:
+                state.registrations.pop(reg, None)
+            state.audit.extend(changes.audit)
+            state.seq = changes.seq
+            state.version += 1
+            state.tokens.append(changes.token)
+            self._users[changes.user] = state
+            return True
+
+    def audit_trail(self, user: str) -> list[AuditEntry]:
+        with self._lock:
+            state = self._users.get(user)
+            return [] if state is None else list(state.audit)
+
+    def close(self) -> None:
+        pass

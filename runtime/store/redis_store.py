@@ -1,0 +1,209 @@
+"""`redis://host:port/db?prefix=pushrules&orphan_ttl=SECONDS`: the store several nodes share.
+
+Keys of one user (all hash-tagged ``{user}`` so they stay on one Redis Cluster slot):
+  PREFIX:{user}:meta       hash: version (bumped by every commit), seq (enable order),
+                           regno (last position in regs)
+  PREFIX:{user}:sessions   hash: session full JID -> JSON row
+  PREFIX:{user}:regs       sorted set of registration ids (JSON ``[jid, node]``) in
+                           the order first enabled: the fan-out order of rules b, c
+  PREFIX:{user}:reg:ID     string: the registration's JSON row (may carry the orphan TTL)
+  PREFIX:{user}:audit      list of JSON audit entries, oldest first
+  PREFIX:{user}:commits    list of the last commit tokens (a repeated commit is a no-op)
+
+Loads and commits are Lua scripts, each atomic on the server: a commit applies only if the
+user's version is still the one loaded (optimistic concurrency), else the caller runs the event
+again on fresh state. With ``orphan_ttl`` a registration's key expires that many seconds after
+it became orphaned (pushes to it do not extend it; re-enabling removes the TTL). An expired
+registration is gone as if never enabled: rules (b) and (c) no longer push to it, it no longer
+counts towards max_devices, a push-result for it is an impossible event; the next commit for
+that user drops it from the index and records an ``expire`` audit entry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry
+
+from pushrules.model.world import AuditEntry
+
+from .base import (
+    RegId,
+    StoreError,
+    StoreUnavailable,
+    UserChanges,
+    UserSnapshot,
+    audit_dict,
+    audit_from_dict,
+)
+
+RECENT_TOKENS = 64
+
+LOAD = """
+local meta = redis.call('HMGET', KEYS[1], 'version', 'seq')
+local sessions = redis.call('HGETALL', KEYS[2])
+local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
+local regs = {}
+for _, id in ipairs(ids) do
+  regs[#regs + 1] = id
+  regs[#regs + 1] = redis.call('GET', ARGV[1] .. id)
+end
+return {meta[1] or '0', meta[2] or '0', sessions, regs}
+"""
+
+# Checks everything before the first write: Redis does not roll a script back.
+COMMIT = """
+local c = cjson.decode(ARGV[1])
+if redis.call('LPOS', KEYS[5], c.token) then return 1 end
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if current ~= c.base then return 0 end
+for _, id in ipairs(c.must_exist) do
+  if redis.call('EXISTS', ARGV[2] .. id) == 0 then return 0 end
+end
+for _, s in ipairs(c.s_put) do redis.call('HSET', KEYS[2], s[1], s[2]) end
+for _, sid in ipairs(c.s_del) do redis.call('HDEL', KEYS[2], sid) end
+for _, r in ipairs(c.r_put) do
+  local key = ARGV[2] .. r[1]
+  if r[3] == 'ttl' then redis.call('SET', key, r[2], 'EX', c.ttl)
+  elseif r[3] == 'keep' then redis.call('SET', key, r[2], 'KEEPTTL')
+  else redis.call('SET', key, r[2]) end
+  if not redis.call('ZSCORE', KEYS[3], r[1]) then
+    redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'regno', 1), r[1])
+  end
+end
+for _, id in ipairs(c.r_del) do
+  redis.call('DEL', ARGV[2] .. id)
+  redis.call('ZREM', KEYS[3], id)
+end
+for _, a in ipairs(c.audit) do redis.call('RPUSH', KEYS[4], a) end
+redis.call('HSET', KEYS[1], 'version', current + 1, 'seq', c.seq)
+redis.call('LPUSH', KEYS[5], c.token)
+redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[3]) - 1)
+return 1
+"""
+
+OUR_PARAMS = ("prefix", "orphan_ttl")
+
+
+class RedisStore:
+    def __init__(self, url: str, *, prefix: str = "pushrules", orphan_ttl: int | None = None,
+                 timeout: float = 2.0) -> None:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        prefix = query.pop("prefix", prefix)
+        if "orphan_ttl" in query:
+            raw = query.pop("orphan_ttl")
+            if not raw.isdigit() or int(raw) < 1:
+                raise StoreError(f"redis store {_mask(url)}: orphan_ttl={raw!r} is not a "
+                                 "positive number of seconds")
+            orphan_ttl = int(raw)
+        if not prefix or any(c in prefix for c in "{}"):
+            raise StoreError(f"redis store {_mask(url)}: prefix {prefix!r} must be non-empty "
+                             "and without braces")
+        self.prefix = prefix
+        self.orphan_ttl = orphan_ttl
+        self.url = _mask(url)
+        plain = urlunsplit(parts._replace(query=urlencode(query)))
+        try:
+            # Retries only reconnect; a commit sent twice is harmless (its token).
+            self._redis = redis.Redis.from_url(
+                plain, socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
+        except ValueError as exc:
+            raise StoreError(f"redis store {self.url}: {exc}") from None
+        self._load = self._redis.register_script(LOAD)
+        self._commit = self._redis.register_script(COMMIT)
+
+    def __repr__(self) -> str:
+        return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
+
+    def _keys(self, user: str) -> tuple[str, ...]:
+        base = f"{self.prefix}:{{{user}}}:"
+        return tuple(base + name for name in ("meta", "sessions", "regs", "audit", "commits"))
+
+    def _reg_prefix(self, user: str) -> str:
+        return f"{self.prefix}:{{{user}}}:reg:"
+
+    @contextmanager
+    def _errors(self, what: str, user: str) -> Iterator[None]:
+        try:
+            yield
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            raise StoreUnavailable(f"redis store {self.url} is unavailable: cannot {what} user "
+                                   f"{user} ({type(exc).__name__}: {exc})") from None
+        except redis.RedisError as exc:
+            raise StoreError(f"redis store {self.url}: cannot {what} user {user} "
+                             f"({type(exc).__name__}: {exc})") from None
+
+    def load(self, user: str) -> UserSnapshot:
+        with self._errors("load", user):
+            version, seq, sessions, regs = self._load(keys=self._keys(user)[:3],
+                                                      args=[self._reg_prefix(user)])
+        snapshot = UserSnapshot(user, int(version), int(seq))
+        for i in range(0, len(sessions), 2):
+            snapshot.sessions[sessions[i].decode()] = json.loads(sessions[i + 1])
+        expired: list[RegId] = []
+        for i in range(0, len(regs), 2):
+            jid, node = json.loads(regs[i])
+            if regs[i + 1] is None:
+                expired.append((jid, node))
+            else:
+                snapshot.registrations[(jid, node)] = json.loads(regs[i + 1])
+        snapshot.expired = tuple(expired)
+        return snapshot
+
+    def commit(self, changes: UserChanges) -> bool:
+        ttl = self.orphan_ttl
+        r_put = []
+        for reg, row in changes.registrations_put.items():
+            mode = "plain"
+            if ttl is not None and row["state"] == "orphaned":
+                mode = "keep" if changes.previous_states.get(reg) == "orphaned" else "ttl"
+            r_put.append([_reg_id(reg), json.dumps(row), mode])
+        payload = {
+            "token": changes.token, "base": changes.base_version, "seq": changes.seq,
+            "ttl": ttl or 0,
+            "must_exist": [_reg_id(r) for r in changes.previous_states],
+            "s_put": [[sid, json.dumps(row)] for sid, row in changes.sessions_put.items()],
+            "s_del": changes.sessions_del,
+            "r_put": r_put,
+            "r_del": [_reg_id(r) for r in changes.registrations_del],
+            "audit": [json.dumps(audit_dict(a)) for a in changes.audit],
+        }
+        user = changes.user
+        with self._errors("commit", user):
+            done = self._commit(keys=self._keys(user),
+                                args=[json.dumps(payload), self._reg_prefix(user),
+                                      RECENT_TOKENS])
+        return bool(done)
+
+    def audit_trail(self, user: str) -> list[AuditEntry]:
+        with self._errors("read the audit trail of", user):
+            rows = self._redis.lrange(self._keys(user)[3], 0, -1)
+        return [audit_from_dict(json.loads(row)) for row in rows]
+
+    def ttl_of(self, user: str, reg: RegId) -> int:
+        """Seconds left before the registration's key expires (-1: none, -2: no such key)."""
+        with self._errors("read a TTL of", user):
+            return int(self._redis.ttl(self._reg_prefix(user) + _reg_id(reg)))
+
+    def close(self) -> None:
+        self._redis.close()
+
+
+def _reg_id(reg: RegId) -> str:
+    return json.dumps(list(reg))
+
+
+def _mask(url: str) -> str:
+    """The URL with its password masked."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))

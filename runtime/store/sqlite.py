@@ -1,0 +1,277 @@
+"""`sqlite:///path/to.db`: the embedded store (standard library sqlite3).
+
+One transaction per event: a crash between two writes rolls back to the previous event's state.
+The file is recognised by PRAGMA application_id and versioned by PRAGMA user_version; a file
+that is not ours, of another schema version, or damaged is refused with the file named and
+nothing written to it.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pushrules.model.world import AuditEntry
+
+from .base import StoreCorrupt, StoreUnavailable, UserChanges, UserSnapshot
+
+APPLICATION_ID = 0x70757368  # "push"
+SCHEMA_VERSION = 1
+TABLES = ("users", "sessions", "registrations", "audit")
+
+SCHEMA = """
+CREATE TABLE users (
+    user TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,      -- bumped by every commit: the optimistic-concurrency check
+    seq INTEGER NOT NULL,          -- enable-order counter (eviction picks the lowest seq)
+    token TEXT NOT NULL            -- last commit's token: a repeated commit is a no-op
+);
+CREATE TABLE sessions (
+    user TEXT NOT NULL,
+    sid TEXT NOT NULL,
+    state TEXT NOT NULL,
+    binding_jid TEXT,
+    binding_node TEXT,
+    PRIMARY KEY (user, sid)
+);
+CREATE TABLE registrations (
+    user TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    node TEXT NOT NULL,
+    state TEXT NOT NULL,
+    options TEXT NOT NULL,         -- JSON publish-options, secret included (needed to push)
+    session TEXT,
+    errors INTEGER NOT NULL,
+    reason TEXT,
+    disabled_at REAL,
+    seq INTEGER NOT NULL,
+    pushed TEXT NOT NULL,          -- JSON list of pushed stanza ids, oldest first (dedup)
+    PRIMARY KEY (user, jid, node)
+);
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    time REAL NOT NULL,
+    jid TEXT NOT NULL,
+    node TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX audit_by_user ON audit (user, id);
+"""
+
+
+class SqliteStore:
+    def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
+        self.path = Path(path)
+        self.url = f"sqlite:///{self.path}"
+        self._lock = threading.Lock()
+        self.after_write: Callable[[int], None] | None = None
+        """Called after each write statement of a commit with its number (crash tests)."""
+        try:
+            self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
+                                       check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreUnavailable(f"sqlite store {self.path}: cannot open ({exc})") from None
+        try:
+            self._open()
+        except BaseException:
+            self._db.close()
+            raise
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({str(self.path)!r})"
+
+    # --- opening: recognise, check, or create --------------------------------------------------
+    def _open(self) -> None:
+        where = f"sqlite store {self.path}"
+        try:
+            app_id = self._db.execute("PRAGMA application_id").fetchone()[0]
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            tables = sorted(r[0] for r in self._db.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'"))
+        except sqlite3.DatabaseError as exc:
+            raise StoreCorrupt(f"{where}: not a readable SQLite database ({exc}); "
+                               "the file was left as it is") from None
+        if app_id == 0 and version == 0 and not tables:
+            self._create()
+            return
+        if app_id != APPLICATION_ID:
+            raise StoreCorrupt(f"{where}: an SQLite database but not a pushrules store "
+                               f"(application_id {app_id}, tables: {', '.join(tables) or 'none'}); "
+                               "the file was left as it is")
+        if version < SCHEMA_VERSION:
+            raise StoreCorrupt(f"{where}: schema version {version} is older than this pushrules' "
+                               f"{SCHEMA_VERSION} and no migration from it exists; "
+                               "the file was left as it is")
+        if version > SCHEMA_VERSION:
+            raise StoreCorrupt(f"{where}: schema version {version} is newer than this pushrules' "
+                               f"{SCHEMA_VERSION}: upgrade pushrules; the file was left as it is")
+        missing = [t for t in TABLES if t not in tables]
+        if missing:
+            raise StoreCorrupt(f"{where}: schema version {version} but table(s) "
+                               f"{', '.join(missing)} missing; the file was left as it is")
+        try:
+            problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
+        except sqlite3.DatabaseError as exc:
+            problems = [str(exc)]
+        if problems != ["ok"]:
+            raise StoreCorrupt(f"{where}: the database is damaged ({'; '.join(problems)}); "
+                               "the file was left as it is")
+        self._tune()
+
+    def _create(self) -> None:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            # Another process may have created it between our check and the lock. (Not
+            # executescript: it would commit our transaction half-way.)
+            if self._db.execute("PRAGMA user_version").fetchone()[0] == 0:
+                for statement in SCHEMA.split(";"):
+                    if statement.strip():
+                        self._db.execute(statement)
+                self._db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                self._db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreUnavailable(f"sqlite store {self.path}: cannot create the schema "
+                                   f"({exc})") from None
+        self._tune()
+
+    def _tune(self) -> None:
+        # WAL: readers never block the writer; NORMAL sync is crash-safe in WAL mode (a process
+        # crash loses nothing committed; a power cut may lose the last commits, never corrupt).
+        self._db.execute("PRAGMA journal_mode = WAL")
+        self._db.execute("PRAGMA synchronous = NORMAL")
+
+    # --- the Store interface -------------------------------------------------------------------
+    def load(self, user: str) -> UserSnapshot:
+        with self._lock, self._errors("load", user):
+            db = self._db
+            db.execute("BEGIN")
+            try:
+                head = db.execute("SELECT version, seq FROM users WHERE user = ?",
+                                  (user,)).fetchone()
+                snapshot = UserSnapshot(user) if head is None else UserSnapshot(user, *head)
+                for sid, state, bjid, bnode in db.execute(
+                        "SELECT sid, state, binding_jid, binding_node FROM sessions "
+                        "WHERE user = ?", (user,)):
+                    binding = None if bjid is None else [bjid, bnode]
+                    snapshot.sessions[sid] = {"state": state, "binding": binding}
+                for row in db.execute(
+                        "SELECT jid, node, state, options, session, errors, reason, disabled_at, "
+                        "seq, pushed FROM registrations WHERE user = ? ORDER BY rowid", (user,)):
+                    snapshot.registrations[(row[0], row[1])] = _registration(row)
+            finally:
+                db.execute("COMMIT")
+            return snapshot
+
+    def commit(self, changes: UserChanges) -> bool:
+        user = changes.user
+        with self._lock, self._errors("commit", user):
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                done = self._write(changes)
+            except BaseException:
+                self._rollback()
+                raise
+            if done is None:
+                db.execute("COMMIT")
+                return True
+            if not done:
+                self._rollback()
+                return False
+            db.execute("COMMIT")
+            return True
+
+    def _write(self, changes: UserChanges) -> bool | None:
+        """False: conflict; None: this token was committed already; True: written."""
+        db, user = self._db, changes.user
+        head = db.execute("SELECT version, token FROM users WHERE user = ?", (user,)).fetchone()
+        if head is not None and head[1] == changes.token:
+            return None
+        if (0 if head is None else head[0]) != changes.base_version:
+            return False
+        step = 0
+
+        def write(sql: str, args: tuple[Any, ...]) -> None:
+            nonlocal step
+            db.execute(sql, args)
+            step += 1
+            if self.after_write is not None:
+                self.after_write(step)
+
+        write("INSERT INTO users (user, version, seq, token) VALUES (?, ?, ?, ?) "
+              "ON CONFLICT (user) DO UPDATE SET version = excluded.version, seq = excluded.seq, "
+              "token = excluded.token",
+              (user, changes.base_version + 1, changes.seq, changes.token))
+        for sid, row in changes.sessions_put.items():
+            binding = row["binding"] or (None, None)
+            write("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
+                  (user, sid, row["state"], binding[0], binding[1]))
+        for sid in changes.sessions_del:
+            write("DELETE FROM sessions WHERE user = ? AND sid = ?", (user, sid))
+        for (jid, node), row in changes.registrations_put.items():
+            # An upsert keeps the rowid: registrations load in the order they were first
+            # enabled, which is the order rules (b) and (c) fan out in.
+            write("INSERT INTO registrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+                  "ON CONFLICT (user, jid, node) DO UPDATE SET state = excluded.state, "
+                  "options = excluded.options, session = excluded.session, "
+                  "errors = excluded.errors, reason = excluded.reason, "
+                  "disabled_at = excluded.disabled_at, seq = excluded.seq, "
+                  "pushed = excluded.pushed",
+                  (user, jid, node, row["state"], json.dumps(row["options"]), row["session"],
+                   row["errors"], row["reason"], row["disabled_at"], row["seq"],
+                   json.dumps(row["pushed"])))
+        for jid, node in changes.registrations_del:
+            write("DELETE FROM registrations WHERE user = ? AND jid = ? AND node = ?",
+                  (user, jid, node))
+        for entry in changes.audit:
+            write("INSERT INTO audit (user, time, jid, node, action, reason) "
+                  "VALUES (?, ?, ?, ?, ?, ?)",
+                  (user, entry.time, entry.jid, entry.node, entry.action, entry.reason))
+        return True
+
+    def audit_trail(self, user: str) -> list[AuditEntry]:
+        with self._lock, self._errors("read the audit trail of", user):
+            rows = self._db.execute("SELECT time, user, jid, node, action, reason FROM audit "
+                                    "WHERE user = ? ORDER BY id", (user,)).fetchall()
+        return [AuditEntry(*row) for row in rows]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    # --- helpers -------------------------------------------------------------------------------
+    def _rollback(self) -> None:
+        try:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+        except sqlite3.Error:
+            pass  # the connection is gone: SQLite rolls back on its own
+
+    @contextmanager
+    def _errors(self, what: str, user: str) -> Iterator[None]:
+        """Turn sqlite3 errors into store errors that name the file (and never a secret)."""
+        try:
+            yield
+        except sqlite3.Error as exc:
+            where = f"sqlite store {self.path}: cannot {what} user {user}"
+            if isinstance(exc, sqlite3.OperationalError):
+                raise StoreUnavailable(f"{where} ({exc}); nothing was applied") from None
+            raise StoreCorrupt(f"{where} ({type(exc).__name__}: {exc}); nothing was applied") \
+                from None
+
+
+def _registration(row: tuple[Any, ...]) -> dict[str, Any]:
+    return {
+        "state": row[2], "options": json.loads(row[3]), "session": row[4], "errors": row[5],
+        "reason": row[6], "disabled_at": row[7], "seq": row[8], "pushed": json.loads(row[9]),
+    }
+
