@@ -1,0 +1,162 @@
+"""`pushrules serve`: the sidecar (see pushrules.runtime.xmpp.sidecar). Settings come from a TOML
+file (--config) and flags; a flag wins over the file."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import click
+
+from pushrules.model.config import Config
+
+# TOML layout: section -> key -> flag name (the click parameter).
+SECTIONS: dict[str, dict[str, str]] = {
+    "component": {"jid": "component_jid", "secret": "component_secret",
+                  "secret_file": "component_secret_file", "host": "host", "port": "port"},
+    "dispatch": {"iq_timeout": "iq_timeout", "max_attempts": "max_attempts",
+                 "backoff_initial": "backoff_initial", "backoff_max": "backoff_max",
+                 "connect_timeout": "connect_timeout", "shutdown_grace": "shutdown_grace"},
+    "store": {"url": "store"},
+    "input": {"socket": "socket"},
+}
+DEFAULTS: dict[str, Any] = {
+    "host": "127.0.0.1", "port": 5347, "iq_timeout": 10.0, "max_attempts": 6,
+    "backoff_initial": 0.5, "backoff_max": 30.0, "connect_timeout": 30.0,
+    "shutdown_grace": 30.0, "store": "memory:",
+}
+
+
+class SettingsError(ValueError):
+    """A bad settings file or flag; the message names the file, section and key."""
+
+
+def read_toml(path: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    """(flag values, rule settings) from a TOML file."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"{path}: cannot read: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SettingsError(f"{path}: not valid TOML: {exc}") from None
+    values: dict[str, Any] = {}
+    rules: dict[str, str] = {}
+    for section, table in data.items():
+        if not isinstance(table, dict):
+            raise SettingsError(f"{path}: {section!r} must be a table ([{section}])")
+        if section == "rules":
+            for key, value in table.items():
+                if not isinstance(value, bool | int | str):
+                    raise SettingsError(f"{path}: [rules] {key}: must be a boolean, integer "
+                                        "or string")
+                rules[key] = str(value).lower() if isinstance(value, bool) else str(value)
+            continue
+        keys = SECTIONS.get(section)
+        if keys is None:
+            known = ", ".join(["rules", *SECTIONS])
+            raise SettingsError(f"{path}: unknown section [{section}] (known: {known})")
+        for key, value in table.items():
+            if key not in keys:
+                raise SettingsError(f"{path}: [{section}] unknown key {key!r} "
+                                    f"(known: {', '.join(keys)})")
+            values[keys[key]] = value
+    return values, rules
+
+
+def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
+                   rule_settings: dict[str, str]) -> Any:
+    from pushrules.runtime.xmpp.dispatcher import RetryPolicy
+    from pushrules.runtime.xmpp.sidecar import SidecarSettings
+
+    merged = {**DEFAULTS, **file_values, **{k: v for k, v in flags.items() if v is not None}}
+    if not merged.get("component_jid"):
+        raise SettingsError("the component JID is missing (--component-jid or [component] jid)")
+    secret = merged.get("component_secret")
+    secret_file = merged.get("component_secret_file")
+    if not secret and secret_file:
+        try:
+            secret = Path(secret_file).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise SettingsError(f"component secret file {secret_file}: cannot read: "
+                                f"{exc.strerror}") from None
+    if not secret:
+        raise SettingsError("the component secret is missing (--component-secret-file, "
+                            "PUSHRULES_COMPONENT_SECRET or [component] secret)")
+    try:
+        rules = Config().with_settings(rule_settings)
+        numbers = {name: float(merged[name]) for name in
+                   ("iq_timeout", "backoff_initial", "backoff_max", "connect_timeout",
+                    "shutdown_grace")}
+        retry = RetryPolicy(max_attempts=int(merged["max_attempts"]),
+                            backoff_initial=numbers["backoff_initial"],
+                            backoff_max=numbers["backoff_max"])
+        port = int(merged["port"])
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(str(exc)) from None
+    if numbers["iq_timeout"] <= 0:
+        raise SettingsError("iq_timeout must be positive")
+    return SidecarSettings(
+        component_jid=str(merged["component_jid"]), component_secret=secret,
+        host=str(merged["host"]), port=port, rules=rules, iq_timeout=numbers["iq_timeout"],
+        retry=retry, connect_timeout=numbers["connect_timeout"],
+        shutdown_grace=numbers["shutdown_grace"], store=str(merged["store"]),
+        socket=merged.get("socket"),
+    )
+
+
+@click.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
+              help="TOML settings: [component] jid/secret/secret_file/host/port, [rules], "
+                   "[dispatch], [store] url, [input] socket.")
+@click.option("--component-jid", help="The JID this component connects as (XEP-0114).")
+@click.option("--component-secret", envvar="PUSHRULES_COMPONENT_SECRET", show_envvar=True,
+              help="The component secret (prefer the env var or --component-secret-file).")
+@click.option("--component-secret-file", type=click.Path(dir_okay=False),
+              help="File holding the component secret.")
+@click.option("--host", help="XMPP server address for components [127.0.0.1].")
+@click.option("--port", type=int, help="XMPP server component port [5347].")
+@click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
+              help="Rule option (max_errors, max_devices, include_body, include_sender, "
+                   "important_body); repeatable; wins over [rules].")
+@click.option("--iq-timeout", type=float, help="Seconds to wait for the app server [10].")
+@click.option("--max-attempts", type=int,
+              help="Sends of one push for wait errors and timeouts [6].")
+@click.option("--backoff-initial", type=float, help="First retry delay in seconds [0.5].")
+@click.option("--backoff-max", type=float, help="Longest retry delay in seconds [30].")
+@click.option("--connect-timeout", type=float,
+              help="Seconds to wait for the first connection before warning [30].")
+@click.option("--shutdown-grace", type=float,
+              help="Seconds to finish decided pushes on SIGTERM [30].")
+@click.option("--store", help="Where state lives: memory: (default) or a store URL.")
+@click.option("--socket", type=click.Path(dir_okay=False),
+              help="Read events from this Unix socket instead of stdin.")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
+              default="warning", show_default=True)
+def serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
+          **flags: Any) -> None:
+    """Read server events (JSON lines, stdin or --socket), send the decided pushes over XMPP
+    as a component, print one outcome per push (JSON lines). Stops cleanly on SIGTERM."""
+    from pushrules.cli import parse_settings
+    from pushrules.runtime.xmpp.secrets import install_secret_mask
+    from pushrules.runtime.xmpp.sidecar import run_sidecar
+
+    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_secret_mask()
+    try:
+        file_values, rules = read_toml(config_file) if config_file else ({}, {})
+        parse_settings(settings)  # validates the flags with the same messages as replay
+        for pair in settings:
+            name, _, value = pair.partition("=")
+            rules[name.strip()] = value
+        sidecar_settings = build_settings(flags, file_values, rules)
+    except SettingsError as exc:
+        raise click.UsageError(str(exc)) from None
+    try:
+        status = run_sidecar(sidecar_settings)
+    except ValueError as exc:  # e.g. an unknown store URL
+        raise click.ClickException(str(exc)) from None
+    sys.exit(status)
