@@ -7,6 +7,7 @@ the pushes of the refused attempt are dropped, so no stanza is pushed twice and 
 
 from __future__ import annotations
 
+import random
 import time
 import uuid
 from collections.abc import Callable
@@ -63,6 +64,9 @@ class StoredEngine(Engine):
         self.conflicts = 0
         self.before_commit: Callable[[UserChanges], None] | None = None
         """Called with the changes right before each commit (tests use it to interleave)."""
+        self.last_version = 0
+        """The user's version the last event's outcome belongs to: the one its commit made, or
+        (when it changed nothing) the one it read. Orders events across nodes."""
         self._user_seq = 0
         self._pending: _Pending | None = None
 
@@ -79,14 +83,19 @@ class StoredEngine(Engine):
         if (pending is not None and pending.event == event and pending.changes.user == user
                 and self._commit(pending.changes, event, pending.pushes)):
             return pending.pushes
-        for _ in range(self.max_attempts):
+        for attempt in range(self.max_attempts):
             snapshot = self.store.load(user)
             self._install(snapshot)
             pushes = super().handle(event)
             changes = self._changes(snapshot)
-            if changes is None or self._commit(changes, event, pushes):
+            if changes is None:
+                self.last_version = snapshot.version
+                return pushes
+            if self._commit(changes, event, pushes):
                 return pushes
             self.conflicts += 1
+            # Randomised backoff: nodes that keep colliding on one user spread out.
+            time.sleep(random.random() * min(0.05, 0.0005 * 2 ** attempt))
         raise StoreConflict(f"{self.store.url}: user {user} changed under every one of "
                             f"{self.max_attempts} attempts of {event.EVENT}; not applied")
 
@@ -100,6 +109,7 @@ class StoredEngine(Engine):
             raise
         if done:
             self.commits += 1
+            self.last_version = changes.base_version + 1
         return done
 
     def _install(self, snapshot: UserSnapshot) -> None:

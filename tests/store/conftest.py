@@ -1,0 +1,78 @@
+"""Fixtures: a real redis-server per test session, and one store fixture parametrised over
+memory, SQLite and Redis so that the same tests run against every store."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from pushrules.runtime.store import Store, open_store
+from pushrules.runtime.store.local_redis import LocalRedis, RedisServerMissing
+
+# The tests share helpers (traces.py) by plain import: pytest runs with import-mode=importlib.
+sys.path.insert(0, str(Path(__file__).parent))
+
+STORES = ("memory", "sqlite", "redis")
+_prefixes = itertools.count()
+
+
+def start_redis(**kwargs: object) -> LocalRedis:
+    """A started LocalRedis; fails under CI when redis-server is missing, skips elsewhere."""
+    try:
+        server = LocalRedis(**kwargs)  # type: ignore[arg-type]
+    except RedisServerMissing as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"{exc}: the Redis tests never skip in CI")
+        pytest.skip(str(exc))
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[LocalRedis]:
+    server = start_redis()
+    yield server
+    server.close()
+
+
+class StoreOpener:
+    """Opens handles on one store: a second call is a restarted process's view of the same data
+    (same SQLite file, same Redis prefix; the memory store is simply shared)."""
+
+    def __init__(self, kind: str, url: str) -> None:
+        self.kind = kind
+        self.url = url
+        self.opened: list[Store] = []
+        self._memory: Store | None = None
+
+    def __call__(self) -> Store:
+        if self.kind == "memory":
+            self._memory = self._memory or open_store("memory:")
+            return self._memory
+        store = open_store(self.url)
+        self.opened.append(store)
+        return store
+
+    def close(self) -> None:
+        for store in self.opened:
+            store.close()
+
+
+@pytest.fixture(params=STORES)
+def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[[], Store]]:
+    kind = request.param
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / 'pushrules.db'}"
+    elif kind == "redis":
+        server = request.getfixturevalue("redis_server")
+        url = f"{server.url}?prefix=t{next(_prefixes)}"
+    else:
+        url = "memory:"
+    result = StoreOpener(kind, url)
+    yield result
+    result.close()
