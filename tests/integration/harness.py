@@ -190,3 +190,26 @@ class AppServer(ComponentXMPP):
 
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+# --- driving the runtime with contract events ---------------------------------------------------
+
+def message(mid: str, to: str, body: str | None = "hi", sender: str = "alice@localhost/pc",
+            kind: str = "chat") -> str:
+    inner = "" if body is None else f"<body>{body}</body>"
+    return (f"<message xmlns='jabber:client' id='{mid}' from='{sender}' to='{to}' "
+            f"type='{kind}'>{inner}</message>")
+
+
+def enable_events(user: str, node: str, app: str = APP_JIDS[0], resource: str = "phone",
+                  secret: str | None = None) -> list[dict]:
+    session = f"{user}/{resource}"
+    return [
+        {"event": "session-bind", "session": session},
+        {"event": "push-enable", "session": session, "jid": app, "node": node,
+         "secret": secret or f"secret-{node}"},
+    ]
+
+
+def offline_event(user: str, mid: str, body: str = "hi") -> dict:
+    return {"event": "message/offline/handle", "user": user, "stanza": message(mid, user, body)}
