@@ -166,7 +166,12 @@ class SqliteStore:
                 for row in db.execute(
                         "SELECT jid, node, state, options, session, errors, reason, disabled_at, "
                         "seq, pushed FROM registrations WHERE user = ? ORDER BY rowid", (user,)):
-                    snapshot.registrations[(row[0], row[1])] = _registration(row)
+                    try:
+                        snapshot.registrations[(row[0], row[1])] = _registration(row)
+                    except ValueError as exc:
+                        raise StoreCorrupt(
+                            f"sqlite store {self.path}: registration {row[0]} {row[1]} of user "
+                            f"{user} is damaged (options or pushed: {exc})") from None
             finally:
                 db.execute("COMMIT")
             return snapshot

@@ -12,6 +12,7 @@ from pushrules.model.world import ImpossibleEvent, WorldBase
 from pushrules.runtime.store.base import Store, registration_row, session_row
 
 CONFIG = Config(max_errors=3, max_devices=3, dedup_window=8)
+USERS = ("bob@example.org", "ann@example.org")
 ERROR_TYPES = (None, "wait", "cancel", "auth")
 
 

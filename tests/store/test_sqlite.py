@@ -1,0 +1,166 @@
+"""SQLite: refusing files it cannot trust (nothing overwritten), and crashes mid-commit."""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from traces import CONFIG, USERS, Clock, engine_state, outcome, random_events, store_state
+
+from pushrules.generated.events import EVENT_CLASSES as EV
+from pushrules.model.world import ImpossibleEvent
+from pushrules.runtime.engine import Engine
+from pushrules.runtime.store import StoreCorrupt, StoredEngine, event_user, open_store
+from pushrules.runtime.store.sqlite import APPLICATION_ID, SqliteStore
+
+HERE = Path(__file__).parent
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def filled_store(path: Path) -> None:
+    store = SqliteStore(path)
+    engine = StoredEngine(store, CONFIG)
+    for event in random_events(3, 1500, tuple(f"u{i}@example.org" for i in range(20))):
+        outcome(engine, event)
+    store.close()
+
+
+def refused(path: Path, match: str) -> StoreCorrupt:
+    before = digest(path)
+    with pytest.raises(StoreCorrupt, match=match) as info:
+        open_store(f"sqlite:///{path}")
+    assert str(path) in str(info.value)
+    assert "left as it is" in str(info.value)
+    assert digest(path) == before, "a refused file was written to"
+    return info.value
+
+
+def test_a_file_that_is_not_a_database_is_refused(tmp_path):
+    path = tmp_path / "registrations.db"
+    path.write_text("bob's shopping list\n" * 200)
+    refused(path, "not a readable SQLite database")
+
+
+@pytest.mark.parametrize("page", [2, 5, 9])
+def test_a_damaged_database_is_refused(tmp_path, page):
+    path = tmp_path / "registrations.db"
+    filled_store(path)
+    data = bytearray(path.read_bytes())
+    assert len(data) > (page + 1) * 4096
+    data[page * 4096:(page + 1) * 4096] = bytes(range(256)) * 16
+    path.write_bytes(bytes(data))
+    refused(path, "damaged")
+
+
+def test_a_damaged_record_is_reported_not_loaded(tmp_path):
+    path = tmp_path / "registrations.db"
+    store = SqliteStore(path)
+    engine = StoredEngine(store, CONFIG)
+    engine.handle(EV["session-bind"]("bob@example.org/a"))
+    engine.handle(EV["push-enable"]("bob@example.org/a", "push.example.net", "n1",
+                                    secret="hunter2"))
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE registrations SET options = '{\"secret\": \"hunt'")
+    with pytest.raises(StoreCorrupt, match="registration push.example.net n1 of user "
+                                           "bob@example.org is damaged") as info:
+        engine.handle(EV["smacks-ack-received"]("bob@example.org/a"))
+    assert "hunt" not in str(info.value)
+
+
+def test_another_applications_database_is_refused(tmp_path):
+    path = tmp_path / "contacts.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE contacts (name TEXT)")
+    refused(path, r"not a pushrules store \(application_id 0, tables: contacts\)")
+
+
+@pytest.mark.parametrize(("version", "match"), [
+    (0, "schema version 0 is older than this pushrules' 1 and no migration"),
+    (2, "schema version 2 is newer than this pushrules' 1: upgrade pushrules"),
+])
+def test_another_schema_version_is_refused(tmp_path, version, match):
+    path = tmp_path / "registrations.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE registrations (user TEXT, jid TEXT, node TEXT, secret TEXT)")
+        db.execute("INSERT INTO registrations VALUES ('bob@example.org', 'p', 'n', 'hunter2')")
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {version}")
+    refused(path, match)
+
+
+def test_a_store_reopens_after_close(tmp_path):
+    path = tmp_path / "registrations.db"
+    filled_store(path)
+    store = SqliteStore(path)
+    assert store.load("u1@example.org").version > 0
+    store.close()
+
+
+def test_a_failure_between_two_writes_leaves_the_previous_state(tmp_path):
+    path = tmp_path / "registrations.db"
+    clock = Clock()
+    store = SqliteStore(path)
+    engine = StoredEngine(store, CONFIG, clock=clock)
+    ref = Engine(CONFIG, clock=clock)
+    failures = 0
+    for i, event in enumerate(random_events(11, 400, USERS)):
+        clock.now = 1e9 + i
+        if i % 7 == 3:  # this event's commit fails after its second write
+            def fail(step: int) -> None:
+                if step == 2:
+                    raise OSError("disk pulled out")
+            store.after_write = fail
+            before = SqliteStore(path)
+            states = [store_state(before, u) for u in USERS]
+            try:
+                engine.handle(event)
+            except OSError:
+                failures += 1
+                reopened = SqliteStore(path)
+                assert [store_state(reopened, u) for u in USERS] == states
+                reopened.close()
+            except ImpossibleEvent:
+                pass
+            else:  # nothing to commit: handled again below with the same outcome
+                assert before.load(event_user(event)) == store.load(event_user(event))
+            before.close()
+            store.after_write = None
+            engine = StoredEngine(store, CONFIG, clock=clock)  # forget the pending commit
+        assert outcome(engine, event) == outcome(ref, event), f"event {i}"
+    assert failures > 10
+    for user in USERS:
+        assert store_state(store, user) == engine_state(ref, user)
+
+
+def test_killed_mid_commit_the_file_holds_every_event_before(tmp_path):
+    """SIGKILL in the middle of a commit (after its third write): the reopened file holds the
+    state after exactly the events before it, and a restarted engine goes on from there."""
+    path = tmp_path / "registrations.db"
+    seed, start = 5, 150
+    child = subprocess.run(
+        [sys.executable, str(HERE / "sqlite_crash_child.py"), str(path), str(seed), str(start)],
+        capture_output=True, text=True, timeout=120)
+    assert child.returncode == -9, child.stderr
+    killed_at = int(child.stdout.split()[0])
+    assert killed_at >= start
+
+    events = random_events(seed, 2000, USERS)
+    clock = Clock()
+    ref = Engine(CONFIG, clock=clock)
+    for i, event in enumerate(events[:killed_at]):
+        clock.now = 1e9 + i
+        outcome(ref, event)
+    store = SqliteStore(path)
+    for user in USERS:
+        assert store_state(store, user) == engine_state(ref, user)
+    engine = StoredEngine(store, CONFIG, clock=clock)
+    for i, event in enumerate(events[killed_at:killed_at + 200], start=killed_at):
+        clock.now = 1e9 + i
+        assert outcome(engine, event) == outcome(ref, event), f"event {i}"
