@@ -1,0 +1,131 @@
+"""`pushrules serve` as a process: events on stdin or a Unix socket, pushes over a real Prosody,
+bad lines rejected and named, SIGTERM finishing the pushes already decided."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from harness import APP_JIDS, PUSH_JID, PUSH_SECRET, AppServer, enable_events, offline_event
+
+pytestmark = pytest.mark.integration
+
+APP = APP_JIDS[0]
+SECRET = "sidecar-secret-77"
+
+
+def write_config(tmp_path: Path, prosody, **extra: str) -> Path:
+    lines = [
+        "[component]", f'jid = "{PUSH_JID}"', 'host = "127.0.0.1"', f"port = {prosody.port}",
+        "[rules]", "include_sender = true", "max_errors = 2",
+        "[dispatch]", "iq_timeout = 5", "backoff_initial = 0.05", "backoff_max = 0.2",
+        "shutdown_grace = 10",
+    ]
+    lines += [f"{k} = {v}" for k, v in extra.items()]
+    path = tmp_path / "serve.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+async def start_serve(config: Path, *args: str, stdin=asyncio.subprocess.PIPE):
+    env = {**os.environ, "PUSHRULES_COMPONENT_SECRET": PUSH_SECRET}
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pushrules.cli", "serve", "--config", str(config),
+        "--log-level", "debug", *args, stdin=stdin, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, env=env)
+
+
+def lines(*events: dict | str) -> bytes:
+    return "".join((e if isinstance(e, str) else json.dumps(e)) + "\n" for e in events).encode()
+
+
+def test_stdin_events_are_pushed_and_bad_lines_rejected(prosody, tmp_path):
+    user, node = "ivy@localhost", "node-serve"
+
+    async def main():
+        app = await AppServer(APP, prosody.port).start()
+        try:
+            proc = await start_serve(write_config(tmp_path, prosody))
+            out, err = await asyncio.wait_for(proc.communicate(lines(
+                *enable_events(user, node, secret=SECRET),           # lines 1-2
+                {"event": "push-enable", "session": f"{user}/phone", "jid": APP},  # 3: no node
+                "{not json",                                          # 4
+                {"event": "smacks-hibernation-end", "session": f"{user}/phone"},  # 5: impossible
+                offline_event(user, "p1", "first"),                   # 6
+                offline_event(user, "p2", "second"),                  # 7
+            )), 60)
+            return proc.returncode, out.decode(), err.decode(), app.received
+        finally:
+            await app.stop()
+
+    code, out, err, received = asyncio.run(main())
+    assert code == 0, err
+    assert "error: stdin line 3, field 'node': missing (required by push-enable) " \
+           "(line rejected)" in err
+    assert "error: stdin line 4: not valid JSON" in err
+    assert "warning: stdin line 5: skipped impossible event" in err
+    assert "4 events applied, 2 lines rejected" in err
+    outcomes = [json.loads(line) for line in out.splitlines()]
+    assert [(o["stanzas"], o["status"], o["rule"]) for o in outcomes] == [
+        (["p1"], "delivered", "c/offline"), (["p2"], "delivered", "c/offline")]
+    assert [r.publish.node for r in received] == [node, node]
+    assert received[0].publish.options == {"secret": SECRET}
+    assert received[0].publish.summary["last-message-sender"] == "alice@localhost/pc"
+    assert "SEND:" in err  # debug logging of stanzas was on ...
+    assert SECRET not in err and SECRET not in out  # ... and never showed the secret
+    assert PUSH_SECRET not in err
+
+
+def test_socket_input_and_sigterm_finish_decided_pushes(prosody, tmp_path):
+    user, node = "jack@localhost", "node-slow"
+    sock = tmp_path / "events.sock"
+
+    async def main():
+        app = await AppServer(APP, prosody.port).start()
+        app.delay[node] = 1.0  # still unanswered when SIGTERM arrives
+        try:
+            proc = await start_serve(write_config(tmp_path, prosody), "--socket", str(sock),
+                                     stdin=asyncio.subprocess.DEVNULL)
+            for _ in range(200):
+                if sock.exists():
+                    break
+                await asyncio.sleep(0.05)
+            reader, writer = await asyncio.open_unix_connection(str(sock))
+            writer.write(lines(*enable_events(user, node, secret=SECRET),
+                               {"event": "session-bind"},
+                               offline_event(user, "q1"), offline_event(user, "q2")))
+            await writer.drain()
+            writer.close()
+            await app.wait_for(1)
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            return proc.returncode, out.decode(), err.decode(), app.received
+        finally:
+            await app.stop()
+
+    code, out, err, received = asyncio.run(main())
+    assert code == 0, err
+    assert "error: connection 1 line 3, field 'session': missing" in err
+    outcomes = [json.loads(line) for line in out.splitlines()]
+    assert [(o["stanzas"], o["status"]) for o in outcomes] == [
+        (["q1"], "delivered"), (["q2"], "delivered")]
+    assert len(received) == 2
+    assert not sock.exists()
+    assert SECRET not in err
+
+
+def test_bad_settings_are_named(tmp_path):
+    import subprocess
+
+    path = tmp_path / "bad.toml"
+    path.write_text('[component]\njid = "x.localhost"\nsecert = "oops"\n')
+    proc = subprocess.run([sys.executable, "-m", "pushrules.cli", "serve", "--config", str(path)],
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 2
+    assert "[component] unknown key 'secert'" in proc.stderr
+    assert "oops" not in proc.stderr
