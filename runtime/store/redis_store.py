@@ -187,10 +187,10 @@ class RedisStore:
             rows = self._redis.lrange(self._keys(user)[3], 0, -1)
         return [audit_from_dict(json.loads(row)) for row in rows]
 
-    def ttl_of(self, user: str, reg: RegId) -> int:
-        """Seconds left before the registration's key expires (-1: none, -2: no such key)."""
+    def ttl_ms(self, user: str, reg: RegId) -> int:
+        """Milliseconds before the registration's key expires (-1: never, -2: no such key)."""
         with self._errors("read a TTL of", user):
-            return int(self._redis.ttl(self._reg_prefix(user) + _reg_id(reg)))
+            return int(self._redis.pttl(self._reg_prefix(user) + _reg_id(reg)))
 
     def close(self) -> None:
         self._redis.close()

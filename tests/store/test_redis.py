@@ -1,0 +1,112 @@
+"""Redis: a server that goes away and comes back, orphan TTLs, namespaced keys."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import redis
+from conftest import start_redis
+from traces import Clock, stanza
+
+from pushrules.generated.events import EVENT_CLASSES as EV
+from pushrules.model.config import Config
+from pushrules.model.world import ImpossibleEvent
+from pushrules.runtime.store import StoredEngine, StoreError, StoreUnavailable, open_store
+
+BOB = "bob@example.org"
+PUSH = "push.example.net"
+
+
+def offline(sid: str):
+    return EV["message/offline/handle"](BOB, stanza(sid, BOB))
+
+
+def orphan(engine: StoredEngine, node: str, resource: str = "phone") -> None:
+    session = f"{BOB}/{resource}"
+    engine.handle(EV["session-bind"](session))
+    engine.handle(EV["push-enable"](session, PUSH, node, secret="hunter2"))
+    engine.handle(EV["session-destroyed"](session))
+
+
+@pytest.fixture
+def own_redis():
+    server = start_redis(persistent=True)
+    yield server
+    server.close()
+
+
+def test_a_store_that_goes_away_fails_clearly_and_the_event_lands_after_it_is_back(own_redis):
+    engine = StoredEngine(open_store(own_redis.url), Config())
+    orphan(engine, "n0")
+    before = engine.store.load(BOB)
+
+    own_redis.stop()  # down before the event: nothing applied, the caller is told
+    with pytest.raises(StoreUnavailable, match=f"redis store {own_redis.url} is unavailable: "
+                                               f"cannot load user {BOB}"):
+        engine.handle(offline("m1"))
+    own_redis.start()
+    assert engine.store.load(BOB) == before
+    assert [p.stanzas for p in engine.handle(offline("m1"))] == [("m1",)]  # the retry
+
+    # Down between the decision and its commit: the push is not returned, the retry lands once.
+    engine.before_commit = lambda changes: own_redis.stop()
+    with pytest.raises(StoreUnavailable, match="cannot commit user"):
+        engine.handle(offline("m2"))
+    engine.before_commit = None
+    own_redis.start()
+    assert [p.stanzas for p in engine.handle(offline("m2"))] == [("m2",)]
+    assert engine.handle(offline("m2")) == []  # a third time: deduplicated, not pushed again
+    assert engine.store.load(BOB).version == before.version + 2
+
+
+def test_orphaned_registrations_expire_after_orphan_ttl(redis_server):
+    clock = Clock()
+    store = open_store(f"{redis_server.url}?prefix=ttl&orphan_ttl=2")
+    engine = StoredEngine(store, Config(), clock=clock)
+    orphan(engine, "n0")
+    orphan(engine, "n1", "tablet")
+    engine.handle(EV["session-bind"](f"{BOB}/tablet"))
+    engine.handle(EV["push-enable"](f"{BOB}/tablet", PUSH, "n1", secret="x"))  # bound again
+    assert 1000 < store.ttl_ms(BOB, (PUSH, "n0")) <= 2000
+    assert store.ttl_ms(BOB, (PUSH, "n1")) == -1  # re-enabled: no TTL
+
+    time.sleep(1.0)
+    assert [p.node for p in engine.handle(offline("m1"))] == ["n0", "n1"]
+    assert store.ttl_ms(BOB, (PUSH, "n0")) <= 1000  # a push does not extend an orphan's life
+
+    time.sleep(1.2)
+    clock.now = 123.0
+    assert [p.node for p in engine.handle(offline("m2"))] == ["n1"]  # (c) skips the expired
+    archived = EV["archive-message-added"](BOB, stanza("m3", BOB))
+    assert engine.handle(archived) == []  # (b): n1 is bound to a live session, n0 is gone
+    with pytest.raises(ImpossibleEvent, match="no such registration"):
+        engine.handle(EV["push-result"](BOB, PUSH, "n0", False, "cancel"))
+    assert [(a.time, a.node, a.action) for a in store.audit_trail(BOB)] == [
+        (123.0, "n0", "expire")]
+    snapshot = store.load(BOB)
+    assert snapshot.expired == () and (PUSH, "n0") not in snapshot.registrations
+
+
+def test_keys_are_namespaced_by_prefix(redis_server):
+    one = StoredEngine(open_store(f"{redis_server.url}?prefix=tenant-a"), Config())
+    two = StoredEngine(open_store(f"{redis_server.url}?prefix=tenant-b"), Config())
+    orphan(one, "n0")
+    assert two.store.load(BOB).registrations == {}
+    client = redis.Redis.from_url(redis_server.url)
+    keys = [k.decode() for k in client.scan_iter("tenant-*")]
+    assert keys and all(k.startswith("tenant-a:{bob@example.org}:") for k in keys)
+    client.close()
+
+
+def test_store_url_errors_are_clear_and_never_show_a_password():
+    with pytest.raises(StoreError, match="orphan_ttl='soon' is not a positive number"):
+        open_store("redis://127.0.0.1:1/0?orphan_ttl=soon")
+    store = open_store("redis://:hunter2@127.0.0.1:1/0")
+    assert "hunter2" not in store.url
+    with pytest.raises(StoreUnavailable) as info:
+        store.load(BOB)
+    assert "hunter2" not in str(info.value) and "127.0.0.1:1" in str(info.value)
+    with pytest.raises(StoreError, match="is not one of: sqlite:///") as info:
+        open_store("postgres://u:hunter2@db/x")
+    assert "hunter2" not in str(info.value)
