@@ -17,8 +17,9 @@ URL_FORMS = ("sqlite:///path/to.db", "redis://host:port/db?prefix=pushrules&orph
              "memory:")
 
 
-def open_store(url: str) -> Store:
-    """Open the store a URL names; raise StoreError saying what is wrong with the URL."""
+def open_store(url: str, *, create: bool = True) -> Store:
+    """Open the store a URL names; raise StoreError saying what is wrong with the URL.
+    ``create=False``: an SQLite file that does not exist is an error, not a new store."""
     if url == "memory:":
         from .memory import MemoryStore
 
@@ -30,7 +31,7 @@ def open_store(url: str) -> Store:
         if not path:
             raise StoreError(f"store URL {url!r} names no file")
         # sqlite:////abs/path and sqlite:///rel/path, as in SQLAlchemy.
-        return SqliteStore(Path(path))
+        return SqliteStore(Path(path), create=create)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from .redis_store import RedisStore
 

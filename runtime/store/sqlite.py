@@ -18,7 +18,7 @@ from typing import Any
 
 from pushrules.model.world import AuditEntry
 
-from .base import StoreCorrupt, StoreUnavailable, UserChanges, UserSnapshot
+from .base import StoreCorrupt, StoreError, StoreUnavailable, UserChanges, UserSnapshot
 
 APPLICATION_ID = 0x70757368  # "push"
 SCHEMA_VERSION = 1
@@ -67,8 +67,10 @@ CREATE INDEX audit_by_user ON audit (user, id);
 
 
 class SqliteStore:
-    def __init__(self, path: str | Path, *, timeout: float = 10.0) -> None:
+    def __init__(self, path: str | Path, *, timeout: float = 10.0, create: bool = True) -> None:
         self.path = Path(path)
+        if not create and not self.path.exists():
+            raise StoreError(f"sqlite store {self.path}: no such file")
         self.url = f"sqlite:///{self.path}"
         self._lock = threading.Lock()
         self.after_write: Callable[[int], None] | None = None
