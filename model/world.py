@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 from .config import Config
@@ -85,7 +86,9 @@ class WorldBase(ABC):
 
     def fire_registration(self, key: RegKey, event: str, ctx: Ctx) -> None:
         user, jid, node = key
-        regs = self.users.setdefault(user, {})
+        regs = self.users.get(user)
+        if regs is None:
+            regs = self.users[user] = {}
         reg = regs.get((jid, node))
         if reg is None:
             reg = self._new_registration(user, jid, node)
@@ -102,7 +105,7 @@ class WorldBase(ABC):
         spec = EVENTS_BY_NAME[event.EVENT]
         self._pushes = pushes = []
         notes: list[str] | None = [] if self.explain else None
-        ctx = Ctx(self, event, notes=notes)
+        ctx = Ctx(self, event, None, None, "", (), notes)
         if spec.target == SESSION:
             self._handle_session(event, spec.machine_event, ctx)
         elif spec.target == USER_REGISTRATIONS:
@@ -128,20 +131,30 @@ class WorldBase(ABC):
 
     def _handle_session(self, event: Any, machine_event: str, ctx: Ctx) -> None:
         sid = event.session
-        record = self.sessions.get(sid)
+        sessions = self.sessions
+        record = sessions.get(sid)
         fresh = record is None
         if record is None:
-            record = self._new_session(sid, sid.split("/", 1)[0])
+            # Interned: a user's sessions and registrations share one string for the user.
+            record = self._new_session(sid, intern(sid.split("/", 1)[0]))
+            sessions[sid] = record  # stored while the step runs; removed if it is rejected
         ctx.session = record
-        reason = self._session_rejection(record, machine_event, ctx)
+        reason = self._session_apply(record, machine_event, ctx)
         if reason is not None:
+            if fresh:
+                del sessions[sid]
             raise ImpossibleEvent(f"{event.EVENT} for session {sid} in state "
                                   f"{record.state}: {reason}")
-        if fresh:
-            self.sessions[sid] = record
-        self._session_step(record, machine_event, ctx)
         if record.state == "offline" and record.binding is None:
-            del self.sessions[sid]  # a destroyed session is the same as one never bound
+            del sessions[sid]  # a destroyed session is the same as one never bound
+
+    def _session_apply(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
+        """Take the session transition, or change nothing and say why it is impossible. An
+        engine may override this to decide and take the transition in one step."""
+        reason = self._session_rejection(record, event, ctx)
+        if reason is None:
+            self._session_step(record, event, ctx)
+        return reason
 
     # --- bookkeeping shared by the engines -----------------------------------------------------
     def _enter(self, ctx: Ctx, machine: str, name: str, source: str, target: str, rule: str,

@@ -6,7 +6,9 @@ from typing import Any
 
 from pushrules.generated import tables
 from pushrules.model.context import Ctx
-from pushrules.model.records import RegistrationRecord, SessionRecord
+from pushrules.model.events import EVENTS, SESSION
+from pushrules.model.records import Push, RegistrationRecord, SessionRecord
+from pushrules.model.rules import PUSH_RULES
 from pushrules.model.world import WorldBase
 
 Row = tuple[tuple[tuple[Any, bool], ...], str, tuple[Any, ...], str, str]
@@ -25,6 +27,36 @@ def choose(rows: tuple[Row, ...] | None, ctx: Ctx) -> Row | None:
     return None
 
 
+def _with_push_flag(table: dict[str, dict[str, tuple[Row, ...]]]) -> dict[str, dict[str, tuple]]:
+    """The generated rows, each with one more field: whether its rule is a push rule (then
+    taking it must set ``ctx.rule``). Computed once, so the hot path skips ``_enter`` when
+    there is nothing for it to do."""
+    return {
+        state: {event: tuple((*row, row[3] in PUSH_RULES) for row in rows)
+                for event, rows in by_event.items()}
+        for state, by_event in table.items()
+    }
+
+
+def _state_only_cells(table: dict[str, dict[str, tuple[Row, ...]]]) -> dict[str, dict[str, str]]:
+    """Contract event name -> {state: target} for the session cells whose one row has no
+    guard, no action and no push rule, and does not end the session: taking such a row only
+    changes the state. Derived from the generated table (no rule is written here)."""
+    out: dict[str, dict[str, str]] = {}
+    for spec in EVENTS:
+        if spec.target != SESSION:
+            continue
+        for state, by_event in table.items():
+            rows = by_event.get(spec.machine_event, ())
+            if len(rows) != 1:
+                continue
+            guards, target, actions, rule, _ = rows[0]
+            if not guards and not actions and rule not in PUSH_RULES \
+                    and target != tables.SESSION_INITIAL:
+                out.setdefault(spec.name, {})[state] = target
+    return out
+
+
 class Engine(WorldBase):
     """Embed this: ``engine.handle(event) -> list[Push]``.
 
@@ -34,29 +66,70 @@ class Engine(WorldBase):
 
     _SESSION = tables.SESSION
     _REGISTRATION = tables.REGISTRATION
+    _SESSION_ROWS = _with_push_flag(tables.SESSION)
+    _REGISTRATION_ROWS = _with_push_flag(tables.REGISTRATION)
+    _STATE_ONLY = _state_only_cells(tables.SESSION)
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._chosen: Row | None = None
+    def handle(self, event: Any) -> list[Push]:
+        # Fast path, same outcome as the general one: an event on a live session whose cell
+        # only changes the state (routine acks, stanzas to an active session, resumption).
+        cells = self._STATE_ONLY.get(event.EVENT)
+        if cells is not None and not self.explain:
+            record = self.sessions.get(event.session)
+            if record is not None:
+                target = cells.get(record.state)
+                if target is not None:
+                    record.state = target
+                    self._pushes = pushes = []
+                    return pushes
+        return super().handle(event)
+
+    def _session_apply(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
+        # Decide and take in one step: this is the hot path of every session event.
+        state = record.state
+        rows = self._SESSION_ROWS[state].get(event)
+        if rows is not None:
+            for guards, target, actions, rule, why, push in rows:
+                for predicate, expected in guards:
+                    if predicate(ctx) is not expected:
+                        break
+                else:
+                    if push or ctx.notes is not None:
+                        self._enter(ctx, "session", record.sid, state, target, rule, why, event)
+                    for act in actions:
+                        act(ctx)
+                    record.state = target
+                    return None
+        return tables.SESSION_REJECTIONS.get((state, event), "no enabled transition")
 
     def _session_rejection(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
-        row = choose(self._SESSION[record.state].get(event), ctx)
-        self._chosen = row
-        if row is not None:
+        if choose(self._SESSION[record.state].get(event), ctx) is not None:
             return None
         return tables.SESSION_REJECTIONS.get((record.state, event), "no enabled transition")
 
     def _session_step(self, record: SessionRecord, event: str, ctx: Ctx) -> None:
-        row = self._chosen
+        row = choose(self._SESSION[record.state].get(event), ctx)
         assert row is not None
         self._take(record, "session", record.sid, event, row, ctx)
 
     def _registration_step(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> bool:
-        row = choose(self._REGISTRATION[reg.state].get(event), ctx)
-        if row is None:
+        state = reg.state
+        rows = self._REGISTRATION_ROWS[state].get(event)
+        if rows is None:
             return False
-        self._take(reg, "registration", f"{reg.jid} {reg.node}", event, row, ctx)
-        return True
+        for guards, target, actions, rule, why, push in rows:
+            for predicate, expected in guards:
+                if predicate(ctx) is not expected:
+                    break
+            else:
+                if push or ctx.notes is not None:
+                    self._enter(ctx, "registration", f"{reg.jid} {reg.node}", state, target,
+                                rule, why, event)
+                for act in actions:
+                    act(ctx)
+                reg.state = target
+                return True
+        return False
 
     def _take(self, record: Any, machine: str, label: str, event: str, row: Row,
               ctx: Ctx) -> None:
