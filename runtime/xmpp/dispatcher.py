@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[Push], Awaitable[Answer]]
 
+REPORT_ATTEMPTS = 4
 DELIVERED, ERROR, GAVE_UP, DROPPED, UNDELIVERED = (
     "delivered", "error", "gave-up", "dropped", "undelivered")
 
@@ -178,7 +179,7 @@ class Dispatcher:
             attempts += 1
             answer = await self.send(push)
             if not answer.ok and answer.error_type == "wait":
-                self._report(push, answer.ok, "wait")
+                await self._report(push, answer.ok, "wait")
             return answer
 
         policy = self.policy
@@ -194,14 +195,14 @@ class Dispatcher:
         if answer is None:
             return Outcome(push, DROPPED, attempts, "registration no longer enabled")
         if answer.ok:
-            self._report(push, True, None)
+            await self._report(push, True, None)
             return Outcome(push, DELIVERED, attempts, answer.describe())
         if answer.timed_out:
-            self._report(push, False, None)
+            await self._report(push, False, None)
             return Outcome(push, ERROR, attempts, answer.describe())
         if answer.error_type == "wait":
             return Outcome(push, GAVE_UP, attempts, answer.describe())
-        self._report(push, False, answer.error_type)
+        await self._report(push, False, answer.error_type)
         return Outcome(push, ERROR, attempts, answer.describe())
 
     def _enabled(self, push: Push) -> bool:
@@ -209,13 +210,25 @@ class Dispatcher:
         reg = self.engine.registration((push.user, push.jid, push.node))
         return reg is None or reg.state in ENABLED_STATES
 
-    def _report(self, push: Push, ok: bool, error_type: str | None) -> None:
+    async def _report(self, push: Push, ok: bool, error_type: str | None) -> None:
+        """Feed the answer to the model. An engine over a store may fail transiently
+        (StoreUnavailable: the same event again is safe), so a failure is tried again a few
+        times, then logged with what was not recorded."""
         event = PushResult(user=push.user, jid=push.jid, node=push.node, ok=ok,
                            error_type=None if ok else error_type)
-        try:
-            self.engine.handle(event)
-        except ImpossibleEvent as exc:
-            log.warning("push-result for %s %s not applied: %s", push.jid, push.node, exc)
+        for attempt in range(REPORT_ATTEMPTS):
+            try:
+                self.engine.handle(event)
+                return
+            except ImpossibleEvent as exc:
+                log.warning("push-result for %s %s not applied: %s", push.jid, push.node, exc)
+                return
+            except Exception as exc:
+                if attempt + 1 == REPORT_ATTEMPTS:
+                    log.error("push-result (ok=%s, error_type=%s) for %s %s not recorded: %s: %s",
+                              ok, error_type, push.jid, push.node, type(exc).__name__, exc)
+                    return
+                await self.sleep(0.1 * 2 ** attempt)
 
     def _finish(self, outcome: Outcome) -> None:
         self.counts[outcome.status] += 1

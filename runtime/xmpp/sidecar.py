@@ -34,6 +34,7 @@ from .transport import PushTransport
 log = logging.getLogger(__name__)
 
 MEMORY_STORES = ("", "memory", "memory:")
+STORE_ATTEMPTS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +56,18 @@ def make_engine(store_url: str, rules: Config) -> Engine:
     """The in-memory engine, or the engine over the store named by ``store_url``."""
     if store_url in MEMORY_STORES:
         return Engine(rules)
+    from pushrules.runtime.store import StoredEngine, StoreError, open_store
+
     try:
-        from pushrules.runtime.store import open_store  # type: ignore[attr-defined]
-        from pushrules.runtime.store.engine import StoredEngine
-    except ImportError:
-        raise ValueError(f"store {store_url!r}: stores are not available in this "
-                         "installation (use memory:)") from None
-    return StoredEngine(open_store(store_url), rules)
+        return StoredEngine(open_store(store_url), rules)
+    except StoreError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _transient_errors() -> tuple[type[Exception], ...]:
+    from pushrules.runtime.store import StoreUnavailable
+
+    return (StoreUnavailable,)
 
 
 class Sidecar:
@@ -76,13 +82,15 @@ class Sidecar:
             settings.rules, iq_timeout=settings.iq_timeout)
         self.dispatcher = Dispatcher(self.engine, self.transport.publish, settings.retry,
                                      on_outcome=self._print_outcome)
+        self._transient = _transient_errors()
         self.rejected = 0
         self.accepted = 0
         self._stop = asyncio.Event()
 
     # --- one line ----------------------------------------------------------------------------
-    def feed(self, raw: bytes | str, number: int, where: str = "stdin") -> None:
-        """Apply one input line; report a bad one on stderr and go on."""
+    async def feed(self, raw: bytes | str, number: int, where: str = "stdin") -> None:
+        """Apply one input line; report a bad one on stderr and go on. A store that is
+        briefly unavailable is waited for (the same event again is safe)."""
         try:
             text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
         except UnicodeDecodeError as exc:
@@ -100,15 +108,22 @@ class Sidecar:
         except TraceError as exc:
             self._reject(f"{where} {exc}")
             return
-        try:
-            self.dispatcher.handle(event)
-        except ImpossibleEvent as exc:
-            self._say(f"warning: {where} line {number}: skipped impossible event: {exc}")
-            return
-        except Exception as exc:  # e.g. a store that is down: say which line was not applied
-            self._reject(f"{where} line {number}: {event.EVENT} not applied: "
-                         f"{type(exc).__name__}: {exc}")
-            return
+        for attempt in range(STORE_ATTEMPTS):
+            try:
+                self.dispatcher.handle(event)
+                break
+            except self._transient as exc:
+                if attempt + 1 == STORE_ATTEMPTS:
+                    self._reject(f"{where} line {number}: {event.EVENT} not applied: {exc}")
+                    return
+                await asyncio.sleep(0.1 * 2 ** attempt)
+            except ImpossibleEvent as exc:
+                self._say(f"warning: {where} line {number}: skipped impossible event: {exc}")
+                return
+            except Exception as exc:  # e.g. a store that is corrupt: name the line, go on
+                self._reject(f"{where} line {number}: {event.EVENT} not applied: "
+                             f"{type(exc).__name__}: {exc}")
+                return
         self.accepted += 1
 
     def _reject(self, message: str) -> None:
@@ -159,7 +174,7 @@ class Sidecar:
         number = 0
         async for raw in _lines_in_thread(stream):
             number += 1
-            self.feed(raw, number, "stdin")
+            await self.feed(raw, number, "stdin")
 
     async def _serve_socket(self, path: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -174,7 +189,7 @@ class Sidecar:
             try:
                 while line := await reader.readline():
                     number += 1
-                    self.feed(line, number, where)
+                    await self.feed(line, number, where)
             except (ValueError, asyncio.LimitOverrunError):
                 self._reject(f"{where} line {number + 1}: longer than the line limit; "
                              "connection closed")

@@ -129,3 +129,31 @@ def test_bad_settings_are_named(tmp_path):
     assert proc.returncode == 2
     assert "[component] unknown key 'secert'" in proc.stderr
     assert "oops" not in proc.stderr
+
+
+def test_state_in_a_sqlite_store_survives_a_restart(prosody, tmp_path):
+    user, node = "kim@localhost", "node-stored"
+    config = write_config(tmp_path, prosody)
+    store = f"sqlite:///{tmp_path / 'state.db'}"
+
+    async def serve(*events: dict) -> tuple[int, str, str]:
+        proc = await start_serve(config, "--store", store)
+        out, err = await asyncio.wait_for(proc.communicate(lines(*events)), 60)
+        return proc.returncode, out.decode(), err.decode()
+
+    async def main():
+        app = await AppServer(APP, prosody.port).start()
+        try:
+            first = await serve(*enable_events(user, node, secret=SECRET),
+                                offline_event(user, "r1"))
+            # a new process: the registration, its secret and the pushed ids come from the store
+            second = await serve(offline_event(user, "r1"), offline_event(user, "r2"))
+            return first, second, app.received
+        finally:
+            await app.stop()
+
+    first, second, received = asyncio.run(main())
+    assert first[0] == 0 and second[0] == 0, first[2] + second[2]
+    assert [json.loads(x)["stanzas"] for x in first[1].splitlines()] == [["r1"]]
+    assert [json.loads(x)["stanzas"] for x in second[1].splitlines()] == [["r2"]]  # r1: dedup
+    assert [r.publish.options for r in received] == [{"secret": SECRET}] * 2
