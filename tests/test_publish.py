@@ -188,3 +188,26 @@ def test_mask_keeps_unrelated_records():
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "value %s", ("kept",), None)
     SecretMaskFilter().filter(record)
     assert record.getMessage() == "value kept"
+
+
+def test_explain_and_input_errors_never_show_the_secret():
+    import io
+    import json
+
+    from pushrules.runtime.replay import replay
+
+    enable = {"event": "push-enable", "session": "bob@example.org/phone", "jid": "push.example",
+              "node": "n1", "secret": SECRET}
+    trace = [
+        json.dumps({"event": "session-bind", "session": "bob@example.org/phone"}),
+        json.dumps(enable),
+        json.dumps({"event": "message/offline/handle", "user": "bob@example.org",
+                    "stanza": "<message xmlns='jabber:client' id='m1' to='bob@example.org'>"
+                              "<body>x</body></message>"}),
+        json.dumps({**enable, "publish_options": {"secret": SECRET, "n": 1}}),
+    ]
+    out, err = io.StringIO(), io.StringIO()
+    assert replay(trace, out, err, explain=True) == 2
+    assert '"stanzas": ["m1"]' in out.getvalue() and "line 4, field 'publish_options'" in \
+        err.getvalue()
+    assert SECRET not in out.getvalue() + err.getvalue()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shutil
 import time
 
 import pytest
@@ -13,7 +14,9 @@ from harness import (
     PUSH_JID,
     PUSH_SECRET,
     AppServer,
+    Prosody,
     enable_events,
+    in_ci,
     message,
     offline_event,
 )
@@ -320,3 +323,35 @@ def test_secrets_never_reach_the_logs(prosody, caplog):
     assert PUSH_SECRET not in text
     assert all("TOPSECRET-42" not in repr(o) and "TOPSECRET-42" not in str(o.to_json())
                for o in outcomes)
+
+
+def test_transport_reconnects_after_the_server_restarts(tmp_path):
+    if shutil.which("prosody") is None:
+        if in_ci():
+            pytest.fail("prosody is not installed")
+        pytest.skip("prosody is not installed")
+    server = Prosody(tmp_path)
+    server.start()
+
+    async def main():
+        async with Rig(server, Config(max_errors=1)) as rig:
+            user, node = "lena@localhost", "node-restart"
+            rig.feed(*enable_events(user, node), offline_event(user, "r0"))
+            await rig.dispatcher.drain()
+            server.stop()
+            await asyncio.sleep(0.5)
+            assert not rig.transport.online.is_set()
+            rig.feed(offline_event(user, "r1"), offline_event(user, "r2"))
+            await asyncio.sleep(0.5)
+            assert rig.dispatcher.pending == 2  # held while there is no connection
+            server.start()
+            await rig.app.start()  # the app server reconnects too
+            await asyncio.wait_for(rig.dispatcher.drain(), 30)
+            assert [o.push.stanzas[0] for o in rig.outcomes] == ["r0", "r1", "r2"]
+            assert {o.status for o in rig.outcomes} == {"delivered"}
+            assert rig.reg(user, node).errors == 0
+
+    try:
+        run(main())
+    finally:
+        server.stop()
