@@ -128,7 +128,7 @@ class StoredEngine(Engine):
 
     def _changes(self, snapshot: UserSnapshot) -> UserChanges | None:
         user = snapshot.user
-        changes = UserChanges(user, snapshot.version, uuid.uuid4().hex, self._user_seq)
+        changes = UserChanges(user, snapshot.version, "", self._user_seq)
         for sid, rec in self.sessions.items():
             row = session_row(rec)
             if snapshot.sessions.get(sid) != row:
@@ -150,4 +150,5 @@ class StoredEngine(Engine):
         if (not changes.sessions_put and not changes.sessions_del and not changes.audit
                 and not changes.registrations_put and changes.seq == snapshot.seq):
             return None
+        changes.token = uuid.uuid4().hex
         return changes
