@@ -89,6 +89,7 @@ class PushTransport(ComponentXMPP):
     async def close(self) -> None:
         self._closing = True
         self.online.clear()
+        self.cancel_connection_attempt()  # slixmpp retries failed connects until told not to
         if self.is_connected():
             await self.disconnect(wait=2.0)
 

@@ -157,3 +157,26 @@ def test_state_in_a_sqlite_store_survives_a_restart(prosody, tmp_path):
     assert [json.loads(x)["stanzas"] for x in first[1].splitlines()] == [["r1"]]
     assert [json.loads(x)["stanzas"] for x in second[1].splitlines()] == [["r2"]]  # r1: dedup
     assert [r.publish.options for r in received] == [{"secret": SECRET}] * 2
+
+
+def test_unreachable_server_pushes_are_reported_undelivered(tmp_path):
+    from harness import free_port
+
+    path = tmp_path / "serve.toml"
+    path.write_text(f'[component]\njid = "{PUSH_JID}"\nport = {free_port()}\n'
+                    "[dispatch]\nconnect_timeout = 0.3\nshutdown_grace = 0.5\n")
+    user, node = "liv@localhost", "node-nowhere"
+
+    async def main():
+        proc = await start_serve(path)
+        out, err = await asyncio.wait_for(proc.communicate(lines(
+            *enable_events(user, node, secret=SECRET), offline_event(user, "u1"))), 30)
+        return proc.returncode, out.decode(), err.decode()
+
+    code, out, err = asyncio.run(main())
+    assert code == 0, err
+    assert "warning: not connected to 127.0.0.1" in err
+    assert [(json.loads(x)["stanzas"], json.loads(x)["status"]) for x in out.splitlines()] == [
+        (["u1"], "undelivered")]
+    assert "1 undelivered" in err and "Task was destroyed" not in err
+    assert SECRET not in err
