@@ -1,0 +1,54 @@
+"""The benchmark result as text (tables for the terminal and for benchmarks/RESULTS.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .harness import ENGINES
+
+
+def _num(value: float | None, digits: int = 0) -> str:
+    if value is None:
+        return "n/a"
+    return f"{value:,.{digits}f}"
+
+
+def text(result: dict[str, Any]) -> str:
+    m = result["machine"]
+    lines = [
+        f"machine: {m['cpu']}, {m['cores']} cores, {m['implementation']} {m['python']}; "
+        f"python-statemachine {m['python-statemachine']}, transitions {m['transitions']}"
+        + ("  (quick run)" if result["quick"] else ""),
+        "",
+        "| engine | events/s (mix) | events/s (decision) | bytes/idle session |",
+        "|---|---:|---:|---:|",
+    ]
+    for name in ENGINES:
+        lines.append(
+            f"| {name} | {_num(result['events_per_s'][name])} | "
+            f"{_num(result['decision_events_per_s'][name])} | "
+            f"{_num(result['bytes_per_session'][name])} |")
+    if result["missing_engines"]:
+        lines.append(f"not installed: {', '.join(result['missing_engines'])}")
+    lines += ["", "ratios (generated / other engine, same run):"]
+    for key, value in result["ratios"].items():
+        lines.append(f"  {key}: {_num(value, 1)}x")
+    lines += [
+        "",
+        f"replay end to end (JSON + XML): {_num(result['replay_events_per_s'])} events/s",
+        f"checker: {_num(result['checker_states_per_s'])} states/s",
+        "",
+        "| engine | sessions | us/event | bytes/session |",
+        "|---|---:|---:|---:|",
+    ]
+    for name, points in result["scaling"].items():
+        for p in points:
+            lines.append(f"| {name} | {p['sessions']:,} | {p['us_per_event']:.2f} | "
+                         f"{p['bytes_per_session']:.0f} |")
+    if "stores" in result:
+        lines += ["", f"stores: {result['stores']}"]
+    lines += ["", "targets:"]
+    for label, met in result["targets"].items():
+        verdict = "not measured" if met is None else ("met" if met else "MISSED")
+        lines.append(f"  {label}: {verdict}")
+    return "\n".join(lines)
