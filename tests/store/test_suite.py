@@ -10,11 +10,16 @@ from typing import Any
 
 import pytest
 from traces import (
+    BOB,
     CONFIG,
+    PUSH,
+    USERS,
     Clock,
     engine_state,
     outcome,
+    race_events,
     random_events,
+    setup_orphans,
     stanza,
     store_state,
 )
@@ -25,10 +30,6 @@ from pushrules.model.world import ImpossibleEvent
 from pushrules.runtime.engine import Engine
 from pushrules.runtime.store import StoredEngine, StoreUnavailable
 from pushrules.runtime.store.base import UserChanges
-
-USERS = ("bob@example.org", "ann@example.org")
-BOB = "bob@example.org"
-PUSH = "push.example.net"
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -64,15 +65,6 @@ def test_restart_reloads_state_and_decisions_are_unchanged(opener):
     fresh = opener()
     for user in USERS:
         assert store_state(fresh, user) == engine_state(ref, user)
-
-
-def _setup_orphans(engine: Any, nodes: range) -> None:
-    """bob enables each node from its own session, then every session ends: all orphaned."""
-    for n in nodes:
-        session = f"{BOB}/s{n}"
-        engine.handle(EV["session-bind"](session))
-        engine.handle(EV["push-enable"](session, PUSH, f"n{n}", secret="hunter2"))
-        engine.handle(EV["session-destroyed"](session))
 
 
 def test_audit_trail_records_every_disable_and_eviction(opener):
@@ -116,7 +108,7 @@ def test_impossible_event_changes_nothing(opener):
 def test_a_conflicting_commit_reruns_the_event_without_a_second_push(opener):
     node_a = StoredEngine(opener(), CONFIG)
     node_b = StoredEngine(opener(), CONFIG)
-    _setup_orphans(node_a, range(2))
+    setup_orphans(node_a, range(2))
     m1 = EV["message/offline/handle"](BOB, stanza("m1", BOB))
     pushed_by_b: list[Any] = []
 
@@ -160,7 +152,7 @@ class LostReply:
 @pytest.mark.parametrize("lands", [True, False])
 def test_the_same_event_handled_again_after_a_lost_reply_lands_once(opener, lands):
     setup = StoredEngine(opener(), CONFIG)
-    _setup_orphans(setup, range(1))
+    setup_orphans(setup, range(1))
     flaky = LostReply(opener(), lands=lands)
     engine = StoredEngine(flaky, CONFIG)  # type: ignore[arg-type]
     message = EV["message/offline/handle"](BOB, stanza("m9", BOB))
@@ -175,32 +167,9 @@ def test_the_same_event_handled_again_after_a_lost_reply_lands_once(opener, land
     assert opener().load(BOB).registrations[(PUSH, "n0")]["errors"] == 1
 
 
-def race_events(node: int, count: int) -> list[Any]:
-    """One node's share: shared stanza ids (both nodes see the same messages), counted errors,
-    and its own session going through hibernation."""
-    session = f"{BOB}/node{node}"
-    events: list[Any] = [EV["session-bind"](session),
-                         EV["push-enable"](session, PUSH, f"live{node}", secret="x")]
-    for i in range(count):
-        kind = i % 6
-        if kind == 0:
-            events.append(EV["message/offline/handle"](BOB, stanza(f"m{i // 2}", BOB)))
-        elif kind == 1:
-            events.append(EV["archive-message-added"](BOB, stanza(f"a{i // 3}", BOB)))
-        elif kind == 2:
-            events.append(EV["push-result"](BOB, PUSH, f"n{i % 3}", False, "cancel"))
-        elif kind == 3:
-            events.append(EV["smacks-hibernation-start"](session, (stanza(f"q{i}", BOB),)))
-        elif kind == 4:
-            events.append(EV["stanza-queued"](session, stanza(f"m{i // 2}", BOB)))
-        else:
-            events.append(EV["smacks-hibernation-end"](session))
-    return events
-
-
 def test_two_nodes_racing_on_one_user_lose_nothing_and_push_nothing_twice(opener):
     config = Config(max_errors=100_000, dedup_window=100_000)
-    _setup_orphans(StoredEngine(opener(), config), range(3))
+    setup_orphans(StoredEngine(opener(), config), range(3))
     nodes = [StoredEngine(opener(), config) for _ in range(2)]
     log: list[tuple[int, int, int, Any, list[Any]]] = []  # (version, read-only, node, event,…)
     errors: list[BaseException] = []
@@ -236,7 +205,7 @@ def test_two_nodes_racing_on_one_user_lose_nothing_and_push_nothing_twice(opener
     # Serialisable: replaying in commit order through one plain engine gives the same pushes
     # per event and the same final state.
     ref = Engine(config)
-    _setup_orphans(ref, range(3))
+    setup_orphans(ref, range(3))
     for version, _, node, event, pushes in sorted(log, key=lambda e: e[:3]):
         assert outcome(ref, event) == pushes, f"node {node} at version {version}: {event}"
     assert store_state(opener(), BOB) == engine_state(ref, BOB)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from pushrules.generated.events import EVENT_CLASSES
+from pushrules.generated.events import EVENT_CLASSES as EV
 from pushrules.model.config import Config
 from pushrules.model.stanza import parse_stanza
 from pushrules.model.world import ImpossibleEvent, WorldBase
@@ -13,6 +13,8 @@ from pushrules.runtime.store.base import Store, registration_row, session_row
 
 CONFIG = Config(max_errors=3, max_devices=3, dedup_window=8)
 USERS = ("bob@example.org", "ann@example.org")
+BOB = "bob@example.org"
+PUSH = "push.example.net"
 ERROR_TYPES = (None, "wait", "cancel", "auth")
 
 
@@ -36,7 +38,7 @@ def stanza(sid: str | None, to: str, body: str | None = "hi"):
 def random_events(seed: int, count: int, users: tuple[str, ...] = ("bob@example.org",),
                   nodes: int = 5) -> list[Any]:
     rnd = random.Random(seed)
-    ev = EVENT_CLASSES
+    ev = EV
 
     def msg(user: str):
         ident = rnd.choice([None, *(f"m{i}" for i in range(12))])
@@ -100,3 +102,35 @@ def store_state(store: Store, user: str) -> dict[str, Any]:
     audit = [(a.time, a.jid, a.node, a.action, a.reason) for a in store.audit_trail(user)]
     return {"sessions": snap.sessions, "registrations": _normalised(snap.registrations),
             "audit": audit}
+
+
+def setup_orphans(engine: Any, nodes: range) -> None:
+    """bob enables each node from its own session, then every session ends: all orphaned."""
+    for n in nodes:
+        session = f"{BOB}/s{n}"
+        engine.handle(EV["session-bind"](session))
+        engine.handle(EV["push-enable"](session, PUSH, f"n{n}", secret="hunter2"))
+        engine.handle(EV["session-destroyed"](session))
+
+
+def race_events(node: int, count: int) -> list[Any]:
+    """One node's share: shared stanza ids (both nodes see the same messages), counted errors,
+    and its own session going through hibernation."""
+    session = f"{BOB}/node{node}"
+    events: list[Any] = [EV["session-bind"](session),
+                         EV["push-enable"](session, PUSH, f"live{node}", secret="x")]
+    for i in range(count):
+        kind = i % 6
+        if kind == 0:
+            events.append(EV["message/offline/handle"](BOB, stanza(f"m{i // 2}", BOB)))
+        elif kind == 1:
+            events.append(EV["archive-message-added"](BOB, stanza(f"a{i // 3}", BOB)))
+        elif kind == 2:
+            events.append(EV["push-result"](BOB, PUSH, f"n{i % 3}", False, "cancel"))
+        elif kind == 3:
+            events.append(EV["smacks-hibernation-start"](session, (stanza(f"q{i}", BOB),)))
+        elif kind == 4:
+            events.append(EV["stanza-queued"](session, stanza(f"m{i // 2}", BOB)))
+        else:
+            events.append(EV["smacks-hibernation-end"](session))
+    return events
