@@ -26,7 +26,7 @@ def start_redis(**kwargs: object) -> LocalRedis:
     try:
         server = LocalRedis(**kwargs)  # type: ignore[arg-type]
     except RedisServerMissing as exc:
-        if os.environ.get("CI"):
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
             pytest.fail(f"{exc}: the Redis tests never skip in CI")
         pytest.skip(str(exc))
     server.start()
