@@ -19,14 +19,15 @@ SECTIONS: dict[str, dict[str, str]] = {
                   "secret_file": "component_secret_file", "host": "host", "port": "port"},
     "dispatch": {"iq_timeout": "iq_timeout", "max_attempts": "max_attempts",
                  "backoff_initial": "backoff_initial", "backoff_max": "backoff_max",
-                 "connect_timeout": "connect_timeout", "shutdown_grace": "shutdown_grace"},
+                 "connect_timeout": "connect_timeout", "shutdown_grace": "shutdown_grace",
+                 "max_in_flight": "max_in_flight"},
     "store": {"url": "store"},
     "input": {"socket": "socket"},
 }
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1", "port": 5347, "iq_timeout": 10.0, "max_attempts": 6,
     "backoff_initial": 0.5, "backoff_max": 30.0, "connect_timeout": 30.0,
-    "shutdown_grace": 30.0, "store": "memory:",
+    "shutdown_grace": 30.0, "max_in_flight": 512, "store": "memory:",
 }
 
 
@@ -94,15 +95,17 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
                             backoff_initial=numbers["backoff_initial"],
                             backoff_max=numbers["backoff_max"])
         port = int(merged["port"])
+        max_in_flight = int(merged["max_in_flight"])
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
-    if numbers["iq_timeout"] <= 0:
-        raise SettingsError("iq_timeout must be positive")
+    if numbers["iq_timeout"] <= 0 or max_in_flight < 1:
+        raise SettingsError("iq_timeout must be positive and max_in_flight at least 1")
     return SidecarSettings(
         component_jid=str(merged["component_jid"]), component_secret=secret,
         host=str(merged["host"]), port=port, rules=rules, iq_timeout=numbers["iq_timeout"],
         retry=retry, connect_timeout=numbers["connect_timeout"],
-        shutdown_grace=numbers["shutdown_grace"], store=str(merged["store"]),
+        shutdown_grace=numbers["shutdown_grace"], max_in_flight=max_in_flight,
+        store=str(merged["store"]),
         socket=merged.get("socket"),
     )
 
@@ -130,6 +133,8 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
               help="Seconds to wait for the first connection before warning [30].")
 @click.option("--shutdown-grace", type=float,
               help="Seconds to finish decided pushes on SIGTERM [30].")
+@click.option("--max-in-flight", type=int,
+              help="Publishes awaiting an answer at once, over all registrations [512].")
 @click.option("--store", help="Where state lives: memory: (default) or a store URL.")
 @click.option("--socket", type=click.Path(dir_okay=False),
               help="Read events from this Unix socket instead of stdin.")

@@ -167,3 +167,27 @@ def test_close_reports_what_was_not_answered():
         assert outcomes[-1].status == "undelivered" and dispatcher.pending == 0
 
     asyncio.run(main())
+
+
+def test_max_in_flight_caps_concurrent_publishes():
+    async def main():
+        engine = Engine(Config())
+        busy, peak = 0, 0
+
+        async def send(push) -> Answer:
+            nonlocal busy, peak
+            busy += 1
+            peak = max(peak, busy)
+            await asyncio.sleep(0.01)
+            busy -= 1
+            return RESULT
+
+        outcomes: list[Outcome] = []
+        dispatcher = Dispatcher(engine, send, on_outcome=outcomes.append, max_in_flight=3)
+        for n in range(10):
+            enable(engine, f"u{n}@example.org", f"n{n}")
+            dispatcher.handle(ev(**offline(f"u{n}@example.org", "m1")))
+        await dispatcher.drain()
+        assert len(outcomes) == 10 and peak == 3
+
+    asyncio.run(main())

@@ -89,7 +89,8 @@ class Dispatcher:
 
     def __init__(self, engine: Any, send: Send, policy: RetryPolicy | None = None, *,
                  on_outcome: Callable[[Outcome], None] | None = None,
-                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+                 max_in_flight: int = 512) -> None:
         self.engine = engine
         self.send = send
         self.policy = policy or RetryPolicy()
@@ -98,6 +99,9 @@ class Dispatcher:
         self.counts: dict[str, int] = dict.fromkeys(
             (DELIVERED, ERROR, GAVE_UP, DROPPED, UNDELIVERED), 0)
         self._queues: dict[RegKey, _Queue] = {}
+        # Publishes awaiting an answer at once (over all registrations): a burst to many
+        # registrations must not flood the server; a backoff sleep holds no slot.
+        self._slots = asyncio.Semaphore(max_in_flight)
         self._idle = asyncio.Event()
         self._idle.set()
         self._closed = False
@@ -177,7 +181,8 @@ class Dispatcher:
             if not self._enabled(push):
                 return None
             attempts += 1
-            answer = await self.send(push)
+            async with self._slots:
+                answer = await self.send(push)
             if not answer.ok and answer.error_type == "wait":
                 await self._report(push, answer.ok, "wait")
             return answer

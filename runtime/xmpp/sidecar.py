@@ -48,6 +48,7 @@ class SidecarSettings:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     connect_timeout: float = 30.0
     shutdown_grace: float = 30.0
+    max_in_flight: int = 512
     store: str = "memory:"
     socket: str | None = None
 
@@ -81,7 +82,8 @@ class Sidecar:
             settings.component_jid, settings.component_secret, settings.host, settings.port,
             settings.rules, iq_timeout=settings.iq_timeout)
         self.dispatcher = Dispatcher(self.engine, self.transport.publish, settings.retry,
-                                     on_outcome=self._print_outcome)
+                                     on_outcome=self._print_outcome,
+                                     max_in_flight=settings.max_in_flight)
         self._transient = _transient_errors()
         self.rejected = 0
         self.accepted = 0
