@@ -185,17 +185,11 @@ class SqliteStore:
             db.execute("BEGIN IMMEDIATE")
             try:
                 done = self._write(changes)
+                db.execute("ROLLBACK" if done is False else "COMMIT")
             except BaseException:
                 self._rollback()
                 raise
-            if done is None:
-                db.execute("COMMIT")
-                return True
-            if not done:
-                self._rollback()
-                return False
-            db.execute("COMMIT")
-            return True
+            return done is not False
 
     def _write(self, changes: UserChanges) -> bool | None:
         """False: conflict; None: this token was committed already; True: written."""
