@@ -14,7 +14,13 @@ from traces import CONFIG, USERS, Clock, engine_state, outcome, random_events, s
 from pushrules.generated.events import EVENT_CLASSES as EV
 from pushrules.model.world import ImpossibleEvent
 from pushrules.runtime.engine import Engine
-from pushrules.runtime.store import StoreCorrupt, StoredEngine, event_user, open_store
+from pushrules.runtime.store import (
+    StoreCorrupt,
+    StoredEngine,
+    StoreUnavailable,
+    event_user,
+    open_store,
+)
 from pushrules.runtime.store.sqlite import APPLICATION_ID, SqliteStore
 
 HERE = Path(__file__).parent
@@ -164,3 +170,29 @@ def test_killed_mid_commit_the_file_holds_every_event_before(tmp_path):
     for i, event in enumerate(events[killed_at:killed_at + 200], start=killed_at):
         clock.now = 1e9 + i
         assert outcome(engine, event) == outcome(ref, event), f"event {i}"
+
+
+def test_a_locked_file_fails_clearly_and_the_event_lands_once_when_released(tmp_path):
+    path = tmp_path / "registrations.db"
+    store = SqliteStore(path, timeout=0.2)
+    engine = StoredEngine(store, CONFIG)
+    session = "bob@example.org/a"
+    engine.handle(EV["session-bind"](session))
+    engine.handle(EV["push-enable"](session, "push.example.net", "n1", secret="hunter2"))
+    engine.handle(EV["session-destroyed"](session))
+    error = EV["push-result"]("bob@example.org", "push.example.net", "n1", False, "cancel")
+    before = store.load("bob@example.org")
+
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    with pytest.raises(StoreUnavailable, match=f"sqlite store {path}: cannot commit user "
+                                               "bob@example.org \\(database is locked\\)"):
+        engine.handle(error)
+    assert store.load("bob@example.org") == before
+    other.execute("ROLLBACK")
+    other.close()
+
+    assert engine.handle(error) == []
+    after = store.load("bob@example.org")
+    assert after.registrations[("push.example.net", "n1")]["errors"] == 1
+    assert after.version == before.version + 1
