@@ -149,12 +149,8 @@ class Sidecar:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
-        try:
-            await self.transport.start(self.settings.connect_timeout)
-        except TimeoutError:
-            self._say(f"warning: not connected to {self.settings.host}:{self.settings.port} "
-                      f"as {self.settings.component_jid} after {self.settings.connect_timeout}s;"
-                      " still trying (pushes wait for the connection)")
+        # Input is read from the start: pushes decided before the connection is up wait for it.
+        connecting = loop.create_task(self._connect())
         reader: asyncio.Task[None]
         if self.settings.socket:
             reader = loop.create_task(self._serve_socket(self.settings.socket))
@@ -166,11 +162,21 @@ class Sidecar:
         stopper.cancel()
         await asyncio.gather(reader, stopper, return_exceptions=True)
         await self.dispatcher.close(self.settings.shutdown_grace)
+        connecting.cancel()
+        await asyncio.gather(connecting, return_exceptions=True)
         await self.transport.close()
         counts = ", ".join(f"{n} {k}" for k, n in self.dispatcher.counts.items())
         self._say(f"pushrules serve: {self.accepted} events applied, {self.rejected} lines "
                   f"rejected; pushes: {counts}")
         return 0
+
+    async def _connect(self) -> None:
+        try:
+            await self.transport.start(self.settings.connect_timeout)
+        except TimeoutError:
+            self._say(f"warning: not connected to {self.settings.host}:{self.settings.port} "
+                      f"as {self.settings.component_jid} after {self.settings.connect_timeout}s;"
+                      " still trying (pushes wait for the connection)")
 
     async def _read_stdin(self, stream: BinaryIO) -> None:
         number = 0
@@ -220,6 +226,8 @@ async def _lines_in_thread(stream: BinaryIO) -> AsyncIterator[bytes]:
         try:
             for line in stream:
                 put(line)
+        except RuntimeError:  # the loop is gone: the sidecar is shutting down
+            return
         except Exception as exc:  # reading failed: end of input, said why
             log.error("reading input failed: %s", exc)
         finally:

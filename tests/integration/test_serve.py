@@ -164,7 +164,7 @@ def test_unreachable_server_pushes_are_reported_undelivered(tmp_path):
 
     path = tmp_path / "serve.toml"
     path.write_text(f'[component]\njid = "{PUSH_JID}"\nport = {free_port()}\n'
-                    "[dispatch]\nconnect_timeout = 0.3\nshutdown_grace = 0.5\n")
+                    "[dispatch]\nconnect_timeout = 0.3\nshutdown_grace = 1.5\n")
     user, node = "liv@localhost", "node-nowhere"
 
     async def main():
