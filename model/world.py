@@ -93,9 +93,11 @@ class WorldBase(ABC):
         if reg is None:
             reg = self._new_registration(user, jid, node)
             regs[(jid, node)] = reg
-        sub = ctx.for_registration(reg)
-        if not self._registration_step(reg, event, sub):
-            raise ModelError(f"registration {jid} {node} in state {reg.state} has no "
+        self._fire(reg, event, ctx)
+
+    def _fire(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> None:
+        if not self._registration_step(reg, event, ctx.for_registration(reg)):
+            raise ModelError(f"registration {reg.jid} {reg.node} in state {reg.state} has no "
                              f"transition for {event}")
 
     # --- dispatch ----------------------------------------------------------------------------
@@ -105,18 +107,22 @@ class WorldBase(ABC):
         spec = EVENTS_BY_NAME[event.EVENT]
         self._pushes = pushes = []
         notes: list[str] | None = [] if self.explain else None
+        target = spec.target
+        if target == USER_REGISTRATIONS and notes is None \
+                and not self.users.get(getattr(event, spec.user_field)):
+            return pushes  # no registration to fan out to (the note below is for --explain)
         ctx = Ctx(self, event, None, None, "", (), notes)
-        if spec.target == SESSION:
+        if target == SESSION:
             self._handle_session(event, spec.machine_event, ctx)
-        elif spec.target == USER_REGISTRATIONS:
+        elif target == USER_REGISTRATIONS:
             ctx.stanzas = (event.stanza,)
             user = getattr(event, spec.user_field)
             regs = self.registrations_of(user)
             if not regs:
                 ctx.note(f"{user} has no push registration: nothing to push")
             for reg in regs:
-                self.fire_registration(reg.key, spec.machine_event, ctx)
-        elif spec.target == REGISTRATION:
+                self._fire(reg, spec.machine_event, ctx)
+        elif target == REGISTRATION:
             key = (event.user, event.jid, event.node)
             reg = self.registration(key)
             if reg is None:
@@ -124,7 +130,7 @@ class WorldBase(ABC):
                 raise ImpossibleEvent(f"push-result for {event.jid} {event.node}: no such "
                                       f"registration of {event.user}",
                                       "node" if known_jid else "jid")
-            self.fire_registration(key, spec.machine_event, ctx)
+            self._fire(reg, spec.machine_event, ctx)
         if notes is not None:
             self.last_notes = notes
         return pushes

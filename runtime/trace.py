@@ -30,6 +30,26 @@ class TraceLine:
 
 def parse_event(data: Any, line: int = 0) -> Any:
     """One decoded JSON value -> a typed event, or TraceError."""
+    name = data.get("event") if type(data) is dict else None
+    plan = _PLANS.get(name) if type(name) is str else None
+    if plan is None:
+        return _parse_event(data, line)
+    cls, steps = plan
+    values = {}
+    for field, name, attr, required, fast in steps:
+        raw = data.get(name)
+        if raw is None:
+            if required:
+                raise TraceError(line, f"missing (required by {cls.EVENT})", name)
+            values[attr] = None
+            continue
+        value = fast(raw)
+        values[attr] = _convert(field, raw, line) if value is _SLOW else value
+    return cls(**values)
+
+
+def _parse_event(data: Any, line: int) -> Any:
+    """The general path of parse_event: every check, with the error naming what is wrong."""
     if not isinstance(data, dict):
         raise TraceError(line, f"expected a JSON object, got {type(data).__name__}")
     name = data.get("event")
@@ -51,6 +71,69 @@ def parse_event(data: Any, line: int = 0) -> Any:
             continue
         values[field.attr] = _convert(field, raw, line)
     return EVENT_CLASSES[name](**values)
+
+
+# Fast checks for well-formed values: each returns the converted value, or _SLOW to leave the
+# value to _convert (which accepts the same values and words the error for the others).
+_SLOW = object()
+
+
+def _fast_full_jid(raw: Any) -> Any:
+    if type(raw) is str:
+        bare, slash, resource = raw.partition("/")
+        if slash and resource and bare and bare[0] != "@":
+            return raw
+    return _SLOW
+
+
+def _fast_bare_jid(raw: Any) -> Any:
+    return raw if type(raw) is str and raw and "/" not in raw and raw[0] != "@" else _SLOW
+
+
+def _fast_text(raw: Any) -> Any:
+    return raw if type(raw) is str and raw else _SLOW
+
+
+def _fast_bool(raw: Any) -> Any:
+    return raw if raw is True or raw is False else _SLOW
+
+
+def _fast_error_type(raw: Any) -> Any:
+    return raw if type(raw) is str and raw in ev.ERROR_TYPES else _SLOW
+
+
+def _fast_stanza(raw: Any) -> Any:
+    if type(raw) is str:
+        try:
+            return parse_stanza(raw)
+        except StanzaError:
+            pass
+    return _SLOW
+
+
+def _fast_queue(raw: Any) -> Any:
+    if type(raw) is list:
+        try:
+            return tuple([parse_stanza(item) for item in raw])
+        except (StanzaError, TypeError):
+            pass
+    return _SLOW
+
+
+def _slow(raw: Any) -> Any:
+    return _SLOW
+
+
+_FAST = {
+    ev.FULL_JID: _fast_full_jid, ev.BARE_JID: _fast_bare_jid, ev.TEXT: _fast_text,
+    ev.BOOL: _fast_bool, ev.ERROR_TYPE: _fast_error_type, ev.STANZA: _fast_stanza,
+    ev.QUEUE: _fast_queue,
+}
+_PLANS: dict[str, tuple[type, tuple[tuple[Any, ...], ...]]] = {
+    spec.name: (EVENT_CLASSES[spec.name], tuple(
+        (f, f.name, f.attr, f.required, _FAST.get(f.kind, _slow)) for f in spec.fields))
+    for spec in ev.EVENTS
+}
 
 
 def _convert(field: ev.FieldSpec, raw: Any, line: int) -> Any:
