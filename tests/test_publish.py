@@ -211,3 +211,12 @@ def test_explain_and_input_errors_never_show_the_secret():
     assert '"stanzas": ["m1"]' in out.getvalue() and "line 4, field 'publish_options'" in \
         err.getvalue()
     assert SECRET not in out.getvalue() + err.getvalue()
+
+
+def test_loggers_created_later_are_masked_too(caplog):
+    install_secret_mask()
+    iq = build_publish(push(), Config(), "example.com")
+    late = logging.getLogger("slixmpp.plugins.some_plugin_loaded_later")
+    with caplog.at_level(logging.DEBUG, logger="slixmpp"):
+        late.debug("stanza %s", iq)
+    assert "publish-options" in caplog.text and SECRET not in caplog.text

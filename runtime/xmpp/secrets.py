@@ -39,13 +39,28 @@ class SecretMaskFilter(logging.Filter):
 
 
 _FILTER = SecretMaskFilter()
+_installed = False
 
 
 def install_secret_mask() -> None:
-    """Attach the filter to every slixmpp logger (filters do not apply to child loggers, so each
-    one gets it). Idempotent; call again after importing more slixmpp plugins."""
+    """Mask publish-options values in every record of a slixmpp logger, including loggers
+    created later (a record factory), and attach the filter to the slixmpp loggers that exist.
+    Idempotent."""
+    global _installed
     names = [name for name in logging.root.manager.loggerDict if name.startswith("slixmpp")]
     for name in ["slixmpp", *names]:
         logger = logging.getLogger(name)
         if _FILTER not in logger.filters:
             logger.addFilter(_FILTER)
+    if _installed:
+        return
+    _installed = True
+    make_record = logging.getLogRecordFactory()
+
+    def masked_record(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = make_record(*args, **kwargs)
+        if record.name.startswith("slixmpp"):
+            _FILTER.filter(record)
+        return record
+
+    logging.setLogRecordFactory(masked_record)
