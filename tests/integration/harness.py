@@ -125,7 +125,8 @@ class Received:
 
 class AppServer(ComponentXMPP):
     """Records every publish; answers per node from a script (then ``default``): "result",
-    "wait", "cancel", "auth", "modify", "notype" (an <error/> without type) or "none"."""
+    "wait", "cancel", "auth", "modify", "notype" (an <error/> without type), "client-ns-wait"
+    (slixmpp's Error plugin: the error in jabber:client) or "none"."""
 
     def __init__(self, jid: str, port: int, default: str = "result") -> None:
         super().__init__(jid, APP_SECRET, "127.0.0.1", port)
@@ -177,7 +178,12 @@ class AppServer(ComponentXMPP):
         if answer == "none" or not self.is_connected():
             return
         reply = iq.reply(clear=True)
-        if answer != "result":
+        if answer == "client-ns-wait":
+            # slixmpp's own Error plugin: <error xmlns='jabber:client' type='wait'>
+            reply["type"] = "error"
+            reply["error"]["type"] = "wait"
+            reply["error"]["condition"] = "resource-constraint"
+        elif answer != "result":
             reply["type"] = "error"
             # In the component namespace: slixmpp's Error plugin would write jabber:client,
             # which Prosody reads as an error without type (prosody-observed.md, note 8).

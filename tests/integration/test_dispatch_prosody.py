@@ -200,6 +200,20 @@ def test_wait_is_retried_and_not_counted(prosody):
     run(main())
 
 
+def test_wait_in_the_client_namespace_is_still_wait(prosody):
+    async def main():
+        async with Rig(prosody) as rig:
+            user, node = "dora@localhost", "node-client-ns"
+            rig.app.answer(node, "client-ns-wait", "result")
+            rig.feed(*enable_events(user, node), offline_event(user, "w1"))
+            await rig.dispatcher.drain()
+            assert [r.answer for r in rig.app.for_node(node)] == ["client-ns-wait", "result"]
+            assert rig.reg(user, node).errors == 0
+            assert (rig.outcomes[0].status, rig.outcomes[0].attempts) == ("delivered", 2)
+
+    run(main())
+
+
 def test_no_answer_is_retried_then_counted(prosody):
     async def main():
         policy = RetryPolicy(max_attempts=2, backoff_initial=0.05, backoff_max=0.1, jitter=0)
