@@ -11,10 +11,16 @@ import time
 from pathlib import Path
 
 import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
 
 class RedisServerMissing(RuntimeError):
     """redis-server is not installed (Debian: apt-get install redis-server)."""
+
+
+class PortTaken(RuntimeError):
+    """Another program listens on the port redis-server was given."""
 
 
 def free_port() -> int:
@@ -35,6 +41,7 @@ class LocalRedis:
                                      "(Debian: apt-get install redis-server)")
         self.binary = binary
         self.persistent = persistent
+        self._fixed_port = port is not None
         self.port = port or free_port()
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="pushrules-redis-")
         self.data_dir = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
@@ -45,6 +52,20 @@ class LocalRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self, timeout: float = 10.0) -> None:
+        """Start and wait until it answers. A picked port that another program took meanwhile
+        (``free_port`` cannot reserve it) gets a second and third try on new ports; the first
+        start's port is kept for later restarts."""
+        for attempt in range(3):
+            try:
+                self._start(timeout)
+                self._fixed_port = True
+                return
+            except PortTaken:
+                if self._fixed_port or attempt == 2:
+                    raise
+                self.port = free_port()
+
+    def _start(self, timeout: float) -> None:
         args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port),
                 "--daemonize", "no", "--dir", str(self.data_dir), "--save", "",
                 "--protected-mode", "yes", "--loglevel", "warning",
@@ -55,19 +76,22 @@ class LocalRedis:
             args += ["--appendonly", "no"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2)
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2,
+                             socket_timeout=0.5, retry=Retry(NoBackoff(), 0))
         deadline = time.monotonic() + timeout
         try:
             while True:
                 if self.process.poll() is not None:
                     log = (self.data_dir / "redis.log")
                     tail = log.read_text()[-500:] if log.exists() else ""
-                    raise RuntimeError(f"redis-server on port {self.port} exited with "
+                    kind = PortTaken if "Address already in use" in tail else RuntimeError
+                    raise kind(f"redis-server on port {self.port} exited with "
                                        f"{self.process.returncode}: {tail}")
                 try:
-                    if client.ping():
+                    # Ours, not another server that answers on the same port.
+                    if client.info("server")["process_id"] == self.process.pid:
                         return
-                except redis.ConnectionError:
+                except (redis.ConnectionError, redis.TimeoutError):
                     pass
                 if time.monotonic() > deadline:
                     raise RuntimeError(f"redis-server on port {self.port} did not answer "
