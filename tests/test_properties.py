@@ -31,24 +31,46 @@ stanzas = st.builds(
 )
 queues = st.lists(stanzas, max_size=3).map(tuple)
 session = st.sampled_from(SESSIONS)
-events = st.one_of(
-    st.builds(EV["session-bind"], session=session),
-    st.builds(EV["push-enable"], session=session, jid=st.sampled_from(JIDS),
-              node=st.sampled_from(NODES), secret=st.just(SECRET)),
-    st.builds(EV["push-disable"], session=session, jid=st.sampled_from(JIDS),
-              node=st.sampled_from([*NODES, None])),
-    st.builds(EV["smacks-ack-delayed"], session=session, queue=queues),
-    st.builds(EV["smacks-ack-received"], session=session),
-    st.builds(EV["smacks-hibernation-start"], session=session, queue=queues),
-    st.builds(EV["smacks-hibernation-end"], session=session),
-    st.builds(EV["stanza-queued"], session=session, stanza=stanzas),
-    st.builds(EV["session-destroyed"], session=session),
-    st.builds(EV["archive-message-added"], for_user=st.sampled_from(USERS), stanza=stanzas),
-    st.builds(EV["message/offline/handle"], user=st.sampled_from(USERS), stanza=stanzas),
-    st.builds(EV["push-result"], user=st.sampled_from(USERS), jid=st.sampled_from(JIDS),
-              node=st.sampled_from(NODES), ok=st.booleans(),
-              error_type=st.sampled_from(ERRORS)),
-)
+WEIGHTS = {  # how often each event is drawn: stanzas and the push paths more than lifecycle
+    "session-bind": 2, "push-enable": 2, "push-disable": 1, "smacks-ack-delayed": 2,
+    "smacks-ack-received": 1, "smacks-hibernation-start": 2, "smacks-hibernation-end": 1,
+    "stanza-queued": 4, "session-destroyed": 2, "archive-message-added": 3,
+    "message/offline/handle": 3, "push-result": 2,
+}
+BY_NAME = {
+    "session-bind": st.builds(EV["session-bind"], session=session),
+    "push-enable": st.builds(EV["push-enable"], session=session, jid=st.sampled_from(JIDS),
+                             node=st.sampled_from(NODES), secret=st.just(SECRET)),
+    "push-disable": st.builds(EV["push-disable"], session=session, jid=st.sampled_from(JIDS),
+                              node=st.sampled_from([*NODES, None])),
+    "smacks-ack-delayed": st.builds(EV["smacks-ack-delayed"], session=session, queue=queues),
+    "smacks-ack-received": st.builds(EV["smacks-ack-received"], session=session),
+    "smacks-hibernation-start": st.builds(EV["smacks-hibernation-start"], session=session,
+                                          queue=queues),
+    "smacks-hibernation-end": st.builds(EV["smacks-hibernation-end"], session=session),
+    "stanza-queued": st.builds(EV["stanza-queued"], session=session, stanza=stanzas),
+    "session-destroyed": st.builds(EV["session-destroyed"], session=session),
+    "archive-message-added": st.builds(  # mostly addressed to for_user, as MAM archives them
+        lambda user, mid, own: EV["archive-message-added"](
+            for_user=user, stanza=stanza(msg(mid, to=user if own else "alice@example.org"))),
+        st.sampled_from(USERS), st.sampled_from(["m1", "m2", "m3", "m4", None]),
+        st.booleans() | st.just(True)),
+    "message/offline/handle": st.builds(EV["message/offline/handle"],
+                                        user=st.sampled_from(USERS), stanza=stanzas),
+    "push-result": st.builds(EV["push-result"], user=st.sampled_from(USERS),
+                             jid=st.sampled_from(JIDS), node=st.sampled_from(NODES),
+                             ok=st.booleans(), error_type=st.sampled_from(ERRORS)),
+}
+events = st.sampled_from([n for n, w in WEIGHTS.items() for _ in range(w)]).flatmap(
+    BY_NAME.__getitem__)
+# Every trace starts with each session bound and most of them enabled, so that the random part
+# mostly exercises possible events (uniformly random events are nearly all impossible).
+prologues = st.lists(st.tuples(st.sampled_from(JIDS), st.sampled_from(NODES)),
+                     min_size=len(SESSIONS), max_size=len(SESSIONS)).map(
+    lambda regs: [e for s, (jid, node) in zip(SESSIONS, regs, strict=True)
+                  for e in (EV["session-bind"](session=s),
+                            EV["push-enable"](session=s, jid=jid, node=node, secret=SECRET))])
+traces = st.builds(lambda head, tail: head + tail, prologues, st.lists(events, max_size=60))
 configs = st.builds(lambda e, d: Config(max_errors=e, max_devices=d),
                     st.integers(1, 3), st.integers(1, 3))
 
@@ -68,7 +90,7 @@ def _state(world) -> tuple:
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(config=configs, trace=st.lists(events, max_size=40))
+@given(config=configs, trace=traces)
 def test_engine_and_reference_agree(config: Config, trace: list) -> None:
     engine, reference = Engine(config, clock=lambda: 0.0), ReferenceWorld(config, clock=lambda: 0.0)
     for event in trace:
@@ -116,7 +138,7 @@ def _check_invariants(world: Engine, event, pushes, before: dict, seen: dict) ->
 
 
 @settings(max_examples=300, deadline=None)
-@given(config=configs, trace=st.lists(events, max_size=50))
+@given(config=configs, trace=traces)
 def test_contract_invariants(config: Config, trace: list) -> None:
     world = Engine(config, clock=lambda: 0.0)
     seen: dict = {}
