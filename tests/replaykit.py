@@ -140,6 +140,15 @@ class Driver:
         record = self.world.session(s)
         return "offline" if record is None else record.state
 
+    def into(self, s: str, state: str) -> Driver:
+        """Take a live session from active into `state` with empty queues (no push)."""
+        if state == "ack_delayed":
+            self.ack_delayed(s)
+        elif state == "hibernated":
+            self.hibernate(s)
+        assert self.state(s) == state
+        return self
+
     def online(self, *sessions: str, node: str | None = None) -> Driver:
         """Bind each session and, when node is given, enable node-<resource> for each."""
         for s in sessions:

@@ -33,11 +33,7 @@ def test_a_hibernation_start_pushes_the_unacked_queue(bob) -> None:
 
 @pytest.mark.parametrize("into", ["ack_delayed", "hibernated"])
 def test_a_queued_pushes_each_stanza_while_not_acking(bob, into: str) -> None:
-    bob.online(PHONE, node="x")
-    if into == "hibernated":
-        bob.hibernate(PHONE)
-    else:
-        bob.ack_delayed(PHONE)
+    bob.online(PHONE, node="x").into(PHONE, into)
     assert bob.queued(PHONE, "m1") == only(NODE, "a/queued", "m1")
     assert bob.queued(PHONE, "m2") == only(NODE, "a/queued", "m2")
 
@@ -85,12 +81,7 @@ def test_a_empty_queue_pushes_nothing(bob) -> None:
 
 @pytest.mark.parametrize("state", ["active", "ack_delayed", "hibernated"])
 def test_b_archive_skips_registrations_bound_to_a_live_session(bob, state: str) -> None:
-    bob.online(PHONE, node="x")
-    if state == "ack_delayed":
-        bob.ack_delayed(PHONE)
-    elif state == "hibernated":
-        bob.hibernate(PHONE)
-    assert bob.state(PHONE) == state
+    bob.online(PHONE, node="x").into(PHONE, state)
     assert bob.archive("m1") == []
 
 
@@ -196,11 +187,7 @@ def test_enable_while_hibernated_or_unbound_is_impossible(bob) -> None:
 
 @pytest.mark.parametrize("state", ["active", "ack_delayed", "hibernated"])
 def test_destroy_keeps_the_registration_stored(bob, state: str) -> None:
-    bob.online(PHONE, node="x")
-    if state == "ack_delayed":
-        bob.ack_delayed(PHONE)
-    elif state == "hibernated":
-        bob.hibernate(PHONE)
+    bob.online(PHONE, node="x").into(PHONE, state)
     assert bob.destroyed(PHONE) == []
     assert bob.world.session(PHONE) is None
     reg = bob.reg(NODE)
