@@ -107,12 +107,15 @@ class _Stanzas:
 
 
 def _session_cycle(stanzas: _Stanzas, sid: str, user: str, node: str | None, rng: random.Random,
-                   last: bool) -> list[Any]:
-    """One pass of a session through every state."""
+                   last: bool, routine: tuple[int, int]) -> list[Any]:
+    """One pass of a session through every state, after some routine traffic while active."""
     out: list[Any] = [SessionBind(sid)]
     if node is not None:
         out.append(PushEnable(sid, APP_SERVER, node, secret="s3cr3t",
                               publish_options={"endpoint": "fcm"}))
+    for _ in range(rng.randint(*routine)):
+        out += [StanzaQueued(sid, stanzas.new(user)), StanzaQueued(sid, stanzas.new(user)),
+                SmacksAckReceived(sid)]
     s1, s2, s3, s4, s5, s6, s7, s8 = (stanzas.new(user) for _ in range(8))
     out += [
         StanzaQueued(sid, s1), StanzaQueued(sid, s2), SmacksAckReceived(sid),
@@ -135,10 +138,11 @@ def _session_cycle(stanzas: _Stanzas, sid: str, user: str, node: str | None, rng
 
 
 def generate(users: int, *, seed: int = 5, cycles: int = 2, keep_xml: bool = False,
-             first_user: int = 0, push: bool = True) -> Mix:
+             first_user: int = 0, push: bool = True, routine: tuple[int, int] = (2, 6)) -> Mix:
     """The mix for ``users`` users (numbered from ``first_user``), interleaved at random.
     Even-numbered users enable push; with ``push=False`` nobody does (the decision mix: every
-    event is a machine decision with no push to build)."""
+    event is a machine decision with no push to build). Each session cycle starts with
+    ``routine`` (min, max) rounds of two stanzas and an ack while the session is active."""
     rng = random.Random(seed)
     stanzas = _Stanzas(rng, keep_xml)
     timed: list[tuple[float, int, Any]] = []
@@ -153,7 +157,8 @@ def generate(users: int, *, seed: int = 5, cycles: int = 2, keep_xml: bool = Fal
             node = f"n{u}-{k}" if with_push else None
             t = rng.random() * users
             for c in range(cycles):
-                for event in _session_cycle(stanzas, sid, user, node, rng, c == cycles - 1):
+                for event in _session_cycle(stanzas, sid, user, node, rng, c == cycles - 1,
+                                            routine):
                     t += rng.expovariate(1.0)
                     order += 1
                     timed.append((t, order, event))

@@ -20,7 +20,8 @@ TINY = harness.Plan(
     users={harness.GENERATED: 6, harness.PSM: 2, harness.TRANSITIONS: 2},
     idle_sessions={harness.GENERATED: 50, harness.PSM: 4, harness.TRANSITIONS: 4},
     scaling={harness.GENERATED: (40, 80), harness.PSM: (4,), harness.TRANSITIONS: (4,)},
-    scaling_users=2, replay_users=3, repeats=1, checker_states=50, stores=False,
+    scaling_users={harness.GENERATED: 2, harness.PSM: 1, harness.TRANSITIONS: 1},
+    replay_users=3, repeats=1, checker_states=50, stores=False,
 )
 
 
