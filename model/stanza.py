@@ -84,7 +84,7 @@ def parse_stanza(xml: str) -> Stanza:
         type=root.get("type"),
         sender=root.get("from"),
         to=root.get("to"),
-        important=is_important(root),
+        important=local == "message" and _important(root, body),
         body=body,
     )
 
@@ -93,6 +93,11 @@ def is_important(root: Element) -> bool:
     """True for a message a person should be woken for (see module docstring)."""
     if _local(root.tag) != "message":
         return False
+    return _important(root, _body(root))
+
+
+def _important(root: Element, body: str | None) -> bool:
+    """is_important for a <message> root; ``body`` is the text of its own <body>."""
     message = root
     carbon = _carbon(root)
     if carbon is not None:
@@ -102,6 +107,7 @@ def is_important(root: Element) -> bool:
         if forwarded is None:
             return False
         message = forwarded
+        body = _body(message)
     if message.get("type") == "headline":
         return False
     for child in message:
@@ -109,15 +115,19 @@ def is_important(root: Element) -> bool:
             return True
     if message.get("type") == "groupchat" and _child(message, "subject") is not None:
         return False
-    body = _body(message)
     return bool(body and body.strip())
 
 
+_CARBON_TAGS = tuple((d, f"{{{CARBONS_NS}}}{d}") for d in ("received", "sent"))
+_FORWARDED_TAG = f"{{{FORWARD_NS}}}forwarded"
+_CLIENT_PREFIX = f"{{{CLIENT_NS}}}"
+
+
 def _carbon(root: Element) -> tuple[str, Element | None] | None:
-    for direction in ("received", "sent"):
-        wrapper = root.find(f"{{{CARBONS_NS}}}{direction}")
+    for direction, tag in _CARBON_TAGS:
+        wrapper = root.find(tag)
         if wrapper is not None:
-            forwarded = wrapper.find(f"{{{FORWARD_NS}}}forwarded")
+            forwarded = wrapper.find(_FORWARDED_TAG)
             inner = None
             if forwarded is not None:
                 inner = next((c for c in forwarded if _local(c.tag) == "message"), None)
@@ -131,6 +141,8 @@ def _body(message: Element) -> str | None:
 
 
 def _child(element: Element, name: str) -> Element | None:
+    if element.tag.startswith(_CLIENT_PREFIX):  # the usual case: one lookup, no fallback
+        return element.find(_CLIENT_PREFIX + name)
     ns = element.tag[1:].split("}", 1)[0] if element.tag.startswith("{") else ""
     found = element.find(f"{{{ns}}}{name}" if ns else name)
     if found is None and ns != CLIENT_NS:
