@@ -48,6 +48,15 @@ class UserSnapshot:
     registrations: dict[RegId, Row] = field(default_factory=dict)
     expired: tuple[RegId, ...] = ()
     """Registrations whose data the store let expire (Redis orphan TTL) since the last commit."""
+    token: str = ""
+    """The token of the commit that made this version ("" before the first)."""
+    pushed: dict[RegId, dict[str, None]] = field(default_factory=dict)
+    """The engine's prebuilt dedup sets matching the rows' ``pushed`` lists (stores leave it
+    empty): copying one is much cheaper than hashing thousands of ids again."""
+
+    @property
+    def identity(self) -> tuple[int, str]:
+        return (self.version, self.token)
 
 
 @dataclass(slots=True)
@@ -74,8 +83,9 @@ class Store(Protocol):
     url: str
     """The store's address with any password masked: safe in messages."""
 
-    def load(self, user: str) -> UserSnapshot:
-        """The user's state (empty at version 0 for a user never seen)."""
+    def load(self, user: str, known: tuple[int, str] | None = None) -> UserSnapshot | None:
+        """The user's state (empty at version 0 for a user never seen), or None when it is
+        still the one ``known`` names (version, token): the caller's copy is current."""
         ...
 
     def commit(self, changes: UserChanges) -> bool:
@@ -111,7 +121,8 @@ def session_from_row(user: str, sid: str, row: Row) -> SessionRecord:
     return rec
 
 
-def registration_from_row(user: str, reg: RegId, row: Row) -> RegistrationRecord:
+def registration_from_row(user: str, reg: RegId, row: Row,
+                          pushed: dict[str, None] | None = None) -> RegistrationRecord:
     rec = RegistrationRecord(user, reg[0], reg[1], row["state"])
     rec.options = dict(row["options"])
     rec.session = row["session"]
@@ -119,7 +130,7 @@ def registration_from_row(user: str, reg: RegId, row: Row) -> RegistrationRecord
     rec.reason = row["reason"]
     rec.disabled_at = row["disabled_at"]
     rec.seq = int(row["seq"])
-    rec.pushed = dict.fromkeys(row["pushed"])
+    rec.pushed = dict.fromkeys(row["pushed"]) if pushed is None else pushed.copy()
     return rec
 
 

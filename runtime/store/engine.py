@@ -10,6 +10,7 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,8 @@ from pushrules.model.world import AuditEntry
 from pushrules.runtime.engine import Engine
 
 from .base import (
+    RegId,
+    Row,
     Store,
     StoreConflict,
     StoreCorrupt,
@@ -53,10 +56,15 @@ class StoredEngine(Engine):
     """``Engine`` whose state lives in a store (see ``open_store``). ``handle`` may raise
     ``StoreUnavailable`` (nothing applied; handle the same event again to retry) besides
     ``ImpossibleEvent``. ``audit_log`` holds the entries of the last event only: the store
-    keeps the history. One instance is not thread-safe; use one engine per thread or node."""
+    keeps the history. One instance is not thread-safe; use one engine per thread or node.
+
+    The state of the ``cache_users`` most recently seen users is kept as loaded; each load
+    still asks the store, which answers "unchanged" (no rows) when the cached copy is current:
+    a user's dedup ids (up to dedup_window per registration) are then not decoded again."""
 
     def __init__(self, store: Store, config: Config | None = None, *, explain: bool = False,
-                 clock: Any = time.time, max_attempts: int = 100) -> None:
+                 clock: Any = time.time, max_attempts: int = 100,
+                 cache_users: int = 1024) -> None:
         super().__init__(config, explain=explain, clock=clock)
         self.store = store
         self.max_attempts = max_attempts
@@ -67,8 +75,11 @@ class StoredEngine(Engine):
         self.last_version = 0
         """The user's version the last event's outcome belongs to: the one its commit made, or
         (when it changed nothing) the one it read. Orders events across nodes."""
+        self.cache_users = cache_users
+        self._cache: OrderedDict[str, UserSnapshot] = OrderedDict()
         self._user_seq = 0
         self._pending: _Pending | None = None
+        self._next: UserSnapshot | None = None
 
     def next_seq(self) -> int:
         # Enable order is compared within one user only, so the counter is the user's, stored.
@@ -80,11 +91,12 @@ class StoredEngine(Engine):
         pending, self._pending = self._pending, None
         # The same event again after StoreUnavailable: resend the same commit. It lands once
         # (the token makes a repeat a no-op) or, if the user moved on meanwhile, we run again.
-        if (pending is not None and pending.event == event and pending.changes.user == user
-                and self._commit(pending.changes, event, pending.pushes)):
-            return pending.pushes
+        if pending is not None and pending.event == event and pending.changes.user == user:
+            self._cache.pop(user, None)
+            if self._commit(pending.changes, event, pending.pushes):
+                return pending.pushes
         for attempt in range(self.max_attempts):
-            snapshot = self.store.load(user)
+            snapshot = self._load(user)
             self._install(snapshot)
             pushes = super().handle(event)
             changes = self._changes(snapshot)
@@ -92,7 +104,9 @@ class StoredEngine(Engine):
                 self.last_version = snapshot.version
                 return pushes
             if self._commit(changes, event, pushes):
+                self._remember(self._next)
                 return pushes
+            self._cache.pop(user, None)
             self.conflicts += 1
             # Randomised backoff: nodes that keep colliding on one user spread out.
             time.sleep(random.random() * min(0.05, 0.0005 * 2 ** attempt))
@@ -112,13 +126,37 @@ class StoredEngine(Engine):
             self.last_version = changes.base_version + 1
         return done
 
+    def _load(self, user: str) -> UserSnapshot:
+        cached = self._cache.get(user)
+        snapshot = self.store.load(user, None if cached is None else cached.identity)
+        if snapshot is None:
+            assert cached is not None
+            self._cache.move_to_end(user)
+            return cached
+        self._remember(snapshot)
+        return snapshot
+
+    def _remember(self, snapshot: UserSnapshot | None) -> None:
+        # Rows are never mutated (records are built from copies), so a cached snapshot stays
+        # exactly what the store holds at its (version, token).
+        if snapshot is None or self.cache_users < 1:
+            return
+        self._cache[snapshot.user] = snapshot
+        self._cache.move_to_end(snapshot.user)
+        if len(self._cache) > self.cache_users:
+            self._cache.popitem(last=False)
+
     def _install(self, snapshot: UserSnapshot) -> None:
         user = snapshot.user
         try:
             self.sessions = {sid: session_from_row(user, sid, row)
                              for sid, row in snapshot.sessions.items()}
-            regs = {reg: registration_from_row(user, reg, row)
-                    for reg, row in snapshot.registrations.items()}
+            prebuilt = snapshot.pushed
+            regs = {}
+            for reg, row in snapshot.registrations.items():
+                rec = regs[reg] = registration_from_row(user, reg, row, prebuilt.get(reg))
+                if reg not in prebuilt:
+                    prebuilt[reg] = rec.pushed.copy()
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise StoreCorrupt(f"{self.store.url}: a stored record of user {user} is not "
                                f"readable ({type(exc).__name__}: {exc})") from None
@@ -127,20 +165,31 @@ class StoredEngine(Engine):
         self.audit_log = []
 
     def _changes(self, snapshot: UserSnapshot) -> UserChanges | None:
+        """What the event changed, or None; also leaves in ``_next`` the snapshot the commit
+        makes (for the cache)."""
         user = snapshot.user
         changes = UserChanges(user, snapshot.version, "", self._user_seq)
+        sessions: dict[str, Row] = {}
         for sid, rec in self.sessions.items():
             row = session_row(rec)
-            if snapshot.sessions.get(sid) != row:
+            old = snapshot.sessions.get(sid)
+            if old == row:
+                row = old
+            else:
                 changes.sessions_put[sid] = row
+            sessions[sid] = row
         changes.sessions_del = [sid for sid in snapshot.sessions if sid not in self.sessions]
+        regs: dict[RegId, Row] = {}
         for reg, rec in self.users.get(user, {}).items():
             row = registration_row(rec)
             old = snapshot.registrations.get(reg)
-            if old != row:
+            if old == row:
+                row = old
+            else:
                 changes.registrations_put[reg] = row
                 if old is not None:
                     changes.previous_states[reg] = old["state"]
+            regs[reg] = row
         changes.audit = list(self.audit_log)
         for reg in snapshot.expired:
             changes.audit.append(AuditEntry(self.now(), user, reg[0], reg[1], "expire",
@@ -149,6 +198,11 @@ class StoredEngine(Engine):
                 changes.registrations_del.append(reg)
         if (not changes.sessions_put and not changes.sessions_del and not changes.audit
                 and not changes.registrations_put and changes.seq == snapshot.seq):
+            self._next = None
             return None
         changes.token = uuid.uuid4().hex
+        # The records are installed afresh for every event: their dedup sets can be handed on.
+        pushed = {reg: rec.pushed for reg, rec in self.users.get(user, {}).items()}
+        self._next = UserSnapshot(user, snapshot.version + 1, changes.seq, sessions, regs,
+                                  token=changes.token, pushed=pushed)
         return changes

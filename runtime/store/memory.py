@@ -32,15 +32,19 @@ class MemoryStore:
         self._users: dict[str, _User] = {}
         self._lock = threading.Lock()
 
-    def load(self, user: str) -> UserSnapshot:
+    def load(self, user: str, known: tuple[int, str] | None = None) -> UserSnapshot | None:
         with self._lock:
             state = self._users.get(user)
             if state is None:
-                return UserSnapshot(user)
+                return None if known == (0, "") else UserSnapshot(user)
+            token = state.tokens[-1]
+            if known == (state.version, token):
+                return None
             return UserSnapshot(
                 user, state.version, state.seq,
                 {sid: json.loads(row) for sid, row in state.sessions.items()},
                 {reg: json.loads(row) for reg, row in state.registrations.items()},
+                token=token,
             )
 
     def commit(self, changes: UserChanges) -> bool:

@@ -44,16 +44,26 @@ from .base import (
 
 RECENT_TOKENS = 64
 
+# ARGV: the registration key prefix, then the version and token the caller already holds:
+# if they are current (and no registration expired since), only {version, token} comes back.
 LOAD = """
 local meta = redis.call('HMGET', KEYS[1], 'version', 'seq')
-local sessions = redis.call('HGETALL', KEYS[2])
+local version = meta[1] or '0'
+local token = redis.call('LINDEX', KEYS[4], 0) or ''
 local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
+if version == ARGV[2] and token == ARGV[3] then
+  local current = true
+  for _, id in ipairs(ids) do
+    if redis.call('EXISTS', ARGV[1] .. id) == 0 then current = false break end
+  end
+  if current then return {version, token} end
+end
 local regs = {}
 for _, id in ipairs(ids) do
   regs[#regs + 1] = id
   regs[#regs + 1] = redis.call('GET', ARGV[1] .. id)
 end
-return {meta[1] or '0', meta[2] or '0', sessions, regs}
+return {version, meta[2] or '0', redis.call('HGETALL', KEYS[2]), regs, token}
 """
 
 # Checks everything before the first write: Redis does not roll a script back.
@@ -140,11 +150,16 @@ class RedisStore:
             raise StoreError(f"redis store {self.url}: cannot {what} user {user} "
                              f"({type(exc).__name__}: {exc})") from None
 
-    def load(self, user: str) -> UserSnapshot:
+    def load(self, user: str, known: tuple[int, str] | None = None) -> UserSnapshot | None:
+        keys = self._keys(user)
+        version, token = known or (-1, "")
         with self._errors("load", user):
-            version, seq, sessions, regs = self._load(keys=self._keys(user)[:3],
-                                                      args=[self._reg_prefix(user)])
-        snapshot = UserSnapshot(user, int(version), int(seq))
+            reply = self._load(keys=(*keys[:3], keys[4]),
+                               args=[self._reg_prefix(user), version, token])
+        if len(reply) == 2:
+            return None
+        version, seq, sessions, regs, token = reply
+        snapshot = UserSnapshot(user, int(version), int(seq), token=token.decode())
         for i in range(0, len(sessions), 2):
             snapshot.sessions[sessions[i].decode()] = json.loads(sessions[i + 1])
         expired: list[RegId] = []

@@ -152,14 +152,17 @@ class SqliteStore:
         self._db.execute("PRAGMA synchronous = NORMAL")
 
     # --- the Store interface -------------------------------------------------------------------
-    def load(self, user: str) -> UserSnapshot:
+    def load(self, user: str, known: tuple[int, str] | None = None) -> UserSnapshot | None:
         with self._lock, self._errors("load", user):
             db = self._db
             db.execute("BEGIN")
             try:
-                head = db.execute("SELECT version, seq FROM users WHERE user = ?",
+                head = db.execute("SELECT version, seq, token FROM users WHERE user = ?",
                                   (user,)).fetchone()
-                snapshot = UserSnapshot(user) if head is None else UserSnapshot(user, *head)
+                version, seq, token = head or (0, 0, "")
+                if known == (version, token):
+                    return None
+                snapshot = UserSnapshot(user, version, seq, token=token)
                 for sid, state, bjid, bnode in db.execute(
                         "SELECT sid, state, binding_jid, binding_node FROM sessions "
                         "WHERE user = ?", (user,)):

@@ -74,6 +74,7 @@ def test_a_damaged_record_is_reported_not_loaded(tmp_path):
                                     secret="hunter2"))
     with sqlite3.connect(path) as db:
         db.execute("UPDATE registrations SET options = '{\"secret\": \"hunt'")
+    engine = StoredEngine(store, CONFIG)  # a new process (a running one caches what it wrote)
     with pytest.raises(StoreCorrupt, match="registration push.example.net n1 of user "
                                            "bob@example.org is damaged") as info:
         engine.handle(EV["smacks-ack-received"]("bob@example.org/a"))

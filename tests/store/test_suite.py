@@ -32,17 +32,31 @@ from pushrules.runtime.store import StoredEngine, StoreUnavailable
 from pushrules.runtime.store.base import UserChanges
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_same_decisions_and_state_as_the_plain_engine(opener, seed):
+@pytest.mark.parametrize(("seed", "cache_users"), [(0, 1024), (1, 1024), (2, 0), (3, 1)])
+def test_same_decisions_and_state_as_the_plain_engine(opener, seed, cache_users):
     ref_clock, clock = Clock(), Clock()
     ref = Engine(CONFIG, clock=ref_clock)
-    stored = StoredEngine(opener(), CONFIG, clock=clock)
+    stored = StoredEngine(opener(), CONFIG, clock=clock, cache_users=cache_users)
     for i, event in enumerate(random_events(seed, 500, USERS)):
         ref_clock.now = clock.now = 1e9 + i
         assert outcome(stored, event) == outcome(ref, event), f"event {i}: {event}"
     for user in USERS:
         assert store_state(stored.store, user) == engine_state(ref, user)
     assert stored.commits > 100
+
+
+def test_a_load_says_unchanged_only_while_the_known_copy_is_current(opener):
+    store, other = opener(), opener()
+    assert store.load(BOB, (0, "")) is None  # never seen: the empty state is current
+    engine = StoredEngine(other, CONFIG)
+    setup_orphans(engine, range(1))
+    snapshot = store.load(BOB, (0, ""))
+    assert snapshot is not None and snapshot.registrations
+    assert store.load(BOB, snapshot.identity) is None
+    engine.handle(EV["push-result"](BOB, PUSH, "n0", False, "cancel"))
+    fresh = store.load(BOB, snapshot.identity)
+    assert fresh is not None and fresh.registrations[(PUSH, "n0")]["errors"] == 1
+    assert store.load(BOB, (snapshot.version, "another token")) is not None
 
 
 def test_restart_reloads_state_and_decisions_are_unchanged(opener):
