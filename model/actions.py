@@ -163,27 +163,27 @@ def _disable(ctx: Ctx, what: str, reason: str) -> None:
 def send_push(ctx: Ctx) -> None:
     reg = ctx.reg
     assert reg is not None
-    pushed = reg.pushed
-    fresh = tuple(s for s in ctx.stanzas if s.id is None or s.id not in pushed)
-    if not ctx.stanzas:
+    stanzas = ctx.stanzas
+    if not stanzas:
         ctx.note(f"{reg.jid} {reg.node}: the queue is empty, nothing to push")
         return
+    pushed = reg.pushed
+    fresh = tuple([s for s in stanzas if s.id is None or s.id not in pushed])
     if not fresh:
         ctx.note(f"{reg.jid} {reg.node}: every stanza was already pushed to it (dedup)")
         return
-    window = ctx.world.config.dedup_window
-    for stanza in fresh:
-        if stanza.id is not None:
-            pushed[stanza.id] = None
+    ids = tuple([s.id for s in fresh])
+    for sid in ids:
+        if sid is not None:
+            pushed[sid] = None
+    world = ctx.world
+    window = world.config.dedup_window
     while len(pushed) > window:
         del pushed[next(iter(pushed))]
     loud = last_important(fresh)
-    last = fresh[-1]
-    ctx.world.emit(Push(
-        user=reg.user, jid=reg.jid, node=reg.node, rule=ctx.rule,
-        stanzas=tuple(s.id for s in fresh), important=loud is not None,
-        sender=(loud or last).sender, body=None if loud is None else loud.body,
-        options=reg.options,
+    world.emit(Push(
+        reg.user, reg.jid, reg.node, ctx.rule, ids, loud is not None,
+        (loud or fresh[-1]).sender, None if loud is None else loud.body, reg.options,
     ))
 
 
