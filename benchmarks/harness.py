@@ -142,6 +142,12 @@ def idle_bytes(factory: Callable[[], WorldBase], sessions: int) -> float:
     return (after - before) / sessions
 
 
+def jid_bytes(sessions: int) -> float:
+    """Average size of the full-JID strings of the idle population: what keeping the caller's
+    session key adds when it is counted too."""
+    return sum(sys.getsizeof(event.session) for event in idle_binds(sessions)) / sessions
+
+
 def scale_point(factory: Callable[[], WorldBase], sessions: int, users: int,
                 repeats: int) -> dict[str, Any]:
     """Bind ``sessions`` idle sessions (bytes per session measured), then time a mix of
@@ -209,7 +215,9 @@ def checker_states_per_s(max_states: int) -> dict[str, Any] | None:
     states = _first_int(result, ("states", "explored", "states_explored"))
     if not states:
         return None
-    return {"states_per_s": states / seconds, "states": states, "seconds": seconds}
+    transitions = _first_int(result, ("transitions",)) or 0
+    return {"states_per_s": states / seconds, "states": states, "seconds": seconds,
+            "transitions_per_s": transitions / seconds, "transitions": transitions}
 
 
 def _first_int(obj: Any, names: tuple[str, ...]) -> int | None:
@@ -265,13 +273,15 @@ def run(quick: bool = False, progress: Callable[[str], None] | None = None,
     result: dict[str, Any] = {
         "quick": quick, "machine": machine(), "missing_engines": missing,
         "events_per_s": {}, "decision_events_per_s": {}, "bytes_per_session": {},
+        "bytes_per_session_with_jid": {},
         "details": {"mix": {}, "decision": {}, "idle_sessions": {}},
         "scaling": {},
     }
     for name in ENGINES:
         factory = factories.get(name)
         if factory is None:
-            for key in ("events_per_s", "decision_events_per_s", "bytes_per_session"):
+            for key in ("events_per_s", "decision_events_per_s", "bytes_per_session",
+                        "bytes_per_session_with_jid"):
                 result[key][name] = None
             continue
         users = plan.users[name]
@@ -293,6 +303,7 @@ def run(quick: bool = False, progress: Callable[[str], None] | None = None,
         measured = next((p for p in points if p["sessions"] == idle), None)
         per_session = measured["bytes_per_session"] if measured else idle_bytes(factory, idle)
         result["bytes_per_session"][name] = per_session
+        result["bytes_per_session_with_jid"][name] = per_session + jid_bytes(idle)
         result["details"]["idle_sessions"][name] = idle
     eps, dec = result["events_per_s"], result["decision_events_per_s"]
     result["ratios"] = {

@@ -13,6 +13,13 @@ def _num(value: float | None, digits: int = 0) -> str:
     return f"{value:,.{digits}f}"
 
 
+def _checker_transitions(result: dict[str, Any]) -> str:
+    checker = result["details"].get("checker")
+    if not checker:
+        return ""
+    return f" ({_num(checker['transitions_per_s'])} transitions/s, {checker['states']:,} states)"
+
+
 def text(result: dict[str, Any]) -> str:
     m = result["machine"]
     lines = [
@@ -20,14 +27,15 @@ def text(result: dict[str, Any]) -> str:
         f"python-statemachine {m['python-statemachine']}, transitions {m['transitions']}"
         + ("  (quick run)" if result["quick"] else ""),
         "",
-        "| engine | events/s (mix) | events/s (decision) | bytes/idle session |",
-        "|---|---:|---:|---:|",
+        "| engine | events/s (mix) | events/s (decision) | bytes/idle session | with its JID |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name in ENGINES:
         lines.append(
             f"| {name} | {_num(result['events_per_s'][name])} | "
             f"{_num(result['decision_events_per_s'][name])} | "
-            f"{_num(result['bytes_per_session'][name])} |")
+            f"{_num(result['bytes_per_session'][name])} | "
+            f"{_num(result['bytes_per_session_with_jid'][name])} |")
     if result["missing_engines"]:
         lines.append(f"not installed: {', '.join(result['missing_engines'])}")
     lines += ["", "ratios (generated / other engine, same run):"]
@@ -36,7 +44,8 @@ def text(result: dict[str, Any]) -> str:
     lines += [
         "",
         f"replay end to end (JSON + XML): {_num(result['replay_events_per_s'])} events/s",
-        f"checker: {_num(result['checker_states_per_s'])} states/s",
+        f"checker: {_num(result['checker_states_per_s'])} states/s"
+        + _checker_transitions(result),
         "",
         "| engine | sessions | us/event | bytes/session |",
         "|---|---:|---:|---:|",

@@ -79,7 +79,8 @@ def test_run_reports_every_key():
     result = harness.run(plan=TINY)
     json.dumps(result)  # JSON-able
     present = set(harness.engine_factories())
-    for key in ("events_per_s", "decision_events_per_s", "bytes_per_session"):
+    for key in ("events_per_s", "decision_events_per_s", "bytes_per_session",
+                "bytes_per_session_with_jid"):
         assert set(result[key]) == set(harness.ENGINES)
         for name in harness.ENGINES:
             value = result[key][name]
