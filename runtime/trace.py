@@ -4,14 +4,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from pushrules.generated.events import EVENT_CLASSES
 from pushrules.model import events as ev
 from pushrules.model.stanza import StanzaError, parse_stanza
 
-_decode = json.JSONDecoder().decode  # json.loads without its per-call checks (str lines)
+_decoder = json.JSONDecoder()
+_decode = _decoder.decode
+_scan = _decoder.scan_once  # the C scanner behind decode, without its whitespace passes
+
+
+def _json(text: str) -> Any:
+    """json.loads for a stripped line: the scanner alone when the whole line is one value,
+    else decode, which raises the usual JSONDecodeError."""
+    try:
+        value, end = _scan(text, 0)
+    except (StopIteration, ValueError):
+        return _decode(text)
+    return value if end == len(text) else _decode(text)
 
 
 class TraceError(ValueError):
@@ -24,8 +35,7 @@ class TraceError(ValueError):
         super().__init__(f"{where}: {message}")
 
 
-@dataclass(frozen=True, slots=True)
-class TraceLine:
+class TraceLine(NamedTuple):
     line: int
     event: Any
 
@@ -206,7 +216,7 @@ def read_trace(lines: Iterable[str | bytes]) -> Iterator[TraceLine]:
         if not stripped or stripped.startswith("#"):
             continue
         try:
-            data = _decode(stripped)
+            data = _json(stripped)
         except json.JSONDecodeError as exc:
             raise TraceError(number, f"not valid JSON: {exc.msg} at column {exc.colno}") from None
         yield TraceLine(number, parse_event(data, number))
