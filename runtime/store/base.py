@@ -72,6 +72,10 @@ class UserChanges:
     sessions_del: list[str] = field(default_factory=list)
     registrations_put: dict[RegId, Row] = field(default_factory=dict)
     registrations_del: list[RegId] = field(default_factory=list)
+    pushed_ops: dict[RegId, tuple[int, list[str]]] = field(default_factory=dict)
+    """For each put registration whose dedup ids changed: (drop, added), meaning the new list is
+    the old one without its ``drop`` oldest ids, then ``added``. Stores that keep the ids
+    apart (SQLite, Redis) apply this instead of rewriting thousands of ids per push."""
     previous_states: dict[RegId, str] = field(default_factory=dict)
     """State of each put registration before the event (absent when new): for orphan TTLs."""
     audit: list[AuditEntry] = field(default_factory=list)
@@ -101,6 +105,21 @@ class Store(Protocol):
 
 
 # --- records <-> rows --------------------------------------------------------------------------
+
+def pushed_delta(old: list[str], new: list[str]) -> tuple[int, list[str]]:
+    """(drop, added) with ``new == old[drop:] + added``. The model only appends ids, forgets
+    the oldest, or clears them all; ids are unique, so new[0] fixes where old's tail starts."""
+    if not new:
+        return len(old), []
+    try:
+        start = old.index(new[0])
+    except ValueError:
+        return len(old), list(new)
+    kept = len(old) - start
+    if new[:kept] != old[start:]:
+        return len(old), list(new)  # not a shape the model makes; a full rewrite is still right
+    return start, new[kept:]
+
 
 def session_row(rec: SessionRecord) -> Row:
     return {"state": rec.state, "binding": None if rec.binding is None else list(rec.binding[1:])}

@@ -29,6 +29,7 @@ from .base import (
     StoreCorrupt,
     UserChanges,
     UserSnapshot,
+    pushed_delta,
     registration_from_row,
     registration_row,
     session_from_row,
@@ -187,6 +188,9 @@ class StoredEngine(Engine):
                 row = old
             else:
                 changes.registrations_put[reg] = row
+                old_pushed = [] if old is None else old["pushed"]
+                if old_pushed != row["pushed"]:
+                    changes.pushed_ops[reg] = pushed_delta(old_pushed, row["pushed"])
                 if old is not None:
                     changes.previous_states[reg] = old["state"]
             regs[reg] = row

@@ -7,6 +7,8 @@ Keys of one user (all hash-tagged ``{user}`` so they stay on one Redis Cluster s
   PREFIX:{user}:regs       sorted set of registration ids (JSON ``[jid, node]``) in
                            the order first enabled: the fan-out order of rules b, c
   PREFIX:{user}:reg:ID     string: the registration's JSON row (may carry the orphan TTL)
+  PREFIX:{user}:pushed:ID  list: stanza ids pushed to it (dedup), oldest first; appended and
+                           trimmed per event, never rewritten; expires 1 s after its reg key
   PREFIX:{user}:audit      list of JSON audit entries, oldest first
   PREFIX:{user}:commits    list of the last commit tokens (a repeated commit is a no-op)
 
@@ -62,6 +64,8 @@ local regs = {}
 for _, id in ipairs(ids) do
   regs[#regs + 1] = id
   regs[#regs + 1] = redis.call('GET', ARGV[1] .. id)
+  local pushed = redis.call('LRANGE', ARGV[4] .. id, 0, -1)
+  regs[#regs + 1] = #pushed == 0 and '' or '\\0' .. table.concat(pushed, '\\0')
 end
 return {version, meta[2] or '0', redis.call('HGETALL', KEYS[2]), regs, token}
 """
@@ -77,17 +81,34 @@ for _, id in ipairs(c.must_exist) do
 end
 for _, s in ipairs(c.s_put) do redis.call('HSET', KEYS[2], s[1], s[2]) end
 for _, sid in ipairs(c.s_del) do redis.call('HDEL', KEYS[2], sid) end
+for _, p in ipairs(c.p_ops) do
+  local key = ARGV[4] .. p[1]
+  if p[2] > 0 then redis.call('LTRIM', key, p[2], -1) end
+  local ids = p[3]
+  for i = 1, #ids, 1000 do
+    redis.call('RPUSH', key, unpack(ids, i, math.min(i + 999, #ids)))
+  end
+end
 for _, r in ipairs(c.r_put) do
-  local key = ARGV[2] .. r[1]
-  if r[3] == 'ttl' then redis.call('SET', key, r[2], 'EX', c.ttl)
-  elseif r[3] == 'keep' then redis.call('SET', key, r[2], 'KEEPTTL')
-  else redis.call('SET', key, r[2]) end
+  local key, pushed = ARGV[2] .. r[1], ARGV[4] .. r[1]
+  if r[3] == 'ttl' then
+    redis.call('SET', key, r[2], 'EX', c.ttl)
+    redis.call('EXPIRE', pushed, c.ttl + 1)
+  elseif r[3] == 'keep' then
+    redis.call('SET', key, r[2], 'KEEPTTL')
+    if redis.call('PTTL', pushed) == -1 then
+      redis.call('PEXPIRE', pushed, redis.call('PTTL', key) + 1000)
+    end
+  else
+    redis.call('SET', key, r[2])
+    redis.call('PERSIST', pushed)
+  end
   if not redis.call('ZSCORE', KEYS[3], r[1]) then
     redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'regno', 1), r[1])
   end
 end
 for _, id in ipairs(c.r_del) do
-  redis.call('DEL', ARGV[2] .. id)
+  redis.call('DEL', ARGV[2] .. id, ARGV[4] .. id)
   redis.call('ZREM', KEYS[3], id)
 end
 for _, a in ipairs(c.audit) do redis.call('RPUSH', KEYS[4], a) end
@@ -139,6 +160,9 @@ class RedisStore:
     def _reg_prefix(self, user: str) -> str:
         return f"{self.prefix}:{{{user}}}:reg:"
 
+    def _pushed_prefix(self, user: str) -> str:
+        return f"{self.prefix}:{{{user}}}:pushed:"
+
     @contextmanager
     def _errors(self, what: str, user: str) -> Iterator[None]:
         try:
@@ -155,7 +179,8 @@ class RedisStore:
         version, token = known or (-1, "")
         with self._errors("load", user):
             reply = self._load(keys=(*keys[:3], keys[4]),
-                               args=[self._reg_prefix(user), version, token])
+                               args=[self._reg_prefix(user), version, token,
+                                     self._pushed_prefix(user)])
         if len(reply) == 2:
             return None
         version, seq, sessions, regs, token = reply
@@ -163,12 +188,16 @@ class RedisStore:
         for i in range(0, len(sessions), 2):
             snapshot.sessions[sessions[i].decode()] = json.loads(sessions[i + 1])
         expired: list[RegId] = []
-        for i in range(0, len(regs), 2):
+        for i in range(0, len(regs), 3):
             jid, node = json.loads(regs[i])
             if regs[i + 1] is None:
                 expired.append((jid, node))
             else:
-                snapshot.registrations[(jid, node)] = json.loads(regs[i + 1])
+                row = json.loads(regs[i + 1])
+                # Each id after a NUL (NUL cannot occur in XML, so in no stanza id).
+                pushed = regs[i + 2].decode()
+                row["pushed"] = pushed[1:].split("\0") if pushed else []
+                snapshot.registrations[(jid, node)] = row
         snapshot.expired = tuple(expired)
         return snapshot
 
@@ -179,7 +208,8 @@ class RedisStore:
             mode = "plain"
             if ttl is not None and row["state"] == "orphaned":
                 mode = "keep" if changes.previous_states.get(reg) == "orphaned" else "ttl"
-            r_put.append([_reg_id(reg), json.dumps(row), mode])
+            stored = {name: value for name, value in row.items() if name != "pushed"}
+            r_put.append([_reg_id(reg), json.dumps(stored), mode])
         payload = {
             "token": changes.token, "base": changes.base_version, "seq": changes.seq,
             "ttl": ttl or 0,
@@ -188,13 +218,15 @@ class RedisStore:
             "s_del": changes.sessions_del,
             "r_put": r_put,
             "r_del": [_reg_id(r) for r in changes.registrations_del],
+            "p_ops": [[_reg_id(r), drop, added]
+                      for r, (drop, added) in changes.pushed_ops.items()],
             "audit": [json.dumps(audit_dict(a)) for a in changes.audit],
         }
         user = changes.user
         with self._errors("commit", user):
             done = self._commit(keys=self._keys(user),
                                 args=[json.dumps(payload), self._reg_prefix(user),
-                                      RECENT_TOKENS])
+                                      RECENT_TOKENS, self._pushed_prefix(user)])
         return bool(done)
 
     def audit_trail(self, user: str) -> list[AuditEntry]:

@@ -21,8 +21,8 @@ from pushrules.model.world import AuditEntry
 from .base import StoreCorrupt, StoreError, StoreUnavailable, UserChanges, UserSnapshot
 
 APPLICATION_ID = 0x70757368  # "push"
-SCHEMA_VERSION = 1
-TABLES = ("users", "sessions", "registrations", "audit")
+SCHEMA_VERSION = 2  # 2: dedup ids in their own table (1 rewrote them per push)
+TABLES = ("users", "sessions", "registrations", "pushed", "audit")
 
 SCHEMA = """
 CREATE TABLE users (
@@ -50,9 +50,16 @@ CREATE TABLE registrations (
     reason TEXT,
     disabled_at REAL,
     seq INTEGER NOT NULL,
-    pushed TEXT NOT NULL,          -- JSON list of pushed stanza ids, oldest first (dedup)
     PRIMARY KEY (user, jid, node)
 );
+CREATE TABLE pushed (              -- stanza ids pushed to a registration (dedup), by age
+    user TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    node TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (user, jid, node, pos)
+) WITHOUT ROWID;
 CREATE TABLE audit (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     user TEXT NOT NULL,
@@ -170,13 +177,17 @@ class SqliteStore:
                     snapshot.sessions[sid] = {"state": state, "binding": binding}
                 for row in db.execute(
                         "SELECT jid, node, state, options, session, errors, reason, disabled_at, "
-                        "seq, pushed FROM registrations WHERE user = ? ORDER BY rowid", (user,)):
+                        "seq FROM registrations WHERE user = ? ORDER BY rowid", (user,)):
                     try:
                         snapshot.registrations[(row[0], row[1])] = _registration(row)
                     except ValueError as exc:
                         raise StoreCorrupt(
                             f"sqlite store {self.path}: registration {row[0]} {row[1]} of user "
-                            f"{user} is damaged (options or pushed: {exc})") from None
+                            f"{user} is damaged (options: {exc})") from None
+                for (jid, node), row in snapshot.registrations.items():
+                    row["pushed"] = [ident for (ident,) in db.execute(
+                        "SELECT id FROM pushed WHERE user = ? AND jid = ? AND node = ? "
+                        "ORDER BY pos", (user, jid, node))]
             finally:
                 db.execute("COMMIT")
             return snapshot
@@ -204,9 +215,12 @@ class SqliteStore:
             return False
         step = 0
 
-        def write(sql: str, args: tuple[Any, ...]) -> None:
+        def write(sql: str, args: Any, many: bool = False) -> None:
             nonlocal step
-            db.execute(sql, args)
+            if many:
+                db.executemany(sql, args)
+            else:
+                db.execute(sql, args)
             step += 1
             if self.after_write is not None:
                 self.after_write(step)
@@ -224,17 +238,28 @@ class SqliteStore:
         for (jid, node), row in changes.registrations_put.items():
             # An upsert keeps the rowid: registrations load in the order they were first
             # enabled, which is the order rules (b) and (c) fan out in.
-            write("INSERT INTO registrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            write("INSERT INTO registrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                   "ON CONFLICT (user, jid, node) DO UPDATE SET state = excluded.state, "
                   "options = excluded.options, session = excluded.session, "
                   "errors = excluded.errors, reason = excluded.reason, "
-                  "disabled_at = excluded.disabled_at, seq = excluded.seq, "
-                  "pushed = excluded.pushed",
+                  "disabled_at = excluded.disabled_at, seq = excluded.seq",
                   (user, jid, node, row["state"], json.dumps(row["options"]), row["session"],
-                   row["errors"], row["reason"], row["disabled_at"], row["seq"],
-                   json.dumps(row["pushed"])))
+                   row["errors"], row["reason"], row["disabled_at"], row["seq"]))
+        for (jid, node), (drop, added) in changes.pushed_ops.items():
+            first, last = db.execute("SELECT MIN(pos), MAX(pos) FROM pushed WHERE user = ? "
+                                     "AND jid = ? AND node = ?", (user, jid, node)).fetchone()
+            if drop and first is not None:
+                write("DELETE FROM pushed WHERE user = ? AND jid = ? AND node = ? AND pos < ?",
+                      (user, jid, node, first + drop))
+            if added:
+                base = 0 if last is None else last + 1
+                write("INSERT INTO pushed VALUES (?, ?, ?, ?, ?)",
+                      [(user, jid, node, base + i, ident) for i, ident in enumerate(added)],
+                      many=True)
         for jid, node in changes.registrations_del:
             write("DELETE FROM registrations WHERE user = ? AND jid = ? AND node = ?",
+                  (user, jid, node))
+            write("DELETE FROM pushed WHERE user = ? AND jid = ? AND node = ?",
                   (user, jid, node))
         for entry in changes.audit:
             write("INSERT INTO audit (user, time, jid, node, action, reason) "
@@ -276,6 +301,6 @@ class SqliteStore:
 def _registration(row: tuple[Any, ...]) -> dict[str, Any]:
     return {
         "state": row[2], "options": json.loads(row[3]), "session": row[4], "errors": row[5],
-        "reason": row[6], "disabled_at": row[7], "seq": row[8], "pushed": json.loads(row[9]),
+        "reason": row[6], "disabled_at": row[7], "seq": row[8],
     }
 

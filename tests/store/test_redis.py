@@ -74,6 +74,11 @@ def test_orphaned_registrations_expire_after_orphan_ttl(redis_server):
     time.sleep(1.0)
     assert [p.node for p in engine.handle(offline("m1"))] == ["n0", "n1"]
     assert store.ttl_ms(BOB, (PUSH, "n0")) <= 1000  # a push does not extend an orphan's life
+    client = redis.Redis.from_url(redis_server.url)
+    pushed_key = 'ttl:{bob@example.org}:pushed:["push.example.net", "n0"]'
+    assert client.lrange(pushed_key, 0, -1) == [b"m1"]
+    assert store.ttl_ms(BOB, (PUSH, "n0")) < client.pttl(pushed_key) <= 2000  # dies after it
+    assert client.pttl('ttl:{bob@example.org}:pushed:["push.example.net", "n1"]') == -1
 
     time.sleep(1.2)
     clock.now = 123.0
@@ -86,6 +91,8 @@ def test_orphaned_registrations_expire_after_orphan_ttl(redis_server):
         (123.0, "n0", "expire")]
     snapshot = store.load(BOB)
     assert snapshot.expired == () and (PUSH, "n0") not in snapshot.registrations
+    assert [k for k in client.scan_iter("ttl:*") if b"n0" in k] == []
+    client.close()
 
 
 def test_keys_are_namespaced_by_prefix(redis_server):

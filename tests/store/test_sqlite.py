@@ -89,8 +89,8 @@ def test_another_applications_database_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("version", "match"), [
-    (0, "schema version 0 is older than this pushrules' 1 and no migration"),
-    (2, "schema version 2 is newer than this pushrules' 1: upgrade pushrules"),
+    (1, "schema version 1 is older than this pushrules' 2 and no migration"),
+    (3, "schema version 3 is newer than this pushrules' 2: upgrade pushrules"),
 ])
 def test_another_schema_version_is_refused(tmp_path, version, match):
     path = tmp_path / "registrations.db"
