@@ -72,7 +72,7 @@ FULL = Plan(
     scaling={GENERATED: (10_000, 100_000, 1_000_000), PSM: (1_000, 10_000),
              TRANSITIONS: (10_000, 100_000)},
     scaling_users={GENERATED: 1_000, PSM: 20, TRANSITIONS: 100},
-    replay_users=2_000, repeats=3, checker_states=200_000,
+    replay_users=2_000, repeats=3, checker_states=50_000,
 )
 
 
