@@ -81,6 +81,7 @@ for _, id in ipairs(c.must_exist) do
 end
 for _, s in ipairs(c.s_put) do redis.call('HSET', KEYS[2], s[1], s[2]) end
 for _, sid in ipairs(c.s_del) do redis.call('HDEL', KEYS[2], sid) end
+for _, id in ipairs(c.fresh) do redis.call('DEL', ARGV[4] .. id) end
 for _, p in ipairs(c.p_ops) do
   local key = ARGV[4] .. p[1]
   if p[2] > 0 then redis.call('LTRIM', key, p[2], -1) end
@@ -214,6 +215,9 @@ class RedisStore:
             "token": changes.token, "base": changes.base_version, "seq": changes.seq,
             "ttl": ttl or 0,
             "must_exist": [_reg_id(r) for r in changes.previous_states],
+            # New registrations start with no dedup ids, whatever an expired one left.
+            "fresh": [_reg_id(r) for r in changes.registrations_put
+                      if r not in changes.previous_states],
             "s_put": [[sid, json.dumps(row)] for sid, row in changes.sessions_put.items()],
             "s_del": changes.sessions_del,
             "r_put": r_put,

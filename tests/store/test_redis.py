@@ -117,3 +117,19 @@ def test_store_url_errors_are_clear_and_never_show_a_password():
     with pytest.raises(StoreError, match="is not one of: sqlite:///") as info:
         open_store("postgres://u:hunter2@db/x")
     assert "hunter2" not in str(info.value)
+
+
+def test_a_registration_enabled_again_after_it_expired_starts_with_no_dedup_ids(redis_server):
+    store = open_store(f"{redis_server.url}?prefix=fresh&orphan_ttl=1")
+    engine = StoredEngine(store, Config())
+    orphan(engine, "n0")
+    assert [p.stanzas for p in engine.handle(offline("m1"))] == [("m1",)]
+    session = f"{BOB}/tablet"
+    engine.handle(EV["session-bind"](session))
+    time.sleep(1.2)  # the registration expired; its dedup list outlives it by up to 1 s
+    # The same commit notices the expiry and creates the registration anew.
+    engine.handle(EV["push-enable"](session, PUSH, "n0", secret="hunter2"))
+    engine.handle(EV["smacks-hibernation-start"](session, ()))
+    other_node = StoredEngine(open_store(f"{redis_server.url}?prefix=fresh"), Config())
+    assert [p.stanzas for p in other_node.handle(offline("m1"))] == [("m1",)]
+    assert [a.action for a in store.audit_trail(BOB)] == ["expire"]
