@@ -97,7 +97,9 @@ def engine_factories() -> dict[str, Callable[[], WorldBase]]:
         module = importlib.import_module("pushrules.checker.transitions_encoding")
     except ImportError:
         return out
-    world = module.TransitionsWorld
+    world = getattr(module, "TransitionsWorld", None)
+    if world is None:
+        return out
     out[TRANSITIONS] = lambda: world(Config(), clock=_clock)
     return out
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, TextIO
 
 from pushrules.generated.events import (
@@ -34,6 +34,7 @@ from pushrules.generated.events import (
     StanzaQueued,
 )
 from pushrules.model.stanza import Stanza, parse_stanza
+from pushrules.runtime.trace import event_json
 
 DOMAIN = "example.org"
 APP_SERVER = "push.example.net"
@@ -171,25 +172,10 @@ def idle_binds(sessions: int, *, first_user: int = 0) -> list[Any]:
     return [SessionBind(f"u{first_user + i // 2}@{DOMAIN}/d{i % 2}") for i in range(sessions)]
 
 
-def event_json(event: Any, xml: dict[str, str]) -> dict[str, Any]:
-    """The contract's JSON object for a typed event (stanzas as their XML)."""
-    out: dict[str, Any] = {"event": event.EVENT}
-    for f in fields(event):
-        value = getattr(event, f.name)
-        if value is None:
-            continue
-        if isinstance(value, Stanza):
-            value = xml[value.id]
-        elif isinstance(value, tuple):
-            value = [xml[s.id] for s in value]
-        out[f.name] = value
-    return out
-
-
 def write_trace(events: Iterable[Any], xml: dict[str, str], out: TextIO) -> int:
     """Write events as JSON Lines; return how many."""
     n = 0
     for event in events:
-        out.write(json.dumps(event_json(event, xml)) + "\n")
+        out.write(json.dumps(event_json(event, lambda stanza: xml[stanza.id])) + "\n")
         n += 1
     return n

@@ -64,8 +64,6 @@ class Engine(WorldBase):
     raised, with nothing changed, for an event the current state does not allow.
     """
 
-    _SESSION = tables.SESSION
-    _REGISTRATION = tables.REGISTRATION
     _SESSION_ROWS = _with_push_flag(tables.SESSION)
     _REGISTRATION_ROWS = _with_push_flag(tables.REGISTRATION)
     _STATE_ONLY = _state_only_cells(tables.SESSION)
@@ -85,56 +83,37 @@ class Engine(WorldBase):
         return super().handle(event)
 
     def _session_apply(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
-        # Decide and take in one step: this is the hot path of every session event.
-        state = record.state
-        rows = self._SESSION_ROWS[state].get(event)
-        if rows is not None:
-            for guards, target, actions, rule, why, push in rows:
-                for predicate, expected in guards:
-                    if predicate(ctx) is not expected:
-                        break
-                else:
-                    if push or ctx.notes is not None:
-                        self._enter(ctx, "session", record.sid, state, target, rule, why, event)
-                    for act in actions:
-                        act(ctx)
-                    record.state = target
-                    return None
-        return tables.SESSION_REJECTIONS.get((state, event), "no enabled transition")
+        # Decide and take in one step: the hot path of every session event.
+        rows = self._SESSION_ROWS[record.state].get(event)
+        if rows is not None and self._take_first(rows, record, "session", event, ctx):
+            return None
+        return tables.SESSION_REJECTIONS.get((record.state, event), "no enabled transition")
 
     def _session_rejection(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
-        if choose(self._SESSION[record.state].get(event), ctx) is not None:
+        if choose(self._SESSION_ROWS[record.state].get(event), ctx) is not None:
             return None
         return tables.SESSION_REJECTIONS.get((record.state, event), "no enabled transition")
 
     def _session_step(self, record: SessionRecord, event: str, ctx: Ctx) -> None:
-        row = choose(self._SESSION[record.state].get(event), ctx)
-        assert row is not None
-        self._take(record, "session", record.sid, event, row, ctx)
+        reason = self._session_apply(record, event, ctx)
+        assert reason is None, reason
 
     def _registration_step(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> bool:
-        state = reg.state
-        rows = self._REGISTRATION_ROWS[state].get(event)
-        if rows is None:
-            return False
+        rows = self._REGISTRATION_ROWS[reg.state].get(event)
+        return rows is not None and self._take_first(rows, reg, "registration", event, ctx)
+
+    def _take_first(self, rows: tuple, record: Any, machine: str, event: str, ctx: Ctx) -> bool:
+        """Take the first row whose guards all hold; False when there is none."""
         for guards, target, actions, rule, why, push in rows:
             for predicate, expected in guards:
                 if predicate(ctx) is not expected:
                     break
             else:
                 if push or ctx.notes is not None:
-                    self._enter(ctx, "registration", f"{reg.jid} {reg.node}", state, target,
-                                rule, why, event)
+                    label = record.sid if machine == "session" else f"{record.jid} {record.node}"
+                    self._enter(ctx, machine, label, record.state, target, rule, why, event)
                 for act in actions:
                     act(ctx)
-                reg.state = target
+                record.state = target
                 return True
         return False
-
-    def _take(self, record: Any, machine: str, label: str, event: str, row: Row,
-              ctx: Ctx) -> None:
-        _, target, actions, rule, why = row
-        self._enter(ctx, machine, label, record.state, target, rule, why, event)
-        for act in actions:
-            act(ctx)
-        record.state = target

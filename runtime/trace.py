@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import fields
 from typing import Any, NamedTuple
 
 from pushrules.generated.events import EVENT_CLASSES
 from pushrules.model import events as ev
-from pushrules.model.stanza import StanzaError, parse_stanza
+from pushrules.model.stanza import Stanza, StanzaError, parse_stanza
 
 _decoder = json.JSONDecoder()
 _decode = _decoder.decode
@@ -197,6 +198,22 @@ def _convert(field: ev.FieldSpec, raw: Any, line: int) -> Any:
     elif kind == ev.BARE_JID and ("/" in raw or raw.startswith("@")):
         raise fail(f"{raw!r} is not a bare JID (user@host)")
     return raw
+
+
+def event_json(event: Any, stanza_xml: Callable[[Stanza], str]) -> dict[str, Any]:
+    """A typed event as the contract's JSON object (the inverse of parse_event); stanzas are
+    written as ``stanza_xml(stanza)``, None fields are left out."""
+    out: dict[str, Any] = {"event": event.EVENT}
+    for f in fields(event):
+        value = getattr(event, f.name)
+        if value is None:
+            continue
+        if isinstance(value, Stanza):
+            value = stanza_xml(value)
+        elif isinstance(value, tuple):
+            value = [stanza_xml(s) for s in value]
+        out[f.name] = value
+    return out
 
 
 def read_trace(lines: Iterable[str | bytes]) -> Iterator[TraceLine]:
