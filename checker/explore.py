@@ -1,0 +1,464 @@
+"""Exhaustive breadth-first exploration of a bounded world over the generated tables.
+
+A state is a canonical tuple (see properties.py); successors come from a TableWorld restored from
+it, so every step runs the generated rows and the model's own guards and actions. BFS order
+makes the first violation of each property found also a shortest one; its path is kept through
+parent links and printed as a replayable contract trace.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import networkx as nx
+
+from pushrules.model.records import RegistrationRecord, SessionRecord
+from pushrules.model.world import ImpossibleEvent, WorldBase
+
+from .bounded import APP, USER, BoundedWorld, Bounds
+from .properties import ENABLED, PROPERTIES, check_state, check_transition
+from .tableworld import UNDECLARED, TableWorld
+
+
+def _zero() -> float:
+    return 0.0
+
+
+@dataclass
+class Violation:
+    prop: str
+    trace: list[Any]          # typed events from the initial state, setup prefix included
+    detail: str
+
+    def as_trace(self, world: BoundedWorld) -> str:
+        """The counterexample in the contract's JSON Lines format, with `# ` comments."""
+        lines = [f"# property violated: {self.prop}: {PROPERTIES[self.prop]}",
+                 f"# {self.detail}",
+                 f"# bounds: {world.bounds.describe()}",
+                 f"# replay: pushrules replay --strict --set max_errors={world.config.max_errors}"
+                 f" --set max_devices={world.config.max_devices} TRACE"]
+        setup = len(world.prefix())
+        for n, event in enumerate(self.trace):
+            if n == 0 and setup:
+                lines.append("# setup: leave the orphaned registration(s)")
+            if n == setup:
+                lines.append("# exploration")
+            if n == len(self.trace) - 1:
+                lines.append("# the violating step")
+            lines.append(json.dumps(world.to_json(event)))
+        return "\n".join(lines) + "\n"
+
+
+@dataclass
+class Result:
+    bounds: Bounds
+    states: int = 0
+    transitions: int = 0
+    seconds: float = 0.0
+    violations: dict[str, Violation] = field(default_factory=dict)
+    uncovered: list[str] = field(default_factory=list)
+    unreached: list[str] = field(default_factory=list)
+    stopped_early: bool = False
+    models: int = 0
+
+    @property
+    def properties(self) -> dict[str, str]:
+        return {name: ("fail" if name in self.violations else "pass") for name in PROPERTIES}
+
+    @property
+    def ok(self) -> bool:
+        return not self.violations
+
+    def summary(self) -> dict[str, Any]:
+        return {"states": self.states, "transitions": self.transitions,
+                "seconds": round(self.seconds, 3), "properties": self.properties}
+
+
+class Explorer:
+    """Explore one bounded world with one world class (TableWorld over some tables).
+
+    A state is ``(model_id, queues, ghosts)``: the interned model part (what the machines hold:
+    session states and bindings, registration states, owners, error counts, dedup sets, the
+    enabling order), the smacks queue of every session (environment) and the ghost state of
+    every registration (properties.py). The model's step depends only on the model part and the
+    event, so it is computed once per (model part, event) and reused; so are the property
+    verdicts, which depend on the model part, the event and the ghost state.
+    """
+
+    def __init__(self, bounds: Bounds, world_cls: type[WorldBase] = TableWorld) -> None:
+        self.world = BoundedWorld(bounds)
+        self.bounds = bounds
+        self.world_cls = world_cls
+        self.keys = self.world.alphabet()
+        w = self.world
+        self._sid_index = w.session_index
+        self._reg_index = w.reg_index
+        self._stanza_ids = [s.id for s in w.stanzas]
+        self._stanza_bit = {s.id: 1 << k for k, s in enumerate(w.stanzas)}
+        # sessions whose smacks queue is tracked: those that enable push (nothing queued to a
+        # session that never holds a registration can be pushed, so its queue is abstracted)
+        self._tracked = {i for i in range(bounds.sessions) if w.node_of(i) is not None}
+        self.models: list[tuple] = []
+        self._intern: dict[tuple, tuple] = {}  # shared queue/ghost tuples: states stay small
+        self._model_ids: dict[tuple, int] = {}
+        self._steps: dict[tuple[int, int], tuple] = {}
+        self._verdicts: dict[tuple, list[str]] = {}
+        self.taken: set[tuple[str, str, str, int]] = set()
+
+    # --- encoding ----------------------------------------------------------------------------
+    def new_world(self) -> WorldBase:
+        return self.world_cls(self.world.config, clock=_zero)
+
+    def model_id(self, model: tuple) -> int:
+        found = self._model_ids.get(model)
+        if found is None:
+            found = self._model_ids[model] = len(self.models)
+            self.models.append(model)
+        return found
+
+    def restore(self, model: tuple) -> WorldBase:
+        """A fresh world holding the model part ``model``."""
+        sessions, regs, order = model
+        wd = self.world
+        world = self.new_world()
+        for i, (sstate, binding) in enumerate(sessions):
+            if sstate != "offline" or binding >= 0:
+                record = SessionRecord(wd.sids[i], USER, sstate)
+                record.binding = wd.reg_keys[binding] if binding >= 0 else None
+                world.sessions[record.sid] = record
+        table: dict[tuple[str, str], RegistrationRecord] = {}
+        ranks = {j: n + 1 for n, j in enumerate(order)}
+        for j, (rstate, owner, errors, pushed) in enumerate(regs):
+            if rstate == "absent":
+                continue
+            reg = RegistrationRecord(USER, APP, wd.nodes[j], rstate)
+            reg.session = wd.all_sids[owner] if owner >= 0 else None
+            reg.errors = errors
+            reg.seq = ranks.get(j, 0)
+            reg.pushed = {sid: None for k, sid in enumerate(self._stanza_ids)
+                          if (pushed >> k) & 1}
+            table[(APP, wd.nodes[j])] = reg
+        if table:
+            world.users[USER] = table
+        world._seq = len(order)
+        return world
+
+    def encode(self, world: WorldBase) -> tuple:
+        """The model part of a world."""
+        wd = self.world
+        unknown = set(world.sessions) - set(wd.sids)
+        if unknown:
+            raise ValueError(f"unexpected sessions {sorted(unknown)}")
+        sessions = []
+        for sid in wd.sids:
+            record = world.sessions.get(sid)
+            if record is None:
+                sessions.append(("offline", -1))
+            else:
+                binding = -1 if record.binding is None else self._reg_index[record.binding]
+                sessions.append((record.state, binding))
+        table = world.users.get(USER, {})
+        regs = []
+        enabled = []
+        for j, node in enumerate(wd.nodes):
+            reg = table.get((APP, node))
+            if reg is None:
+                regs.append(("absent", -1, 0, 0))
+                continue
+            owner = -1 if reg.session is None else self._sid_index[reg.session]
+            mask = 0
+            for sid in reg.pushed:
+                mask |= self._stanza_bit[sid]
+            regs.append((reg.state, owner, reg.errors, mask))
+            if reg.state in ENABLED:
+                enabled.append((reg.seq, j))
+        return (tuple(sessions), tuple(regs), tuple(j for _, j in sorted(enabled)))
+
+    def initial(self) -> tuple:
+        world = self.new_world()
+        for event in self.world.prefix():
+            world.handle(event)
+        mid = self.model_id(self.encode(world))
+        return (mid, ((),) * len(self.world.sids), ((0, 0, 0),) * len(self.world.nodes))
+
+    # --- environment -------------------------------------------------------------------------
+    def events(self, model: tuple, queues: tuple, ghosts: tuple) -> list[tuple[tuple, Any]]:
+        """(key, typed event) the server can raise in this state."""
+        sessions, regs = model[0], model[1]
+        any_active = any(s[0] == "active" for s in sessions)
+        out = []
+        event = self.world.event
+        for key in self.keys:
+            kind = key[0]
+            if kind in ("ackd", "hibs"):
+                out.append((key, event(key, queues[key[1]])))
+            elif kind == "queued":
+                if key[2] not in queues[key[1]]:
+                    out.append((key, event(key)))
+            elif kind == "offline":
+                if not any_active:
+                    out.append((key, event(key)))
+            elif kind == "result":
+                if ghosts[key[1]][2] or regs[key[1]][0] == "absent":
+                    out.append((key, event(key)))
+            else:
+                out.append((key, event(key)))
+        return out
+
+    # --- one model step ----------------------------------------------------------------------
+    def step(self, mid: int, event: Any) -> tuple:
+        """The model's step from model part ``mid`` on ``event``, computed once:
+        ("ok", pushes, post_mid, push_masks, nondeterministic) or ("rejected"|"error", detail)."""
+        cache_key = (mid, id(event))
+        found = self._steps.get(cache_key)
+        if found is not None:
+            return found
+        model = self.models[mid]
+        world = self.restore(model)
+        try:
+            pushes = world.handle(event)
+        except ImpossibleEvent as exc:
+            reason = str(exc)
+            if UNDECLARED in reason or "no enabled transition" in reason:
+                found = ("error", f"undeclared rejection: {reason}")
+            elif self.encode(world) != model:
+                found = ("error", f"a rejected event changed the state: {reason}")
+            else:
+                found = ("rejected", reason)
+        except Exception as exc:  # a model defect: reported as a property violation
+            found = ("error", f"{event.EVENT} raised {type(exc).__name__}: {exc}")
+        else:
+            masks = [0] * len(self.world.nodes)
+            for push in pushes:
+                j = self._reg_index.get((push.user, push.jid, push.node))
+                if j is not None:
+                    for sid in push.stanzas:
+                        if sid is not None:
+                            masks[j] |= self._stanza_bit[sid]
+            nondet = None
+            if isinstance(world, TableWorld):
+                self.taken |= world.taken
+                if world.nondeterministic:
+                    nondet = world.nondeterministic[0]
+            found = ("ok", pushes, self.model_id(self.encode(world)), tuple(masks), nondet)
+        self._steps[cache_key] = found
+        return found
+
+    def successor(self, state: tuple, key: tuple, step: tuple) -> tuple:
+        """The state after an accepted event: model part from the step, environment and ghost
+        parts updated here."""
+        _, queues, ghosts = state
+        post_mid, masks = step[2], step[3]
+        post_sessions, post_regs, _ = self.models[post_mid]
+        kind = key[0]
+        if kind in ("bind", "ackr", "destroy") or kind == "queued":
+            q = list(queues)
+            i = key[1]
+            if kind != "queued":
+                q[i] = ()
+            elif i in self._tracked:
+                q[i] = tuple(sorted((*q[i], key[2])))
+            queues = tuple(q)
+        new = []
+        for j, (r, (delivered, count, pending)) in enumerate(zip(post_regs, ghosts,
+                                                                 strict=True)):
+            if masks[j]:
+                pending = 1
+            if kind == "result" and key[1] == j:
+                pending = 0
+                if key[2] == "ok":
+                    count = 0
+                elif key[2] != "wait":
+                    count += 1
+            if r[0] not in ENABLED:
+                new.append((0, 0, pending))
+            else:
+                new.append((delivered | masks[j], count, pending))
+        ghosts = tuple(new)
+        if any(s[0] == "offline" and q for s, q in zip(post_sessions, queues, strict=True)):
+            queues = tuple(() if s[0] == "offline" else q
+                           for s, q in zip(post_sessions, queues, strict=True))
+        intern = self._intern
+        return (post_mid, intern.setdefault(queues, queues), intern.setdefault(ghosts, ghosts))
+
+    # --- exploration -------------------------------------------------------------------------
+    def run(self, *, stop_at_first: bool = False, max_states: int | None = None,
+            graph_checks: bool = True,
+            on_transition: Callable[[tuple, tuple, Any, list, tuple], None] | None = None,
+            ) -> Result:
+        """Explore; ``on_transition(pre, key, event, pushes, post)`` sees every transition."""
+        result = Result(self.bounds)
+        started = time.perf_counter()
+        gc_was = gc.isenabled()
+        gc.disable()
+        try:
+            self._bfs(result, stop_at_first, max_states, graph_checks, on_transition)
+        finally:
+            if gc_was:
+                gc.enable()
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _bfs(self, result: Result, stop_at_first: bool, max_states: int | None,
+             graph_checks: bool, on_transition: Any) -> None:
+        max_errors = self.bounds.max_errors
+        max_devices = self.bounds.max_devices
+        wd = self.world
+        models = self.models
+        verdicts = self._verdicts
+        start = self.initial()
+        index: dict[tuple, int] = {start: 0}
+        parent: list[int] = [-1]
+        via: list[Any] = [None]
+        order: list[tuple] = [start]
+        edges: list[tuple[int, int]] = []
+        progress: list[bool] = [False]
+        queue: deque[int] = deque([0])
+        violations = result.violations
+        checked_models: set[int] = set()
+
+        def path(n: int) -> list[Any]:
+            out = []
+            while n > 0:
+                out.append(via[n])
+                n = parent[n]
+            return wd.prefix() + out[::-1]
+
+        def fail(names: list[str], n: int, last: Any, detail: str) -> None:
+            for name in names:
+                if name not in violations:
+                    trace = path(n) + ([last] if last is not None else [])
+                    violations[name] = Violation(name, trace, detail)
+
+        for name in check_state(models[start[0]], max_devices):
+            fail([name], 0, None, "in the initial state")
+        checked_models.add(start[0])
+        while queue:
+            if stop_at_first and violations:
+                result.stopped_early = True
+                break
+            n = queue.popleft()
+            state = order[n]
+            mid, queues, ghosts = state
+            for key, event in self.events(models[mid], queues, ghosts):
+                step = self.step(mid, event)
+                if step[0] != "ok":
+                    if step[0] == "error":
+                        fail(["every_event_handled"], n, event, step[1])
+                    continue
+                result.transitions += 1
+                pushes, post_mid = step[1], step[2]
+                if step[4] is not None:
+                    fail(["deterministic"], n, event, f"several rows enabled: {step[4]}")
+                vkey = (mid, id(event), ghosts)
+                bad = verdicts.get(vkey)
+                if bad is None:
+                    bad = verdicts[vkey] = check_transition(
+                        wd, models[mid], ghosts, key, event, pushes, models[post_mid],
+                        max_errors)
+                if bad:
+                    shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
+                    fail(bad, n, event, f"{event.EVENT} gave: {shown}")
+                post = self.successor(state, key, step)
+                if on_transition is not None:
+                    on_transition(state, key, event, pushes, post)
+                m = index.get(post)
+                if m is None:
+                    m = index[post] = len(order)
+                    order.append(post)
+                    parent.append(n)
+                    via.append(event)
+                    progress.append(False)
+                    queue.append(m)
+                    if post_mid not in checked_models:
+                        checked_models.add(post_mid)
+                        bad = check_state(models[post_mid], max_devices)
+                        if bad:
+                            fail(bad, m, None, f"state after {event.EVENT}: "
+                                               f"{models[post_mid]}")
+                    if max_states is not None and len(order) >= max_states:
+                        result.stopped_early = True
+                        queue.clear()
+                        break
+                if m != n:
+                    progress[n] = True
+                    if graph_checks:
+                        edges.append((n, m))
+        result.states = len(order)
+        result.models = len(models)
+        if result.stopped_early:
+            return
+        self._coverage(result, self.taken, order)
+        if graph_checks:
+            self._graph(result, order, edges, progress, path)
+
+    def _coverage(self, result: Result, taken: set, order: list[tuple]) -> None:
+        tables = getattr(self.world_cls, "tables", None)
+        if tables is None:
+            return
+        for machine, table in (("session", tables.SESSION), ("registration",
+                                                                tables.REGISTRATION)):
+            for state, by_event in table.items():
+                for event, rows in by_event.items():
+                    for index, row in enumerate(rows):
+                        if (machine, state, event, index) not in taken:
+                            guards = " and ".join(
+                                ("" if ok else "not ") + g.__name__ for g, ok in row[0])
+                            result.uncovered.append(
+                                f"{machine} {state} --{event}[{guards}]--> {row[1]}")
+        if result.uncovered:
+            result.violations.setdefault("every_transition_covered", Violation(
+                "every_transition_covered", [], "never taken: " + "; ".join(result.uncovered)))
+        seen_s = {s[0] for model in self.models for s in model[0]}
+        seen_r = {r[0] for model in self.models for r in model[1]}
+        for machine, states, seen in (("session", tables.SESSION_STATES, seen_s),
+                                      ("registration", tables.REGISTRATION_STATES, seen_r)):
+            result.unreached += [f"{machine} {s}" for s in states if s not in seen]
+        if result.unreached:
+            result.violations.setdefault("no_unreachable_state", Violation(
+                "no_unreachable_state", [], "never reached: " + ", ".join(result.unreached)))
+        for machine, states, table, rejections in (
+                ("session", tables.SESSION_STATES, tables.SESSION, tables.SESSION_REJECTIONS),
+                ("registration", tables.REGISTRATION_STATES, tables.REGISTRATION,
+                 tables.REGISTRATION_REJECTIONS)):
+            events = tables.SESSION_EVENTS if machine == "session" else tables.REGISTRATION_EVENTS
+            for state in states:
+                for event in events:
+                    has_rows = bool(table.get(state, {}).get(event))
+                    if has_rows == ((state, event) in rejections):
+                        result.violations.setdefault("table_complete", Violation(
+                            "table_complete", [],
+                            f"{machine} ({state}, {event}): "
+                            + ("rows and a rejection" if has_rows else "neither rows nor a "
+                               "declared rejection")))
+
+    def _graph(self, result: Result, order: list[tuple], edges: list[tuple[int, int]],
+               progress: list[bool], path: Callable[[int], list[Any]]) -> None:
+        for n, moved in enumerate(progress):
+            if not moved:
+                result.violations.setdefault("no_dead_state", Violation(
+                    "no_dead_state", path(n), f"no event leaves state {self.models[order[n][0]]}"))
+                return
+        graph = nx.DiGraph()
+        graph.add_nodes_from(range(len(order)))
+        graph.add_edges_from(edges)
+        quiet = [n for n, s in enumerate(order)
+                 if all(x[0] == "offline" for x in self.models[s[0]][0])]
+        graph.add_edges_from((n, "quiet") for n in quiet)
+        reach = nx.ancestors(graph, "quiet") | set(quiet)
+        stuck = sorted(set(range(len(order))) - reach)
+        if stuck:
+            result.violations.setdefault("no_dead_state", Violation(
+                "no_dead_state", path(stuck[0]),
+                f"no state with every session offline is reachable from "
+                f"{self.models[order[stuck[0]][0]]}"))
+
+
+def check(bounds: Bounds | None = None, **kwargs: Any) -> Result:
+    return Explorer(bounds or Bounds()).run(**kwargs)

@@ -1,0 +1,181 @@
+"""Mutation testing of the properties: mutate the model IR, build its tables in memory with the
+template `pushrules render` uses, and explore. A mutant is killed when some property fails.
+
+Operators: drop a guard, retarget a transition (every other state), drop an action, duplicate
+an action, swap a push rule between the registration states bound and orphaned (e.g. rule (b)
+pushing the bound registrations instead of the orphaned ones).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pushrules.model.extract import MachineIR, ModelIR, TransitionIR, extract
+
+from .bounded import Bounds
+from .explore import Explorer, Result
+from .tableworld import world_class
+
+# Mutants that no property can kill because they do not change behaviour, with the reason.
+# Matched by mutant id; a survivor not listed here is a failure.
+EQUIVALENT: dict[str, str] = {
+    "dup-action registration absent enable 0 store_registration":
+        "store_registration sets the same fields again; only the enabling order counts, "
+        "and it is unchanged",
+    "dup-action registration disabled enable 0 store_registration":
+        "store_registration sets the same fields again",
+    "dup-action registration bound enable 0 store_registration":
+        "store_registration sets the same fields again",
+    "dup-action registration orphaned enable 0 store_registration":
+        "store_registration sets the same fields again",
+    "dup-action registration absent enable 0 reset_errors": "resetting twice is resetting once",
+    "dup-action registration disabled enable 0 reset_errors": "resetting twice is resetting once",
+    "dup-action registration bound push_result 0 reset_errors":
+        "resetting twice is resetting once",
+    "dup-action registration orphaned push_result 0 reset_errors":
+        "resetting twice is resetting once",
+    "drop-action registration absent enable 0 reset_errors":
+        "a new registration record starts with no errors",
+    "dup-action registration bound unbind 0 release_session":
+        "forgetting the session twice is forgetting it once",
+    "dup-action registration bound push_session 0 send_push":
+        "the second send finds every stanza already pushed (dedup)",
+    "dup-action registration bound push_offline 0 send_push":
+        "the second send finds every stanza already pushed (dedup)",
+    "dup-action registration orphaned push_offline 0 send_push":
+        "the second send finds every stanza already pushed (dedup)",
+    "dup-action registration orphaned push_archive 0 send_push":
+        "the second send finds every stanza already pushed (dedup)",
+    "dup-action session active smacks_ack_delayed 0 push_queue":
+        "the second push of the queue is deduplicated",
+    "dup-action session active smacks_hibernation_start 0 push_queue":
+        "the second push of the queue is deduplicated",
+    "dup-action session ack_delayed smacks_hibernation_start 0 push_queue":
+        "the second push of the queue is deduplicated",
+    "dup-action session ack_delayed stanza_queued 0 push_stanza":
+        "the second push of the stanza is deduplicated",
+    "dup-action session hibernated stanza_queued 0 push_stanza":
+        "the second push of the stanza is deduplicated",
+    "dup-action session active push_enable 0 bind_registration":
+        "re-enabling the registration just enabled changes only the enabling counter",
+    "dup-action session ack_delayed push_enable 0 bind_registration":
+        "re-enabling the registration just enabled changes only the enabling counter",
+    "dup-action session active push_disable 0 remove_registrations":
+        "the second removal finds nothing enabled to remove",
+    "dup-action session ack_delayed push_disable 0 remove_registrations":
+        "the second removal finds nothing enabled to remove",
+    "dup-action registration bound disable 0 disable_by_client":
+        "recording the same disable twice leaves the same state (the audit log has it twice)",
+    "dup-action registration orphaned disable 0 disable_by_client":
+        "recording the same disable twice leaves the same state (the audit log has it twice)",
+    "dup-action registration bound evict 0 evict_registration":
+        "recording the same eviction twice leaves the same state (the audit log has it twice)",
+    "dup-action registration orphaned evict 0 evict_registration":
+        "recording the same eviction twice leaves the same state (the audit log has it twice)",
+    "dup-action registration bound push_result 3 disable_for_errors":
+        "recording the same disable twice leaves the same state (the audit log has it twice)",
+    "dup-action registration orphaned push_result 3 disable_for_errors":
+        "recording the same disable twice leaves the same state (the audit log has it twice)",
+}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str
+    ir: ModelIR
+
+
+def _row_id(t: TransitionIR, index: int) -> str:
+    return f"{t.machine} {t.source} {t.event} {index}"
+
+
+def _replace(ir: ModelIR, machine: MachineIR, old: TransitionIR,
+             new: TransitionIR | None, extra: dict[int, TransitionIR] | None = None) -> ModelIR:
+    transitions = []
+    for t in machine.transitions:
+        if t is old:
+            if new is not None:
+                transitions.append(new)
+        else:
+            transitions.append((extra or {}).get(id(t), t))
+    changed = dataclasses.replace(machine, transitions=tuple(transitions))
+    return dataclasses.replace(
+        ir, machines=tuple(changed if m is machine else m for m in ir.machines))
+
+
+def mutants(ir: ModelIR | None = None) -> Iterator[Mutant]:
+    ir = ir or extract()
+    for machine in ir.machines:
+        for t in machine.transitions:
+            index = machine.rows(t.source, t.event).index(t)
+            row = _row_id(t, index)
+            for g in t.guards:
+                guards = tuple(x for x in t.guards if x != g)
+                yield Mutant(f"drop-guard {row} {g.label}",
+                             _replace(ir, machine, t, dataclasses.replace(t, guards=guards)))
+            for state in machine.states:
+                if state != t.target:
+                    yield Mutant(f"retarget {row} -> {state}",
+                                 _replace(ir, machine, t, dataclasses.replace(t, target=state)))
+            for n, act in enumerate(t.actions):
+                dropped = t.actions[:n] + t.actions[n + 1:]
+                yield Mutant(f"drop-action {row} {act}",
+                             _replace(ir, machine, t, dataclasses.replace(t, actions=dropped)))
+                doubled = t.actions[:n + 1] + (act,) + t.actions[n + 1:]
+                yield Mutant(f"dup-action {row} {act}",
+                             _replace(ir, machine, t, dataclasses.replace(t, actions=doubled)))
+        yield from _swaps(ir, machine)
+
+
+def _swaps(ir: ModelIR, machine: MachineIR) -> Iterator[Mutant]:
+    """Move the push action of a rule's rows from one registration state to the other
+    (bound <-> orphaned): the rule then pushes the wrong registrations."""
+    if machine.name != "registration":
+        return
+    pairs = {"bound": "orphaned", "orphaned": "bound"}
+    for t in machine.transitions:
+        if "send_push" not in t.actions or t.source not in pairs:
+            continue
+        others = [o for o in machine.rows(pairs[t.source], t.event) if "send_push" not in o.actions]
+        if not others:
+            continue
+        index = machine.rows(t.source, t.event).index(t)
+        stripped = dataclasses.replace(
+            t, actions=tuple(a for a in t.actions if a != "send_push"))
+        extra = {id(o): dataclasses.replace(o, actions=(*o.actions, "send_push"))
+                 for o in others}
+        yield Mutant(f"swap-registrations {_row_id(t, index)} -> {pairs[t.source]}",
+                     _replace(ir, machine, t, stripped, extra))
+
+
+def build_tables(ir: ModelIR) -> types.ModuleType:
+    """The tables module `pushrules render` would generate from ``ir``, built in memory."""
+    from pushrules.render import _environment
+
+    source = _environment().get_template("tables.py.j2").render(ir=ir)
+    module = types.ModuleType("pushrules_mutant_tables")
+    exec(compile(source, "<mutant tables>", "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+@dataclass
+class MutantResult:
+    id: str
+    killed_by: list[str]
+    states: int
+    equivalent: str | None = None
+
+
+def run_mutant(mutant: Mutant, bounds: Bounds) -> tuple[MutantResult, Result, Explorer]:
+    explorer = Explorer(bounds, world_class(build_tables(mutant.ir)))
+    result = explorer.run(stop_at_first=True)
+    killed = sorted(result.violations)
+    return (MutantResult(mutant.id, killed, result.states,
+                         None if killed else EQUIVALENT.get(mutant.id)), result, explorer)
+
+
+def run_all(bounds: Bounds) -> list[MutantResult]:
+    return [run_mutant(m, bounds)[0] for m in mutants()]

@@ -1,0 +1,200 @@
+"""The named properties, checked on every explored transition and state (see PROPERTIES.md).
+
+The model part of a state (explore.py) is ``(sessions, registrations, order)`` with
+``sessions[i] = (state, bound_registration_or_-1)`` and
+``registrations[j] = (state, session_or_-1, errors, pushed_mask)``. Beside it the checker keeps
+ghost state per registration, ``(delivered_mask, ghost_errors)``: the stanzas pushed to it since
+it was last enabled anew, and the counted errors in a row as the contract defines them, both
+kept from the pushes and push-results the checker saw, independently of the model's fields.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .bounded import USER, BoundedWorld
+
+PROPERTIES: dict[str, str] = {
+    "no_push_to_active":
+        "no push to a registration whose session is active (after the event)",
+    "no_loss":
+        "every important stanza queued to, or in the queue of, a bound ack_delayed/hibernated "
+        "session is pushed to its registration; every important stanza archived for the user "
+        "(addressed to them) is pushed to each registration not bound to a live session; every "
+        "important stanza stored offline is pushed to every enabled registration",
+    "at_most_once":
+        "at most one push per (stanza, registration) while the registration stays enabled",
+    "never_disabled_or_removed":
+        "nothing is pushed to a disabled, removed or never-enabled registration",
+    "disable_only_after_max_errors":
+        "push-result disables a registration exactly when max_errors counted errors in a row "
+        "are reached; the model's error count is that count; nothing else but push-disable and "
+        "eviction disables",
+    "wait_never_counts":
+        "a wait error changes neither the error count nor the registration state",
+    "resume_stops_pushes":
+        "smacks-hibernation-end pushes nothing and leaves the session active; a stanza queued "
+        "to an active session pushes nothing (until the next ack-delay/hibernation)",
+    "every_event_handled":
+        "every event in every state is taken or rejected with a declared reason, and a "
+        "rejected event changes nothing; no other exception",
+    "deterministic":
+        "at most one row of a machine is enabled for a (state, event)",
+    "rule_matches_path":
+        "a push's rule is the one of the event's path (a/… for the session event, b/archive, "
+        "c/offline); other events push nothing",
+    "pushes_only_to_user":
+        "pushes go only to existing registrations of the event's user",
+    "no_push_unbound":
+        "a rule (a) push goes to the registration bound to the event's session; a b/archive "
+        "push to a registration not bound to a live session",
+    "binding_consistent":
+        "a bound registration is bound to exactly one live session and back; an orphaned one "
+        "to no live session; a session that is offline holds no registration",
+    "max_devices":
+        "at most max_devices enabled registrations per user",
+    "push_content":
+        "a push covers stanzas of its event, in order, and is important iff one of them is",
+    "no_dead_state":
+        "every reachable state has a successor other than itself, and from every reachable "
+        "state a state with every session offline is reachable",
+    "no_unreachable_state":
+        "every state of both machines occurs in some reachable state",
+    "every_transition_covered":
+        "every row of both tables is taken by some explored transition",
+    "table_complete":
+        "every (state, event) of both machines has rows or a declared rejection, never both",
+}
+
+ENABLED = ("bound", "orphaned")
+LIVE = ("active", "ack_delayed", "hibernated")
+RULE_OF = {"ackd": "a/ack-delayed", "hibs": "a/hibernation-start", "queued": "a/queued",
+           "archive": "b/archive", "offline": "c/offline"}
+
+
+def check_state(model: tuple, max_devices: int) -> list[str]:
+    """Invariants of the model part of a state."""
+    sessions, regs, _ = model
+    bad: list[str] = []
+    enabled = 0
+    consistent = True
+    for j, (rstate, owner, _errors, _pushed) in enumerate(regs):
+        if rstate in ENABLED:
+            enabled += 1
+        holders = [i for i, s in enumerate(sessions) if s[1] == j]
+        if rstate == "bound":
+            if (len(holders) != 1 or holders[0] != owner
+                    or sessions[owner][0] not in LIVE):
+                consistent = False
+        elif holders or owner != -1:
+            consistent = False
+    for sstate, binding in sessions:
+        if binding >= 0 and (sstate not in LIVE or regs[binding][0] != "bound"):
+            consistent = False
+    if not consistent:
+        bad.append("binding_consistent")
+    if enabled > max_devices:
+        bad.append("max_devices")
+    return bad
+
+
+def check_transition(world: BoundedWorld, pre: tuple, ghosts: tuple, key: tuple, event: Any,
+                     pushes: list, post: tuple, max_errors: int) -> list[str]:
+    """Properties of one taken transition: model part ``pre`` with ghost state ``ghosts``,
+    event, pushes, model part ``post``."""
+    bad: set[str] = set()
+    psess, pregs, _ = pre
+    qsess, qregs, _ = post
+    kind = key[0]
+    reg_index = world.reg_index
+    stanza_index = world.stanza_index
+    pushed_to: dict[int, set[str]] = {}
+    event_stanzas = _event_stanzas(event)
+    by_id = {s.id: s for s in event_stanzas}
+    order = [s.id for s in event_stanzas]
+    for push in pushes:
+        j = reg_index.get((push.user, push.jid, push.node))
+        if push.user != USER or j is None or pregs[j][0] == "absent":
+            bad.add("pushes_only_to_user")
+            if j is None:
+                continue
+        if pregs[j][0] not in ENABLED:
+            bad.add("never_disabled_or_removed")
+        if push.rule != RULE_OF.get(kind):
+            bad.add("rule_matches_path")
+        seen = pushed_to.setdefault(j, set())
+        for sid in push.stanzas:
+            if sid is None:
+                continue
+            if sid in seen or (ghosts[j][0] >> stanza_index[sid]) & 1:
+                bad.add("at_most_once")
+            seen.add(sid)
+        for i, s in enumerate(qsess):
+            if (s[1] == j or psess[i][1] == j) and s[0] == "active":
+                bad.add("no_push_to_active")
+        if kind in ("ackd", "hibs", "queued") and psess[key[1]][1] != j:
+            bad.add("no_push_unbound")
+        if kind == "archive" and any(s[1] == j and s[0] in LIVE for s in psess):
+            bad.add("no_push_unbound")
+        if (not push.stanzas or any(sid not in by_id for sid in push.stanzas)
+                or [o for o in order if o in push.stanzas] != list(push.stanzas)
+                or push.important != any(by_id[sid].important for sid in push.stanzas
+                                         if sid in by_id)):
+            bad.add("push_content")
+
+    def delivered(j: int, sid: str) -> bool:
+        return sid in pushed_to.get(j, ()) or bool((ghosts[j][0] >> stanza_index[sid]) & 1)
+
+    # no loss of important stanzas
+    if kind in ("ackd", "hibs", "queued"):
+        i = key[1]
+        j = psess[i][1]
+        woken = kind != "queued" or psess[i][0] in ("ack_delayed", "hibernated")
+        if j >= 0 and woken:
+            for s in event_stanzas:
+                if s.important and s.id is not None and not delivered(j, s.id):
+                    bad.add("no_loss")
+    elif kind in ("archive", "offline"):
+        s = event_stanzas[0]
+        if s.important and (kind == "offline" or s.to_bare == USER):
+            for j, r in enumerate(pregs):
+                if r[0] not in ENABLED:
+                    continue
+                if kind == "archive" and any(x[1] == j and x[0] in LIVE for x in psess):
+                    continue
+                if not delivered(j, s.id):
+                    bad.add("no_loss")
+
+    # registrations leave the enabled states only for a reason
+    for j, (before, after) in enumerate(zip(pregs, qregs, strict=True)):
+        if before[0] in ENABLED and after[0] not in ENABLED:
+            allowed = (kind == "disable" or kind == "enable"
+                       or (kind == "result" and key[1] == j))
+            if not allowed:
+                bad.add("disable_only_after_max_errors")
+    if kind == "result":
+        j, outcome = key[1], key[2]
+        before, after = pregs[j], qregs[j]
+        if before[0] in ENABLED:
+            count = 0 if outcome == "ok" else ghosts[j][1] + (outcome != "wait")
+            if (after[0] == "disabled") != (count >= max_errors):
+                bad.add("disable_only_after_max_errors")
+            if after[0] in ENABLED and after[2] != count:
+                bad.add("disable_only_after_max_errors")
+            if outcome == "wait" and (after[0] != before[0] or after[2] != before[2]):
+                bad.add("wait_never_counts")
+    if kind == "hibe" and (pushes or qsess[key[1]][0] != "active"):
+        bad.add("resume_stops_pushes")
+    if kind == "queued" and psess[key[1]][0] == "active" and pushes:
+        bad.add("resume_stops_pushes")
+    if kind not in RULE_OF and pushes:
+        bad.add("rule_matches_path")
+    return sorted(bad)
+
+
+def _event_stanzas(event: Any) -> tuple:
+    queue = getattr(event, "queue", None)
+    if queue is not None:
+        return tuple(queue)
+    stanza = getattr(event, "stanza", None)
+    return () if stanza is None else (stanza,)

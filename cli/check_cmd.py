@@ -1,0 +1,113 @@
+"""`pushrules check`: exhaustive model checking of a bounded world, and mutation testing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import fields
+from pathlib import Path
+
+import click
+
+from pushrules.checker.bounded import Bounds
+
+MUTANT_BOUNDS = Bounds(sessions=2, push_sessions=2, orphans=0, stanzas=2, max_errors=2,
+                       max_devices=1)
+"""The bound mutants run at: every row of both tables is taken, in about a second."""
+
+
+def _bound_options(fn):  # type: ignore[no-untyped-def]
+    for f in reversed(fields(Bounds)):
+        fn = click.option(f"--{f.name.replace('_', '-')}", f.name, type=click.IntRange(0),
+                          default=None,
+                          help=f"Bound (default {f.default}; "
+                               f"{getattr(MUTANT_BOUNDS, f.name)} with --mutants).")(fn)
+    return fn
+
+
+@click.command()
+@_bound_options
+@click.option("--mutants", "run_mutants", is_flag=True,
+              help="Mutate the model IR and report which mutants some property kills.")
+@click.option("--mutant", "only", metavar="ID",
+              help="With --mutants: run only the mutants whose id contains ID, printing each "
+                   "killed mutant's counterexample.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
+@click.option("--trace-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Also write each counterexample to DIR/<property>.jsonl.")
+def check(run_mutants: bool, only: str | None, as_json: bool, trace_dir: Path | None,
+          **bounds: int | None) -> None:
+    """Explore every interleaving of a bounded world over the generated tables and check the
+    properties (see checker/PROPERTIES.md). Exit 1 on any failure; a violated property prints
+    its shortest counterexample as a trace for `pushrules replay --strict`."""
+    base = MUTANT_BOUNDS if run_mutants else Bounds()
+    chosen = {k: v for k, v in bounds.items() if v is not None}
+    try:
+        limits = Bounds(**{**{f.name: getattr(base, f.name) for f in fields(Bounds)}, **chosen})
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
+    if run_mutants:
+        sys.exit(_mutants(limits, only, as_json))
+    sys.exit(_check(limits, as_json, trace_dir))
+
+
+def _check(limits: Bounds, as_json: bool, trace_dir: Path | None) -> int:
+    from pushrules.checker.explore import Explorer
+
+    explorer = Explorer(limits)
+    result = explorer.run()
+    if trace_dir is not None:
+        trace_dir.mkdir(parents=True, exist_ok=True)
+        for name, violation in result.violations.items():
+            if violation.trace:
+                (trace_dir / f"{name}.jsonl").write_text(violation.as_trace(explorer.world))
+    if as_json:
+        click.echo(json.dumps(result.summary()))
+    else:
+        rate = result.states / result.seconds if result.seconds else 0.0
+        click.echo(f"bounds: {limits.describe()}")
+        click.echo(f"{result.states} states, {result.transitions} transitions, "
+                   f"{result.seconds:.1f} s ({rate:,.0f} states/s)")
+        for name, verdict in result.properties.items():
+            click.echo(f"  {verdict:4}  {name}")
+    for violation in result.violations.values():
+        out = sys.stderr if as_json else sys.stdout
+        out.write(f"\n# counterexample for {violation.prop}\n")
+        if violation.trace:
+            out.write(violation.as_trace(explorer.world))
+        else:
+            out.write(f"# {violation.detail}\n")
+    return 0 if result.ok else 1
+
+
+def _mutants(limits: Bounds, only: str | None, as_json: bool) -> int:
+    from pushrules.checker.mutants import mutants, run_mutant
+
+    selected = [m for m in mutants() if only is None or only in m.id]
+    if not selected:
+        raise click.BadParameter(f"no mutant id contains {only!r}", param_hint="--mutant")
+    killed = 0
+    survivors: list[dict[str, str | None]] = []
+    for mutant in selected:
+        outcome, result, explorer = run_mutant(mutant, limits)
+        if outcome.killed_by:
+            killed += 1
+        else:
+            survivors.append({"id": mutant.id, "equivalent": outcome.equivalent})
+        if not as_json:
+            verdict = ("killed by " + ", ".join(outcome.killed_by) if outcome.killed_by
+                       else "EQUIVALENT: " + outcome.equivalent if outcome.equivalent
+                       else "SURVIVED")
+            click.echo(f"{mutant.id}: {verdict}")
+            if only is not None and outcome.killed_by:
+                violation = result.violations[outcome.killed_by[0]]
+                if violation.trace:
+                    click.echo(violation.as_trace(explorer.world))
+    unexplained = [s for s in survivors if not s["equivalent"]]
+    if as_json:
+        click.echo(json.dumps({"mutants": len(selected), "killed": killed,
+                               "survivors": survivors}))
+    else:
+        click.echo(f"{len(selected)} mutants, {killed} killed, {len(survivors)} survived "
+                   f"({len(survivors) - len(unexplained)} listed as equivalent)")
+    return 1 if unexplained else 0
