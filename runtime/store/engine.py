@@ -22,7 +22,6 @@ from pushrules.model.world import AuditEntry
 from pushrules.runtime.engine import Engine
 
 from .base import (
-    RegId,
     Row,
     Store,
     StoreConflict,
@@ -44,6 +43,23 @@ def event_user(event: Any) -> str:
     spec = EVENTS_BY_NAME[event.EVENT]
     value: str = getattr(event, spec.user_field)
     return value.split("/", 1)[0] if spec.target == SESSION else value
+
+
+def _diff(records: dict[Any, Any], old_rows: dict[Any, Row],
+          to_row: Callable[[Any], Row]) -> tuple[dict[Any, Row], dict[Any, Row]]:
+    """(every record's row, the rows that differ from old_rows). Unchanged rows are the old
+    objects, so a cached snapshot shares them instead of holding copies."""
+    rows: dict[Any, Row] = {}
+    changed: dict[Any, Row] = {}
+    for key, rec in records.items():
+        row = to_row(rec)
+        old = old_rows.get(key)
+        if old == row:
+            row = old
+        else:
+            changed[key] = row
+        rows[key] = row
+    return rows, changed
 
 
 @dataclass(slots=True)
@@ -170,30 +186,17 @@ class StoredEngine(Engine):
         makes (for the cache)."""
         user = snapshot.user
         changes = UserChanges(user, snapshot.version, "", self._user_seq)
-        sessions: dict[str, Row] = {}
-        for sid, rec in self.sessions.items():
-            row = session_row(rec)
-            old = snapshot.sessions.get(sid)
-            if old == row:
-                row = old
-            else:
-                changes.sessions_put[sid] = row
-            sessions[sid] = row
+        sessions, changes.sessions_put = _diff(self.sessions, snapshot.sessions, session_row)
         changes.sessions_del = [sid for sid in snapshot.sessions if sid not in self.sessions]
-        regs: dict[RegId, Row] = {}
-        for reg, rec in self.users.get(user, {}).items():
-            row = registration_row(rec)
+        regs, changes.registrations_put = _diff(self.users.get(user, {}),
+                                                snapshot.registrations, registration_row)
+        for reg, row in changes.registrations_put.items():
             old = snapshot.registrations.get(reg)
-            if old == row:
-                row = old
-            else:
-                changes.registrations_put[reg] = row
-                old_pushed = [] if old is None else old["pushed"]
-                if old_pushed != row["pushed"]:
-                    changes.pushed_ops[reg] = pushed_delta(old_pushed, row["pushed"])
-                if old is not None:
-                    changes.previous_states[reg] = old["state"]
-            regs[reg] = row
+            old_pushed = [] if old is None else old["pushed"]
+            if old_pushed != row["pushed"]:
+                changes.pushed_ops[reg] = pushed_delta(old_pushed, row["pushed"])
+            if old is not None:
+                changes.previous_states[reg] = old["state"]
         changes.audit = list(self.audit_log)
         for reg in snapshot.expired:
             changes.audit.append(AuditEntry(self.now(), user, reg[0], reg[1], "expire",
