@@ -246,12 +246,13 @@ class SqliteStore:
                   (user, jid, node, row["state"], json.dumps(row["options"]), row["session"],
                    row["errors"], row["reason"], row["disabled_at"], row["seq"]))
         for (jid, node), (drop, added) in changes.pushed_ops.items():
-            first, last = db.execute("SELECT MIN(pos), MAX(pos) FROM pushed WHERE user = ? "
-                                     "AND jid = ? AND node = ?", (user, jid, node)).fetchone()
+            # MIN and MAX in separate queries: together they would scan the whole window.
+            where = "FROM pushed WHERE user = ? AND jid = ? AND node = ?"
+            first = db.execute(f"SELECT MIN(pos) {where}", (user, jid, node)).fetchone()[0]
             if drop and first is not None:
-                write("DELETE FROM pushed WHERE user = ? AND jid = ? AND node = ? AND pos < ?",
-                      (user, jid, node, first + drop))
+                write(f"DELETE {where} AND pos < ?", (user, jid, node, first + drop))
             if added:
+                last = db.execute(f"SELECT MAX(pos) {where}", (user, jid, node)).fetchone()[0]
                 base = 0 if last is None else last + 1
                 write("INSERT INTO pushed VALUES (?, ?, ?, ?, ?)",
                       [(user, jid, node, base + i, ident) for i, ident in enumerate(added)],
