@@ -83,10 +83,11 @@ class Result:
 class Explorer:
     """Explore one bounded world with one world class (TableWorld over some tables).
 
-    A state is ``(model_id, queues, ghosts)``: the interned model part (what the machines hold:
-    session states and bindings, registration states, owners, error counts, dedup sets, the
-    enabling order), the smacks queue of every session (environment) and the ghost state of
-    every registration (properties.py). The model's step depends only on the model part and the
+    A state is ``(model_id, queues, ghosts, recency)``: the interned model part (what the
+    machines hold: session states and bindings, registration states, owners, error counts,
+    dedup sets, the enabling order), the smacks queue of every session (environment), the ghost
+    state of every registration and the enabled registrations by recency of their enable as
+    the checker saw it (properties.py). The model's step depends only on the model part and the
     event, so it is computed once per (model part, event) and reused; so are the property
     verdicts, which depend on the model part, the event and the ghost state.
     """
@@ -124,9 +125,12 @@ class Explorer:
 
     def restore(self, model: tuple) -> WorldBase:
         """A fresh world holding the model part ``model``."""
+        return self.restore_into(self.new_world(), model)
+
+    def restore_into(self, world: WorldBase, model: tuple) -> WorldBase:
+        """Put the model part ``model`` into a fresh world of any engine."""
         sessions, regs, order = model
         wd = self.world
-        world = self.new_world()
         for i, (sstate, binding) in enumerate(sessions):
             if sstate != "offline" or binding >= 0:
                 record = SessionRecord(wd.sids[i], USER, sstate)
@@ -185,7 +189,10 @@ class Explorer:
         for event in self.world.prefix():
             world.handle(event)
         mid = self.model_id(self.encode(world))
-        return (mid, ((),) * len(self.world.sids), ((0, 0, 0),) * len(self.world.nodes))
+        model = self.models[mid]
+        recency = tuple(model[2])
+        return (mid, ((),) * len(self.world.sids), ((0, 0, 0),) * len(self.world.nodes),
+                recency)
 
     # --- environment -------------------------------------------------------------------------
     def events(self, model: tuple, queues: tuple, ghosts: tuple) -> list[tuple[tuple, Any]]:
@@ -253,7 +260,7 @@ class Explorer:
     def successor(self, state: tuple, key: tuple, step: tuple) -> tuple:
         """The state after an accepted event: model part from the step, environment and ghost
         parts updated here."""
-        _, queues, ghosts = state
+        _, queues, ghosts, recency = state
         post_mid, masks = step[2], step[3]
         post_sessions, post_regs, _ = self.models[post_mid]
         kind = key[0]
@@ -284,8 +291,13 @@ class Explorer:
         if any(s[0] == "offline" and q for s, q in zip(post_sessions, queues, strict=True)):
             queues = tuple(() if s[0] == "offline" else q
                            for s, q in zip(post_sessions, queues, strict=True))
+        if kind == "enable":
+            j = self._reg_index[(USER, APP, key[2])]
+            recency = (*(x for x in recency if x != j), j)
+        recency = tuple(x for x in recency if post_regs[x][0] in ENABLED)
         intern = self._intern
-        return (post_mid, intern.setdefault(queues, queues), intern.setdefault(ghosts, ghosts))
+        return (post_mid, intern.setdefault(queues, queues), intern.setdefault(ghosts, ghosts),
+                intern.setdefault(recency, recency))
 
     # --- exploration -------------------------------------------------------------------------
     def run(self, *, stop_at_first: bool = False, max_states: int | None = None,
@@ -345,7 +357,7 @@ class Explorer:
                 break
             n = queue.popleft()
             state = order[n]
-            mid, queues, ghosts = state
+            mid, queues, ghosts, recency = state
             for key, event in self.events(models[mid], queues, ghosts):
                 step = self.step(mid, event)
                 if step[0] != "ok":
@@ -356,12 +368,12 @@ class Explorer:
                 pushes, post_mid = step[1], step[2]
                 if step[4] is not None:
                     fail(["deterministic"], n, event, f"several rows enabled: {step[4]}")
-                vkey = (mid, id(event), ghosts)
+                vkey = (mid, id(event), ghosts, recency)
                 bad = verdicts.get(vkey)
                 if bad is None:
                     bad = verdicts[vkey] = check_transition(
-                        wd, models[mid], ghosts, key, event, pushes, models[post_mid],
-                        max_errors)
+                        wd, models[mid], ghosts, recency, key, event, pushes,
+                        models[post_mid], max_errors, max_devices)
                 if bad:
                     shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
                     fail(bad, n, event, f"{event.EVENT} gave: {shown}")

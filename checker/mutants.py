@@ -169,9 +169,23 @@ class MutantResult:
     equivalent: str | None = None
 
 
-def run_mutant(mutant: Mutant, bounds: Bounds) -> tuple[MutantResult, Result, Explorer]:
-    explorer = Explorer(bounds, world_class(build_tables(mutant.ir)))
+ESCALATION = Bounds(sessions=2, push_sessions=2, orphans=1, stanzas=1, max_errors=2,
+                    max_devices=2)
+"""Survivors of the mutant bound are explored again here, up to ESCALATION_STATES states: three
+registrations with two devices allowed make the eviction order observable."""
+ESCALATION_STATES = 20_000
+
+
+def run_mutant(mutant: Mutant, bounds: Bounds, escalation: Bounds | None = ESCALATION,
+               ) -> tuple[MutantResult, Result, Explorer]:
+    """Explore the mutant at ``bounds`` (stopping at the first violation); a survivor is
+    explored again at ``escalation`` for at most ESCALATION_STATES states."""
+    tables = build_tables(mutant.ir)
+    explorer = Explorer(bounds, world_class(tables))
     result = explorer.run(stop_at_first=True)
+    if not result.violations and escalation is not None and escalation != bounds:
+        explorer = Explorer(escalation, world_class(tables))
+        result = explorer.run(stop_at_first=True, max_states=ESCALATION_STATES)
     killed = sorted(result.violations)
     return (MutantResult(mutant.id, killed, result.states,
                          None if killed else EQUIVALENT.get(mutant.id)), result, explorer)

@@ -48,6 +48,16 @@ PROPERTIES: dict[str, str] = {
     "no_push_unbound":
         "a rule (a) push goes to the registration bound to the event's session; a b/archive "
         "push to a registration not bound to a live session",
+    "session_follows_contract":
+        "after an accepted session event the session is in the contract's state: bind, "
+        "ack-received and hibernation-end -> active, ack-delayed -> ack_delayed, "
+        "hibernation-start -> hibernated, destroyed -> offline; other events keep its state",
+    "enable_disable_follow_contract":
+        "push-enable leaves that registration bound to the enabling session; push-disable "
+        "disables exactly the enabled registrations matching jid (and node, when given)",
+    "eviction_least_recent":
+        "push-enable evicts exactly the least recently enabled registrations beyond "
+        "max_devices (recency kept by the checker from the enables it saw)",
     "binding_consistent":
         "a bound registration is bound to exactly one live session and back; an orphaned one "
         "to no live session; a session that is offline holds no registration",
@@ -98,10 +108,16 @@ def check_state(model: tuple, max_devices: int) -> list[str]:
     return bad
 
 
-def check_transition(world: BoundedWorld, pre: tuple, ghosts: tuple, key: tuple, event: Any,
-                     pushes: list, post: tuple, max_errors: int) -> list[str]:
-    """Properties of one taken transition: model part ``pre`` with ghost state ``ghosts``,
-    event, pushes, model part ``post``."""
+SESSION_TARGET = {"bind": "active", "ackr": "active", "hibe": "active", "ackd": "ack_delayed",
+                  "hibs": "hibernated", "destroy": "offline"}
+
+
+def check_transition(world: BoundedWorld, pre: tuple, ghosts: tuple, recency: tuple,
+                     key: tuple, event: Any, pushes: list, post: tuple, max_errors: int,
+                     max_devices: int) -> list[str]:
+    """Properties of one taken transition: model part ``pre`` with ghost state ``ghosts`` and
+    ``recency`` (enabled registrations, least recently enabled first), event, pushes, model
+    part ``post``."""
     bad: set[str] = set()
     psess, pregs, _ = pre
     qsess, qregs, _ = post
@@ -179,10 +195,30 @@ def check_transition(world: BoundedWorld, pre: tuple, ghosts: tuple, key: tuple,
             count = 0 if outcome == "ok" else ghosts[j][1] + (outcome != "wait")
             if (after[0] == "disabled") != (count >= max_errors):
                 bad.add("disable_only_after_max_errors")
-            if after[0] in ENABLED and after[2] != count:
+            if after[0] != "absent" and after[2] != count:
                 bad.add("disable_only_after_max_errors")
             if outcome == "wait" and (after[0] != before[0] or after[2] != before[2]):
                 bad.add("wait_never_counts")
+    if kind in SESSION_TARGET or kind in ("queued", "enable", "disable"):
+        i = key[1]
+        expected = SESSION_TARGET.get(kind, psess[i][0])
+        if qsess[i][0] != expected:
+            bad.add("session_follows_contract")
+    if kind == "enable":
+        i, j = key[1], reg_index[(USER, event.jid, event.node)]
+        if qsess[i][1] != j or qregs[j][0] != "bound" or qregs[j][1] != i:
+            bad.add("enable_disable_follow_contract")
+        newest = [x for x in recency if x != j] + [j]
+        keep = set(newest[max(len(newest) - max_devices, 0):])
+        if {x for x, r in enumerate(qregs) if r[0] in ENABLED} != keep:
+            bad.add("eviction_least_recent")
+    elif kind == "disable":
+        node = event.node
+        for j, (before, after) in enumerate(zip(pregs, qregs, strict=True)):
+            matches = (before[0] in ENABLED
+                       and (node is None or world.nodes[j] == node))
+            if (after[0] in ENABLED) if matches else (after[0] != before[0]):
+                bad.add("enable_disable_follow_contract")
     if kind == "hibe" and (pushes or qsess[key[1]][0] != "active"):
         bad.add("resume_stops_pushes")
     if kind == "queued" and psess[key[1]][0] == "active" and pushes:

@@ -1,0 +1,135 @@
+"""The model checker: the real model passes every property at the CI bound, mutants of the model
+are killed with a shortest counterexample that `pushrules replay --strict` reproduces."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from pushrules.check_cmd import MUTANT_BOUNDS, check
+from pushrules.checker import mutants as mutants_module
+from pushrules.checker.bounded import Bounds
+from pushrules.checker.explore import Explorer
+from pushrules.checker.mutants import build_tables, mutants, run_mutant
+from pushrules.checker.properties import PROPERTIES
+from pushrules.checker.tableworld import TableWorld, world_class
+from pushrules.model.config import Config
+from pushrules.runtime.replay import replay
+
+CI_BOUNDS = Bounds(sessions=2, push_sessions=2, orphans=1, stanzas=2, max_errors=2,
+                   max_devices=1)
+"""The bound the tests explore: two push sessions, an orphan, an incoming and an outgoing
+stanza; every row of both tables is taken (about 70k states)."""
+
+
+def _mutant(mutant_id: str):
+    return next(m for m in mutants() if m.id == mutant_id)
+
+
+def test_real_model_passes_every_property_at_ci_bound() -> None:
+    result = Explorer(CI_BOUNDS).run()
+    assert result.properties == {name: "pass" for name in PROPERTIES}, {
+        name: v.detail for name, v in result.violations.items()}
+    assert result.uncovered == [] and result.unreached == []
+    assert result.states > 10_000 and result.transitions > 10 * result.states
+
+
+def test_mutant_bound_takes_every_row() -> None:
+    result = Explorer(MUTANT_BOUNDS).run()
+    assert result.ok, {name: v.detail for name, v in result.violations.items()}
+
+
+def test_every_operator_yields_mutants_and_swap_is_one_of_them() -> None:
+    kinds = {m.id.split()[0] for m in mutants()}
+    assert kinds == {"drop-guard", "retarget", "drop-action", "dup-action", "swap-registrations"}
+
+
+@pytest.mark.parametrize("mutant_id, prop", [
+    ("swap-registrations registration orphaned push_archive 0 -> bound", "no_push_to_active"),
+    ("drop-guard session ack_delayed stanza_queued 0 bound", "every_event_handled"),
+    ("drop-guard registration bound push_result 2 below_max_errors", "deterministic"),
+    ("drop-action registration bound push_result 0 reset_errors",
+     "disable_only_after_max_errors"),
+    ("retarget session hibernated smacks_hibernation_end 0 -> ack_delayed",
+     "resume_stops_pushes"),
+    ("dup-action registration bound push_result 2 count_error", "disable_only_after_max_errors"),
+    ("drop-action registration orphaned push_offline 0 send_push", "no_loss"),
+])
+def test_mutants_are_killed_by_the_expected_property(mutant_id: str, prop: str) -> None:
+    outcome, _, _ = run_mutant(_mutant(mutant_id), MUTANT_BOUNDS)
+    assert prop in outcome.killed_by
+
+
+def test_counterexample_is_shortest_and_replays_the_violating_push() -> None:
+    mutant = _mutant("swap-registrations registration orphaned push_archive 0 -> bound")
+    tables = build_tables(mutant.ir)
+    explorer = Explorer(MUTANT_BOUNDS, world_class(tables))
+    result = explorer.run()
+    violation = result.violations["no_push_to_active"]
+    text = violation.as_trace(explorer.world)
+    assert text.startswith("# property violated: no_push_to_active")
+    # shortest: bind, enable, archive an incoming message -> b pushes the active session's device
+    events = [json.loads(line)["event"] for line in text.splitlines() if not line.startswith("#")]
+    assert events == ["session-bind", "push-enable", "archive-message-added"]
+    config = Config(max_errors=MUTANT_BOUNDS.max_errors, max_devices=MUTANT_BOUNDS.max_devices)
+    out, err = io.StringIO(), io.StringIO()
+    status = replay(text.splitlines(True), out, err, config=config, strict=True,
+                    engine=world_class(tables)(config))
+    assert status == 0, err.getvalue()
+    pushes = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert pushes == [{"user": "u@example.org", "jid": "push.example.net", "node": "n1",
+                       "rule": "b/archive", "stanzas": ["m1"], "important": True}]
+    # the same trace under the real model (the CLI): accepted in --strict, no push
+    real = subprocess.run(
+        [sys.executable, "-m", "pushrules.cli", "replay", "--strict", "--set", "max_devices=1",
+         "-"], input=text, capture_output=True, text=True, check=False)
+    assert real.returncode == 0, real.stderr
+    assert real.stdout == ""
+
+
+def test_cli_check_json_passes_and_fails(monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    args = ["--sessions", "2", "--push-sessions", "2", "--orphans", "0", "--stanzas", "2",
+            "--max-devices", "1", "--json"]
+    ok = runner.invoke(check, args)
+    assert ok.exit_code == 0, ok.output
+    summary = json.loads(ok.output)
+    assert set(summary) == {"states", "transitions", "seconds", "properties"}
+    assert summary["states"] > 1000 and summary["transitions"] > summary["states"]
+    assert set(summary["properties"].values()) == {"pass"}
+    mutant = _mutant("drop-guard registration bound push_result 2 below_max_errors")
+    monkeypatch.setattr(TableWorld, "tables", build_tables(mutant.ir))
+    bad = runner.invoke(check, args)
+    assert bad.exit_code == 1
+    lines = bad.output.splitlines()
+    assert json.loads(lines[0])["properties"]["deterministic"] == "fail"
+    assert "# counterexample for deterministic" in bad.output
+
+
+def test_cli_mutants_json_and_unexplained_survivor_fails(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    runner = CliRunner()
+    killed = runner.invoke(check, ["--mutants", "--mutant", "retarget session offline "
+                                   "session_bind 0 -> hibernated", "--json"])
+    assert killed.exit_code == 0, killed.output
+    assert json.loads(killed.output) == {"mutants": 1, "killed": 1, "survivors": []}
+    equivalent = "drop-action registration absent enable 0 reset_errors"
+    listed = runner.invoke(check, ["--mutants", "--mutant", equivalent, "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output)["survivors"] == [
+        {"id": equivalent, "equivalent": mutants_module.EQUIVALENT[equivalent]}]
+    monkeypatch.setattr(mutants_module, "EQUIVALENT", {})
+    unlisted = runner.invoke(check, ["--mutants", "--mutant", equivalent, "--json"])
+    assert unlisted.exit_code == 1
+    assert json.loads(unlisted.output)["survivors"] == [{"id": equivalent, "equivalent": None}]
+
+
+def test_bad_bound_is_a_clear_error() -> None:
+    result = CliRunner().invoke(check, ["--sessions", "1", "--push-sessions", "2"])
+    assert result.exit_code == 2
+    assert "push_sessions cannot exceed sessions" in result.output
