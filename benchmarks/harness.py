@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 import importlib
 import io
+import multiprocessing
 import os
 import platform
 import sys
@@ -65,11 +66,12 @@ QUICK = Plan(
     replay_users=100, repeats=1, checker_states=3_000,
 )
 # python-statemachine builds a machine per session at about 1.4 ms and 115 KB each (measured):
-# 100k of them would take minutes and 11 GB, so it is measured on 1k and 10k sessions. The
+# 100k of them would take minutes and 11 GB, so it is measured on 2k (idle) and 1k and 10k
+# sessions (scaling). The
 # transitions encoding shares one Machine per kind (no per-session machine): 1M is affordable.
 FULL = Plan(
     users={GENERATED: 4_000, PSM: 60, TRANSITIONS: 600},
-    idle_sessions={GENERATED: 100_000, PSM: 10_000, TRANSITIONS: 100_000},
+    idle_sessions={GENERATED: 100_000, PSM: 2_000, TRANSITIONS: 100_000},
     scaling={GENERATED: (10_000, 100_000, 1_000_000), PSM: (1_000, 10_000),
              TRANSITIONS: (10_000, 100_000, 1_000_000)},
     scaling_users={GENERATED: 1_000, PSM: 20, TRANSITIONS: 100},
@@ -143,6 +145,26 @@ def idle_bytes(factory: Callable[[], WorldBase], sessions: int) -> float:
     tracemalloc.stop()
     assert len(world.sessions) == sessions
     return (after - before) / sessions
+
+
+def _idle_bytes_of(name: str, sessions: int) -> float:
+    return idle_bytes(engine_factories()[name], sessions)
+
+
+def _scale_point_of(name: str, sessions: int, users: int, repeats: int) -> dict[str, Any]:
+    return scale_point(engine_factories()[name], sessions, users, repeats)
+
+
+def _fresh(fn: Callable[..., Any], *args: Any) -> Any:
+    """fn(*args) in a new interpreter: what earlier benchmarks left in this process (freed
+    blocks, interned strings, caches) cannot shift memory figures (seen: up to 80% at 10k
+    sessions after the mix runs)."""
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def idle_bytes_fresh(name: str, sessions: int) -> float:
+    return _fresh(_idle_bytes_of, name, sessions)
 
 
 def jid_bytes(sessions: int) -> float:
@@ -292,7 +314,6 @@ def run(quick: bool = False, progress: Callable[[str], None] | None = None,
         full = events_per_s(factory, generate(users), plan.repeats)
         say(f"{name}: decision mix")
         decision = events_per_s(factory, generate(users, push=False), plan.repeats)
-        say(f"{name}: {plan.idle_sessions[name]} idle sessions")
         result["events_per_s"][name] = full["events_per_s"]
         result["decision_events_per_s"][name] = decision["events_per_s"]
         result["details"]["mix"][name] = full
@@ -300,11 +321,12 @@ def run(quick: bool = False, progress: Callable[[str], None] | None = None,
         points = []
         for sessions in plan.scaling[name]:
             say(f"{name}: scaling at {sessions} sessions")
-            points.append(scale_point(factory, sessions, plan.scaling_users[name], plan.repeats))
+            points.append(_fresh(_scale_point_of, name, sessions, plan.scaling_users[name],
+                                 plan.repeats))
         result["scaling"][name] = points
         idle = plan.idle_sessions[name]
-        measured = next((p for p in points if p["sessions"] == idle), None)
-        per_session = measured["bytes_per_session"] if measured else idle_bytes(factory, idle)
+        say(f"{name}: {idle} idle sessions in a fresh process")
+        per_session = idle_bytes_fresh(name, idle)
         result["bytes_per_session"][name] = per_session
         result["bytes_per_session_with_jid"][name] = per_session + jid_bytes(idle)
         result["details"]["idle_sessions"][name] = idle
