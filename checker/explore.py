@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import json
 import time
+from array import array
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class Result:
     unreached: list[str] = field(default_factory=list)
     stopped_early: bool = False
     models: int = 0
+    graph: str = ""
 
     @property
     def properties(self) -> dict[str, str]:
@@ -221,7 +223,8 @@ class Explorer:
     # --- one model step ----------------------------------------------------------------------
     def step(self, mid: int, event: Any) -> tuple:
         """The model's step from model part ``mid`` on ``event``, computed once:
-        ("ok", pushes, post_mid, push_masks, nondeterministic) or ("rejected"|"error", detail)."""
+        ("ok", pushes, post_mid, push_masks, nondeterministic, audit_ok) or
+        ("rejected"|"error", detail)."""
         cache_key = (mid, id(event))
         found = self._steps.get(cache_key)
         if found is not None:
@@ -253,7 +256,12 @@ class Explorer:
                 self.taken |= world.taken
                 if world.nondeterministic:
                     nondet = world.nondeterministic[0]
-            found = ("ok", pushes, self.model_id(self.encode(world)), tuple(masks), nondet)
+            post_mid = self.model_id(self.encode(world))
+            left = sorted(self.world.nodes[j] for j, (a, b) in enumerate(
+                zip(model[1], self.models[post_mid][1], strict=True))
+                if a[0] in ENABLED and b[0] not in ENABLED)
+            recorded = sorted(entry.node for entry in world.audit_log)
+            found = ("ok", pushes, post_mid, tuple(masks), nondet, left == recorded)
         self._steps[cache_key] = found
         return found
 
@@ -329,7 +337,7 @@ class Explorer:
         parent: list[int] = [-1]
         via: list[Any] = [None]
         order: list[tuple] = [start]
-        edges: list[tuple[int, int]] = []
+        edges = array("Q")  # n << 32 | m: a state graph edge, 8 bytes
         progress: list[bool] = [False]
         queue: deque[int] = deque([0])
         violations = result.violations
@@ -368,6 +376,9 @@ class Explorer:
                 pushes, post_mid = step[1], step[2]
                 if step[4] is not None:
                     fail(["deterministic"], n, event, f"several rows enabled: {step[4]}")
+                if not step[5]:
+                    fail(["disable_recorded"], n, event, "the audit trail does not record each "
+                         "registration disabled by this event exactly once")
                 vkey = (mid, id(event), ghosts, recency)
                 bad = verdicts.get(vkey)
                 if bad is None:
@@ -401,7 +412,7 @@ class Explorer:
                 if m != n:
                     progress[n] = True
                     if graph_checks:
-                        edges.append((n, m))
+                        edges.append(n << 32 | m)
         result.states = len(order)
         result.models = len(models)
         if result.stopped_early:
@@ -450,26 +461,39 @@ class Explorer:
                             + ("rows and a rejection" if has_rows else "neither rows nor a "
                                "declared rejection")))
 
-    def _graph(self, result: Result, order: list[tuple], edges: list[tuple[int, int]],
+    def _graph(self, result: Result, order: list[tuple], edges: array,
                progress: list[bool], path: Callable[[int], list[Any]]) -> None:
         for n, moved in enumerate(progress):
             if not moved:
                 result.violations.setdefault("no_dead_state", Violation(
-                    "no_dead_state", path(n), f"no event leaves state {self.models[order[n][0]]}"))
+                    "no_dead_state", path(n),
+                    f"no event leaves state {self.models[order[n][0]]}"))
                 return
+        mask = (1 << 32) - 1
         graph = nx.DiGraph()
-        graph.add_nodes_from(range(len(order)))
-        graph.add_edges_from(edges)
-        quiet = [n for n, s in enumerate(order)
-                 if all(x[0] == "offline" for x in self.models[s[0]][0])]
-        graph.add_edges_from((n, "quiet") for n in quiet)
-        reach = nx.ancestors(graph, "quiet") | set(quiet)
-        stuck = sorted(set(range(len(order))) - reach)
-        if stuck:
+        if len(order) <= GRAPH_STATES:
+            result.graph = "states"
+            node_of = list(range(len(order)))
+            graph.add_edges_from((e >> 32, e & mask) for e in edges)
+        else:  # too big for networkx: the graph of model parts (an over-approximation)
+            result.graph = "model parts"
+            node_of = [s[0] for s in order]
+            graph.add_edges_from((node_of[e >> 32], node_of[e & mask]) for e in edges)
+        graph.add_nodes_from(set(node_of))
+        quiet = {node_of[n] for n, s in enumerate(order)
+                 if all(x[0] == "offline" for x in self.models[s[0]][0])}
+        graph.add_edges_from((q, "quiet") for q in quiet)
+        reach = nx.ancestors(graph, "quiet") | quiet
+        stuck = next((n for n in range(len(order)) if node_of[n] not in reach), None)
+        if stuck is not None:
             result.violations.setdefault("no_dead_state", Violation(
-                "no_dead_state", path(stuck[0]),
+                "no_dead_state", path(stuck),
                 f"no state with every session offline is reachable from "
-                f"{self.models[order[stuck[0]][0]]}"))
+                f"{self.models[order[stuck][0]]}"))
+
+
+GRAPH_STATES = 1_000_000
+"""Up to this many states the dead-state analysis runs on the state graph itself."""
 
 
 def check(bounds: Bounds | None = None, **kwargs: Any) -> Result:

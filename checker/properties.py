@@ -58,6 +58,9 @@ PROPERTIES: dict[str, str] = {
     "eviction_least_recent":
         "push-enable evicts exactly the least recently enabled registrations beyond "
         "max_devices (recency kept by the checker from the enables it saw)",
+    "disable_recorded":
+        "every registration an event disables (client, eviction, errors) gets exactly one "
+        "entry in the audit trail, and no other entry is written",
     "binding_consistent":
         "a bound registration is bound to exactly one live session and back; an orphaned one "
         "to no live session; a session that is offline holds no registration",

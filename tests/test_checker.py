@@ -133,3 +133,18 @@ def test_bad_bound_is_a_clear_error() -> None:
     result = CliRunner().invoke(check, ["--sessions", "1", "--push-sessions", "2"])
     assert result.exit_code == 2
     assert "push_sessions cannot exceed sessions" in result.output
+
+
+def test_dead_state_analysis_finds_a_world_that_cannot_quiesce() -> None:
+    class NoDestroy(Explorer):
+        """An environment that never destroys a session: nothing gets every session offline."""
+
+        def events(self, model, queues, ghosts):  # type: ignore[no-untyped-def]
+            return [(k, e) for k, e in super().events(model, queues, ghosts)
+                    if k[0] != "destroy"]
+
+    result = NoDestroy(Bounds(sessions=1, push_sessions=1, orphans=0, stanzas=1,
+                              max_devices=1)).run()
+    violation = result.violations["no_dead_state"]
+    assert "no state with every session offline is reachable" in violation.detail
+    assert [e.EVENT for e in violation.trace] == ["session-bind"]
