@@ -6,7 +6,8 @@ own node of one app server (the first may also re-enable the orphans' nodes: it 
 was destroyed) so rules (b) and (c) have a device to wake from the
 first event on, and eviction is reachable with a small ``max_devices``. Stanzas m1.. cycle
 through an important incoming message, an important outgoing copy (archived for its sender:
-rule (b) must not wake the sender) and an unimportant incoming chat state.
+rule (b) must not wake the sender) and an unimportant incoming chat state without an id (never
+deduplicated, so it also shows that a stanza is pushed once per event and registration).
 
 Environment (what a real server can raise, and when):
 - every session event for every session, in any state: the model accepts it or rejects it with
@@ -48,8 +49,8 @@ _STANZA_KINDS = (
     # important outgoing message (archived for its sender)
     "<message xmlns='jabber:client' id='{id}' from='u@example.org/r1' to='f@example.org' "
     "type='chat'><body>yo</body></message>",
-    # unimportant incoming chat state
-    "<message xmlns='jabber:client' id='{id}' from='f@example.org/pc' to='u@example.org' "
+    # unimportant incoming chat state without an id (never deduplicated; pushed as null)
+    "<message xmlns='jabber:client' from='f@example.org/pc{n}' to='u@example.org' "
     "type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
 )
 
@@ -63,7 +64,7 @@ class Bounds:
     orphans: int = 1
     stanzas: int = 3
     max_errors: int = 2
-    max_devices: int = 2
+    max_devices: int = 1
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -99,7 +100,7 @@ class BoundedWorld:
         self.stanza_xml: dict[Stanza, str] = {}
         self.stanzas: list[Stanza] = []
         for n in range(bounds.stanzas):
-            xml = _STANZA_KINDS[n % len(_STANZA_KINDS)].format(id=f"m{n + 1}")
+            xml = _STANZA_KINDS[n % len(_STANZA_KINDS)].format(id=f"m{n + 1}", n=n + 1)
             stanza = parse_stanza(xml)
             self.stanzas.append(stanza)
             self.stanza_xml[stanza] = xml

@@ -223,8 +223,8 @@ class Explorer:
     # --- one model step ----------------------------------------------------------------------
     def step(self, mid: int, event: Any) -> tuple:
         """The model's step from model part ``mid`` on ``event``, computed once:
-        ("ok", pushes, post_mid, push_masks, nondeterministic, audit_ok) or
-        ("rejected"|"error", detail)."""
+        ("ok", pushes, post_mid, push_masks, nondeterministic, audit_ok, pushed_any,
+        same_enabled, offline_sessions) or ("rejected"|"error", detail)."""
         cache_key = (mid, id(event))
         found = self._steps.get(cache_key)
         if found is not None:
@@ -261,7 +261,12 @@ class Explorer:
                 zip(model[1], self.models[post_mid][1], strict=True))
                 if a[0] in ENABLED and b[0] not in ENABLED)
             recorded = sorted(entry.node for entry in world.audit_log)
-            found = ("ok", pushes, post_mid, tuple(masks), nondet, left == recorded)
+            post = self.models[post_mid]
+            same_enabled = all((a[0] in ENABLED) == (b[0] in ENABLED)
+                               for a, b in zip(model[1], post[1], strict=True))
+            offline = tuple(i for i, x in enumerate(post[0]) if x[0] == "offline")
+            found = ("ok", pushes, post_mid, tuple(masks), nondet, left == recorded,
+                     any(masks), same_enabled, offline)
         self._steps[cache_key] = found
         return found
 
@@ -270,7 +275,7 @@ class Explorer:
         parts updated here."""
         _, queues, ghosts, recency = state
         post_mid, masks = step[2], step[3]
-        post_sessions, post_regs, _ = self.models[post_mid]
+        post_regs = self.models[post_mid][1]
         kind = key[0]
         if kind in ("bind", "ackr", "destroy") or kind == "queued":
             q = list(queues)
@@ -280,29 +285,30 @@ class Explorer:
             elif i in self._tracked:
                 q[i] = tuple(sorted((*q[i], key[2])))
             queues = tuple(q)
-        new = []
-        for j, (r, (delivered, count, pending)) in enumerate(zip(post_regs, ghosts,
-                                                                 strict=True)):
-            if masks[j]:
-                pending = 1
-            if kind == "result" and key[1] == j:
-                pending = 0
-                if key[2] == "ok":
-                    count = 0
-                elif key[2] != "wait":
-                    count += 1
-            if r[0] not in ENABLED:
-                new.append((0, 0, pending))
-            else:
-                new.append((delivered | masks[j], count, pending))
-        ghosts = tuple(new)
-        if any(s[0] == "offline" and q for s, q in zip(post_sessions, queues, strict=True)):
-            queues = tuple(() if s[0] == "offline" else q
-                           for s, q in zip(post_sessions, queues, strict=True))
+        if kind == "result" or step[6] or not step[7]:
+            new = []
+            for j, (r, (delivered, count, pending)) in enumerate(zip(post_regs, ghosts,
+                                                                     strict=True)):
+                if masks[j]:
+                    pending = 1
+                if kind == "result" and key[1] == j:
+                    pending = 0
+                    if key[2] == "ok":
+                        count = 0
+                    elif key[2] != "wait":
+                        count += 1
+                if r[0] not in ENABLED:
+                    new.append((0, 0, pending))
+                else:
+                    new.append((delivered | masks[j], count, pending))
+            ghosts = tuple(new)
+        if any(queues[i] for i in step[8]):
+            queues = tuple(() if i in step[8] else q for i, q in enumerate(queues))
         if kind == "enable":
             j = self._reg_index[(USER, APP, key[2])]
             recency = (*(x for x in recency if x != j), j)
-        recency = tuple(x for x in recency if post_regs[x][0] in ENABLED)
+        if kind == "enable" or not step[7]:
+            recency = tuple(x for x in recency if post_regs[x][0] in ENABLED)
         intern = self._intern
         return (post_mid, intern.setdefault(queues, queues), intern.setdefault(ghosts, ghosts),
                 intern.setdefault(recency, recency))

@@ -19,9 +19,6 @@ from .bounded import Bounds
 from .explore import Explorer, Result
 from .tableworld import world_class
 
-_DEDUP = ("the second send finds every stanza already pushed (dedup by id); the bounded world's "
-          "stanzas all have ids: an id-less stanza, never deduplicated, would be pushed twice")
-
 # Mutants that no property can kill because they do not change behaviour, with the reason.
 # Matched by mutant id; a survivor not listed here is a failure.
 EQUIVALENT: dict[str, str] = {
@@ -44,24 +41,6 @@ EQUIVALENT: dict[str, str] = {
         "a new registration record starts with no errors",
     "dup-action registration bound unbind 0 release_session":
         "forgetting the session twice is forgetting it once",
-    "dup-action registration bound push_session 0 send_push":
-        _DEDUP,
-    "dup-action registration bound push_offline 0 send_push":
-        _DEDUP,
-    "dup-action registration orphaned push_offline 0 send_push":
-        _DEDUP,
-    "dup-action registration orphaned push_archive 0 send_push":
-        _DEDUP,
-    "dup-action session active smacks_ack_delayed 0 push_queue":
-        _DEDUP,
-    "dup-action session active smacks_hibernation_start 0 push_queue":
-        _DEDUP,
-    "dup-action session ack_delayed smacks_hibernation_start 0 push_queue":
-        _DEDUP,
-    "dup-action session ack_delayed stanza_queued 0 push_stanza":
-        _DEDUP,
-    "dup-action session hibernated stanza_queued 0 push_stanza":
-        _DEDUP,
     "dup-action session active push_enable 0 bind_registration":
         "re-enabling the registration just enabled changes only the enabling counter",
     "dup-action session ack_delayed push_enable 0 bind_registration":

@@ -23,7 +23,8 @@ PROPERTIES: dict[str, str] = {
         "(addressed to them) is pushed to each registration not bound to a live session; every "
         "important stanza stored offline is pushed to every enabled registration",
     "at_most_once":
-        "at most one push per (stanza, registration) while the registration stays enabled",
+        "at most one push per (stanza, registration) while the registration stays enabled, "
+        "and at most one push per registration and event",
     "never_disabled_or_removed":
         "nothing is pushed to a disabled, removed or never-enabled registration",
     "disable_only_after_max_errors":
@@ -141,6 +142,8 @@ def check_transition(world: BoundedWorld, pre: tuple, ghosts: tuple, recency: tu
             bad.add("never_disabled_or_removed")
         if push.rule != RULE_OF.get(kind):
             bad.add("rule_matches_path")
+        if j in pushed_to:
+            bad.add("at_most_once")
         seen = pushed_to.setdefault(j, set())
         for sid in push.stanzas:
             if sid is None:
