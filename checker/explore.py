@@ -37,10 +37,11 @@ class Violation:
     trace: list[Any]          # typed events from the initial state, setup prefix included
     detail: str
 
-    def as_trace(self, world: BoundedWorld) -> str:
+    def as_trace(self, world: BoundedWorld, model: str = "model/ (generated/tables.py)") -> str:
         """The counterexample in the contract's JSON Lines format, with `# ` comments."""
         lines = [f"# property violated: {self.prop}: {PROPERTIES[self.prop]}",
                  f"# {self.detail}",
+                 f"# model checked: {model}",
                  f"# bounds: {world.bounds.describe()}",
                  f"# replay: pushrules replay --strict --set max_errors={world.config.max_errors}"
                  f" --set max_devices={world.config.max_devices} TRACE"]

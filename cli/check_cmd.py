@@ -102,7 +102,7 @@ def _mutants(limits: Bounds, only: str | None, as_json: bool) -> int:
             if only is not None and outcome.killed_by:
                 violation = result.violations[outcome.killed_by[0]]
                 if violation.trace:
-                    click.echo(violation.as_trace(explorer.world))
+                    click.echo(violation.as_trace(explorer.world, f"mutant {mutant.id}"))
     unexplained = [s for s in survivors if not s["equivalent"]]
     if as_json:
         click.echo(json.dumps({"mutants": len(selected), "killed": killed,
