@@ -110,6 +110,8 @@ class Explorer:
         self._tracked = {i for i in range(bounds.sessions) if w.node_of(i) is not None}
         self.models: list[tuple] = []
         self._intern: dict[tuple, tuple] = {}  # shared queue/ghost tuples: states stay small
+        self._queue_memo: dict[tuple, tuple] = {}
+        self._ghost_memo: dict[tuple, tuple[tuple, tuple]] = {}
         self._model_ids: dict[tuple, int] = {}
         self._steps: dict[tuple[int, int], tuple] = {}
         self._verdicts: dict[tuple, list[str]] = {}
@@ -193,9 +195,10 @@ class Explorer:
             world.handle(event)
         mid = self.model_id(self.encode(world))
         model = self.models[mid]
-        recency = tuple(model[2])
-        return (mid, ((),) * len(self.world.sids), ((0, 0, 0),) * len(self.world.nodes),
-                recency)
+        intern = self._intern
+        parts = (((),) * len(self.world.sids), ((0, 0, 0),) * len(self.world.nodes),
+                 tuple(model[2]))
+        return (mid, *(intern.setdefault(p, p) for p in parts))
 
     # --- environment -------------------------------------------------------------------------
     def events(self, model: tuple, queues: tuple, ghosts: tuple) -> list[tuple[tuple, Any]]:
@@ -222,7 +225,7 @@ class Explorer:
         return out
 
     # --- one model step ----------------------------------------------------------------------
-    def step(self, mid: int, event: Any) -> tuple:
+    def step(self, mid: int, event: Any, key: tuple) -> tuple:
         """The model's step from model part ``mid`` on ``event``, computed once:
         ("ok", pushes, post_mid, push_masks, nondeterministic, audit_ok, pushed_any,
         same_enabled, offline_sessions) or ("rejected"|"error", detail)."""
@@ -266,17 +269,32 @@ class Explorer:
             same_enabled = all((a[0] in ENABLED) == (b[0] in ENABLED)
                                for a, b in zip(model[1], post[1], strict=True))
             offline = tuple(i for i, x in enumerate(post[0]) if x[0] == "offline")
+            offline = self._intern.setdefault(offline, offline)
+            kind = key[0]
+            sig = (key if kind in ("result", "enable") else kind, tuple(masks),
+                   tuple(r[0] in ENABLED for r in post[1]), same_enabled)
+            sig = self._intern.setdefault(sig, sig)
             found = ("ok", pushes, post_mid, tuple(masks), nondet, left == recorded,
-                     any(masks), same_enabled, offline)
+                     any(masks), same_enabled, offline, sig)
         self._steps[cache_key] = found
         return found
 
-    def successor(self, state: tuple, key: tuple, step: tuple) -> tuple:
+    def successor(self, state: tuple, key: tuple, event: Any, step: tuple) -> tuple:
         """The state after an accepted event: model part from the step, environment and ghost
-        parts updated here."""
+        parts updated here (both memoised: every tuple in a state is interned, so the memo
+        keys are object ids)."""
         _, queues, ghosts, recency = state
-        post_mid, masks = step[2], step[3]
-        post_regs = self.models[post_mid][1]
+        qkey = (id(queues), id(event), id(step[8]))
+        new_queues = self._queue_memo.get(qkey)
+        if new_queues is None:
+            new_queues = self._queue_memo[qkey] = self._next_queues(queues, key, step[8])
+        gkey = (id(ghosts), id(recency), id(step[9]))
+        pair = self._ghost_memo.get(gkey)
+        if pair is None:
+            pair = self._ghost_memo[gkey] = self._next_ghosts(ghosts, recency, key, step)
+        return (step[2], new_queues, pair[0], pair[1])
+
+    def _next_queues(self, queues: tuple, key: tuple, offline: tuple) -> tuple:
         kind = key[0]
         if kind in ("bind", "ackr", "destroy") or kind == "queued":
             q = list(queues)
@@ -286,6 +304,15 @@ class Explorer:
             elif i in self._tracked:
                 q[i] = tuple(sorted((*q[i], key[2])))
             queues = tuple(q)
+        if any(queues[i] for i in offline):
+            queues = tuple(() if i in offline else q for i, q in enumerate(queues))
+        return self._intern.setdefault(queues, queues)
+
+    def _next_ghosts(self, ghosts: tuple, recency: tuple, key: tuple,
+                     step: tuple) -> tuple[tuple, tuple]:
+        masks = step[3]
+        post_regs = self.models[step[2]][1]
+        kind = key[0]
         if kind == "result" or step[6] or not step[7]:
             new = []
             for j, (r, (delivered, count, pending)) in enumerate(zip(post_regs, ghosts,
@@ -303,16 +330,13 @@ class Explorer:
                 else:
                     new.append((delivered | masks[j], count, pending))
             ghosts = tuple(new)
-        if any(queues[i] for i in step[8]):
-            queues = tuple(() if i in step[8] else q for i, q in enumerate(queues))
         if kind == "enable":
             j = self._reg_index[(USER, APP, key[2])]
             recency = (*(x for x in recency if x != j), j)
         if kind == "enable" or not step[7]:
             recency = tuple(x for x in recency if post_regs[x][0] in ENABLED)
         intern = self._intern
-        return (post_mid, intern.setdefault(queues, queues), intern.setdefault(ghosts, ghosts),
-                intern.setdefault(recency, recency))
+        return intern.setdefault(ghosts, ghosts), intern.setdefault(recency, recency)
 
     # --- exploration -------------------------------------------------------------------------
     def run(self, *, stop_at_first: bool = False, max_states: int | None = None,
@@ -340,7 +364,7 @@ class Explorer:
         models = self.models
         verdicts = self._verdicts
         start = self.initial()
-        index: dict[tuple, int] = {start: 0}
+        index: dict[tuple, int] = {(start[0], id(start[1]), id(start[2]), id(start[3])): 0}
         parent: list[int] = [-1]
         via: list[Any] = [None]
         order: list[tuple] = [start]
@@ -374,7 +398,7 @@ class Explorer:
             state = order[n]
             mid, queues, ghosts, recency = state
             for key, event in self.events(models[mid], queues, ghosts):
-                step = self.step(mid, event)
+                step = self.step(mid, event, key)
                 if step[0] != "ok":
                     if step[0] == "error":
                         fail(["every_event_handled"], n, event, step[1])
@@ -386,7 +410,7 @@ class Explorer:
                 if not step[5]:
                     fail(["disable_recorded"], n, event, "the audit trail does not record each "
                          "registration disabled by this event exactly once")
-                vkey = (mid, id(event), ghosts, recency)
+                vkey = (mid, id(event), id(ghosts), id(recency))
                 bad = verdicts.get(vkey)
                 if bad is None:
                     bad = verdicts[vkey] = check_transition(
@@ -395,12 +419,13 @@ class Explorer:
                 if bad:
                     shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
                     fail(bad, n, event, f"{event.EVENT} gave: {shown}")
-                post = self.successor(state, key, step)
+                post = self.successor(state, key, event, step)
                 if on_transition is not None:
                     on_transition(state, key, event, pushes, post)
-                m = index.get(post)
+                post_key = (post[0], id(post[1]), id(post[2]), id(post[3]))
+                m = index.get(post_key)
                 if m is None:
-                    m = index[post] = len(order)
+                    m = index[post_key] = len(order)
                     order.append(post)
                     parent.append(n)
                     via.append(event)
