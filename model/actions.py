@@ -168,11 +168,16 @@ def send_push(ctx: Ctx) -> None:
         ctx.note(f"{reg.jid} {reg.node}: the queue is empty, nothing to push")
         return
     pushed = reg.pushed
-    fresh = tuple([s for s in stanzas if s.id is None or s.id not in pushed])
+    fresh = []
+    ids = []
+    for stanza in stanzas:
+        sid = stanza.id
+        if sid is None or sid not in pushed:
+            fresh.append(stanza)
+            ids.append(sid)
     if not fresh:
         ctx.note(f"{reg.jid} {reg.node}: every stanza was already pushed to it (dedup)")
         return
-    ids = tuple([s.id for s in fresh])
     for sid in ids:
         if sid is not None:
             pushed[sid] = None
@@ -182,7 +187,7 @@ def send_push(ctx: Ctx) -> None:
         del pushed[next(iter(pushed))]
     loud = last_important(fresh)
     world.emit(Push(
-        reg.user, reg.jid, reg.node, ctx.rule, ids, loud is not None,
+        reg.user, reg.jid, reg.node, ctx.rule, tuple(ids), loud is not None,
         (loud or fresh[-1]).sender, None if loud is None else loud.body, reg.options,
     ))
 

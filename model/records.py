@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from .stanza import Stanza
@@ -60,9 +61,19 @@ class RegistrationRecord:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class Push:
-    """A push decided for one registration. ``options`` (the secret) never leaves via repr/json."""
+_PUSH_FIELDS = ("user", "jid", "node", "rule", "stanzas", "important", "sender", "body", "options")
+_new_tuple = tuple.__new__
+
+
+class Push(tuple):
+    """A push decided for one registration. ``options`` (the secret) never leaves via repr/json.
+
+    Immutable. A tuple underneath, because a push is built for every decision and a tuple
+    costs a quarter of a frozen dataclass (measured); compared, hashed and shown like one, on
+    every field but ``options``."""
+
+    __slots__ = ()
+    __match_args__ = _PUSH_FIELDS
 
     user: str
     jid: str
@@ -70,19 +81,53 @@ class Push:
     rule: str
     stanzas: tuple[str | None, ...]
     important: bool
-    sender: str | None = None
-    body: str | None = None
-    options: dict[str, str] = field(default_factory=dict, repr=False, compare=False)
+    sender: str | None
+    body: str | None
+    options: dict[str, str]
+
+    def __new__(cls, user: str, jid: str, node: str, rule: str, stanzas: tuple[str | None, ...],
+                important: bool, sender: str | None = None, body: str | None = None,
+                options: dict[str, str] | None = None) -> Push:
+        return _new_tuple(cls, (user, jid, node, rule, stanzas, important, sender, body,
+                                {} if options is None else options))
+
+    # Not NotImplemented for other types: tuple's reflected comparison would then answer.
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and self[:8] == other[:8]  # type: ignore[index]
+
+    def __ne__(self, other: object) -> bool:
+        return not self.__eq__(other)
+
+    def __hash__(self) -> int:
+        return hash(self[:8])
+
+    def __lt__(self, other: object) -> bool:
+        return NotImplemented
+
+    __le__ = __gt__ = __ge__ = __lt__
+
+    def __repr__(self) -> str:
+        pairs = zip(_PUSH_FIELDS[:-1], self[:8], strict=True)
+        shown = ", ".join(f"{name}={value!r}" for name, value in pairs)
+        return f"Push({shown})"
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        return tuple(self)
 
     def to_json(self) -> dict[str, Any]:
         """The contract's output object."""
         return {
-            "user": self.user, "jid": self.jid, "node": self.node, "rule": self.rule,
-            "stanzas": list(self.stanzas), "important": self.important,
+            "user": self[0], "jid": self[1], "node": self[2], "rule": self[3],
+            "stanzas": list(self[4]), "important": self[5],
         }
 
 
-def last_important(stanzas: tuple[Stanza, ...]) -> Stanza | None:
+for _index, _name in enumerate(_PUSH_FIELDS):
+    setattr(Push, _name, property(itemgetter(_index), doc=f"The push's {_name}."))
+del _index, _name
+
+
+def last_important(stanzas: Sequence[Stanza]) -> Stanza | None:
     for stanza in reversed(stanzas):
         if stanza.important:
             return stanza

@@ -126,14 +126,10 @@ def parse_stanza(xml: str) -> Stanza:
     if local not in ("message", "presence", "iq"):
         raise StanzaError(f"<{local}> is not a stanza (message, presence or iq)")
     body = _body(root)
-    return Stanza(
-        id=root.get("id"),
-        kind=local,
-        type=root.get("type"),
-        sender=root.get("from"),
-        to=root.get("to"),
-        important=local == "message" and _important(root, body),
-        body=body,
+    get = root.get
+    return Stanza(  # positional: id, kind, type, sender, to, important, body
+        get("id"), local, get("type"), get("from"), get("to"),
+        local == "message" and _important(root, body), body,
     )
 
 

@@ -141,18 +141,25 @@ class WorldBase(ABC):
         record = sessions.get(sid)
         fresh = record is None
         if record is None:
-            # Interned: a user's sessions and registrations share one string for the user.
-            record = self._new_session(sid, intern(sid.split("/", 1)[0]))
-            sessions[sid] = record  # stored while the step runs; removed if it is rejected
+            record = self._open_session(sid)  # stored while the step runs
         ctx.session = record
         reason = self._session_apply(record, machine_event, ctx)
         if reason is not None:
             if fresh:
-                del sessions[sid]
+                del sessions[sid]  # removed: it is rejected
             raise ImpossibleEvent(f"{event.EVENT} for session {sid} in state "
                                   f"{record.state}: {reason}")
+        self._drop_if_ended(sid, record)
+
+    def _open_session(self, sid: str) -> SessionRecord:
+        """A new session record, stored under ``sid``."""
+        # Interned: a user's sessions and registrations share one string for the user.
+        record = self.sessions[sid] = self._new_session(sid, intern(sid.split("/", 1)[0]))
+        return record
+
+    def _drop_if_ended(self, sid: str, record: SessionRecord) -> None:
         if record.state == "offline" and record.binding is None:
-            del sessions[sid]  # a destroyed session is the same as one never bound
+            del self.sessions[sid]  # a destroyed session is the same as one never bound
 
     def _session_apply(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
         """Take the session transition, or change nothing and say why it is impossible. An

@@ -6,7 +6,7 @@ from typing import Any
 
 from pushrules.generated import tables
 from pushrules.model.context import Ctx
-from pushrules.model.events import EVENTS, SESSION
+from pushrules.model.events import EVENTS, SESSION, USER_REGISTRATIONS
 from pushrules.model.records import Push, RegistrationRecord, SessionRecord
 from pushrules.model.rules import PUSH_RULES
 from pushrules.model.world import WorldBase
@@ -38,22 +38,32 @@ def _with_push_flag(table: dict[str, dict[str, tuple[Row, ...]]]) -> dict[str, d
     }
 
 
-def _state_only_cells(table: dict[str, dict[str, tuple[Row, ...]]]) -> dict[str, dict[str, str]]:
-    """Contract event name -> {state: target} for the session cells whose one row has no
-    guard, no action and no push rule, and does not end the session: taking such a row only
-    changes the state. Derived from the generated table (no rule is written here)."""
-    out: dict[str, dict[str, str]] = {}
+def _plain_target(rows: tuple) -> str | None:
+    """The target of a cell whose one row has no guard, no action and no push rule."""
+    if len(rows) == 1 and not rows[0][0] and not rows[0][2] and not rows[0][5]:
+        return rows[0][1]
+    return None
+
+
+def _routes(rows: dict[str, dict[str, tuple]]) -> dict[str, tuple]:
+    """Contract event name -> how ``Engine.handle`` may shortcut it. A fan-out event: (None,
+    the field naming its user). A session event: ({state: target} of the cells that only
+    change the state of a live session, its machine event, {state: (rows, whether a row can
+    end the session, the target when the one row only changes the state)}). Derived from the
+    model's event specs and the generated table (no rule is written here); any other case
+    takes ``WorldBase.handle``."""
+    out: dict[str, tuple] = {}
     for spec in EVENTS:
-        if spec.target != SESSION:
-            continue
-        for state, by_event in table.items():
-            rows = by_event.get(spec.machine_event, ())
-            if len(rows) != 1:
-                continue
-            guards, target, actions, rule, _ = rows[0]
-            if not guards and not actions and rule not in PUSH_RULES \
-                    and target != tables.SESSION_INITIAL:
-                out.setdefault(spec.name, {})[state] = target
+        if spec.target == USER_REGISTRATIONS:
+            out[spec.name] = (None, spec.user_field)
+        elif spec.target == SESSION:
+            cells = {state: (cell, any(row[1] == tables.SESSION_INITIAL for row in cell),
+                             _plain_target(cell))
+                     for state, by_event in rows.items()
+                     if (cell := by_event.get(spec.machine_event))}
+            state_only = {state: plain for state, (_, may_end, plain) in cells.items()
+                          if plain is not None and not may_end}
+            out[spec.name] = (state_only, spec.machine_event, cells)
     return out
 
 
@@ -66,21 +76,50 @@ class Engine(WorldBase):
 
     _SESSION_ROWS = _with_push_flag(tables.SESSION)
     _REGISTRATION_ROWS = _with_push_flag(tables.REGISTRATION)
-    _STATE_ONLY = _state_only_cells(tables.SESSION)
 
     def handle(self, event: Any) -> list[Push]:
-        # Fast path, same outcome as the general one: an event on a live session whose cell
-        # only changes the state (routine acks, stanzas to an active session, resumption).
-        cells = self._STATE_ONLY.get(event.EVENT)
-        if cells is not None and not self.explain:
-            record = self.sessions.get(event.session)
-            if record is not None:
-                target = cells.get(record.state)
-                if target is not None:
-                    record.state = target
-                    self._pushes = pushes = []
-                    return pushes
-        return super().handle(event)
+        route = _ROUTES.get(event.EVENT)
+        if route is None or self.explain:
+            return super().handle(event)
+        state_only = route[0]
+        if state_only is None:
+            # A fan-out event for a user with no registration: nothing to do (as in WorldBase).
+            if self.users.get(getattr(event, route[1])):
+                return super().handle(event)
+            self._pushes = pushes = []
+            return pushes
+        sid = event.session
+        record = self.sessions.get(sid)
+        if record is not None:
+            # Fast path, same outcome as the general one: a cell that only changes the state
+            # (routine acks, stanzas to an active session, resumption).
+            state = record.state
+            target = state_only.get(state)
+            if target is not None:
+                record.state = target
+                return []  # nothing was emitted: WorldBase's list of pushes is not needed
+            cell = route[2].get(state)
+            if cell is None:
+                return super().handle(event)  # rejected: WorldBase says why
+        else:
+            cell = route[2].get(tables.SESSION_INITIAL)
+            if cell is None:
+                return super().handle(event)  # rejected: WorldBase says why
+            record = self._open_session(sid)
+            state = None
+        rows, may_end, plain = cell
+        self._pushes = pushes = []
+        if plain is not None:
+            record.state = plain  # one row, no guard, action or push rule: no context needed
+        elif not self._take_first(rows, record, "session", route[1],
+                                  Ctx(self, event, record, None, "", (), None)):
+            # Nothing changed: the general way raises ImpossibleEvent with the reason.
+            if state is None:
+                del self.sessions[sid]  # the record opened above
+            return super().handle(event)
+        if may_end:
+            self._drop_if_ended(sid, record)
+        return pushes
 
     def _session_apply(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
         # Decide and take in one step: the hot path of every session event.
@@ -97,6 +136,14 @@ class Engine(WorldBase):
     def _session_step(self, record: SessionRecord, event: str, ctx: Ctx) -> None:
         reason = self._session_apply(record, event, ctx)
         assert reason is None, reason
+
+    def _fire(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> None:
+        # WorldBase._fire in one call less; without a row (nothing changed) it goes the
+        # general way, which raises ModelError.
+        rows = self._REGISTRATION_ROWS[reg.state].get(event)
+        if rows is None or not self._take_first(rows, reg, "registration", event,
+                                                ctx.for_registration(reg)):
+            super()._fire(reg, event, ctx)
 
     def _registration_step(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> bool:
         rows = self._REGISTRATION_ROWS[reg.state].get(event)
@@ -117,3 +164,6 @@ class Engine(WorldBase):
                 record.state = target
                 return True
         return False
+
+
+_ROUTES = _routes(Engine._SESSION_ROWS)

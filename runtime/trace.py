@@ -48,17 +48,17 @@ def parse_event(data: Any, line: int = 0) -> Any:
     if plan is None:
         return _parse_event(data, line)
     cls, steps = plan
-    values = {}
-    for field, name, attr, required, fast in steps:
+    values = []
+    for field, name, required, fast in steps:
         raw = data.get(name)
         if raw is None:
             if required:
                 raise TraceError(line, f"missing (required by {cls.EVENT})", name)
-            values[attr] = None
+            values.append(None)
             continue
         value = fast(raw)
-        values[attr] = _convert(field, raw, line) if value is _SLOW else value
-    return cls(**values)
+        values.append(_convert(field, raw, line) if value is _SLOW else value)
+    return cls(*values)
 
 
 def _parse_event(data: Any, line: int) -> Any:
@@ -142,11 +142,18 @@ _FAST = {
     ev.BOOL: _fast_bool, ev.ERROR_TYPE: _fast_error_type, ev.STANZA: _fast_stanza,
     ev.QUEUE: _fast_queue,
 }
-_PLANS: dict[str, tuple[type, tuple[tuple[Any, ...], ...]]] = {
-    spec.name: (EVENT_CLASSES[spec.name], tuple(
-        (f, f.name, f.attr, f.required, _FAST.get(f.kind, _slow)) for f in spec.fields))
-    for spec in ev.EVENTS
-}
+
+
+def _plan(spec: ev.EventSpec) -> tuple[type, tuple[tuple[Any, ...], ...]]:
+    """The event class and one step per field, in the order of the class's fields (so the
+    values are passed positionally)."""
+    cls = EVENT_CLASSES[spec.name]
+    by_attr = {f.attr: f for f in spec.fields}
+    return cls, tuple((f, f.name, f.required, _FAST.get(f.kind, _slow))
+                      for f in (by_attr[c.name] for c in fields(cls)))
+
+
+_PLANS = {spec.name: _plan(spec) for spec in ev.EVENTS}
 
 
 def _convert(field: ev.FieldSpec, raw: Any, line: int) -> Any:
