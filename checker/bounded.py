@@ -62,9 +62,9 @@ class Bounds:
     sessions: int = 3
     push_sessions: int = 2
     orphans: int = 1
-    stanzas: int = 3
+    stanzas: int = 2
     max_errors: int = 2
-    max_devices: int = 1
+    max_devices: int = 2
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -12,7 +12,6 @@ import gc
 import json
 import time
 from array import array
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,10 +110,15 @@ class Explorer:
         self.models: list[tuple] = []
         self._intern: dict[tuple, tuple] = {}  # shared queue/ghost tuples: states stay small
         self._queue_memo: dict[tuple, tuple] = {}
-        self._ghost_memo: dict[tuple, tuple[tuple, tuple]] = {}
         self._model_ids: dict[tuple, int] = {}
         self._steps: dict[tuple[int, int], tuple] = {}
-        self._verdicts: dict[tuple, list[str]] = {}
+        self._uids: dict[tuple[int, int], int] = {}
+        self._step_of: list[tuple] = []  # step uid -> (model id, key, event, step)
+        self._queues: list[tuple] = []
+        self._qids: dict[tuple, int] = {}
+        self._grids: list[tuple[tuple, tuple]] = []  # ghost parts: (ghosts, recency)
+        self._gids: dict[tuple[tuple, tuple], int] = {}
+        self._pending: list[int] = []  # per ghost part: bit j set while a push to j is pending
         self.taken: set[tuple[str, str, str, int]] = set()
 
     # --- encoding ----------------------------------------------------------------------------
@@ -125,6 +129,8 @@ class Explorer:
         found = self._model_ids.get(model)
         if found is None:
             found = self._model_ids[model] = len(self.models)
+            if found >> (62 - 2 * _BITS):
+                raise OverflowError("more model parts than a state code holds")
             self.models.append(model)
         return found
 
@@ -201,9 +207,11 @@ class Explorer:
         return (mid, *(intern.setdefault(p, p) for p in parts))
 
     # --- environment -------------------------------------------------------------------------
-    def events(self, model: tuple, queues: tuple, ghosts: tuple) -> list[tuple[tuple, Any]]:
-        """(key, typed event) the server can raise in this state."""
-        sessions, regs = model[0], model[1]
+    def events(self, model: tuple, queues: tuple) -> list[tuple[tuple, Any]]:
+        """(key, typed event) the server can raise in a state with this model part and these
+        queues. A push-result for an enabled registration is raised only while a push to it
+        is pending (ghost part): `_bfs` filters those."""
+        sessions = model[0]
         any_active = any(s[0] == "active" for s in sessions)
         out = []
         event = self.world.event
@@ -216,9 +224,6 @@ class Explorer:
                     out.append((key, event(key)))
             elif kind == "offline":
                 if not any_active:
-                    out.append((key, event(key)))
-            elif kind == "result":
-                if ghosts[key[1]][2] or regs[key[1]][0] == "absent":
                     out.append((key, event(key)))
             else:
                 out.append((key, event(key)))
@@ -279,21 +284,6 @@ class Explorer:
         self._steps[cache_key] = found
         return found
 
-    def successor(self, state: tuple, key: tuple, event: Any, step: tuple) -> tuple:
-        """The state after an accepted event: model part from the step, environment and ghost
-        parts updated here (both memoised: every tuple in a state is interned, so the memo
-        keys are object ids)."""
-        _, queues, ghosts, recency = state
-        qkey = (id(queues), id(event), id(step[8]))
-        new_queues = self._queue_memo.get(qkey)
-        if new_queues is None:
-            new_queues = self._queue_memo[qkey] = self._next_queues(queues, key, step[8])
-        gkey = (id(ghosts), id(recency), id(step[9]))
-        pair = self._ghost_memo.get(gkey)
-        if pair is None:
-            pair = self._ghost_memo[gkey] = self._next_ghosts(ghosts, recency, key, step)
-        return (step[2], new_queues, pair[0], pair[1])
-
     def _next_queues(self, queues: tuple, key: tuple, offline: tuple) -> tuple:
         kind = key[0]
         if kind in ("bind", "ackr", "destroy") or kind == "queued":
@@ -340,44 +330,130 @@ class Explorer:
 
     # --- exploration -------------------------------------------------------------------------
     def run(self, *, stop_at_first: bool = False, max_states: int | None = None,
-            graph_checks: bool = True,
-            on_transition: Callable[[tuple, tuple, Any, list, tuple], None] | None = None,
-            ) -> Result:
-        """Explore; ``on_transition(pre, key, event, pushes, post)`` sees every transition."""
+            graph_checks: bool = True) -> Result:
+        """Explore the bounded world breadth first."""
         result = Result(self.bounds)
         started = time.perf_counter()
         gc_was = gc.isenabled()
-        gc.disable()
+        gc.disable()  # nothing explored is cyclic garbage; the collector only costs time
         try:
-            self._bfs(result, stop_at_first, max_states, graph_checks, on_transition)
+            self._bfs(result, stop_at_first, max_states, graph_checks)
         finally:
             if gc_was:
                 gc.enable()
         result.seconds = time.perf_counter() - started
         return result
 
+    def _qid(self, queues: tuple) -> int:
+        found = self._qids.get(queues)
+        if found is None:
+            found = self._qids[queues] = len(self._queues)
+            if found > _MASK:
+                raise OverflowError("more distinct smacks queues than a state code holds")
+            self._queues.append(queues)
+        return found
+
+    def _gid(self, pair: tuple[tuple, tuple]) -> int:
+        found = self._gids.get(pair)
+        if found is None:
+            found = self._gids[pair] = len(self._grids)
+            if found > _MASK:
+                raise OverflowError("more distinct ghost parts than a state code holds")
+            self._grids.append(pair)
+            self._pending.append(sum(1 << j for j, g in enumerate(pair[0]) if g[2]))
+        return found
+
+    def state(self, code: int) -> tuple:
+        """The tuple ``(model_id, queues, ghosts, recency)`` of an encoded state."""
+        ghosts, recency = self._grids[code & _MASK]
+        return (code >> 2 * _BITS, self._queues[(code >> _BITS) & _MASK], ghosts, recency)
+
+    def _moves(self, mid: int, qid: int) -> list[tuple]:
+        """The transitions out of every state with model part ``mid`` and queues ``qid``:
+        ``(needs_pending_bit, step_uid, post_model_and_queues, flagged)``. Only push-result
+        events depend on the ghost part (they are raised while a push to that registration is
+        pending), through ``needs_pending_bit``."""
+        models = self.models
+        model = models[mid]
+        queues = self._queues[qid]
+        moves = []
+        for key, event in self.events(model, queues):
+            step = self.step(mid, event, key)
+            if step[0] == "rejected":
+                continue
+            need = 0
+            if key[0] == "result" and model[1][key[1]][0] != "absent":
+                need = 1 << key[1]
+            uid = self._uids.get((mid, id(event)))
+            if uid is None:
+                uid = self._uids[(mid, id(event))] = len(self._step_of)
+                self._step_of.append((mid, key, event, step))
+            if step[0] == "error":
+                moves.append((need, uid, -1, True))
+                continue
+            qkey = (qid, id(event), id(step[8]))
+            post_qid = self._queue_memo.get(qkey)
+            if post_qid is None:
+                post_qid = self._queue_memo[qkey] = self._qid(
+                    self._next_queues(queues, key, step[8]))
+            flagged = step[4] is not None or not step[5]
+            moves.append((need, uid, (step[2] << _BITS | post_qid) << _BITS, flagged))
+        return moves
+
+    def _step_flags(self, uid: int, fail: Callable[..., None], n: int) -> bool:
+        """Report the step-level violations of a flagged step; True if it has a successor."""
+        _, _, event, step = self._step_of[uid]
+        if step[0] == "error":
+            fail(["every_event_handled"], n, event, step[1])
+            return False
+        if step[4] is not None:
+            fail(["deterministic"], n, event, f"several rows enabled: {step[4]}")
+        if not step[5]:
+            fail(["disable_recorded"], n, event, "the audit trail does not record each "
+                 "registration disabled by this event exactly once")
+        return True
+
+    def _ghost_step(self, uid: int, gid: int, fail: Callable[..., None], n: int) -> int:
+        """Check the transition properties of step ``uid`` from ghost part ``gid`` and return
+        the ghost part after it (both depend only on the step and the ghost part)."""
+        mid, key, event, step = self._step_of[uid]
+        ghosts, recency = self._grids[gid]
+        models = self.models
+        bad = check_transition(self.world, models[mid], ghosts, recency, key, event, step[1],
+                               models[step[2]], self.bounds.max_errors, self.bounds.max_devices)
+        if bad:
+            shown = "; ".join(json.dumps(p.to_json()) for p in step[1]) or "no push"
+            fail(bad, n, event, f"{event.EVENT} gave: {shown}")
+        return self._gid(self._next_ghosts(ghosts, recency, key, step))
+
     def _bfs(self, result: Result, stop_at_first: bool, max_states: int | None,
-             graph_checks: bool, on_transition: Any) -> None:
-        max_errors = self.bounds.max_errors
-        max_devices = self.bounds.max_devices
+             graph_checks: bool) -> None:
+        """States are ints ``model << 2B | queues << B | ghosts`` (B = _BITS) over interned
+        parts; the visited set maps them to their BFS number, parents and the step that
+        reached each state are int arrays."""
         wd = self.world
         models = self.models
-        verdicts = self._verdicts
         start = self.initial()
-        index: dict[tuple, int] = {(start[0], id(start[1]), id(start[2]), id(start[3])): 0}
-        parent: list[int] = [-1]
-        via: list[Any] = [None]
-        order: list[tuple] = [start]
-        edges = array("Q")  # n << 32 | m: a state graph edge, 8 bytes
-        progress: list[bool] = [False]
-        queue: deque[int] = deque([0])
+        start_code = (start[0] << _BITS | self._qid(start[1])) << _BITS | self._gid(
+            (start[2], start[3]))
+        index: dict[int, int] = {start_code: 0}
+        codes = array("q", [start_code])
+        parent = array("l", [-1])
+        via = array("l", [-1])
+        progress = bytearray(1)
         violations = result.violations
         checked_models: set[int] = set()
+        moves_of: dict[int, list[tuple]] = {}
+        ghost_memo: dict[int, int] = {}
+        step_of = self._step_of
+        pending = self._pending
+        limit = max_states if max_states is not None else -1
+        transitions = 0
 
         def path(n: int) -> list[Any]:
             out = []
             while n > 0:
-                out.append(via[n])
+                out.append(step_of[via[n]][2])
                 n = parent[n]
             return wd.prefix() + out[::-1]
 
@@ -387,73 +463,67 @@ class Explorer:
                     trace = path(n) + ([last] if last is not None else [])
                     violations[name] = Violation(name, trace, detail)
 
-        for name in check_state(models[start[0]], max_devices):
+        for name in check_state(models[start[0]], self.bounds.max_devices):
             fail([name], 0, None, "in the initial state")
         checked_models.add(start[0])
-        while queue:
+        n = 0
+        while n < len(codes):
             if stop_at_first and violations:
                 result.stopped_early = True
                 break
-            n = queue.popleft()
-            state = order[n]
-            mid, queues, ghosts, recency = state
-            for key, event in self.events(models[mid], queues, ghosts):
-                step = self.step(mid, event, key)
-                if step[0] != "ok":
-                    if step[0] == "error":
-                        fail(["every_event_handled"], n, event, step[1])
+            code = codes[n]
+            part = code >> _BITS
+            gid = code & _MASK
+            moves = moves_of.get(part)
+            if moves is None:
+                moves = moves_of[part] = self._moves(part >> _BITS, part & _MASK)
+            pend = pending[gid]
+            moved = False
+            for need, uid, post_part, flagged in moves:
+                if need and not need & pend:
                     continue
-                result.transitions += 1
-                pushes, post_mid = step[1], step[2]
-                if step[4] is not None:
-                    fail(["deterministic"], n, event, f"several rows enabled: {step[4]}")
-                if not step[5]:
-                    fail(["disable_recorded"], n, event, "the audit trail does not record each "
-                         "registration disabled by this event exactly once")
-                vkey = (mid, id(event), id(ghosts), id(recency))
-                bad = verdicts.get(vkey)
-                if bad is None:
-                    bad = verdicts[vkey] = check_transition(
-                        wd, models[mid], ghosts, recency, key, event, pushes,
-                        models[post_mid], max_errors, max_devices)
-                if bad:
-                    shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
-                    fail(bad, n, event, f"{event.EVENT} gave: {shown}")
-                post = self.successor(state, key, event, step)
-                if on_transition is not None:
-                    on_transition(state, key, event, pushes, post)
-                post_key = (post[0], id(post[1]), id(post[2]), id(post[3]))
-                m = index.get(post_key)
+                if flagged and not self._step_flags(uid, fail, n):
+                    continue
+                transitions += 1
+                gkey = uid << _BITS | gid
+                post_gid = ghost_memo.get(gkey)
+                if post_gid is None:
+                    post_gid = ghost_memo[gkey] = self._ghost_step(uid, gid, fail, n)
+                post = post_part | post_gid
+                m = index.get(post)
                 if m is None:
-                    m = index[post_key] = len(order)
-                    order.append(post)
+                    m = index[post] = len(codes)
+                    codes.append(post)
                     parent.append(n)
-                    via.append(event)
-                    progress.append(False)
-                    queue.append(m)
+                    via.append(uid)
+                    progress.append(0)
+                    post_mid = post_part >> 2 * _BITS
                     if post_mid not in checked_models:
                         checked_models.add(post_mid)
-                        bad = check_state(models[post_mid], max_devices)
+                        bad = check_state(models[post_mid], self.bounds.max_devices)
                         if bad:
-                            fail(bad, m, None, f"state after {event.EVENT}: "
+                            fail(bad, m, None, f"state after {step_of[uid][2].EVENT}: "
                                                f"{models[post_mid]}")
-                    if max_states is not None and len(order) >= max_states:
+                    if m + 1 == limit:
                         result.stopped_early = True
-                        queue.clear()
                         break
                 if m != n:
-                    progress[n] = True
-                    if graph_checks:
-                        edges.append(n << 32 | m)
-        result.states = len(order)
+                    moved = True
+            if moved:
+                progress[n] = 1
+            if result.stopped_early:
+                break
+            n += 1
+        result.states = len(codes)
+        result.transitions = transitions
         result.models = len(models)
         if result.stopped_early:
             return
-        self._coverage(result, self.taken, order)
+        self._coverage(result, self.taken)
         if graph_checks:
-            self._graph(result, order, edges, progress, path)
+            self._graph(result, codes, moves_of, progress, path)
 
-    def _coverage(self, result: Result, taken: set, order: list[tuple]) -> None:
+    def _coverage(self, result: Result, taken: set) -> None:
         tables = getattr(self.world_cls, "tables", None)
         if tables is None:
             return
@@ -493,39 +563,40 @@ class Explorer:
                             + ("rows and a rejection" if has_rows else "neither rows nor a "
                                "declared rejection")))
 
-    def _graph(self, result: Result, order: list[tuple], edges: array,
-               progress: list[bool], path: Callable[[int], list[Any]]) -> None:
-        for n, moved in enumerate(progress):
-            if not moved:
-                result.violations.setdefault("no_dead_state", Violation(
-                    "no_dead_state", path(n),
-                    f"no event leaves state {self.models[order[n][0]]}"))
-                return
-        mask = (1 << 32) - 1
-        graph = nx.DiGraph()
-        if len(order) <= GRAPH_STATES:
-            result.graph = "states"
-            node_of = list(range(len(order)))
-            graph.add_edges_from((e >> 32, e & mask) for e in edges)
-        else:  # too big for networkx: the graph of model parts (an over-approximation)
-            result.graph = "model parts"
-            node_of = [s[0] for s in order]
-            graph.add_edges_from((node_of[e >> 32], node_of[e & mask]) for e in edges)
-        graph.add_nodes_from(set(node_of))
-        quiet = {node_of[n] for n, s in enumerate(order)
-                 if all(x[0] == "offline" for x in self.models[s[0]][0])}
-        graph.add_edges_from((q, "quiet") for q in quiet)
-        reach = nx.ancestors(graph, "quiet") | quiet
-        stuck = next((n for n in range(len(order)) if node_of[n] not in reach), None)
-        if stuck is not None:
+    def _graph(self, result: Result, codes: array, moves_of: dict[int, list[tuple]],
+               progress: bytearray, path: Callable[[int], list[Any]]) -> None:
+        """No dead state: every state has a successor other than itself (exact), and a state
+        with every session offline is reachable from every state. The latter runs on the
+        graph of (model, queues) parts, whose edges are the moves computed anyway; the ghost
+        part only gates push-results, so this graph over-approximates the state graph in
+        push-results alone (a quiet state is reached by destroys, which nothing gates)."""
+        stuck = progress.find(0)
+        if stuck >= 0:
             result.violations.setdefault("no_dead_state", Violation(
                 "no_dead_state", path(stuck),
-                f"no state with every session offline is reachable from "
-                f"{self.models[order[stuck][0]]}"))
+                f"no event leaves state {self.state(codes[stuck])}"))
+            return
+        result.graph = "model and queue parts"
+        graph = nx.DiGraph()
+        graph.add_nodes_from(moves_of)
+        graph.add_edges_from((part, post >> _BITS) for part, moves in moves_of.items()
+                             for _, _, post, _ in moves if post >= 0)
+        models = self.models
+        quiet = [part for part in moves_of
+                 if all(x[0] == "offline" for x in models[part >> _BITS][0])]
+        graph.add_edges_from((q, "quiet") for q in quiet)
+        reach = nx.ancestors(graph, "quiet") | set(quiet)
+        for n, code in enumerate(codes):
+            if code >> _BITS not in reach:
+                result.violations.setdefault("no_dead_state", Violation(
+                    "no_dead_state", path(n),
+                    f"no state with every session offline is reachable from "
+                    f"{models[code >> 2 * _BITS]}"))
+                return
 
 
-GRAPH_STATES = 1_000_000
-"""Up to this many states the dead-state analysis runs on the state graph itself."""
+_BITS = 22
+_MASK = (1 << _BITS) - 1
 
 
 def check(bounds: Bounds | None = None, **kwargs: Any) -> Result:

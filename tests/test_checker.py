@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from pushrules.check_cmd import MUTANT_BOUNDS, check
 from pushrules.checker import mutants as mutants_module
 from pushrules.checker.bounded import Bounds
-from pushrules.checker.explore import Explorer
+from pushrules.checker.explore import Explorer, Result
 from pushrules.checker.mutants import build_tables, mutants, run_mutant
 from pushrules.checker.properties import PROPERTIES
 from pushrules.checker.tableworld import TableWorld, world_class
@@ -22,21 +22,50 @@ from pushrules.model.config import Config
 from pushrules.runtime.replay import replay
 
 CI_BOUNDS = Bounds(sessions=2, push_sessions=2, orphans=1, stanzas=2, max_errors=2,
-                   max_devices=1)
+                   max_devices=2)
 """The bound the tests explore: two push sessions, an orphan, an incoming and an outgoing
-stanza; every row of both tables is taken (about 70k states)."""
+stanza, two devices: an orphan and bound registrations coexist, a third enable evicts; every
+row of both tables is taken (about 290k states)."""
 
 
 def _mutant(mutant_id: str):
     return next(m for m in mutants() if m.id == mutant_id)
 
 
-def test_real_model_passes_every_property_at_ci_bound() -> None:
-    result = Explorer(CI_BOUNDS).run()
+@pytest.fixture(scope="module")
+def ci_run() -> tuple[Explorer, Result]:
+    explorer = Explorer(CI_BOUNDS)
+    return explorer, explorer.run()
+
+
+def test_real_model_passes_every_property_at_ci_bound(ci_run: tuple[Explorer, Result]) -> None:
+    _, result = ci_run
     assert result.properties == {name: "pass" for name in PROPERTIES}, {
         name: v.detail for name, v in result.violations.items()}
     assert result.uncovered == [] and result.unreached == []
     assert result.states > 10_000 and result.transitions > 10 * result.states
+
+
+def test_ci_bound_explores_an_orphan_beside_a_bound_registration(
+        ci_run: tuple[Explorer, Result]) -> None:
+    """Rule (b) pushes the orphan, and not the registration bound to a live session, in an
+    explored state holding both."""
+    explorer, _ = ci_run
+    seen = []
+    for mid, key, event, step in explorer._step_of:
+        regs, sessions = explorer.models[mid][1], explorer.models[mid][0]
+        orphans = {explorer.world.nodes[j] for j, r in enumerate(regs) if r[0] == "orphaned"}
+        live_bound = {explorer.world.nodes[s[1]] for s in sessions
+                      if s[1] >= 0 and s[0] in ("active", "ack_delayed", "hibernated")}
+        if key[0] != "archive" or step[0] != "ok" or not orphans or not live_bound:
+            continue
+        if not event.stanza.important or event.stanza.to_bare != "u@example.org":
+            continue
+        pushed = {(p.node, p.rule) for p in step[1]}
+        assert pushed <= {(node, "b/archive") for node in orphans}, (explorer.models[mid], pushed)
+        if pushed:  # empty when the orphan already had this stanza (deduplicated)
+            seen.append(mid)
+    assert seen
 
 
 def test_mutant_bound_takes_every_row() -> None:
@@ -139,8 +168,8 @@ def test_dead_state_analysis_finds_a_world_that_cannot_quiesce() -> None:
     class NoDestroy(Explorer):
         """An environment that never destroys a session: nothing gets every session offline."""
 
-        def events(self, model, queues, ghosts):  # type: ignore[no-untyped-def]
-            return [(k, e) for k, e in super().events(model, queues, ghosts)
+        def events(self, model, queues):  # type: ignore[no-untyped-def]
+            return [(k, e) for k, e in super().events(model, queues)
                     if k[0] != "destroy"]
 
     result = NoDestroy(Bounds(sessions=1, push_sessions=1, orphans=0, stanzas=1,
