@@ -344,22 +344,23 @@ class Explorer:
         result.seconds = time.perf_counter() - started
         return result
 
-    def _qid(self, queues: tuple) -> int:
-        found = self._qids.get(queues)
+    @staticmethod
+    def _number(ids: dict, parts: list, part: Any, what: str) -> int:
+        """The number of an interned state part (queues or ghost part)."""
+        found = ids.get(part)
         if found is None:
-            found = self._qids[queues] = len(self._queues)
+            found = ids[part] = len(parts)
             if found > _MASK:
-                raise OverflowError("more distinct smacks queues than a state code holds")
-            self._queues.append(queues)
+                raise OverflowError(f"more distinct {what} than a state code holds")
+            parts.append(part)
         return found
 
+    def _qid(self, queues: tuple) -> int:
+        return self._number(self._qids, self._queues, queues, "smacks queues")
+
     def _gid(self, pair: tuple[tuple, tuple]) -> int:
-        found = self._gids.get(pair)
-        if found is None:
-            found = self._gids[pair] = len(self._grids)
-            if found > _MASK:
-                raise OverflowError("more distinct ghost parts than a state code holds")
-            self._grids.append(pair)
+        found = self._number(self._gids, self._grids, pair, "ghost parts")
+        if found == len(self._pending):
             self._pending.append(sum(1 << j for j, g in enumerate(pair[0]) if g[2]))
         return found
 
