@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 ERROR_TYPES = ("wait", "cancel", "auth", "modify", "continue")
+TRANSIENT_ERROR = "wait"
+"""The one error type that is retried and never counted (XEP-0357 section 7: transient)."""
 
 # Field kinds: how a JSON value is checked and converted.
 FULL_JID = "full_jid"      # user@host/resource

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .context import Ctx
+from .events import TRANSIENT_ERROR
 
 Guard = Callable[[Ctx], bool]
 GUARDS: dict[str, Guard] = {}
@@ -32,12 +33,12 @@ def result_ok(ctx: Ctx) -> bool:
 
 @guard("the app server answered with a `wait` error (transient, never counted)")
 def result_wait(ctx: Ctx) -> bool:
-    return not ctx.event.ok and ctx.event.error_type == "wait"
+    return not ctx.event.ok and ctx.event.error_type == TRANSIENT_ERROR
 
 
 @guard("the app server answered with an error other than `wait` (counted)")
 def counted_error(ctx: Ctx) -> bool:
-    return not ctx.event.ok and ctx.event.error_type != "wait"
+    return not ctx.event.ok and ctx.event.error_type != TRANSIENT_ERROR
 
 
 @guard("one more counted error stays below max_errors")

@@ -37,6 +37,7 @@ from tenacity import (
 
 from pushrules.generated.events import PushResult
 from pushrules.model.actions import ENABLED_STATES
+from pushrules.model.events import TRANSIENT_ERROR
 from pushrules.model.records import Push, RegKey
 from pushrules.model.world import ImpossibleEvent
 
@@ -183,8 +184,8 @@ class Dispatcher:
             attempts += 1
             async with self._slots:
                 answer = await self.send(push)
-            if not answer.ok and answer.error_type == "wait":
-                await self._report(push, answer.ok, "wait")
+            if not answer.ok and answer.error_type == TRANSIENT_ERROR:
+                await self._report(push, answer.ok, TRANSIENT_ERROR)
             return answer
 
         policy = self.policy
@@ -205,7 +206,7 @@ class Dispatcher:
         if answer.timed_out:
             await self._report(push, False, None)
             return Outcome(push, ERROR, attempts, answer.describe())
-        if answer.error_type == "wait":
+        if answer.error_type == TRANSIENT_ERROR:
             return Outcome(push, GAVE_UP, attempts, answer.describe())
         await self._report(push, False, answer.error_type)
         return Outcome(push, ERROR, attempts, answer.describe())
@@ -248,4 +249,4 @@ class Dispatcher:
 
 def _transient(answer: Answer | None) -> bool:
     return answer is not None and not answer.ok and (answer.timed_out
-                                                     or answer.error_type == "wait")
+                                                     or answer.error_type == TRANSIENT_ERROR)

@@ -12,6 +12,7 @@ from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
 
 from pushrules.model.config import Config
+from pushrules.model.events import ERROR_TYPES
 from pushrules.model.records import Push
 
 from .publish import fill_publish
@@ -42,8 +43,6 @@ class Answer:
 
 RESULT = Answer(ok=True)
 TIMEOUT = Answer(ok=False, timed_out=True)
-ERROR_TYPES = ("wait", "cancel", "auth", "modify", "continue")
-
 
 def read_error(iq_xml: ET.Element) -> Answer:
     """The error of an ``<iq type='error'>``, whatever namespace the <error> child is in.
