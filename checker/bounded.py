@@ -36,6 +36,7 @@ from typing import Any
 from pushrules.generated import events as ge
 from pushrules.model.config import Config
 from pushrules.model.stanza import Stanza, parse_stanza
+from pushrules.runtime.trace import event_json
 
 USER = "u@example.org"
 FRIEND = "f@example.org"
@@ -189,14 +190,4 @@ class BoundedWorld:
 
     def to_json(self, event: Any) -> dict[str, Any]:
         """A typed event as a line of the contract's JSON Lines trace."""
-        out: dict[str, Any] = {"event": event.EVENT}
-        for f in fields(event):
-            value = getattr(event, f.name)
-            if value is None:
-                continue
-            if isinstance(value, Stanza):
-                value = self.stanza_xml[value]
-            elif f.name == "queue":
-                value = [self.stanza_xml[s] for s in value]
-            out[f.name] = value
-        return out
+        return event_json(event, self.stanza_xml.__getitem__)
