@@ -185,13 +185,15 @@ class WorldBase(ABC):
     def _new_registration(self, user: str, jid: str, node: str) -> RegistrationRecord:
         return RegistrationRecord(user, jid, node)
 
-    @abstractmethod
+    # An engine implements either these two, used by the default ``_session_apply``, or
+    # ``_session_apply`` itself (the generated Engine decides and takes in one step).
     def _session_rejection(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
         """None when the session machine can take the event now, else why not."""
+        raise NotImplementedError
 
-    @abstractmethod
     def _session_step(self, record: SessionRecord, event: str, ctx: Ctx) -> None:
         """Take the session transition (guards already known to allow one)."""
+        raise NotImplementedError
 
     @abstractmethod
     def _registration_step(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> bool:

@@ -14,19 +14,6 @@ from pushrules.model.world import WorldBase
 Row = tuple[tuple[tuple[Any, bool], ...], str, tuple[Any, ...], str, str]
 
 
-def choose(rows: tuple[Row, ...] | None, ctx: Ctx) -> Row | None:
-    """The row whose guards all hold, or None."""
-    if rows is None:
-        return None
-    for row in rows:
-        for predicate, expected in row[0]:
-            if predicate(ctx) is not expected:
-                break
-        else:
-            return row
-    return None
-
-
 def _with_push_flag(table: dict[str, dict[str, tuple[Row, ...]]]) -> dict[str, dict[str, tuple]]:
     """The generated rows, each with one more field: whether its rule is a push rule (then
     taking it must set ``ctx.rule``). Computed once, so the hot path skips ``_enter`` when
@@ -127,15 +114,6 @@ class Engine(WorldBase):
         if rows is not None and self._take_first(rows, record, "session", event, ctx):
             return None
         return tables.SESSION_REJECTIONS.get((record.state, event), "no enabled transition")
-
-    def _session_rejection(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
-        if choose(self._SESSION_ROWS[record.state].get(event), ctx) is not None:
-            return None
-        return tables.SESSION_REJECTIONS.get((record.state, event), "no enabled transition")
-
-    def _session_step(self, record: SessionRecord, event: str, ctx: Ctx) -> None:
-        reason = self._session_apply(record, event, ctx)
-        assert reason is None, reason
 
     def _fire(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> None:
         # WorldBase._fire in one call less; without a row (nothing changed) it goes the
