@@ -279,8 +279,12 @@ class Explorer:
             sig = (key if kind in ("result", "enable") else kind, tuple(masks),
                    tuple(r[0] in ENABLED for r in post[1]), same_enabled)
             sig = self._intern.setdefault(sig, sig)
+            changed = (tuple(i for i, (a, b) in enumerate(zip(model[0], post[0], strict=True))
+                             if a != b),
+                       tuple(j for j, (a, b) in enumerate(zip(model[1], post[1], strict=True))
+                             if a != b))
             found = ("ok", pushes, post_mid, tuple(masks), nondet, left == recorded,
-                     any(masks), same_enabled, offline, sig)
+                     any(masks), same_enabled, offline, sig, changed)
         self._steps[cache_key] = found
         return found
 
@@ -420,8 +424,10 @@ class Explorer:
         mid, key, event, step = self._step_of[uid]
         ghosts, recency = self._grids[gid]
         models = self.models
-        bad = check_transition(self.world, models[mid], ghosts, recency, key, event, step[1],
-                               models[step[2]], self.bounds.max_errors, self.bounds.max_devices)
+        pre, post = models[mid], models[step[2]]
+        bad = check_transition(self.world, pre[:2], post[:2], step[10], ghosts,
+                               lambda: recency, key, event, step[1], self.bounds.max_errors,
+                               self.bounds.max_devices)
         if bad:
             shown = "; ".join(json.dumps(p.to_json()) for p in step[1]) or "no push"
             fail(bad, n, event, f"{event.EVENT} gave: {shown}")
@@ -525,44 +531,9 @@ class Explorer:
             self._graph(result, codes, moves_of, progress, path)
 
     def _coverage(self, result: Result, taken: set) -> None:
-        tables = getattr(self.world_cls, "tables", None)
-        if tables is None:
-            return
-        for machine, table in (("session", tables.SESSION), ("registration",
-                                                                tables.REGISTRATION)):
-            for state, by_event in table.items():
-                for event, rows in by_event.items():
-                    for index, row in enumerate(rows):
-                        if (machine, state, event, index) not in taken:
-                            guards = " and ".join(
-                                ("" if ok else "not ") + g.__name__ for g, ok in row[0])
-                            result.uncovered.append(
-                                f"{machine} {state} --{event}[{guards}]--> {row[1]}")
-        if result.uncovered:
-            result.violations.setdefault("every_transition_covered", Violation(
-                "every_transition_covered", [], "never taken: " + "; ".join(result.uncovered)))
-        seen_s = {s[0] for model in self.models for s in model[0]}
-        seen_r = {r[0] for model in self.models for r in model[1]}
-        for machine, states, seen in (("session", tables.SESSION_STATES, seen_s),
-                                      ("registration", tables.REGISTRATION_STATES, seen_r)):
-            result.unreached += [f"{machine} {s}" for s in states if s not in seen]
-        if result.unreached:
-            result.violations.setdefault("no_unreachable_state", Violation(
-                "no_unreachable_state", [], "never reached: " + ", ".join(result.unreached)))
-        for machine, states, table, rejections in (
-                ("session", tables.SESSION_STATES, tables.SESSION, tables.SESSION_REJECTIONS),
-                ("registration", tables.REGISTRATION_STATES, tables.REGISTRATION,
-                 tables.REGISTRATION_REJECTIONS)):
-            events = tables.SESSION_EVENTS if machine == "session" else tables.REGISTRATION_EVENTS
-            for state in states:
-                for event in events:
-                    has_rows = bool(table.get(state, {}).get(event))
-                    if has_rows == ((state, event) in rejections):
-                        result.violations.setdefault("table_complete", Violation(
-                            "table_complete", [],
-                            f"{machine} ({state}, {event}): "
-                            + ("rows and a rejection" if has_rows else "neither rows nor a "
-                               "declared rejection")))
+        coverage(result, self.world_cls, taken,
+                 {s[0] for model in self.models for s in model[0]},
+                 {r[0] for model in self.models for r in model[1]})
 
     def _graph(self, result: Result, codes: array, moves_of: dict[int, list[tuple]],
                progress: bytearray, path: Callable[[int], list[Any]]) -> None:
@@ -602,3 +573,47 @@ _MASK = (1 << _BITS) - 1
 
 def check(bounds: Bounds | None = None, **kwargs: Any) -> Result:
     return Explorer(bounds or Bounds()).run(**kwargs)
+
+
+def coverage(result: Result, world_cls: type, taken: set, seen_sessions: set[str],
+             seen_registrations: set[str]) -> None:
+    """Row coverage, reached machine states and table completeness of one exploration:
+    ``taken`` holds (machine, state, event, row) of the rows taken, ``seen_*`` the machine
+    states that occur in some explored state."""
+    tables = getattr(world_cls, "tables", None)
+    if tables is None:
+        return
+    for machine, table in (("session", tables.SESSION), ("registration",
+                                                            tables.REGISTRATION)):
+        for state, by_event in table.items():
+            for event, rows in by_event.items():
+                for index, row in enumerate(rows):
+                    if (machine, state, event, index) not in taken:
+                        guards = " and ".join(
+                            ("" if ok else "not ") + g.__name__ for g, ok in row[0])
+                        result.uncovered.append(
+                            f"{machine} {state} --{event}[{guards}]--> {row[1]}")
+    if result.uncovered:
+        result.violations.setdefault("every_transition_covered", Violation(
+            "every_transition_covered", [], "never taken: " + "; ".join(result.uncovered)))
+    for machine, states, seen in (("session", tables.SESSION_STATES, seen_sessions),
+                                  ("registration", tables.REGISTRATION_STATES,
+                                   seen_registrations)):
+        result.unreached += [f"{machine} {s}" for s in states if s not in seen]
+    if result.unreached:
+        result.violations.setdefault("no_unreachable_state", Violation(
+            "no_unreachable_state", [], "never reached: " + ", ".join(result.unreached)))
+    for machine, states, table, rejections in (
+            ("session", tables.SESSION_STATES, tables.SESSION, tables.SESSION_REJECTIONS),
+            ("registration", tables.REGISTRATION_STATES, tables.REGISTRATION,
+             tables.REGISTRATION_REJECTIONS)):
+        events = tables.SESSION_EVENTS if machine == "session" else tables.REGISTRATION_EVENTS
+        for state in states:
+            for event in events:
+                has_rows = bool(table.get(state, {}).get(event))
+                if has_rows == ((state, event) in rejections):
+                    result.violations.setdefault("table_complete", Violation(
+                        "table_complete", [],
+                        f"{machine} ({state}, {event}): "
+                        + ("rows and a rejection" if has_rows else "neither rows nor a "
+                           "declared rejection")))

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pushrules.model.extract import MachineIR, ModelIR, TransitionIR, extract
 
 from .bounded import Bounds
-from .explore import Explorer, Result
+from .compiled import CompiledExplorer
+from .explore import Result
 from .tableworld import world_class
 
 # Mutants that no property can kill because they do not change behaviour, with the reason.
@@ -147,14 +148,14 @@ ESCALATION_STATES = 20_000
 
 
 def run_mutant(mutant: Mutant, bounds: Bounds, escalation: Bounds | None = ESCALATION,
-               ) -> tuple[MutantResult, Result, Explorer]:
+               ) -> tuple[MutantResult, Result, CompiledExplorer]:
     """Explore the mutant at ``bounds`` (stopping at the first violation); a survivor is
     explored again at ``escalation`` for at most ESCALATION_STATES states."""
     tables = build_tables(mutant.ir)
-    explorer = Explorer(bounds, world_class(tables))
+    explorer = CompiledExplorer(bounds, world_class(tables))
     result = explorer.run(stop_at_first=True)
     if not result.violations and escalation is not None and escalation != bounds:
-        explorer = Explorer(escalation, world_class(tables))
+        explorer = CompiledExplorer(escalation, world_class(tables))
         result = explorer.run(stop_at_first=True, max_states=ESCALATION_STATES)
     killed = sorted(result.violations)
     return (MutantResult(mutant.id, killed, result.states,

@@ -10,6 +10,7 @@ kept from the pushes and push-results the checker saw, independently of the mode
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from .bounded import USER, BoundedWorld
@@ -76,6 +77,10 @@ PROPERTIES: dict[str, str] = {
         "every state of both machines occurs in some reachable state",
     "every_transition_covered":
         "every row of both tables is taken by some explored transition",
+    "fields_in_domain":
+        "every reachable state fits the bounded world: each field stays within the values the "
+        "bounds allow (an error count at most max_errors + 1, an owner among the sessions that "
+        "enable push, ...); a step out of it is not explored",
     "table_complete":
         "every (state, event) of both machines has rows or a declared rejection, never both",
 }
@@ -87,23 +92,26 @@ RULE_OF = {"ackd": "a/ack-delayed", "hibs": "a/hibernation-start", "queued": "a/
 
 
 def check_state(model: tuple, max_devices: int) -> list[str]:
-    """Invariants of the model part of a state."""
+    """Invariants of the model part of a state. Reads only the states, bindings and owners
+    (compiled.py memoizes it on what it read)."""
     sessions, regs, _ = model
     bad: list[str] = []
     enabled = 0
     consistent = True
-    for j, (rstate, owner, _errors, _pushed) in enumerate(regs):
+    for j in range(len(regs)):
+        rstate, owner = regs[j][0], regs[j][1]
         if rstate in ENABLED:
             enabled += 1
-        holders = [i for i, s in enumerate(sessions) if s[1] == j]
+        holders = [i for i in range(len(sessions)) if sessions[i][1] == j]
         if rstate == "bound":
             if (len(holders) != 1 or holders[0] != owner
                     or sessions[owner][0] not in LIVE):
                 consistent = False
         elif holders or owner != -1:
             consistent = False
-    for sstate, binding in sessions:
-        if binding >= 0 and (sstate not in LIVE or regs[binding][0] != "bound"):
+    for i in range(len(sessions)):
+        binding = sessions[i][1]
+        if binding >= 0 and (sessions[i][0] not in LIVE or regs[binding][0] != "bound"):
             consistent = False
     if not consistent:
         bad.append("binding_consistent")
@@ -116,22 +124,43 @@ SESSION_TARGET = {"bind": "active", "ackr": "active", "hibe": "active", "ackd": 
                   "hibs": "hibernated", "destroy": "offline"}
 
 
-def check_transition(world: BoundedWorld, pre: tuple, ghosts: tuple, recency: tuple,
-                     key: tuple, event: Any, pushes: list, post: tuple, max_errors: int,
-                     max_devices: int) -> list[str]:
-    """Properties of one taken transition: model part ``pre`` with ghost state ``ghosts`` and
-    ``recency`` (enabled registrations, least recently enabled first), event, pushes, model
-    part ``post``."""
+def check_transition(world: BoundedWorld, pre: tuple[Sequence, Sequence],
+                     post: tuple[Sequence, Sequence], changed: tuple[Iterable[int], Iterable[int]],
+                     ghosts: Sequence, recency: Callable[[], tuple], key: tuple, event: Any,
+                     pushes: list, max_errors: int, max_devices: int) -> list[str]:
+    """Properties of one taken transition: model part ``pre`` (sessions, registrations) with
+    ghost state ``ghosts`` and ``recency()`` (enabled registrations, least recently enabled
+    first), event, pushes, model part ``post``. ``changed`` holds (at least) the sessions and
+    registrations whose part may differ between ``pre`` and ``post``.
+
+    Each check reads only the parts it needs (compiled.py memoizes this function on what it
+    read). Who holds a registration is read from its owner field, before and after, and from
+    the changed sessions: binding_consistent, checked on every state, makes those the only
+    sessions that can hold it."""
     bad: set[str] = set()
-    psess, pregs, _ = pre
-    qsess, qregs, _ = post
+    psess, pregs = pre
+    qsess, qregs = post
+    changed_s, changed_r = changed
     kind = key[0]
     reg_index = world.reg_index
     stanza_index = world.stanza_index
+    live_sessions = len(world.sids)
     pushed_to: dict[int, set[str]] = {}
     event_stanzas = _event_stanzas(event)
     by_id = {s.id: s for s in event_stanzas}
     order = [s.id for s in event_stanzas]
+
+    def holders(j: int) -> set[int]:
+        """Sessions that may hold registration j before or after the event."""
+        found = {i for i in changed_s if psess[i][1] == j or qsess[i][1] == j}
+        found |= {o for o in (pregs[j][1], qregs[j][1]) if 0 <= o < live_sessions}
+        return found
+
+    def held_live(j: int) -> bool:
+        """Registration j is bound to a live session before the event."""
+        o = pregs[j][1]
+        return 0 <= o < live_sessions and psess[o][1] == j and psess[o][0] in LIVE
+
     for push in pushes:
         j = reg_index.get((push.user, push.jid, push.node))
         if push.user != USER or j is None or pregs[j][0] == "absent":
@@ -151,12 +180,11 @@ def check_transition(world: BoundedWorld, pre: tuple, ghosts: tuple, recency: tu
             if sid in seen or (ghosts[j][0] >> stanza_index[sid]) & 1:
                 bad.add("at_most_once")
             seen.add(sid)
-        for i, s in enumerate(qsess):
-            if (s[1] == j or psess[i][1] == j) and s[0] == "active":
-                bad.add("no_push_to_active")
+        if any(qsess[i][0] == "active" for i in holders(j)):
+            bad.add("no_push_to_active")
         if kind in ("ackd", "hibs", "queued") and psess[key[1]][1] != j:
             bad.add("no_push_unbound")
-        if kind == "archive" and any(s[1] == j and s[0] in LIVE for s in psess):
+        if kind == "archive" and held_live(j):
             bad.add("no_push_unbound")
         if (not push.stanzas or any(sid not in by_id for sid in push.stanzas)
                 or [o for o in order if o in push.stanzas] != list(push.stanzas)
@@ -179,17 +207,17 @@ def check_transition(world: BoundedWorld, pre: tuple, ghosts: tuple, recency: tu
     elif kind in ("archive", "offline"):
         s = event_stanzas[0]
         if s.important and (kind == "offline" or s.to_bare == USER):
-            for j, r in enumerate(pregs):
-                if r[0] not in ENABLED:
+            for j in range(len(world.nodes)):
+                if pregs[j][0] not in ENABLED:
                     continue
-                if kind == "archive" and any(x[1] == j and x[0] in LIVE for x in psess):
+                if kind == "archive" and held_live(j):
                     continue
                 if not delivered(j, s.id):
                     bad.add("no_loss")
 
     # registrations leave the enabled states only for a reason
-    for j, (before, after) in enumerate(zip(pregs, qregs, strict=True)):
-        if before[0] in ENABLED and after[0] not in ENABLED:
+    for j in changed_r:
+        if pregs[j][0] in ENABLED and qregs[j][0] not in ENABLED:
             allowed = (kind == "disable" or kind == "enable"
                        or (kind == "result" and key[1] == j))
             if not allowed:
@@ -214,13 +242,14 @@ def check_transition(world: BoundedWorld, pre: tuple, ghosts: tuple, recency: tu
         i, j = key[1], reg_index[(USER, event.jid, event.node)]
         if qsess[i][1] != j or qregs[j][0] != "bound" or qregs[j][1] != i:
             bad.add("enable_disable_follow_contract")
-        newest = [x for x in recency if x != j] + [j]
+        newest = [x for x in recency() if x != j] + [j]
         keep = set(newest[max(len(newest) - max_devices, 0):])
-        if {x for x, r in enumerate(qregs) if r[0] in ENABLED} != keep:
+        if {x for x in range(len(world.nodes)) if qregs[x][0] in ENABLED} != keep:
             bad.add("eviction_least_recent")
     elif kind == "disable":
         node = event.node
-        for j, (before, after) in enumerate(zip(pregs, qregs, strict=True)):
+        for j in range(len(world.nodes)):
+            before, after = pregs[j], qregs[j]
             matches = (before[0] in ENABLED
                        and (node is None or world.nodes[j] == node))
             if (after[0] in ENABLED) if matches else (after[0] != before[0]):

@@ -1,0 +1,1121 @@
+"""Breadth-first exploration with the successor function compiled from the model.
+
+explore.py runs the real tables, guards and actions once per (model part, event); that is
+exact but costs tens of microseconds a step, and a bounded world has millions of them. Here a
+state is a few uint64 words with a fixed-width field per *component*: each field of each
+session (state, binding), of each registration (state, owner, errors, pushed stanzas), the
+enabling order, each tracked smacks queue, each registration's ghost fields (delivered,
+counted errors, a push pending) and the checker's recency. The successor function is compiled
+by memoization:
+
+- One transition (environment, model step on a TableWorld, properties, queue and ghost
+  updates) is computed in Python on a world whose records read their fields from the state
+  lazily, so the computation *records which fields it read*, in order.
+- Its outcome (the fields written, the properties violated) depends on nothing else, so it is
+  stored at the end of a path in a decision trie per event: each node reads one field and
+  branches on its value. Every state matching a path takes the same transition, and most steps
+  read few fields (a routine ack reads its session's state only).
+- The BFS runs level by level over whole frontiers with numpy: descend the tries (one gather
+  per trie level), apply the leaf's writes (mask and or), deduplicate. Python runs only where a
+  trie has no path yet.
+
+No rule is written here: every leaf comes from running the generated tables (or a mutant's)
+with the model's guards and actions, and the properties are properties.py's. Both explorers
+find the same states, transitions and verdicts (tests/test_compiled.py).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import time
+from collections.abc import Iterator
+from itertools import permutations
+from typing import Any
+
+import numpy as np
+
+from pushrules.model.records import RegistrationRecord, SessionRecord
+from pushrules.model.world import ImpossibleEvent
+
+from .bounded import APP, USER, BoundedWorld, Bounds
+from .explore import Result, Violation, coverage
+from .properties import ENABLED, PROPERTIES, check_state, check_transition
+from .tableworld import UNDECLARED, TableWorld
+
+_U64 = np.uint64
+_SKIP, _REJECTED, _ERROR, _OK = 0, 1, 2, 3
+_UNKNOWN = -1
+_CHUNK = 1 << 15  # frontier states per vectorized batch: bounds the working memory
+_ABSENT_SESSION = ("offline", -1)
+
+
+class BoundExceeded(Exception):
+    """A field took more distinct values than it holds."""
+
+
+class Layout:
+    """Where each field lives in a packed state: its word, shift, width and interned values.
+
+    Widths come from the values a field can take in the bounded world (a machine's states, a
+    count up to one past max_errors, a set of stanzas, ...), so every reachable state fits;
+    a value beyond (say, a mutant counting errors past max_errors) raises BoundExceeded."""
+
+    def __init__(self, world: BoundedWorld, tables: Any, tracked: list[int]) -> None:
+        b = world.bounds
+        n, m = b.sessions, len(world.nodes)
+        ids = sum(1 for s in world.stanzas if s.id is not None)
+        orders = sum(1 for k in range(m + 1) for _ in permutations(range(m), k))
+        errors = b.max_errors + 2
+        # owners: none, a session that enables push, or a setup session (the orphans')
+        owners = 1 + b.push_sessions + b.orphans
+        self.names: list[str] = []
+        sizes: list[int] = []
+
+        def add(name: str, size: int) -> int:
+            self.names.append(name)
+            sizes.append(size)
+            return len(sizes) - 1
+
+        self.s = [[add(f"{world.sids[i]} state", len(tables.SESSION_STATES)),
+                   add(f"{world.sids[i]} binding", m + 1)] for i in range(n)]
+        self.r = [[add(f"{node} state", len(tables.REGISTRATION_STATES)),
+                   add(f"{node} owner", owners),
+                   add(f"{node} errors", errors), add(f"{node} pushed", 2 ** ids)]
+                  for node in world.nodes]
+        self.order = add("enabling order", orders)
+        self.model_fields = len(sizes)
+        self.q = {i: add(f"smacks queue of {world.sids[i]}", 2 ** len(world.incoming))
+                  for i in tracked}
+        self.g = [[add(f"{node} ghost delivered", 2 ** ids), add(f"{node} ghost errors", errors),
+                   add(f"{node} ghost pending", 2)] for node in world.nodes]
+        self.recency = add("recency", orders)
+        self.bits = [max(1, (size - 1).bit_length()) for size in sizes]
+        self.word: list[int] = []
+        self.shift: list[int] = []
+        word = used = 0
+        for width in self.bits:
+            if used + width > 64:
+                word, used = word + 1, 0  # fields never straddle words
+            self.word.append(word)
+            self.shift.append(used)
+            used += width
+        self.words = word + 1
+        self.values: list[list[Any]] = [[] for _ in sizes]
+        self.ids: list[dict[Any, int]] = [{} for _ in sizes]
+        self.np_word = np.array(self.word, dtype=np.int64)
+        self.np_shift = np.array(self.shift, dtype=_U64)
+        self.np_mask = np.array([(1 << w) - 1 for w in self.bits], dtype=_U64)
+
+    def intern(self, field: int, value: Any) -> int:
+        found = self.ids[field].get(value)
+        if found is None:
+            found = len(self.values[field])
+            if found >> self.bits[field]:
+                raise BoundExceeded(f"{self.names[field]} took more than "
+                                    f"{1 << self.bits[field]} values: {value!r}")
+            self.ids[field][value] = found
+            self.values[field].append(value)
+        return found
+
+    def value(self, code: tuple[int, ...], field: int) -> Any:
+        vid = (code[self.word[field]] >> self.shift[field]) & ((1 << self.bits[field]) - 1)
+        return self.values[field][vid]
+
+    def pack(self, values: dict[int, Any]) -> tuple[int, ...]:
+        code = [0] * self.words
+        for field, value in values.items():
+            code[self.word[field]] |= self.intern(field, value) << self.shift[field]
+        return tuple(code)
+
+    def masks(self, writes: dict[int, Any]) -> tuple[list[int], list[int]]:
+        """(clear, set) per word for writing ``writes`` {field: value}."""
+        clear, put = [0] * self.words, [0] * self.words
+        for field, value in writes.items():
+            w = self.word[field]
+            clear[w] |= ((1 << self.bits[field]) - 1) << self.shift[field]
+            put[w] |= self.intern(field, value) << self.shift[field]
+        return clear, put
+
+
+class View:
+    """A packed state read one field at a time; ``reads`` is what was read, in order."""
+
+    __slots__ = ("layout", "code", "reads", "_seen")
+
+    def __init__(self, layout: Layout, code: tuple[int, ...]) -> None:
+        self.layout = layout
+        self.code = code
+        self.reads: list[tuple[int, int]] = []
+        self._seen: set[int] = set()
+
+    def __call__(self, field: int) -> Any:
+        layout = self.layout
+        vid = (self.code[layout.word[field]] >> layout.shift[field]) & (
+            (1 << layout.bits[field]) - 1)
+        if field not in self._seen:
+            self._seen.add(field)
+            self.reads.append((field, vid))
+        return layout.values[field][vid]
+
+
+class Fields:
+    """One record's fields as the properties see them: read through the View where indexed,
+    or taken from ``writes`` (the values after the step)."""
+
+    __slots__ = ("view", "fields", "writes")
+
+    def __init__(self, view: View, fields: list[int], writes: dict[int, Any]) -> None:
+        self.view = view
+        self.fields = fields
+        self.writes = writes
+
+    def __getitem__(self, k: int) -> Any:
+        field = self.fields[k]
+        writes = self.writes
+        return writes[field] if field in writes else self.view(field)
+
+
+class Records:
+    """The sessions or registrations of a state as a lazy sequence of Fields."""
+
+    __slots__ = ("view", "fields", "writes")
+
+    def __init__(self, view: View, fields: list[list[int]],
+                 writes: dict[int, Any] | None = None) -> None:
+        self.view = view
+        self.fields = fields
+        self.writes = writes if writes is not None else {}
+
+    def __getitem__(self, index: int) -> Fields:
+        return Fields(self.view, self.fields[index], self.writes)
+
+    def __len__(self) -> int:
+        return len(self.fields)
+
+    def __iter__(self) -> Iterator[Fields]:
+        return (self[i] for i in range(len(self.fields)))
+
+
+# --- a world whose records read the packed state lazily --------------------------------------
+
+class _LazySession(SessionRecord):
+    """A session record reading ``state`` and ``binding`` from the state when first used."""
+
+    __slots__ = ("_st", "_i", "vals", "dirty")
+
+    def _get(self, name: str, k: int) -> Any:
+        vals = self.vals
+        if name not in vals:
+            vals[name] = self._st.view(self._st.layout.s[self._i][k])
+        return vals[name]
+
+    @property  # type: ignore[override]
+    def state(self) -> str:
+        return self._get("state", 0)
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self.vals["state"] = value
+        self.dirty.add("state")
+
+    @property  # type: ignore[override]
+    def binding(self) -> tuple[str, str, str] | None:
+        j = self._get("binding", 1)
+        return None if j < 0 else self._st.explorer.world.reg_keys[j]
+
+    @binding.setter
+    def binding(self, key: tuple[str, str, str] | None) -> None:
+        self.vals["binding"] = -1 if key is None else self._st.explorer.world.reg_index[key]
+        self.dirty.add("binding")
+
+
+class _LazyRegistration(RegistrationRecord):
+    """A registration record reading its fields from the state when first used; ``seq`` is its
+    rank in the enabling order."""
+
+    __slots__ = ("_st", "_j", "vals", "dirty", "_pushed")
+
+    def _get(self, name: str, k: int) -> Any:
+        vals = self.vals
+        if name not in vals:
+            vals[name] = self._st.view(self._st.layout.r[self._j][k])
+        return vals[name]
+
+    def _set(self, name: str, value: Any) -> None:
+        self.vals[name] = value
+        self.dirty.add(name)
+
+    @property  # type: ignore[override]
+    def state(self) -> str:
+        return self._get("state", 0)
+
+    @state.setter
+    def state(self, value: str) -> None:
+        self._set("state", value)
+
+    @property  # type: ignore[override]
+    def session(self) -> str | None:
+        owner = self._get("owner", 1)
+        return None if owner < 0 else self._st.explorer.world.all_sids[owner]
+
+    @session.setter
+    def session(self, sid: str | None) -> None:
+        self._set("owner", -1 if sid is None else self._st.explorer.world.session_index[sid])
+
+    @property  # type: ignore[override]
+    def errors(self) -> int:
+        return self._get("errors", 2)
+
+    @errors.setter
+    def errors(self, value: int) -> None:
+        self._set("errors", value)
+
+    @property  # type: ignore[override]
+    def pushed(self) -> dict[str, None]:
+        if self._pushed is None:
+            mask = self._get("pushed", 3)
+            self._pushed = {sid: None for k, sid in enumerate(self._st.explorer.stanza_ids)
+                            if (mask >> k) & 1}
+        return self._pushed
+
+    @pushed.setter
+    def pushed(self, value: dict[str, None]) -> None:
+        self._pushed = value
+
+    @property  # type: ignore[override]
+    def seq(self) -> int:
+        if "seq" not in self.vals:
+            order = self._st.order()
+            self.vals["seq"] = order.index(self._j) + 1 if self._j in order else 0
+        return self.vals["seq"]
+
+    @seq.setter
+    def seq(self, value: int) -> None:
+        self._set("seq", value)
+
+
+class _LazyDict(dict):
+    """A dict of records materialized from the state on first access to a key."""
+
+    def __init__(self, state: _State) -> None:
+        super().__init__()
+        self._st = state
+        self.loaded: set[int] = set()
+
+    def _load(self, key: Any) -> None:
+        raise NotImplementedError
+
+    def _all(self) -> None:
+        raise NotImplementedError
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._load(key)
+        return dict.get(self, key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._load(key)
+        return dict.__getitem__(self, key)
+
+    def __contains__(self, key: object) -> bool:
+        self._load(key)
+        return dict.__contains__(self, key)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._load(key)
+        dict.__setitem__(self, key, value)
+
+    def __delitem__(self, key: Any) -> None:
+        self._load(key)
+        dict.__delitem__(self, key)
+
+    def pop(self, key: Any, *default: Any) -> Any:
+        self._load(key)
+        return dict.pop(self, key, *default)
+
+    def __iter__(self) -> Iterator[Any]:
+        self._all()
+        return dict.__iter__(self)
+
+    def __len__(self) -> int:
+        self._all()
+        return dict.__len__(self)
+
+    def keys(self):  # type: ignore[no-untyped-def]
+        self._all()
+        return dict.keys(self)
+
+    def values(self):  # type: ignore[no-untyped-def]
+        self._all()
+        return dict.values(self)
+
+    def items(self):  # type: ignore[no-untyped-def]
+        self._all()
+        return dict.items(self)
+
+
+class _Sessions(_LazyDict):
+    """``world.sessions``: a session exists unless it is offline and holds no registration."""
+
+    def _load(self, sid: Any) -> None:
+        wd = self._st.explorer.world
+        i = wd.session_index.get(sid)
+        if i is None or i >= len(wd.sids) or i in self.loaded:
+            return
+        self.loaded.add(i)
+        view, fields = self._st.view, self._st.layout.s[i]
+        state = view(fields[0])
+        vals: dict[str, Any] = {"state": state}
+        if state == "offline":
+            vals["binding"] = view(fields[1])
+            if vals["binding"] < 0:
+                return
+        record = _LazySession.__new__(_LazySession)
+        record.sid, record.user = sid, USER
+        record._st, record._i, record.vals, record.dirty = self._st, i, vals, set()
+        dict.__setitem__(self, sid, record)
+
+    def _all(self) -> None:
+        for sid in self._st.explorer.world.sids:
+            self._load(sid)
+
+
+class _Registrations(_LazyDict):
+    """The user's registrations: one exists unless its state is absent."""
+
+    def _load(self, key: Any) -> None:
+        wd = self._st.explorer.world
+        j = wd.reg_index.get((USER, *key)) if isinstance(key, tuple) else None
+        if j is None or j in self.loaded:
+            return
+        self.loaded.add(j)
+        state = self._st.view(self._st.layout.r[j][0])
+        if state == "absent":
+            return
+        reg = _LazyRegistration.__new__(_LazyRegistration)
+        reg.user, reg.jid, reg.node = USER, APP, key[1]
+        reg.options, reg.reason, reg.disabled_at = {}, None, None
+        reg._st, reg._j, reg.vals, reg.dirty, reg._pushed = self._st, j, {"state": state}, \
+            set(), None
+        dict.__setitem__(self, key, reg)
+
+    def _all(self) -> None:
+        for node in self._st.explorer.world.nodes:
+            self._load((APP, node))
+
+
+class _Users(dict):
+    """``world.users``: the one user of the bounded world."""
+
+    def __init__(self, regs: _Registrations) -> None:
+        super().__init__()
+        dict.__setitem__(self, USER, regs)
+
+    def __setitem__(self, user: str, regs: Any) -> None:
+        raise ValueError(f"unexpected user {user!r} in the bounded world")
+
+
+class _SeqField:
+    """``world._seq`` of a lazy world: the enables so far, i.e. the enabling order's length
+    (read from the state only when a registration is enabled) plus the enables since."""
+
+    def __get__(self, obj: Any, cls: Any = None) -> int:
+        state = obj.__dict__["_lazy"]
+        return len(state.order()) + state.enables
+
+    def __set__(self, obj: Any, value: int) -> None:
+        state = obj.__dict__.get("_lazy")
+        if state is not None:  # WorldBase.__init__ sets 0 before the state is attached
+            state.enables = value - len(state.order())
+
+
+class _State:
+    """One packed state under computation: the view, and the world materialized from it."""
+
+    def __init__(self, explorer: CompiledExplorer, code: tuple[int, ...]) -> None:
+        self.explorer = explorer
+        self.layout = explorer.layout
+        self.view = View(explorer.layout, code)
+        self._order: tuple[int, ...] | None = None
+        self.enables = 0
+
+    def order(self) -> tuple[int, ...]:
+        if self._order is None:
+            self._order = self.view(self.layout.order)
+        return self._order
+
+    def world(self) -> TableWorld:
+        explorer = self.explorer
+        world = explorer.lazy_cls(explorer.world.config, clock=_zero)
+        world.__dict__["_lazy"] = self
+        self.sessions = world.sessions = _Sessions(self)
+        self.regs = _Registrations(self)
+        world.users = _Users(self.regs)
+        return world
+
+
+class Leaf:
+    """What a transition does from every state matching its trie path."""
+
+    __slots__ = ("kind", "writes", "bad", "event", "key")
+
+    def __init__(self, kind: int, key: tuple, event: Any = None) -> None:
+        self.kind = kind
+        self.key = key
+        self.event = event
+        self.writes: dict[int, Any] = {}
+        self.bad: list[tuple[list[str], str]] = []
+
+
+class Visited:
+    """A set of one-word packed states: an open-addressing hash table in a numpy array
+    (linear probing, at most half full), queried and filled a whole batch at a time. A Python
+    set costs a cache miss per state in the interpreter; this costs one per probe in C."""
+
+    _GOLDEN = _U64(0x9E3779B97F4A7C15)
+
+    def __init__(self, log2: int = 20) -> None:
+        self.log2 = log2
+        self.table = np.zeros(1 << log2, dtype=_U64)  # 0 is empty; a state is stored + 1
+        self.count = 0
+
+    def _slots(self, stored: np.ndarray) -> np.ndarray:
+        return ((stored * self._GOLDEN) >> _U64(64 - self.log2)).astype(np.int64)
+
+    def contains(self, codes: np.ndarray) -> np.ndarray:
+        stored = codes + _U64(1)
+        slots = self._slots(stored)
+        found = np.zeros(len(codes), dtype=bool)
+        pending = np.arange(len(codes))
+        mask = (1 << self.log2) - 1
+        while pending.size:
+            held = self.table[slots[pending]]
+            hit = held == stored[pending]
+            found[pending[hit]] = True
+            pending = pending[(held != 0) & ~hit]
+            slots[pending] = (slots[pending] + 1) & mask
+        return found
+
+    def add(self, codes: np.ndarray) -> None:
+        """Add states known to be distinct and not in the set yet."""
+        if 2 * (self.count + len(codes)) > len(self.table):
+            old = self.table[self.table != 0] - _U64(1)
+            while 2 * (self.count + len(codes)) > (1 << self.log2):
+                self.log2 += 1
+            self.table = np.zeros(1 << self.log2, dtype=_U64)
+            self.count = 0
+            self.add(old)
+        stored = codes + _U64(1)
+        slots = self._slots(stored)
+        placed = np.zeros(len(codes), dtype=bool)
+        pending = np.arange(len(codes))
+        mask = (1 << self.log2) - 1
+        while pending.size:
+            free = pending[self.table[slots[pending]] == 0]
+            _, first = np.unique(slots[free], return_index=True)  # one winner per slot
+            winners = free[first]
+            self.table[slots[winners]] = stored[winners]
+            placed[winners] = True
+            pending = pending[~placed[pending]]
+            slots[pending] = (slots[pending] + 1) & mask
+        self.count += len(codes)
+
+
+class CompiledExplorer:
+    """Explore one bounded world with one world class (TableWorld over some tables)."""
+
+    def __init__(self, bounds: Bounds, world_cls: type[TableWorld] = TableWorld) -> None:
+        self.world = BoundedWorld(bounds)
+        self.bounds = bounds
+        self.world_cls = world_cls
+        self.keys = self.world.alphabet()
+        w = self.world
+        self.stanza_ids = [s.id for s in w.stanzas]
+        self._stanza_bit = {s.id: 1 << k for k, s in enumerate(w.stanzas) if s.id is not None}
+        self.tracked = [i for i in range(bounds.sessions) if w.node_of(i) is not None]
+        self.layout = Layout(w, world_cls.tables, self.tracked)
+        self.lazy_cls = type("Lazy" + world_cls.__name__, (world_cls,), {"_seq": _SeqField()})
+        self.taken: set[tuple[str, str, str, int]] = set()
+        self.leaves: list[Leaf] = []
+        self.computed = 0
+        words = self.layout.words
+        # the tries: node -> field read, first slot; a slot holds a node, ~leaf or _UNKNOWN
+        self._node_field = np.zeros(1024, dtype=np.int64)
+        self._node_base = np.zeros(1024, dtype=np.int64)
+        self._nodes = 0
+        self._slots = np.full(1 << 16, _UNKNOWN, dtype=np.int64)
+        self._used = 0
+        # one trie per event key, and one more for the state invariants
+        self.invariants = len(self.keys)
+        self._roots = [_UNKNOWN] * (len(self.keys) + 1)
+        self._leaf_kind = np.zeros(1024, dtype=np.int8)
+        self._leaf_clear = np.zeros((1024, words), dtype=_U64)
+        self._leaf_set = np.zeros((1024, words), dtype=_U64)
+        self._leaf_bad = np.zeros(1024, dtype=bool)
+
+    # --- states --------------------------------------------------------------------------
+    def initial(self) -> tuple[int, ...]:
+        world = self.world_cls(self.world.config, clock=_zero)
+        for event in self.world.prefix():
+            world.handle(event)
+        lay, wd = self.layout, self.world
+        values: dict[int, Any] = {}
+        for i, sid in enumerate(wd.sids):
+            values.update(zip(lay.s[i], _session_value(wd, world.sessions.get(sid)),
+                              strict=True))
+        table = world.users.get(USER, {})
+        enabled = []
+        for j, node in enumerate(wd.nodes):
+            reg = table.get((APP, node))
+            values.update(zip(lay.r[j], self._reg_value(reg), strict=True))
+            if reg is not None and reg.state in ENABLED:
+                enabled.append((reg.seq, j))
+            values.update(zip(lay.g[j], (0, 0, 0), strict=True))
+        order = tuple(j for _, j in sorted(enabled))
+        values[lay.order] = order
+        values[lay.recency] = order
+        for field in lay.q.values():
+            values[field] = ()
+        return lay.pack(values)
+
+    def _reg_value(self, reg: RegistrationRecord | None) -> tuple:
+        if reg is None:
+            return ("absent", -1, 0, 0)
+        owner = -1 if reg.session is None else self.world.session_index[reg.session]
+        mask = 0
+        for sid in reg.pushed:
+            mask |= self._stanza_bit[sid]
+        return (reg.state, owner, reg.errors, mask)
+
+    def model(self, code: tuple[int, ...]) -> tuple:
+        """The model part ``(sessions, registrations, order)`` of a packed state."""
+        lay = self.layout
+        return (tuple(tuple(lay.value(code, f) for f in fs) for fs in lay.s),
+                tuple(tuple(lay.value(code, f) for f in fs) for fs in lay.r),
+                lay.value(code, lay.order))
+
+    def queue(self, code: tuple[int, ...], session: int) -> tuple:
+        field = self.layout.q.get(session)
+        return () if field is None else self.layout.value(code, field)
+
+    def event_at(self, code: tuple[int, ...], e: int) -> Any:
+        key = self.keys[e]
+        if key[0] in ("ackd", "hibs"):
+            return self.world.event(key, self.queue(code, key[1]))
+        return self.world.event(key)
+
+    # --- one transition, computed on a lazily materialized world ---------------------------
+    def compute(self, e: int, code: tuple[int, ...]) -> tuple[Leaf, list[tuple[int, int]]]:
+        """The transition of event key ``e`` from ``code``, and the fields it read."""
+        self.computed += 1
+        st = _State(self, code)
+        view, lay, wd = st.view, self.layout, self.world
+        if e == self.invariants:
+            leaf = Leaf(_SKIP, ("invariants",))
+            model = (Records(view, lay.s), Records(view, lay.r), None)
+            bad = check_state(model, self.bounds.max_devices)
+            if bad:
+                leaf.bad.append((bad, ""))
+            return leaf, view.reads
+        key = self.keys[e]
+        kind = key[0]
+        # the environment: is the event raised here, and with which queue
+        if kind in ("ackd", "hibs"):
+            field = lay.q.get(key[1])
+            event = wd.event(key, () if field is None else view(field))
+        else:
+            event = wd.event(key)
+            if kind == "queued":
+                field = lay.q.get(key[1])
+                if field is not None and key[2] in view(field):
+                    return Leaf(_SKIP, key), view.reads
+            elif kind == "offline":
+                if any(view(fs[0]) == "active" for fs in lay.s):
+                    return Leaf(_SKIP, key), view.reads
+            elif kind == "result":
+                j = key[1]
+                if view(lay.r[j][0]) != "absent" and not view(lay.g[j][2]):
+                    return Leaf(_SKIP, key), view.reads
+        leaf = Leaf(_OK, key, event)
+        world = st.world()
+        try:
+            pushes = world.handle(event)
+        except ImpossibleEvent as exc:
+            reason = str(exc)
+            try:
+                writes, _, _ = self._writes(st)
+            except BoundExceeded as out:
+                return self._outside(leaf, out), view.reads
+            if UNDECLARED in reason or "no enabled transition" in reason:
+                leaf.kind = _ERROR
+                leaf.bad.append((["every_event_handled"], f"undeclared rejection: {reason}"))
+            elif any(view(f) != v for f, v in writes.items()):
+                leaf.kind = _ERROR
+                leaf.bad.append((["every_event_handled"],
+                                 f"a rejected event changed the state: {reason}"))
+            else:
+                leaf.kind = _REJECTED
+            return leaf, view.reads
+        except Exception as exc:  # a model defect: reported as a property violation
+            leaf.kind = _ERROR
+            leaf.bad.append((["every_event_handled"],
+                             f"{event.EVENT} raised {type(exc).__name__}: {exc}"))
+            return leaf, view.reads
+        self.taken |= world.taken
+        try:
+            writes, changed_s, changed_r = self._writes(st)
+        except BoundExceeded as out:
+            return self._outside(leaf, out), view.reads
+        self._properties(st, world, leaf, key, event, pushes, writes, changed_s, changed_r)
+        leaf.writes = writes
+        return leaf, view.reads
+
+    @staticmethod
+    def _outside(leaf: Leaf, exc: BoundExceeded) -> Leaf:
+        """A step out of the bounded world: reported, and not explored."""
+        leaf.kind, leaf.writes = _ERROR, {}
+        leaf.bad.append((["fields_in_domain"], f"{leaf.key}: {exc}"))
+        return leaf
+
+    def _writes(self, st: _State) -> tuple[dict[int, Any], list[int], list[int]]:
+        """The model fields the step wrote ({field: value after}), and the sessions and
+        registrations it may have changed."""
+        lay, wd, view = self.layout, self.world, st.view
+        writes: dict[int, Any] = {}
+        sessions = st.sessions
+        unknown = set(dict.keys(sessions)) - set(wd.sids)
+        if unknown:
+            raise ValueError(f"unexpected sessions {sorted(unknown)}")
+        changed_s, changed_r = [], []
+        for i in sorted(sessions.loaded):
+            rec = dict.get(sessions, wd.sids[i])
+            fields = lay.s[i]
+            if isinstance(rec, _LazySession):
+                new = {fields[k]: rec.vals[name] for k, name in enumerate(("state", "binding"))
+                       if name in rec.dirty}
+            elif rec is None:
+                existed = view(fields[0]) != "offline" or view(fields[1]) >= 0
+                new = dict(zip(fields, _ABSENT_SESSION, strict=True)) if existed else {}
+            else:
+                new = dict(zip(fields, _session_value(wd, rec), strict=True))
+            if new:
+                writes.update(new)
+                changed_s.append(i)
+        regs = st.regs
+        reorder = st._order is not None or st.enables > 0
+        for j in sorted(regs.loaded):
+            rec = dict.get(regs, (APP, wd.nodes[j]))
+            fields = lay.r[j]
+            before = view(fields[0])
+            if isinstance(rec, _LazyRegistration):
+                new = {fields[k]: rec.vals[name] for k, name in
+                       enumerate(("state", "owner", "errors")) if name in rec.dirty}
+                if rec._pushed is not None:
+                    mask = 0
+                    for sid in rec._pushed:
+                        mask |= self._stanza_bit[sid]
+                    if mask != view(fields[3]):
+                        new[fields[3]] = mask
+                after = rec.vals["state"]
+                reorder = reorder or "seq" in rec.dirty
+            else:
+                value = self._reg_value(rec)
+                new = dict(zip(fields, value, strict=True)) if (
+                    rec is not None or before != "absent") else {}
+                after = value[0]
+                reorder = reorder or rec is not None
+            if rec is not None and after == "absent":
+                raise BoundExceeded(f"registration {wd.nodes[j]} is stored in state absent, "
+                                    "which the bounded world keeps for a registration not "
+                                    "stored (a fan-out to it would raise ModelError)")
+            if (before in ENABLED) != (after in ENABLED):
+                reorder = True
+            if new:
+                writes.update(new)
+                changed_r.append(j)
+        if reorder:
+            order = st.order()
+            enabled = []
+            for j in range(len(wd.nodes)):
+                if j in regs.loaded:
+                    reg = dict.get(regs, (APP, wd.nodes[j]))
+                    if reg is not None and reg.state in ENABLED:
+                        enabled.append((reg.seq, j))
+                elif j in order:
+                    enabled.append((order.index(j) + 1, j))
+            new_order = tuple(j for _, j in sorted(enabled))
+            if new_order != order:
+                writes[lay.order] = new_order
+        return writes, changed_s, changed_r
+
+    def _properties(self, st: _State, world: TableWorld, leaf: Leaf, key: tuple, event: Any,
+                    pushes: list, writes: dict[int, Any], changed_s: list[int],
+                    changed_r: list[int]) -> None:
+        """Transition properties, then the queue and ghost updates (into ``writes``)."""
+        lay, wd, view = self.layout, self.world, st.view
+        kind = key[0]
+        pre = (Records(view, lay.s), Records(view, lay.r))
+        after = (Records(view, lay.s, writes), Records(view, lay.r, writes))
+        masks = [0] * len(wd.nodes)
+        for push in pushes:
+            j = wd.reg_index.get((push.user, push.jid, push.node))
+            if j is not None:
+                for sid in push.stanzas:
+                    if sid is not None:
+                        masks[j] |= self._stanza_bit[sid]
+        if world.nondeterministic:
+            leaf.bad.append((["deterministic"],
+                             f"several rows enabled: {world.nondeterministic[0]}"))
+        left = sorted(wd.nodes[j] for j in changed_r
+                      if pre[1][j][0] in ENABLED and after[1][j][0] not in ENABLED)
+        if left != sorted(entry.node for entry in world.audit_log):
+            leaf.bad.append((["disable_recorded"], "the audit trail does not record each "
+                             "registration disabled by this event exactly once"))
+        bad = check_transition(wd, pre, after, (changed_s, changed_r),
+                               Records(view, lay.g), lambda: view(lay.recency), key, event,
+                               pushes, self.bounds.max_errors, self.bounds.max_devices)
+        if bad:
+            shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
+            leaf.bad.append((bad, f"{event.EVENT} gave: {shown}"))
+        # the smacks queues (environment): a bind, an ack or a destroy empties the session's
+        # queue, stanza-queued adds to it, and a session that went offline has none
+        session_event = kind not in ("archive", "offline", "result")
+        if session_event and key[1] in lay.q:
+            field = lay.q[key[1]]
+            if kind in ("bind", "ackr", "destroy"):
+                writes[field] = ()
+            elif kind == "queued":
+                writes[field] = tuple(sorted((*view(field), key[2])))
+        for i in {*changed_s, *((key[1],) if session_event else ())}:
+            field = lay.q.get(i)
+            if field is not None and after[0][i][0] == "offline":
+                writes[field] = ()
+        # ghost fields: pushed since enabled, counted errors in a row, a push pending
+        result_j = key[1] if kind == "result" else -1
+        same_enabled = True
+        for j in sorted({*changed_r, *(j for j, m in enumerate(masks) if m),
+                         *((result_j,) if result_j >= 0 else ())}):
+            delivered, count, pending = lay.g[j]
+            enabled = after[1][j][0] in ENABLED
+            if (pre[1][j][0] in ENABLED) != enabled:
+                same_enabled = False
+            if masks[j]:
+                writes[pending] = 1
+            if j == result_j:
+                writes[pending] = 0
+            if not enabled:
+                writes[delivered] = 0
+                writes[count] = 0
+                continue
+            if masks[j]:
+                writes[delivered] = view(delivered) | masks[j]
+            if j == result_j and key[2] != "wait":
+                writes[count] = 0 if key[2] == "ok" else view(count) + 1
+        if kind == "enable" or not same_enabled:
+            recency = view(lay.recency)
+            if kind == "enable":
+                j = wd.reg_index[(USER, APP, key[2])]
+                recency = (*(x for x in recency if x != j), j)
+            recency = tuple(x for x in recency if after[1][x][0] in ENABLED)
+            writes[lay.recency] = recency
+
+    # --- the tries -------------------------------------------------------------------------
+    def _new_node(self, field: int) -> int:
+        n = self._nodes
+        if n == len(self._node_field):
+            self._node_field = np.resize(self._node_field, 2 * n)
+            self._node_base = np.resize(self._node_base, 2 * n)
+        width = 1 << self.layout.bits[field]
+        if self._used + width > len(self._slots):
+            grown = np.full(2 * (self._used + width), _UNKNOWN, dtype=np.int64)
+            grown[:len(self._slots)] = self._slots
+            self._slots = grown
+        self._node_field[n] = field
+        self._node_base[n] = self._used
+        self._used += width
+        self._nodes += 1
+        return n
+
+    def _new_leaf(self, leaf: Leaf) -> int:
+        n = len(self.leaves)
+        self.leaves.append(leaf)
+        if n == len(self._leaf_kind):
+            self._leaf_kind = np.resize(self._leaf_kind, 2 * n)
+            self._leaf_clear = np.resize(self._leaf_clear, (2 * n, self.layout.words))
+            self._leaf_set = np.resize(self._leaf_set, (2 * n, self.layout.words))
+            self._leaf_bad = np.resize(self._leaf_bad, 2 * n)
+        try:
+            clear, put = self.layout.masks(leaf.writes)
+        except BoundExceeded as exc:
+            self._outside(leaf, exc)
+            clear = put = [0] * self.layout.words
+        self._leaf_kind[n] = leaf.kind
+        self._leaf_clear[n] = clear
+        self._leaf_set[n] = put
+        self._leaf_bad[n] = bool(leaf.bad)
+        return n
+
+    def _insert(self, e: int, leaf: Leaf, reads: list[tuple[int, int]]) -> None:
+        """Add the path ``reads`` -> ``leaf`` to event ``e``'s trie."""
+        target = ~self._new_leaf(leaf)
+        if not reads:
+            if self._roots[e] != _UNKNOWN:
+                raise RuntimeError(f"trie {e}: a transition read nothing where "
+                                   "another read the state")
+            self._roots[e] = target
+            return
+        if self._roots[e] == _UNKNOWN:
+            self._roots[e] = self._new_node(reads[0][0])
+        node = self._roots[e]
+        for k, (field, vid) in enumerate(reads):
+            if node < 0 or self._node_field[node] != field:
+                raise RuntimeError(f"trie {e}: the transition read the state in an "
+                                   "order that depends on more than what it read (is the model "
+                                   "deterministic?)")
+            slot = self._node_base[node] + vid
+            if k == len(reads) - 1:
+                self._slots[slot] = target
+            else:
+                if self._slots[slot] == _UNKNOWN:
+                    self._slots[slot] = self._new_node(reads[k + 1][0])
+                node = int(self._slots[slot])
+
+    def _descend(self, e: int, codes: np.ndarray) -> np.ndarray:
+        """The leaf of event ``e`` for every state (row) of ``codes``, computing the paths
+        the tries do not have yet."""
+        if self._roots[e] == _UNKNOWN:
+            self._insert(e, *self.compute(e, tuple(codes[0].tolist())))
+        at = np.full(len(codes), self._roots[e], dtype=np.int64)
+        rows = np.flatnonzero(at >= 0)
+        lay = self.layout
+        while rows.size:
+            nodes = at[rows]
+            fields = self._node_field[nodes]
+            values = (codes[rows, lay.np_word[fields]] >> lay.np_shift[fields]) \
+                & lay.np_mask[fields]
+            slots = self._node_base[nodes] + values.astype(np.int64)
+            found = self._slots[slots]
+            missing = np.flatnonzero(found == _UNKNOWN)
+            if missing.size:
+                _, first = np.unique(slots[missing], return_index=True)
+                for k in missing[first].tolist():
+                    self._insert(e, *self.compute(e, tuple(codes[rows[k]].tolist())))
+                found = self._slots[slots]
+            at[rows] = found
+            rows = rows[found >= 0]
+        return ~at
+
+    # --- exploration -----------------------------------------------------------------------
+    def run(self, *, stop_at_first: bool = False, max_states: int | None = None,
+            graph_checks: bool = True) -> Result:
+        """Explore the bounded world breadth first."""
+        result = Result(self.bounds)
+        started = time.perf_counter()
+        gc_was = gc.isenabled()
+        gc.disable()  # nothing explored is cyclic garbage; the collector only costs time
+        try:
+            self._bfs(result, stop_at_first, max_states, graph_checks)
+        finally:
+            if gc_was:
+                gc.enable()
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def code(self, n: int) -> tuple[int, ...]:
+        return tuple(self._codes[n].tolist())
+
+    def path(self, n: int) -> list[Any]:
+        """The events from the initial state to state number ``n`` (setup prefix first)."""
+        out = []
+        while n > 0:
+            p = int(self._parent[n])
+            out.append(self.event_at(self.code(p), int(self._via[n])))
+            n = p
+        return self.world.prefix() + out[::-1]
+
+    def _keys(self, codes: np.ndarray) -> list[int]:
+        """One Python int per packed state (the visited set's keys)."""
+        if codes.shape[1] == 1:
+            return codes[:, 0].tolist()
+        combined = codes[:, -1].astype(object)
+        for w in range(codes.shape[1] - 2, -1, -1):
+            combined = (combined << 64) | codes[:, w].astype(object)
+        return combined.tolist()
+
+    def _visit(self, visited: Visited | set[int], codes: np.ndarray) -> None:
+        if isinstance(visited, Visited):
+            visited.add(codes[:, 0])
+        else:
+            visited.update(self._keys(codes))
+
+    def _live(self, codes: np.ndarray) -> np.ndarray:
+        """The number of sessions not offline in each state."""
+        lay = self.layout
+        out = np.zeros(len(codes), dtype=np.int64)
+        for fields in lay.s:
+            f = fields[0]
+            lut = np.array([v != "offline" for v in lay.values[f]], dtype=np.int64)
+            out += lut[((codes[:, lay.word[f]] >> lay.np_shift[f]) & lay.np_mask[f])
+                       .astype(np.int64)]
+        return out
+
+    def _fresh(self, post: np.ndarray, source: np.ndarray, key: np.ndarray,
+               visited: Visited | set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The states in ``post`` not visited yet, each once, with the source state and event
+        of its first discovery (the least source, then the least event), in that order."""
+        if isinstance(visited, Visited):
+            new = ~visited.contains(post[:, 0])
+        else:
+            new = np.fromiter((c not in visited for c in self._keys(post)), dtype=bool,
+                              count=len(post))
+        post, source, key = post[new], source[new], key[new]
+        order = np.lexsort((key, source, *(post[:, w] for w in range(post.shape[1]))))
+        post, source, key = post[order], source[order], key[order]
+        first = np.ones(len(post), dtype=bool)
+        first[1:] = (post[1:] != post[:-1]).any(axis=1)
+        post, source, key = post[first], source[first], key[first]
+        order = np.lexsort((key, source))
+        return post[order], source[order], key[order]
+
+    def _bfs(self, result: Result, stop_at_first: bool, max_states: int | None,
+             graph_checks: bool) -> None:
+        lay = self.layout
+        words = lay.words
+        start = self.initial()
+        size = 1 << 16
+        self._codes = np.zeros((size, words), dtype=_U64)
+        self._parent = np.zeros(size, dtype=np.int64)
+        self._via = np.zeros(size, dtype=np.int16)
+        self._codes[0], self._parent[0], self._via[0] = start, -1, -1
+        moved = np.zeros(size, dtype=bool)
+        lowers = np.zeros(size, dtype=bool)
+        total = 1
+        visited: Visited | set[int] = Visited() if words == 1 else set()
+        self._visit(visited, self._codes[:1])
+        violations = result.violations
+        transitions = 0
+        events = len(self.keys)
+
+        def fail(names: list[str], n: int, last: Any, detail: str) -> None:
+            for name in names:
+                if name not in violations:
+                    trace = self.path(n) + ([last] if last is not None else [])
+                    violations[name] = Violation(name, trace, detail)
+
+        def check_states(new: np.ndarray, first: int) -> None:
+            leaves = self._descend(self.invariants, new)
+            for k in np.flatnonzero(self._leaf_bad[leaves]).tolist():
+                names = self.leaves[int(leaves[k])].bad[0][0]
+                if any(name not in violations for name in names):
+                    n = first + k
+                    model = self.model(self.code(n))
+                    after = self.event_at(self.code(int(self._parent[n])),
+                                          int(self._via[n])).EVENT if n else None
+                    fail(names, n, None, f"state after {after}: {model}" if after
+                         else f"in the initial state: {model}")
+
+        check_states(self._codes[:1], 0)
+        level_start, level_end = 0, 1
+        limit = max_states if max_states is not None else -1
+        while level_start < level_end and not result.stopped_early:
+            for chunk in range(level_start, level_end, _CHUNK):
+                stop = min(chunk + _CHUNK, level_end)
+                frontier = self._codes[chunk:stop]
+                live_now = self._live(frontier)
+                posts, sources, keys_of = [], [], []
+                for e in range(events):
+                    leaves = self._descend(e, frontier)
+                    for k in np.flatnonzero(self._leaf_bad[leaves]).tolist():
+                        leaf = self.leaves[int(leaves[k])]
+                        for names, detail in leaf.bad:
+                            if any(name not in violations for name in names):
+                                fail(names, chunk + k, leaf.event, detail)
+                    ok = np.flatnonzero(self._leaf_kind[leaves] == _OK)
+                    if not ok.size:
+                        continue
+                    chosen = leaves[ok]
+                    before = frontier[ok]
+                    post = (before & ~self._leaf_clear[chosen]) | self._leaf_set[chosen]
+                    transitions += ok.size
+                    moved[chunk + ok[(post != before).any(axis=1)]] = True
+                    lowers[chunk + ok[self._live(post) < live_now[ok]]] = True
+                    posts.append(post)
+                    sources.append(ok + chunk)
+                    keys_of.append(np.full(ok.size, e, dtype=np.int16))
+                if not posts:
+                    continue
+                post, source, key = self._fresh(np.concatenate(posts),
+                                                np.concatenate(sources),
+                                                np.concatenate(keys_of), visited)
+                if 0 <= limit <= total + len(post):
+                    keep = max(limit - total, 0)
+                    post, source, key = post[:keep], source[:keep], key[:keep]
+                    result.stopped_early = True
+                self._visit(visited, post)
+                need = total + len(post)
+                if need > len(self._codes):
+                    grow = max(need, 2 * len(self._codes))
+                    self._codes = np.resize(self._codes, (grow, words))
+                    self._parent = np.resize(self._parent, grow)
+                    self._via = np.resize(self._via, grow)
+                    moved = np.concatenate([moved, np.zeros(grow - len(moved), dtype=bool)])
+                    lowers = np.concatenate([lowers, np.zeros(grow - len(lowers), dtype=bool)])
+                self._codes[total:need] = post
+                self._parent[total:need] = source
+                self._via[total:need] = key
+                check_states(post, total)
+                total = need
+                if (stop_at_first and violations) or result.stopped_early:
+                    result.stopped_early = True
+                    break
+            level_start, level_end = level_end, total
+        result.states = total
+        result.transitions = transitions
+        self._codes = self._codes[:total]
+        self._parent, self._via = self._parent[:total], self._via[:total]
+        if result.stopped_early:
+            return
+        coverage(result, self.world_cls, self.taken,
+                 set(lay.values[lay.s[0][0]]).union(*(lay.values[fs[0]] for fs in lay.s)),
+                 set(lay.values[lay.r[0][0]]).union(*(lay.values[fs[0]] for fs in lay.r)))
+        if graph_checks:
+            self._dead_states(result, moved[:total], lowers[:total], self._live(self._codes))
+
+    def _dead_states(self, result: Result, moved: np.ndarray, lowers: np.ndarray,
+                     live: np.ndarray) -> None:
+        """No dead state: every state has a successor other than itself, and from every
+        state with a session not offline some event brings one of them offline (so, by
+        induction on the number of such sessions, a state with every session offline is
+        reachable from every state)."""
+        result.graph = "witness: some event lowers the number of sessions not offline"
+        stuck = np.flatnonzero(~moved)
+        if stuck.size:
+            n = int(stuck[0])
+            result.violations.setdefault("no_dead_state", Violation(
+                "no_dead_state", self.path(n),
+                f"no event leaves state {self.model(self.code(n))}"))
+            return
+        trapped = np.flatnonzero((live > 0) & ~lowers)
+        if trapped.size:
+            n = int(trapped[0])
+            result.violations.setdefault("no_dead_state", Violation(
+                "no_dead_state", self.path(n),
+                f"no event brings a session offline from {self.model(self.code(n))}"))
+
+
+def _session_value(world: BoundedWorld, record: SessionRecord | None) -> tuple[str, int]:
+    if record is None:
+        return _ABSENT_SESSION
+    binding = -1 if record.binding is None else world.reg_index[record.binding]
+    return (record.state, binding)
+
+
+def _zero() -> float:
+    return 0.0
+
+
+def check(bounds: Bounds | None = None, **kwargs: Any) -> Result:
+    return CompiledExplorer(bounds or Bounds()).run(**kwargs)
+
+
+__all__ = ["PROPERTIES", "BoundExceeded", "CompiledExplorer", "Layout", "check"]
