@@ -63,7 +63,7 @@ class Bounds:
     sessions: int = 3
     push_sessions: int = 2
     orphans: int = 1
-    stanzas: int = 2
+    stanzas: int = 3
     max_errors: int = 2
     max_devices: int = 2
 
