@@ -61,7 +61,8 @@ class Layout:
     count up to one past max_errors, a set of stanzas, ...), so every reachable state fits;
     a value beyond (say, a mutant counting errors past max_errors) raises BoundExceeded."""
 
-    def __init__(self, world: BoundedWorld, tables: Any, tracked: list[int]) -> None:
+    def __init__(self, world: BoundedWorld, tables: Any, tracked: list[int],
+                 word_bits: int = 64) -> None:
         b = world.bounds
         n, m = b.sessions, len(world.nodes)
         ids = sum(1 for s in world.stanzas if s.id is not None)
@@ -95,7 +96,7 @@ class Layout:
         self.shift: list[int] = []
         word = used = 0
         for width in self.bits:
-            if used + width > 64:
+            if used + width > word_bits:
                 word, used = word + 1, 0  # fields never straddle words
             self.word.append(word)
             self.shift.append(used)
@@ -524,7 +525,10 @@ class Visited:
 class CompiledExplorer:
     """Explore one bounded world with one world class (TableWorld over some tables)."""
 
-    def __init__(self, bounds: Bounds, world_cls: type[TableWorld] = TableWorld) -> None:
+    def __init__(self, bounds: Bounds, world_cls: type[TableWorld] = TableWorld, *,
+                 word_bits: int = 64) -> None:
+        """``word_bits`` below 64 packs fewer fields per word (tests use it to run the
+        several-word path, which larger bounds need, on small worlds)."""
         self.world = BoundedWorld(bounds)
         self.bounds = bounds
         self.world_cls = world_cls
@@ -533,7 +537,7 @@ class CompiledExplorer:
         self.stanza_ids = [s.id for s in w.stanzas]
         self._stanza_bit = {s.id: 1 << k for k, s in enumerate(w.stanzas) if s.id is not None}
         self.tracked = [i for i in range(bounds.sessions) if w.node_of(i) is not None]
-        self.layout = Layout(w, world_cls.tables, self.tracked)
+        self.layout = Layout(w, world_cls.tables, self.tracked, word_bits)
         self.lazy_cls = type("Lazy" + world_cls.__name__, (world_cls,), {"_seq": _SeqField()})
         self.taken: set[tuple[str, str, str, int]] = set()
         self.leaves: list[Leaf] = []
