@@ -54,7 +54,7 @@ class Plan:
     scaling_users: dict[str, int]  # users in the mix timed at each scale, per engine
     replay_users: int
     repeats: int
-    checker_states: int
+    checker_bounds: dict[str, int]  # Bounds fields over the default; {} is the default bound
     stores: bool = True            # run benchmarks/stores.py when it is installed
 
 
@@ -63,7 +63,8 @@ QUICK = Plan(
     idle_sessions={GENERATED: 10_000, PSM: 200, TRANSITIONS: 10_000},
     scaling={GENERATED: (10_000,), PSM: (), TRANSITIONS: ()},
     scaling_users={GENERATED: 100, PSM: 4, TRANSITIONS: 20},
-    replay_users=100, repeats=1, checker_states=3_000,
+    replay_users=100, repeats=1,
+    checker_bounds={"sessions": 2, "push_sessions": 2, "orphans": 1, "stanzas": 2},
 )
 # python-statemachine builds a machine per session at about 1.4 ms and 115 KB each (measured):
 # 100k of them would take minutes and 11 GB, so it is measured on 2k (idle) and 1k and 10k
@@ -75,7 +76,7 @@ FULL = Plan(
     scaling={GENERATED: (10_000, 100_000, 1_000_000), PSM: (1_000, 10_000),
              TRANSITIONS: (10_000, 100_000, 1_000_000)},
     scaling_users={GENERATED: 1_000, PSM: 20, TRANSITIONS: 100},
-    replay_users=2_000, repeats=3, checker_states=50_000,
+    replay_users=2_000, repeats=3, checker_bounds={},
 )
 
 
@@ -228,21 +229,25 @@ def replay_events_per_s(users: int, repeats: int) -> dict[str, Any]:
     return {"events_per_s": count / best, "events": count, "pushes": lines, "seconds": best}
 
 
-def checker_states_per_s(max_states: int) -> dict[str, Any] | None:
-    """The model checker's exploration speed, when the checker is installed."""
+def checker_states_per_s(bounds: dict[str, int]) -> dict[str, Any] | None:
+    """The model checker's exploration speed over a whole bounded world (`pushrules check`'s
+    explorer), when the checker is installed."""
     try:
-        explore = importlib.import_module("pushrules.checker.explore")
+        compiled = importlib.import_module("pushrules.checker.compiled")
+        bounded = importlib.import_module("pushrules.checker.bounded")
     except ImportError:
         return None
+    chosen = bounded.Bounds(**bounds)
     start = _now()
-    result = explore.check(max_states=max_states)
+    result = compiled.CompiledExplorer(chosen).run()
     seconds = _now() - start
     states = _first_int(result, ("states", "explored", "states_explored"))
     if not states:
         return None
     transitions = _first_int(result, ("transitions",)) or 0
     return {"states_per_s": states / seconds, "states": states, "seconds": seconds,
-            "transitions_per_s": transitions / seconds, "transitions": transitions}
+            "transitions_per_s": transitions / seconds, "transitions": transitions,
+            "bounds": chosen.describe(), "ok": result.ok}
 
 
 def _first_int(obj: Any, names: tuple[str, ...]) -> int | None:
@@ -346,7 +351,7 @@ def run(quick: bool = False, progress: Callable[[str], None] | None = None,
     result["replay_events_per_s"] = replay_figures["events_per_s"]
     result["details"]["replay"] = replay_figures
     say("checker")
-    checker = checker_states_per_s(plan.checker_states)
+    checker = checker_states_per_s(plan.checker_bounds)
     result["checker_states_per_s"] = None if checker is None else checker["states_per_s"]
     result["details"]["checker"] = checker
     stores = store_bench(quick) if plan.stores else None

@@ -17,7 +17,8 @@ def _checker_transitions(result: dict[str, Any]) -> str:
     checker = result["details"].get("checker")
     if not checker:
         return ""
-    return f" ({_num(checker['transitions_per_s'])} transitions/s, {checker['states']:,} states)"
+    return (f" ({_num(checker['transitions_per_s'])} transitions/s, {checker['states']:,} "
+            f"states, the whole bound {checker.get('bounds', '')} in {checker['seconds']:.1f} s)")
 
 
 def text(result: dict[str, Any]) -> str:

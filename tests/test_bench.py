@@ -21,7 +21,9 @@ TINY = harness.Plan(
     idle_sessions={harness.GENERATED: 50, harness.PSM: 4, harness.TRANSITIONS: 4},
     scaling={harness.GENERATED: (40, 80), harness.PSM: (4,), harness.TRANSITIONS: (4,)},
     scaling_users={harness.GENERATED: 2, harness.PSM: 1, harness.TRANSITIONS: 1},
-    replay_users=3, repeats=1, checker_states=50, stores=False,
+    replay_users=3, repeats=1, stores=False,
+    checker_bounds={"sessions": 1, "push_sessions": 1, "orphans": 0, "stanzas": 1,
+                    "max_devices": 1},
 )
 
 

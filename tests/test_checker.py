@@ -1,5 +1,5 @@
-"""The model checker: the real model passes every property at the CI bound, mutants of the model
-are killed with a shortest counterexample that `pushrules replay --strict` reproduces."""
+"""The model checker: the real model passes every property at the default bound, mutants of
+the model are killed with a shortest counterexample that `pushrules replay --strict` reproduces."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from pushrules.check_cmd import MUTANT_BOUNDS, check
 from pushrules.checker import mutants as mutants_module
 from pushrules.checker.bounded import Bounds
+from pushrules.checker.compiled import CompiledExplorer
 from pushrules.checker.explore import Explorer, Result
 from pushrules.checker.mutants import build_tables, mutants, run_mutant
 from pushrules.checker.properties import PROPERTIES
@@ -21,11 +22,10 @@ from pushrules.checker.tableworld import TableWorld, world_class
 from pushrules.model.config import Config
 from pushrules.runtime.replay import replay
 
-CI_BOUNDS = Bounds(sessions=2, push_sessions=2, orphans=1, stanzas=2, max_errors=2,
-                   max_devices=2)
-"""The bound the tests explore: two push sessions, an orphan, an incoming and an outgoing
-stanza, two devices: an orphan and bound registrations coexist, a third enable evicts; every
-row of both tables is taken (about 290k states)."""
+SMALL_BOUNDS = Bounds(sessions=2, push_sessions=1, orphans=1, stanzas=1, max_errors=2,
+                      max_devices=2)
+"""A bound the reference explorer covers in seconds: a push session beside one without push,
+an orphan, an incoming message, two devices (an orphan and a bound registration coexist)."""
 
 
 def _mutant(mutant_id: str):
@@ -33,24 +33,44 @@ def _mutant(mutant_id: str):
 
 
 @pytest.fixture(scope="module")
-def ci_run() -> tuple[Explorer, Result]:
-    explorer = Explorer(CI_BOUNDS)
+def default_run() -> tuple[CompiledExplorer, Result]:
+    """`pushrules check` as a user runs it: the default bound (three stanzas in flight)."""
+    explorer = CompiledExplorer(Bounds())
     return explorer, explorer.run()
 
 
-def test_real_model_passes_every_property_at_ci_bound(ci_run: tuple[Explorer, Result]) -> None:
-    _, result = ci_run
+@pytest.fixture(scope="module")
+def reference_run() -> tuple[Explorer, Result]:
+    explorer = Explorer(SMALL_BOUNDS)
+    return explorer, explorer.run()
+
+
+def test_real_model_passes_every_property_at_the_default_bound(
+        default_run: tuple[CompiledExplorer, Result]) -> None:
+    explorer, result = default_run
+    assert explorer.bounds.stanzas >= 3 and explorer.bounds.orphans >= 1
     assert result.properties == {name: "pass" for name in PROPERTIES}, {
         name: v.detail for name, v in result.violations.items()}
     assert result.uncovered == [] and result.unreached == []
-    assert result.states > 10_000 and result.transitions > 10 * result.states
+    assert result.states > 1_000_000 and result.transitions > 10 * result.states
+    # the memo: far fewer steps run through the model's tables than transitions explored
+    assert explorer.computed < result.transitions // 1000
 
 
-def test_ci_bound_explores_an_orphan_beside_a_bound_registration(
-        ci_run: tuple[Explorer, Result]) -> None:
+def test_reference_explorer_passes_every_property(
+        reference_run: tuple[Explorer, Result]) -> None:
+    _, result = reference_run
+    failed = {name for name, verdict in result.properties.items() if verdict == "fail"}
+    # one stanza leaves rows that need the outgoing copy (b/archive's guard) untaken
+    assert failed <= {"every_transition_covered"}, {
+        name: result.violations[name].detail for name in failed}
+
+
+def test_small_bound_explores_an_orphan_beside_a_bound_registration(
+        reference_run: tuple[Explorer, Result]) -> None:
     """Rule (b) pushes the orphan, and not the registration bound to a live session, in an
     explored state holding both."""
-    explorer, _ = ci_run
+    explorer, _ = reference_run
     seen = []
     for mid, key, event, step in explorer._step_of:
         regs, sessions = explorer.models[mid][1], explorer.models[mid][0]
@@ -69,7 +89,7 @@ def test_ci_bound_explores_an_orphan_beside_a_bound_registration(
 
 
 def test_mutant_bound_takes_every_row() -> None:
-    result = Explorer(MUTANT_BOUNDS).run()
+    result = CompiledExplorer(MUTANT_BOUNDS).run()
     assert result.ok, {name: v.detail for name, v in result.violations.items()}
 
 
@@ -97,7 +117,7 @@ def test_mutants_are_killed_by_the_expected_property(mutant_id: str, prop: str) 
 def test_counterexample_is_shortest_and_replays_the_violating_push() -> None:
     mutant = _mutant("swap-registrations registration orphaned push_archive 0 -> bound")
     tables = build_tables(mutant.ir)
-    explorer = Explorer(MUTANT_BOUNDS, world_class(tables))
+    explorer = CompiledExplorer(MUTANT_BOUNDS, world_class(tables))
     result = explorer.run()
     violation = result.violations["no_push_to_active"]
     text = violation.as_trace(explorer.world)
