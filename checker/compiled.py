@@ -458,9 +458,10 @@ class _State:
 class Leaf:
     """What a transition does from every state matching its trie path."""
 
-    __slots__ = ("kind", "writes", "bad", "event", "key")
+    __slots__ = ("kind", "writes", "bad", "event", "key", "code")
 
     def __init__(self, kind: int, key: tuple, event: Any = None) -> None:
+        self.code: tuple[int, ...] = ()  # the state it was computed from
         self.kind = kind
         self.key = key
         self.event = event
@@ -591,6 +592,12 @@ class CompiledExplorer:
             mask |= self._stanza_bit[sid]
         return (reg.state, owner, reg.errors, mask)
 
+    def steps(self) -> list[tuple[tuple, Any]]:
+        """(model part, event) of every distinct step computed through the model's tables
+        (taken, rejected or failed): what conformance.py replays on the other engines."""
+        return [(self.model(leaf.code), leaf.event) for leaf in self.leaves
+                if leaf.event is not None and leaf.code]
+
     def model(self, code: tuple[int, ...]) -> tuple:
         """The model part ``(sessions, registrations, order)`` of a packed state."""
         lay = self.layout
@@ -641,6 +648,7 @@ class CompiledExplorer:
                 if view(lay.r[j][0]) != "absent" and not view(lay.g[j][2]):
                     return Leaf(_SKIP, key), view.reads
         leaf = Leaf(_OK, key, event)
+        leaf.code = code
         world = st.world()
         try:
             pushes = world.handle(event)

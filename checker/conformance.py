@@ -11,6 +11,7 @@ from typing import Any
 
 from pushrules.model.world import ImpossibleEvent, WorldBase
 
+from .compiled import CompiledExplorer
 from .explore import Explorer
 
 
@@ -48,11 +49,25 @@ def compare(explorer: Explorer, engines: dict[str, type[WorldBase]],
     events = {id(e): e for e in explorer.world._cache.values()}
     if steps is None:
         steps = [(mid, events[eid]) for mid, eid in explorer._steps]
+    return compare_models(explorer, engines,
+                          ((explorer.models[mid], event) for mid, event in steps))
+
+
+def compare_compiled(compiled: CompiledExplorer, engines: dict[str, type[WorldBase]],
+                     ) -> tuple[int, list[Disagreement]]:
+    """Replay every distinct step the compiled explorer computed (after its ``run()``) on
+    every engine, each restored from the full state it was computed from."""
+    return compare_models(Explorer(compiled.bounds, compiled.world_cls), engines,
+                          compiled.steps())
+
+
+def compare_models(explorer: Explorer, engines: dict[str, type[WorldBase]],
+                   steps: Iterable[tuple[tuple, Any]]) -> tuple[int, list[Disagreement]]:
+    """Replay (model part, event) steps, restored through ``explorer``, on every engine."""
     found: dict[str, Disagreement] = {}
     count = 0
     reference = explorer.world_cls
-    for mid, event in steps:
-        model = explorer.models[mid]
+    for model, event in steps:
         count += 1
         expected = outcome(explorer, reference(explorer.world.config, clock=_zero), model, event)
         for name, cls in engines.items():
