@@ -470,57 +470,70 @@ class Leaf:
 
 
 class Visited:
-    """A set of one-word packed states: an open-addressing hash table in a numpy array
-    (linear probing, at most half full), queried and filled a whole batch at a time. A Python
-    set costs a cache miss per state in the interpreter; this costs one per probe in C."""
+    """A set of packed states (rows of ``words`` uint64): an open-addressing hash table in
+    numpy arrays (linear probing, at most half full), queried and filled a whole batch at a
+    time. A Python set costs a cache miss per state in the interpreter; this costs one per
+    probe in C. One-word states may be given as a 1-d array."""
 
-    _GOLDEN = _U64(0x9E3779B97F4A7C15)
+    _MIX = _U64(0x9E3779B97F4A7C15)
 
-    def __init__(self, log2: int = 20) -> None:
+    def __init__(self, log2: int = 20, words: int = 1) -> None:
         self.log2 = log2
-        self.table = np.zeros(1 << log2, dtype=_U64)  # 0 is empty; a state is stored + 1
+        self.words = words
+        self.table = np.zeros((1 << log2, words), dtype=_U64)
+        self.used = np.zeros(1 << log2, dtype=bool)
         self.count = 0
 
-    def _slots(self, stored: np.ndarray) -> np.ndarray:
-        return ((stored * self._GOLDEN) >> _U64(64 - self.log2)).astype(np.int64)
+    def _rows(self, codes: np.ndarray) -> np.ndarray:
+        return codes.reshape(len(codes), self.words)
+
+    def _slots(self, rows: np.ndarray) -> np.ndarray:
+        mixed = np.zeros(len(rows), dtype=_U64)
+        for w in range(self.words):
+            mixed = (mixed ^ rows[:, w]) * self._MIX
+            mixed ^= mixed >> _U64(29)
+        return (mixed >> _U64(64 - self.log2)).astype(np.int64)
 
     def contains(self, codes: np.ndarray) -> np.ndarray:
-        stored = codes + _U64(1)
-        slots = self._slots(stored)
-        found = np.zeros(len(codes), dtype=bool)
-        pending = np.arange(len(codes))
+        rows = self._rows(codes)
+        slots = self._slots(rows)
+        found = np.zeros(len(rows), dtype=bool)
+        pending = np.arange(len(rows))
         mask = (1 << self.log2) - 1
         while pending.size:
-            held = self.table[slots[pending]]
-            hit = held == stored[pending]
+            at = slots[pending]
+            used = self.used[at]
+            hit = used & (self.table[at] == rows[pending]).all(axis=1)
             found[pending[hit]] = True
-            pending = pending[(held != 0) & ~hit]
+            pending = pending[used & ~hit]
             slots[pending] = (slots[pending] + 1) & mask
         return found
 
     def add(self, codes: np.ndarray) -> None:
         """Add states known to be distinct and not in the set yet."""
-        if 2 * (self.count + len(codes)) > len(self.table):
-            old = self.table[self.table != 0] - _U64(1)
-            while 2 * (self.count + len(codes)) > (1 << self.log2):
+        rows = self._rows(codes)
+        if 2 * (self.count + len(rows)) > len(self.used):
+            old = self.table[self.used]
+            while 2 * (self.count + len(rows)) > (1 << self.log2):
                 self.log2 += 1
-            self.table = np.zeros(1 << self.log2, dtype=_U64)
+            self.table = np.zeros((1 << self.log2, self.words), dtype=_U64)
+            self.used = np.zeros(1 << self.log2, dtype=bool)
             self.count = 0
             self.add(old)
-        stored = codes + _U64(1)
-        slots = self._slots(stored)
-        placed = np.zeros(len(codes), dtype=bool)
-        pending = np.arange(len(codes))
+        slots = self._slots(rows)
+        placed = np.zeros(len(rows), dtype=bool)
+        pending = np.arange(len(rows))
         mask = (1 << self.log2) - 1
         while pending.size:
-            free = pending[self.table[slots[pending]] == 0]
+            free = pending[~self.used[slots[pending]]]
             _, first = np.unique(slots[free], return_index=True)  # one winner per slot
             winners = free[first]
-            self.table[slots[winners]] = stored[winners]
+            self.table[slots[winners]] = rows[winners]
+            self.used[slots[winners]] = True
             placed[winners] = True
             pending = pending[~placed[pending]]
             slots[pending] = (slots[pending] + 1) & mask
-        self.count += len(codes)
+        self.count += len(rows)
 
 
 class CompiledExplorer:
@@ -945,21 +958,6 @@ class CompiledExplorer:
             n = p
         return self.world.prefix() + out[::-1]
 
-    def _keys(self, codes: np.ndarray) -> list[int]:
-        """One Python int per packed state (the visited set's keys)."""
-        if codes.shape[1] == 1:
-            return codes[:, 0].tolist()
-        combined = codes[:, -1].astype(object)
-        for w in range(codes.shape[1] - 2, -1, -1):
-            combined = (combined << 64) | codes[:, w].astype(object)
-        return combined.tolist()
-
-    def _visit(self, visited: Visited | set[int], codes: np.ndarray) -> None:
-        if isinstance(visited, Visited):
-            visited.add(codes[:, 0])
-        else:
-            visited.update(self._keys(codes))
-
     def _live(self, codes: np.ndarray) -> np.ndarray:
         """The number of sessions not offline in each state."""
         lay = self.layout
@@ -972,14 +970,10 @@ class CompiledExplorer:
         return out
 
     def _fresh(self, post: np.ndarray, source: np.ndarray, key: np.ndarray,
-               visited: Visited | set[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+               visited: Visited) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The states in ``post`` not visited yet, each once, with the source state and event
         of its first discovery (the least source, then the least event), in that order."""
-        if isinstance(visited, Visited):
-            new = ~visited.contains(post[:, 0])
-        else:
-            new = np.fromiter((c not in visited for c in self._keys(post)), dtype=bool,
-                              count=len(post))
+        new = ~visited.contains(post)
         post, source, key = post[new], source[new], key[new]
         order = np.lexsort((key, source, *(post[:, w] for w in range(post.shape[1]))))
         post, source, key = post[order], source[order], key[order]
@@ -1002,8 +996,8 @@ class CompiledExplorer:
         moved = np.zeros(size, dtype=bool)
         lowers = np.zeros(size, dtype=bool)
         total = 1
-        visited: Visited | set[int] = Visited() if words == 1 else set()
-        self._visit(visited, self._codes[:1])
+        visited = Visited(words=words)
+        visited.add(self._codes[:1])
         violations = result.violations
         transitions = 0
         events = len(self.keys)
@@ -1063,7 +1057,7 @@ class CompiledExplorer:
                     keep = max(limit - total, 0)
                     post, source, key = post[:keep], source[:keep], key[:keep]
                     result.stopped_early = True
-                self._visit(visited, post)
+                visited.add(post)
                 need = total + len(post)
                 if need > len(self._codes):
                     grow = max(need, 2 * len(self._codes))
