@@ -19,6 +19,7 @@ by memoization:
   per trie level), apply the leaf's writes (mask and or), deduplicate. Python runs only where a
   trie has no path yet.
 
+The packed state and the visited set are in packed.py, the lazily read world in lazyworld.py.
 No rule is written here: every leaf comes from running the generated tables (or a mutant's)
 with the model's guards and actions, and the properties are properties.py's. Both explorers
 find the same states, transitions and verdicts (tests/test_compiled.py).
@@ -29,8 +30,6 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections.abc import Iterator
-from itertools import permutations
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,8 @@ from pushrules.model.world import ImpossibleEvent
 
 from .bounded import APP, USER, BoundedWorld, Bounds
 from .explore import Result, Violation, coverage
+from .lazyworld import LazyRegistration, LazySession, LazyState, SeqField
+from .packed import BoundExceeded, Layout, Records, Visited
 from .properties import ENABLED, PROPERTIES, check_state, check_transition
 from .tableworld import UNDECLARED, TableWorld
 
@@ -48,411 +49,6 @@ _SKIP, _REJECTED, _ERROR, _OK = 0, 1, 2, 3
 _UNKNOWN = -1
 _CHUNK = 1 << 15  # frontier states per vectorized batch: bounds the working memory
 _ABSENT_SESSION = ("offline", -1)
-
-
-class BoundExceeded(Exception):
-    """A field took more distinct values than it holds."""
-
-
-class Layout:
-    """Where each field lives in a packed state: its word, shift, width and interned values.
-
-    Widths come from the values a field can take in the bounded world (a machine's states, a
-    count up to one past max_errors, a set of stanzas, ...), so every reachable state fits;
-    a value beyond (say, a mutant counting errors past max_errors) raises BoundExceeded."""
-
-    def __init__(self, world: BoundedWorld, tables: Any, tracked: list[int],
-                 word_bits: int = 64) -> None:
-        b = world.bounds
-        n, m = b.sessions, len(world.nodes)
-        ids = sum(1 for s in world.stanzas if s.id is not None)
-        orders = sum(1 for k in range(m + 1) for _ in permutations(range(m), k))
-        errors = b.max_errors + 2
-        # owners: none, a session that enables push, or a setup session (the orphans')
-        owners = 1 + b.push_sessions + b.orphans
-        self.names: list[str] = []
-        sizes: list[int] = []
-
-        def add(name: str, size: int) -> int:
-            self.names.append(name)
-            sizes.append(size)
-            return len(sizes) - 1
-
-        self.s = [[add(f"{world.sids[i]} state", len(tables.SESSION_STATES)),
-                   add(f"{world.sids[i]} binding", m + 1)] for i in range(n)]
-        self.r = [[add(f"{node} state", len(tables.REGISTRATION_STATES)),
-                   add(f"{node} owner", owners),
-                   add(f"{node} errors", errors), add(f"{node} pushed", 2 ** ids)]
-                  for node in world.nodes]
-        self.order = add("enabling order", orders)
-        self.model_fields = len(sizes)
-        self.q = {i: add(f"smacks queue of {world.sids[i]}", 2 ** len(world.incoming))
-                  for i in tracked}
-        self.g = [[add(f"{node} ghost delivered", 2 ** ids), add(f"{node} ghost errors", errors),
-                   add(f"{node} ghost pending", 2)] for node in world.nodes]
-        self.recency = add("recency", orders)
-        self.bits = [max(1, (size - 1).bit_length()) for size in sizes]
-        self.word: list[int] = []
-        self.shift: list[int] = []
-        word = used = 0
-        for width in self.bits:
-            if used + width > word_bits:
-                word, used = word + 1, 0  # fields never straddle words
-            self.word.append(word)
-            self.shift.append(used)
-            used += width
-        self.words = word + 1
-        self.values: list[list[Any]] = [[] for _ in sizes]
-        self.ids: list[dict[Any, int]] = [{} for _ in sizes]
-        self.np_word = np.array(self.word, dtype=np.int64)
-        self.np_shift = np.array(self.shift, dtype=_U64)
-        self.np_mask = np.array([(1 << w) - 1 for w in self.bits], dtype=_U64)
-
-    def intern(self, field: int, value: Any) -> int:
-        found = self.ids[field].get(value)
-        if found is None:
-            found = len(self.values[field])
-            if found >> self.bits[field]:
-                raise BoundExceeded(f"{self.names[field]} took more than "
-                                    f"{1 << self.bits[field]} values: {value!r}")
-            self.ids[field][value] = found
-            self.values[field].append(value)
-        return found
-
-    def value(self, code: tuple[int, ...], field: int) -> Any:
-        vid = (code[self.word[field]] >> self.shift[field]) & ((1 << self.bits[field]) - 1)
-        return self.values[field][vid]
-
-    def pack(self, values: dict[int, Any]) -> tuple[int, ...]:
-        code = [0] * self.words
-        for field, value in values.items():
-            code[self.word[field]] |= self.intern(field, value) << self.shift[field]
-        return tuple(code)
-
-    def masks(self, writes: dict[int, Any]) -> tuple[list[int], list[int]]:
-        """(clear, set) per word for writing ``writes`` {field: value}."""
-        clear, put = [0] * self.words, [0] * self.words
-        for field, value in writes.items():
-            w = self.word[field]
-            clear[w] |= ((1 << self.bits[field]) - 1) << self.shift[field]
-            put[w] |= self.intern(field, value) << self.shift[field]
-        return clear, put
-
-
-class View:
-    """A packed state read one field at a time; ``reads`` is what was read, in order."""
-
-    __slots__ = ("layout", "code", "reads", "_seen")
-
-    def __init__(self, layout: Layout, code: tuple[int, ...]) -> None:
-        self.layout = layout
-        self.code = code
-        self.reads: list[tuple[int, int]] = []
-        self._seen: set[int] = set()
-
-    def __call__(self, field: int) -> Any:
-        layout = self.layout
-        vid = (self.code[layout.word[field]] >> layout.shift[field]) & (
-            (1 << layout.bits[field]) - 1)
-        if field not in self._seen:
-            self._seen.add(field)
-            self.reads.append((field, vid))
-        return layout.values[field][vid]
-
-
-class Fields:
-    """One record's fields as the properties see them: read through the View where indexed,
-    or taken from ``writes`` (the values after the step)."""
-
-    __slots__ = ("view", "fields", "writes")
-
-    def __init__(self, view: View, fields: list[int], writes: dict[int, Any]) -> None:
-        self.view = view
-        self.fields = fields
-        self.writes = writes
-
-    def __getitem__(self, k: int) -> Any:
-        field = self.fields[k]
-        writes = self.writes
-        return writes[field] if field in writes else self.view(field)
-
-
-class Records:
-    """The sessions or registrations of a state as a lazy sequence of Fields."""
-
-    __slots__ = ("view", "fields", "writes")
-
-    def __init__(self, view: View, fields: list[list[int]],
-                 writes: dict[int, Any] | None = None) -> None:
-        self.view = view
-        self.fields = fields
-        self.writes = writes if writes is not None else {}
-
-    def __getitem__(self, index: int) -> Fields:
-        return Fields(self.view, self.fields[index], self.writes)
-
-    def __len__(self) -> int:
-        return len(self.fields)
-
-    def __iter__(self) -> Iterator[Fields]:
-        return (self[i] for i in range(len(self.fields)))
-
-
-# --- a world whose records read the packed state lazily --------------------------------------
-
-class _LazySession(SessionRecord):
-    """A session record reading ``state`` and ``binding`` from the state when first used."""
-
-    __slots__ = ("_st", "_i", "vals", "dirty")
-
-    def _get(self, name: str, k: int) -> Any:
-        vals = self.vals
-        if name not in vals:
-            vals[name] = self._st.view(self._st.layout.s[self._i][k])
-        return vals[name]
-
-    @property  # type: ignore[override]
-    def state(self) -> str:
-        return self._get("state", 0)
-
-    @state.setter
-    def state(self, value: str) -> None:
-        self.vals["state"] = value
-        self.dirty.add("state")
-
-    @property  # type: ignore[override]
-    def binding(self) -> tuple[str, str, str] | None:
-        j = self._get("binding", 1)
-        return None if j < 0 else self._st.explorer.world.reg_keys[j]
-
-    @binding.setter
-    def binding(self, key: tuple[str, str, str] | None) -> None:
-        self.vals["binding"] = -1 if key is None else self._st.explorer.world.reg_index[key]
-        self.dirty.add("binding")
-
-
-class _LazyRegistration(RegistrationRecord):
-    """A registration record reading its fields from the state when first used; ``seq`` is its
-    rank in the enabling order."""
-
-    __slots__ = ("_st", "_j", "vals", "dirty", "_pushed")
-
-    def _get(self, name: str, k: int) -> Any:
-        vals = self.vals
-        if name not in vals:
-            vals[name] = self._st.view(self._st.layout.r[self._j][k])
-        return vals[name]
-
-    def _set(self, name: str, value: Any) -> None:
-        self.vals[name] = value
-        self.dirty.add(name)
-
-    @property  # type: ignore[override]
-    def state(self) -> str:
-        return self._get("state", 0)
-
-    @state.setter
-    def state(self, value: str) -> None:
-        self._set("state", value)
-
-    @property  # type: ignore[override]
-    def session(self) -> str | None:
-        owner = self._get("owner", 1)
-        return None if owner < 0 else self._st.explorer.world.all_sids[owner]
-
-    @session.setter
-    def session(self, sid: str | None) -> None:
-        self._set("owner", -1 if sid is None else self._st.explorer.world.session_index[sid])
-
-    @property  # type: ignore[override]
-    def errors(self) -> int:
-        return self._get("errors", 2)
-
-    @errors.setter
-    def errors(self, value: int) -> None:
-        self._set("errors", value)
-
-    @property  # type: ignore[override]
-    def pushed(self) -> dict[str, None]:
-        if self._pushed is None:
-            mask = self._get("pushed", 3)
-            self._pushed = {sid: None for k, sid in enumerate(self._st.explorer.stanza_ids)
-                            if (mask >> k) & 1}
-        return self._pushed
-
-    @pushed.setter
-    def pushed(self, value: dict[str, None]) -> None:
-        self._pushed = value
-
-    @property  # type: ignore[override]
-    def seq(self) -> int:
-        if "seq" not in self.vals:
-            order = self._st.order()
-            self.vals["seq"] = order.index(self._j) + 1 if self._j in order else 0
-        return self.vals["seq"]
-
-    @seq.setter
-    def seq(self, value: int) -> None:
-        self._set("seq", value)
-
-
-class _LazyDict(dict):
-    """A dict of records materialized from the state on first access to a key."""
-
-    def __init__(self, state: _State) -> None:
-        super().__init__()
-        self._st = state
-        self.loaded: set[int] = set()
-
-    def _load(self, key: Any) -> None:
-        raise NotImplementedError
-
-    def _all(self) -> None:
-        raise NotImplementedError
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        self._load(key)
-        return dict.get(self, key, default)
-
-    def __getitem__(self, key: Any) -> Any:
-        self._load(key)
-        return dict.__getitem__(self, key)
-
-    def __contains__(self, key: object) -> bool:
-        self._load(key)
-        return dict.__contains__(self, key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._load(key)
-        dict.__setitem__(self, key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self._load(key)
-        dict.__delitem__(self, key)
-
-    def pop(self, key: Any, *default: Any) -> Any:
-        self._load(key)
-        return dict.pop(self, key, *default)
-
-    def __iter__(self) -> Iterator[Any]:
-        self._all()
-        return dict.__iter__(self)
-
-    def __len__(self) -> int:
-        self._all()
-        return dict.__len__(self)
-
-    def keys(self):  # type: ignore[no-untyped-def]
-        self._all()
-        return dict.keys(self)
-
-    def values(self):  # type: ignore[no-untyped-def]
-        self._all()
-        return dict.values(self)
-
-    def items(self):  # type: ignore[no-untyped-def]
-        self._all()
-        return dict.items(self)
-
-
-class _Sessions(_LazyDict):
-    """``world.sessions``: a session exists unless it is offline and holds no registration."""
-
-    def _load(self, sid: Any) -> None:
-        wd = self._st.explorer.world
-        i = wd.session_index.get(sid)
-        if i is None or i >= len(wd.sids) or i in self.loaded:
-            return
-        self.loaded.add(i)
-        view, fields = self._st.view, self._st.layout.s[i]
-        state = view(fields[0])
-        vals: dict[str, Any] = {"state": state}
-        if state == "offline":
-            vals["binding"] = view(fields[1])
-            if vals["binding"] < 0:
-                return
-        record = _LazySession.__new__(_LazySession)
-        record.sid, record.user = sid, USER
-        record._st, record._i, record.vals, record.dirty = self._st, i, vals, set()
-        dict.__setitem__(self, sid, record)
-
-    def _all(self) -> None:
-        for sid in self._st.explorer.world.sids:
-            self._load(sid)
-
-
-class _Registrations(_LazyDict):
-    """The user's registrations: one exists unless its state is absent."""
-
-    def _load(self, key: Any) -> None:
-        wd = self._st.explorer.world
-        j = wd.reg_index.get((USER, *key)) if isinstance(key, tuple) else None
-        if j is None or j in self.loaded:
-            return
-        self.loaded.add(j)
-        state = self._st.view(self._st.layout.r[j][0])
-        if state == "absent":
-            return
-        reg = _LazyRegistration.__new__(_LazyRegistration)
-        reg.user, reg.jid, reg.node = USER, APP, key[1]
-        reg.options, reg.reason, reg.disabled_at = {}, None, None
-        reg._st, reg._j, reg.vals, reg.dirty, reg._pushed = self._st, j, {"state": state}, \
-            set(), None
-        dict.__setitem__(self, key, reg)
-
-    def _all(self) -> None:
-        for node in self._st.explorer.world.nodes:
-            self._load((APP, node))
-
-
-class _Users(dict):
-    """``world.users``: the one user of the bounded world."""
-
-    def __init__(self, regs: _Registrations) -> None:
-        super().__init__()
-        dict.__setitem__(self, USER, regs)
-
-    def __setitem__(self, user: str, regs: Any) -> None:
-        raise ValueError(f"unexpected user {user!r} in the bounded world")
-
-
-class _SeqField:
-    """``world._seq`` of a lazy world: the enables so far, i.e. the enabling order's length
-    (read from the state only when a registration is enabled) plus the enables since."""
-
-    def __get__(self, obj: Any, cls: Any = None) -> int:
-        state = obj.__dict__["_lazy"]
-        return len(state.order()) + state.enables
-
-    def __set__(self, obj: Any, value: int) -> None:
-        state = obj.__dict__.get("_lazy")
-        if state is not None:  # WorldBase.__init__ sets 0 before the state is attached
-            state.enables = value - len(state.order())
-
-
-class _State:
-    """One packed state under computation: the view, and the world materialized from it."""
-
-    def __init__(self, explorer: CompiledExplorer, code: tuple[int, ...]) -> None:
-        self.explorer = explorer
-        self.layout = explorer.layout
-        self.view = View(explorer.layout, code)
-        self._order: tuple[int, ...] | None = None
-        self.enables = 0
-
-    def order(self) -> tuple[int, ...]:
-        if self._order is None:
-            self._order = self.view(self.layout.order)
-        return self._order
-
-    def world(self) -> TableWorld:
-        explorer = self.explorer
-        world = explorer.lazy_cls(explorer.world.config, clock=_zero)
-        world.__dict__["_lazy"] = self
-        self.sessions = world.sessions = _Sessions(self)
-        self.regs = _Registrations(self)
-        world.users = _Users(self.regs)
-        return world
 
 
 class Leaf:
@@ -467,73 +63,6 @@ class Leaf:
         self.event = event
         self.writes: dict[int, Any] = {}
         self.bad: list[tuple[list[str], str]] = []
-
-
-class Visited:
-    """A set of packed states (rows of ``words`` uint64): an open-addressing hash table in
-    numpy arrays (linear probing, at most half full), queried and filled a whole batch at a
-    time. A Python set costs a cache miss per state in the interpreter; this costs one per
-    probe in C. One-word states may be given as a 1-d array."""
-
-    _MIX = _U64(0x9E3779B97F4A7C15)
-
-    def __init__(self, log2: int = 20, words: int = 1) -> None:
-        self.log2 = log2
-        self.words = words
-        self.table = np.zeros((1 << log2, words), dtype=_U64)
-        self.used = np.zeros(1 << log2, dtype=bool)
-        self.count = 0
-
-    def _rows(self, codes: np.ndarray) -> np.ndarray:
-        return codes.reshape(len(codes), self.words)
-
-    def _slots(self, rows: np.ndarray) -> np.ndarray:
-        mixed = np.zeros(len(rows), dtype=_U64)
-        for w in range(self.words):
-            mixed = (mixed ^ rows[:, w]) * self._MIX
-            mixed ^= mixed >> _U64(29)
-        return (mixed >> _U64(64 - self.log2)).astype(np.int64)
-
-    def contains(self, codes: np.ndarray) -> np.ndarray:
-        rows = self._rows(codes)
-        slots = self._slots(rows)
-        found = np.zeros(len(rows), dtype=bool)
-        pending = np.arange(len(rows))
-        mask = (1 << self.log2) - 1
-        while pending.size:
-            at = slots[pending]
-            used = self.used[at]
-            hit = used & (self.table[at] == rows[pending]).all(axis=1)
-            found[pending[hit]] = True
-            pending = pending[used & ~hit]
-            slots[pending] = (slots[pending] + 1) & mask
-        return found
-
-    def add(self, codes: np.ndarray) -> None:
-        """Add states known to be distinct and not in the set yet."""
-        rows = self._rows(codes)
-        if 2 * (self.count + len(rows)) > len(self.used):
-            old = self.table[self.used]
-            while 2 * (self.count + len(rows)) > (1 << self.log2):
-                self.log2 += 1
-            self.table = np.zeros((1 << self.log2, self.words), dtype=_U64)
-            self.used = np.zeros(1 << self.log2, dtype=bool)
-            self.count = 0
-            self.add(old)
-        slots = self._slots(rows)
-        placed = np.zeros(len(rows), dtype=bool)
-        pending = np.arange(len(rows))
-        mask = (1 << self.log2) - 1
-        while pending.size:
-            free = pending[~self.used[slots[pending]]]
-            _, first = np.unique(slots[free], return_index=True)  # one winner per slot
-            winners = free[first]
-            self.table[slots[winners]] = rows[winners]
-            self.used[slots[winners]] = True
-            placed[winners] = True
-            pending = pending[~placed[pending]]
-            slots[pending] = (slots[pending] + 1) & mask
-        self.count += len(rows)
 
 
 class CompiledExplorer:
@@ -552,7 +81,7 @@ class CompiledExplorer:
         self._stanza_bit = {s.id: 1 << k for k, s in enumerate(w.stanzas) if s.id is not None}
         self.tracked = [i for i in range(bounds.sessions) if w.node_of(i) is not None]
         self.layout = Layout(w, world_cls.tables, self.tracked, word_bits)
-        self.lazy_cls = type("Lazy" + world_cls.__name__, (world_cls,), {"_seq": _SeqField()})
+        self.lazy_cls = type("Lazy" + world_cls.__name__, (world_cls,), {"_seq": SeqField()})
         self.taken: set[tuple[str, str, str, int]] = set()
         self.leaves: list[Leaf] = []
         self.computed = 0
@@ -632,7 +161,7 @@ class CompiledExplorer:
     def compute(self, e: int, code: tuple[int, ...]) -> tuple[Leaf, list[tuple[int, int]]]:
         """The transition of event key ``e`` from ``code``, and the fields it read."""
         self.computed += 1
-        st = _State(self, code)
+        st = LazyState(self, code)
         view, lay, wd = st.view, self.layout, self.world
         if e == self.invariants:
             leaf = Leaf(_SKIP, ("invariants",))
@@ -702,7 +231,7 @@ class CompiledExplorer:
         leaf.bad.append((["fields_in_domain"], f"{leaf.key}: {exc}"))
         return leaf
 
-    def _writes(self, st: _State) -> tuple[dict[int, Any], list[int], list[int]]:
+    def _writes(self, st: LazyState) -> tuple[dict[int, Any], list[int], list[int]]:
         """The model fields the step wrote ({field: value after}), and the sessions and
         registrations it may have changed."""
         lay, wd, view = self.layout, self.world, st.view
@@ -715,7 +244,7 @@ class CompiledExplorer:
         for i in sorted(sessions.loaded):
             rec = dict.get(sessions, wd.sids[i])
             fields = lay.s[i]
-            if isinstance(rec, _LazySession):
+            if isinstance(rec, LazySession):
                 new = {fields[k]: rec.vals[name] for k, name in enumerate(("state", "binding"))
                        if name in rec.dirty}
             elif rec is None:
@@ -732,7 +261,7 @@ class CompiledExplorer:
             rec = dict.get(regs, (APP, wd.nodes[j]))
             fields = lay.r[j]
             before = view(fields[0])
-            if isinstance(rec, _LazyRegistration):
+            if isinstance(rec, LazyRegistration):
                 new = {fields[k]: rec.vals[name] for k, name in
                        enumerate(("state", "owner", "errors")) if name in rec.dirty}
                 if rec._pushed is not None:
@@ -773,7 +302,7 @@ class CompiledExplorer:
                 writes[lay.order] = new_order
         return writes, changed_s, changed_r
 
-    def _properties(self, st: _State, world: TableWorld, leaf: Leaf, key: tuple, event: Any,
+    def _properties(self, st: LazyState, world: TableWorld, leaf: Leaf, key: tuple, event: Any,
                     pushes: list, writes: dict[int, Any], changed_s: list[int],
                     changed_r: list[int]) -> None:
         """Transition properties, then the queue and ghost updates (into ``writes``)."""
