@@ -32,6 +32,7 @@ import json
 import time
 from typing import Any
 
+import networkx as nx
 import numpy as np
 
 from pushrules.model.records import RegistrationRecord, SessionRecord
@@ -618,10 +619,12 @@ class CompiledExplorer:
 
     def _dead_states(self, result: Result, moved: np.ndarray, lowers: np.ndarray,
                      live: np.ndarray) -> None:
-        """No dead state: every state has a successor other than itself, and from every
-        state with a session not offline some event brings one of them offline (so, by
-        induction on the number of such sessions, a state with every session offline is
-        reachable from every state)."""
+        """No dead state: every state has a successor other than itself, and a state with
+        every session offline is reachable from every state. The second is proved by a
+        witness: from every state with a session not offline, some event brings one of them
+        offline (by induction on their number). Where the witness fails, reachability is
+        decided exactly with networkx on the explored state graph (up to GRAPH_STATES states;
+        beyond, the witness's failure is reported as it is)."""
         result.graph = "witness: some event lowers the number of sessions not offline"
         stuck = np.flatnonzero(~moved)
         if stuck.size:
@@ -631,11 +634,44 @@ class CompiledExplorer:
                 f"no event leaves state {self.model(self.code(n))}"))
             return
         trapped = np.flatnonzero((live > 0) & ~lowers)
-        if trapped.size:
-            n = int(trapped[0])
-            result.violations.setdefault("no_dead_state", Violation(
-                "no_dead_state", self.path(n),
-                f"no event brings a session offline from {self.model(self.code(n))}"))
+        if not trapped.size:
+            return
+        n = int(trapped[0])
+        detail = f"no event brings a session offline from {self.model(self.code(n))}"
+        if len(self._codes) <= GRAPH_STATES:
+            result.graph = "state graph (networkx), where the witness failed"
+            graph = self._state_graph()
+            quiet = [m for m in np.flatnonzero(live == 0).tolist()]
+            graph.add_edges_from((m, "quiet") for m in quiet)
+            reach = nx.ancestors(graph, "quiet") | set(quiet)
+            cut = [m for m in trapped.tolist() if m not in reach]
+            if not cut:
+                return  # every state still reaches a quiet one, through sessions coming up
+            n = cut[0]
+            detail = (f"no state with every session offline is reachable from "
+                      f"{self.model(self.code(n))}")
+        else:
+            detail += f" (more than {GRAPH_STATES:,} states: reachability not decided exactly)"
+        result.violations.setdefault("no_dead_state", Violation(
+            "no_dead_state", self.path(n), detail))
+
+    def _state_graph(self) -> nx.DiGraph:
+        """The explored states (numbers) and every transition between them."""
+        number = {tuple(row): m for m, row in enumerate(self._codes.tolist())}
+        graph = nx.DiGraph()
+        graph.add_nodes_from(range(len(self._codes)))
+        for e in range(len(self.keys)):
+            leaves = self._descend(e, self._codes)
+            ok = np.flatnonzero(self._leaf_kind[leaves] == _OK)
+            chosen = leaves[ok]
+            post = (self._codes[ok] & ~self._leaf_clear[chosen]) | self._leaf_set[chosen]
+            graph.add_edges_from(zip(ok.tolist(), (number[tuple(row)] for row in post.tolist()),
+                                     strict=True))
+        return graph
+
+
+GRAPH_STATES = 200_000
+"""The most states whose full graph the dead-state analysis builds in networkx."""
 
 
 def _session_value(world: BoundedWorld, record: SessionRecord | None) -> tuple[str, int]:

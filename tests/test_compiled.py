@@ -261,5 +261,28 @@ def test_dead_state_witness_finds_a_world_that_cannot_quiesce() -> None:
     bounds = Bounds(sessions=1, push_sessions=1, orphans=0, stanzas=1, max_devices=1)
     assert "no_dead_state" not in CompiledExplorer(bounds).run().violations
     violation = NoDestroy(bounds).run().violations["no_dead_state"]
-    assert "no event brings a session offline" in violation.detail
+    # the witness fails, and networkx on the state graph confirms: no way to go quiet
+    assert "no state with every session offline is reachable" in violation.detail
     assert [e.EVENT for e in violation.trace] == ["session-bind"]
+
+
+class DestroyOnlyHibernated(CompiledExplorer):
+    """An environment that destroys a session only once it hibernated: from an active session
+    no single event brings a session offline, but hibernating first does."""
+
+    def compute(self, e: int, code: tuple[int, ...]) -> tuple[Leaf, list[tuple[int, int]]]:
+        leaf, reads = super().compute(e, code)
+        key = self.keys[e] if e < len(self.keys) else None
+        if key is not None and key[0] == "destroy":
+            state = self.layout.s[key[1]][0]
+            assert state in {field for field, _ in reads}  # the trie branches on it
+            if self.layout.value(code, state) != "hibernated":
+                return Leaf(0, key), reads
+        return leaf, reads
+
+
+def test_dead_state_analysis_decides_exactly_where_the_witness_fails() -> None:
+    bounds = Bounds(sessions=1, push_sessions=1, orphans=0, stanzas=1, max_devices=1)
+    result = DestroyOnlyHibernated(bounds).run()
+    assert "no_dead_state" not in result.violations, result.violations["no_dead_state"].detail
+    assert "networkx" in result.graph  # the witness failed; the state graph decided
