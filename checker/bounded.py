@@ -82,6 +82,11 @@ class Bounds:
         return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
 
 
+def zero_clock() -> float:
+    """The clock of every explored world: time is not part of the model's state."""
+    return 0.0
+
+
 class BoundedWorld:
     """Names, stanzas, setup prefix and the event alphabet of one bounded configuration."""
 

@@ -38,7 +38,7 @@ import numpy as np
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.world import ImpossibleEvent
 
-from .bounded import APP, USER, BoundedWorld, Bounds
+from .bounded import APP, USER, BoundedWorld, Bounds, zero_clock
 from .explore import Result, Violation, coverage
 from .lazyworld import LazyRegistration, LazySession, LazyState, SeqField
 from .packed import BoundExceeded, Layout, Records, Visited
@@ -103,7 +103,7 @@ class CompiledExplorer:
 
     # --- states --------------------------------------------------------------------------
     def initial(self) -> tuple[int, ...]:
-        world = self.world_cls(self.world.config, clock=_zero)
+        world = self.world_cls(self.world.config, clock=zero_clock)
         for event in self.world.prefix():
             world.handle(event)
         lay, wd = self.layout, self.world
@@ -130,10 +130,14 @@ class CompiledExplorer:
         if reg is None:
             return ("absent", -1, 0, 0)
         owner = -1 if reg.session is None else self.world.session_index[reg.session]
+        return (reg.state, owner, reg.errors, self._mask(reg.pushed))
+
+    def _mask(self, pushed: dict[str, None]) -> int:
+        """A registration's dedup set as its field: one bit per stanza."""
         mask = 0
-        for sid in reg.pushed:
+        for sid in pushed:
             mask |= self._stanza_bit[sid]
-        return (reg.state, owner, reg.errors, mask)
+        return mask
 
     def steps(self) -> list[tuple[tuple, Any]]:
         """(model part, event) of every distinct step computed through the model's tables
@@ -266,9 +270,7 @@ class CompiledExplorer:
                 new = {fields[k]: rec.vals[name] for k, name in
                        enumerate(("state", "owner", "errors")) if name in rec.dirty}
                 if rec._pushed is not None:
-                    mask = 0
-                    for sid in rec._pushed:
-                        mask |= self._stanza_bit[sid]
+                    mask = self._mask(rec._pushed)
                     if mask != view(fields[3]):
                         new[fields[3]] = mask
                 after = rec.vals["state"]
@@ -679,10 +681,6 @@ def _session_value(world: BoundedWorld, record: SessionRecord | None) -> tuple[s
         return _ABSENT_SESSION
     binding = -1 if record.binding is None else world.reg_index[record.binding]
     return (record.state, binding)
-
-
-def _zero() -> float:
-    return 0.0
 
 
 def check(bounds: Bounds | None = None, **kwargs: Any) -> Result:

@@ -11,6 +11,7 @@ from typing import Any
 
 from pushrules.model.world import ImpossibleEvent, WorldBase
 
+from .bounded import zero_clock
 from .compiled import CompiledExplorer
 from .explore import Explorer
 
@@ -69,15 +70,12 @@ def compare_models(explorer: Explorer, engines: dict[str, type[WorldBase]],
     reference = explorer.world_cls
     for model, event in steps:
         count += 1
-        expected = outcome(explorer, reference(explorer.world.config, clock=_zero), model, event)
+        expected = outcome(explorer, reference(explorer.world.config, clock=zero_clock), model,
+                           event)
         for name, cls in engines.items():
             if name in found:
                 continue
-            got = outcome(explorer, cls(explorer.world.config, clock=_zero), model, event)
+            got = outcome(explorer, cls(explorer.world.config, clock=zero_clock), model, event)
             if got != expected:
                 found[name] = Disagreement(name, model, event, expected, got)
     return count, list(found.values())
-
-
-def _zero() -> float:
-    return 0.0

@@ -21,13 +21,9 @@ import networkx as nx
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.world import ImpossibleEvent, WorldBase
 
-from .bounded import APP, USER, BoundedWorld, Bounds
+from .bounded import APP, USER, BoundedWorld, Bounds, zero_clock
 from .properties import ENABLED, PROPERTIES, check_state, check_transition
 from .tableworld import UNDECLARED, TableWorld
-
-
-def _zero() -> float:
-    return 0.0
 
 
 @dataclass
@@ -123,7 +119,7 @@ class Explorer:
 
     # --- encoding ----------------------------------------------------------------------------
     def new_world(self) -> WorldBase:
-        return self.world_cls(self.world.config, clock=_zero)
+        return self.world_cls(self.world.config, clock=zero_clock)
 
     def model_id(self, model: tuple) -> int:
         found = self._model_ids.get(model)

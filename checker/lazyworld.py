@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pushrules.model.records import RegistrationRecord, SessionRecord
 
-from .bounded import APP, USER
+from .bounded import APP, USER, zero_clock
 from .packed import View
 from .tableworld import TableWorld
 
@@ -268,13 +268,9 @@ class LazyState:
 
     def world(self) -> TableWorld:
         explorer = self.explorer
-        world = explorer.lazy_cls(explorer.world.config, clock=_zero)
+        world = explorer.lazy_cls(explorer.world.config, clock=zero_clock)
         world.__dict__["_lazy"] = self
         self.sessions = world.sessions = _Sessions(self)
         self.regs = _Registrations(self)
         world.users = _Users(self.regs)
         return world
-
-
-def _zero() -> float:
-    return 0.0
