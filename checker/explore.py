@@ -229,7 +229,8 @@ class Explorer:
     def step(self, mid: int, event: Any, key: tuple) -> tuple:
         """The model's step from model part ``mid`` on ``event``, computed once:
         ("ok", pushes, post_mid, push_masks, nondeterministic, audit_ok, pushed_any,
-        same_enabled, offline_sessions) or ("rejected"|"error", detail)."""
+        same_enabled, offline_sessions, (changed sessions, changed registrations)) or
+        ("rejected"|"error", detail)."""
         cache_key = (mid, id(event))
         found = self._steps.get(cache_key)
         if found is not None:
@@ -271,16 +272,12 @@ class Explorer:
                                for a, b in zip(model[1], post[1], strict=True))
             offline = tuple(i for i, x in enumerate(post[0]) if x[0] == "offline")
             offline = self._intern.setdefault(offline, offline)
-            kind = key[0]
-            sig = (key if kind in ("result", "enable") else kind, tuple(masks),
-                   tuple(r[0] in ENABLED for r in post[1]), same_enabled)
-            sig = self._intern.setdefault(sig, sig)
             changed = (tuple(i for i, (a, b) in enumerate(zip(model[0], post[0], strict=True))
                              if a != b),
                        tuple(j for j, (a, b) in enumerate(zip(model[1], post[1], strict=True))
                              if a != b))
             found = ("ok", pushes, post_mid, tuple(masks), nondet, left == recorded,
-                     any(masks), same_enabled, offline, sig, changed)
+                     any(masks), same_enabled, offline, changed)
         self._steps[cache_key] = found
         return found
 
@@ -421,7 +418,7 @@ class Explorer:
         ghosts, recency = self._grids[gid]
         models = self.models
         pre, post = models[mid], models[step[2]]
-        bad = check_transition(self.world, pre[:2], post[:2], step[10], ghosts,
+        bad = check_transition(self.world, pre[:2], post[:2], step[9], ghosts,
                                lambda: recency, key, event, step[1], self.bounds.max_errors,
                                self.bounds.max_devices)
         if bad:
