@@ -193,6 +193,17 @@ class BoundedWorld:
         keys += [("result", j, r) for j in range(len(self.nodes)) for r in RESULTS]
         return keys
 
+    def push_masks(self, pushes: list[Any]) -> list[int]:
+        """Per registration, the stanzas (with an id) ``pushes`` delivered to it, as bits."""
+        masks = [0] * len(self.nodes)
+        for push in pushes:
+            j = self.reg_index.get((push.user, push.jid, push.node))
+            if j is not None:
+                for sid in push.stanzas:
+                    if sid is not None:
+                        masks[j] |= 1 << self.stanza_index[sid]
+        return masks
+
     def to_json(self, event: Any) -> dict[str, Any]:
         """A typed event as a line of the contract's JSON Lines trace."""
         return event_json(event, self.stanza_xml.__getitem__)

@@ -27,9 +27,8 @@ find the same states, transitions and verdicts (tests/test_compiled.py).
 
 from __future__ import annotations
 
-import gc
 import json
-import time
+from functools import partial
 from typing import Any
 
 import networkx as nx
@@ -39,7 +38,7 @@ from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.world import ImpossibleEvent
 
 from .bounded import APP, USER, BoundedWorld, Bounds, zero_clock
-from .explore import Result, Violation, coverage
+from .explore import Result, Violation, coverage, record, timed_run
 from .lazyworld import LazyRegistration, LazySession, LazyState, SeqField
 from .packed import BoundExceeded, Layout, Records, Visited
 from .properties import ENABLED, PROPERTIES, check_state, check_transition
@@ -313,13 +312,7 @@ class CompiledExplorer:
         kind = key[0]
         pre = (Records(view, lay.s), Records(view, lay.r))
         after = (Records(view, lay.s, writes), Records(view, lay.r, writes))
-        masks = [0] * len(wd.nodes)
-        for push in pushes:
-            j = wd.reg_index.get((push.user, push.jid, push.node))
-            if j is not None:
-                for sid in push.stanzas:
-                    if sid is not None:
-                        masks[j] |= self._stanza_bit[sid]
+        masks = wd.push_masks(pushes)
         if world.nondeterministic:
             leaf.bad.append((["deterministic"],
                              f"several rows enabled: {world.nondeterministic[0]}"))
@@ -466,17 +459,8 @@ class CompiledExplorer:
     def run(self, *, stop_at_first: bool = False, max_states: int | None = None,
             graph_checks: bool = True) -> Result:
         """Explore the bounded world breadth first."""
-        result = Result(self.bounds)
-        started = time.perf_counter()
-        gc_was = gc.isenabled()
-        gc.disable()  # nothing explored is cyclic garbage; the collector only costs time
-        try:
-            self._bfs(result, stop_at_first, max_states, graph_checks)
-        finally:
-            if gc_was:
-                gc.enable()
-        result.seconds = time.perf_counter() - started
-        return result
+        return timed_run(self.bounds, lambda result: self._bfs(
+            result, stop_at_first, max_states, graph_checks))
 
     def code(self, n: int) -> tuple[int, ...]:
         return tuple(self._codes[n].tolist())
@@ -534,11 +518,7 @@ class CompiledExplorer:
         transitions = 0
         events = len(self.keys)
 
-        def fail(names: list[str], n: int, last: Any, detail: str) -> None:
-            for name in names:
-                if name not in violations:
-                    trace = self.path(n) + ([last] if last is not None else [])
-                    violations[name] = Violation(name, trace, detail)
+        fail = partial(record, violations, self.path)
 
         def check_states(new: np.ndarray, first: int) -> None:
             leaves = self._descend(self.invariants, new)

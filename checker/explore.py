@@ -14,6 +14,7 @@ import time
 from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import networkx as nx
@@ -250,13 +251,7 @@ class Explorer:
         except Exception as exc:  # a model defect: reported as a property violation
             found = ("error", f"{event.EVENT} raised {type(exc).__name__}: {exc}")
         else:
-            masks = [0] * len(self.world.nodes)
-            for push in pushes:
-                j = self._reg_index.get((push.user, push.jid, push.node))
-                if j is not None:
-                    for sid in push.stanzas:
-                        if sid is not None:
-                            masks[j] |= self._stanza_bit[sid]
+            masks = self.world.push_masks(pushes)
             nondet = None
             if isinstance(world, TableWorld):
                 self.taken |= world.taken
@@ -329,17 +324,8 @@ class Explorer:
     def run(self, *, stop_at_first: bool = False, max_states: int | None = None,
             graph_checks: bool = True) -> Result:
         """Explore the bounded world breadth first."""
-        result = Result(self.bounds)
-        started = time.perf_counter()
-        gc_was = gc.isenabled()
-        gc.disable()  # nothing explored is cyclic garbage; the collector only costs time
-        try:
-            self._bfs(result, stop_at_first, max_states, graph_checks)
-        finally:
-            if gc_was:
-                gc.enable()
-        result.seconds = time.perf_counter() - started
-        return result
+        return timed_run(self.bounds, lambda result: self._bfs(
+            result, stop_at_first, max_states, graph_checks))
 
     @staticmethod
     def _number(ids: dict, parts: list, part: Any, what: str) -> int:
@@ -457,11 +443,7 @@ class Explorer:
                 n = parent[n]
             return wd.prefix() + out[::-1]
 
-        def fail(names: list[str], n: int, last: Any, detail: str) -> None:
-            for name in names:
-                if name not in violations:
-                    trace = path(n) + ([last] if last is not None else [])
-                    violations[name] = Violation(name, trace, detail)
+        fail = partial(record, violations, path)
 
         for name in check_state(models[start[0]], self.bounds.max_devices):
             fail([name], 0, None, "in the initial state")
@@ -566,6 +548,32 @@ _MASK = (1 << _BITS) - 1
 
 def check(bounds: Bounds | None = None, **kwargs: Any) -> Result:
     return Explorer(bounds or Bounds()).run(**kwargs)
+
+
+def timed_run(bounds: Bounds, explore: Callable[[Result], None]) -> Result:
+    """Run one exploration into a fresh Result, timed, with the collector off (nothing
+    explored is cyclic garbage; the collector only costs time)."""
+    result = Result(bounds)
+    started = time.perf_counter()
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        explore(result)
+    finally:
+        if gc_was:
+            gc.enable()
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def record(violations: dict[str, Violation], path: Callable[[int], list[Any]],
+           names: list[str], n: int, last: Any, detail: str) -> None:
+    """Record the first violation of each property: the events to state ``n``, then the
+    violating event ``last`` (None for a state property). BFS order makes it a shortest."""
+    for name in names:
+        if name not in violations:
+            trace = path(n) + ([last] if last is not None else [])
+            violations[name] = Violation(name, trace, detail)
 
 
 def coverage(result: Result, world_cls: type, taken: set, seen_sessions: set[str],

@@ -21,25 +21,39 @@ if TYPE_CHECKING:
     from .compiled import CompiledExplorer
 
 
-class LazySession(SessionRecord):
-    """A session record reading ``state`` and ``binding`` from the state when first used."""
+def _field(name: str, k: int) -> property:
+    """A record field read from the packed state on first use, marked dirty when set."""
+    return property(lambda self: self._get(name, k),
+                    lambda self, value: self._set(name, value))
 
-    __slots__ = ("_st", "_i", "vals", "dirty")
+
+class _LazyFields:
+    """Fields read from the packed state on first use (``vals`` caches them) and marked
+    ``dirty`` when set. ``_fields`` are the record's field numbers in the layout."""
+
+    __slots__ = ()
+    _st: LazyState
+    _fields: list[int]
+    vals: dict[str, Any]
+    dirty: set[str]
 
     def _get(self, name: str, k: int) -> Any:
         vals = self.vals
         if name not in vals:
-            vals[name] = self._st.view(self._st.layout.s[self._i][k])
+            vals[name] = self._st.view(self._fields[k])
         return vals[name]
 
-    @property  # type: ignore[override]
-    def state(self) -> str:
-        return self._get("state", 0)
+    def _set(self, name: str, value: Any) -> None:
+        self.vals[name] = value
+        self.dirty.add(name)
 
-    @state.setter
-    def state(self, value: str) -> None:
-        self.vals["state"] = value
-        self.dirty.add("state")
+
+class LazySession(_LazyFields, SessionRecord):
+    """A session record reading ``state`` and ``binding`` from the state when first used."""
+
+    __slots__ = ("_st", "_fields", "vals", "dirty")
+
+    state = _field("state", 0)  # type: ignore[assignment]
 
     @property  # type: ignore[override]
     def binding(self) -> tuple[str, str, str] | None:
@@ -48,33 +62,16 @@ class LazySession(SessionRecord):
 
     @binding.setter
     def binding(self, key: tuple[str, str, str] | None) -> None:
-        self.vals["binding"] = -1 if key is None else self._st.explorer.world.reg_index[key]
-        self.dirty.add("binding")
+        self._set("binding", -1 if key is None else self._st.explorer.world.reg_index[key])
 
 
-class LazyRegistration(RegistrationRecord):
+class LazyRegistration(_LazyFields, RegistrationRecord):
     """A registration record reading its fields from the state when first used; ``seq`` is its
     rank in the enabling order."""
 
-    __slots__ = ("_st", "_j", "vals", "dirty", "_pushed")
+    __slots__ = ("_st", "_fields", "_j", "vals", "dirty", "_pushed")
 
-    def _get(self, name: str, k: int) -> Any:
-        vals = self.vals
-        if name not in vals:
-            vals[name] = self._st.view(self._st.layout.r[self._j][k])
-        return vals[name]
-
-    def _set(self, name: str, value: Any) -> None:
-        self.vals[name] = value
-        self.dirty.add(name)
-
-    @property  # type: ignore[override]
-    def state(self) -> str:
-        return self._get("state", 0)
-
-    @state.setter
-    def state(self, value: str) -> None:
-        self._set("state", value)
+    state = _field("state", 0)  # type: ignore[assignment]
 
     @property  # type: ignore[override]
     def session(self) -> str | None:
@@ -85,13 +82,7 @@ class LazyRegistration(RegistrationRecord):
     def session(self, sid: str | None) -> None:
         self._set("owner", -1 if sid is None else self._st.explorer.world.session_index[sid])
 
-    @property  # type: ignore[override]
-    def errors(self) -> int:
-        return self._get("errors", 2)
-
-    @errors.setter
-    def errors(self, value: int) -> None:
-        self._set("errors", value)
+    errors = _field("errors", 2)  # type: ignore[assignment]
 
     @property  # type: ignore[override]
     def pushed(self) -> dict[str, None]:
@@ -194,7 +185,7 @@ class _Sessions(_LazyDict):
                 return
         record = LazySession.__new__(LazySession)
         record.sid, record.user = sid, USER
-        record._st, record._i, record.vals, record.dirty = self._st, i, vals, set()
+        record._st, record._fields, record.vals, record.dirty = self._st, fields, vals, set()
         dict.__setitem__(self, sid, record)
 
     def _all(self) -> None:
@@ -217,8 +208,8 @@ class _Registrations(_LazyDict):
         reg = LazyRegistration.__new__(LazyRegistration)
         reg.user, reg.jid, reg.node = USER, APP, key[1]
         reg.options, reg.reason, reg.disabled_at = {}, None, None
-        reg._st, reg._j, reg.vals, reg.dirty, reg._pushed = self._st, j, {"state": state}, \
-            set(), None
+        reg._st, reg._fields, reg._j = self._st, self._st.layout.r[j], j
+        reg.vals, reg.dirty, reg._pushed = {"state": state}, set(), None
         dict.__setitem__(self, key, reg)
 
     def _all(self) -> None:
