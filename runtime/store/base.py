@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from pushrules.model.records import RegistrationRecord, SessionRecord
+from pushrules.model.records import Push, RegistrationRecord, SessionRecord
 from pushrules.model.world import AuditEntry
 
 RegId = tuple[str, str]
@@ -79,6 +79,21 @@ class UserChanges:
     previous_states: dict[RegId, str] = field(default_factory=dict)
     """State of each put registration before the event (absent when new): for orphan TTLs."""
     audit: list[AuditEntry] = field(default_factory=list)
+    outbox_put: dict[str, Row] = field(default_factory=dict)
+    """Pushes this event decided (key -> ``outbox_row``): durable in the same transaction as
+    the dedup ids that decided them, until answered."""
+    outbox_del: list[str] = field(default_factory=list)
+    """Keys of the user's outbox entries this event settles (the push-result answering one)."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPush:
+    """One pending outbox entry as a store returns it."""
+
+    user: str
+    key: str
+    row: Row
+    attempts: int
 
 
 class Store(Protocol):
@@ -101,6 +116,19 @@ class Store(Protocol):
         """Every disable, eviction and expiry recorded for the user, oldest first."""
         ...
 
+    def outbox_pending(self) -> list[StoredPush]:
+        """Every pending outbox entry of every user (after a restart: what to send again).
+        Per user in decided order (``key`` order); users in any order."""
+        ...
+
+    def outbox_attempt(self, user: str, key: str, attempts: int) -> None:
+        """Record that the entry is being sent for the ``attempts``-th time (no-op if gone)."""
+        ...
+
+    def outbox_remove(self, user: str, keys: list[str]) -> None:
+        """Forget entries that will not be sent again (gave up, dropped, answer unrecordable)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -119,6 +147,24 @@ def pushed_delta(old: list[str], new: list[str]) -> tuple[int, list[str]]:
     if new[:kept] != old[start:]:
         return len(old), list(new)  # not a shape the model makes; a full rewrite is still right
     return start, new[kept:]
+
+
+def outbox_key(version: int, index: int) -> str:
+    """The key of the ``index``-th push decided by the commit that made the user's ``version``:
+    unique within the user, and sorting as strings in the order decided."""
+    return f"{version:016d}.{index:05d}"
+
+
+def outbox_row(push: Push) -> Row:
+    """A push as stored (publish-options with the secret included: needed to send it again)."""
+    return {"jid": push.jid, "node": push.node, "rule": push.rule, "stanzas": list(push.stanzas),
+            "important": push.important, "sender": push.sender, "body": push.body,
+            "options": dict(push.options)}
+
+
+def push_from_row(user: str, row: Row) -> Push:
+    return Push(user, row["jid"], row["node"], row["rule"], tuple(row["stanzas"]),
+                bool(row["important"]), row["sender"], row["body"], dict(row["options"]))
 
 
 def session_row(rec: SessionRecord) -> Row:

@@ -28,6 +28,9 @@ from .base import (
     StoreCorrupt,
     UserChanges,
     UserSnapshot,
+    outbox_key,
+    outbox_row,
+    push_from_row,
     pushed_delta,
     registration_from_row,
     registration_row,
@@ -67,6 +70,17 @@ class _Pending:
     event: Any
     changes: UserChanges
     pushes: list[Push]
+    settle: tuple[str, ...]
+
+
+@dataclass(slots=True)
+class OutboxEntry:
+    """A decided push on its way: ``key`` names it in the user's outbox (None: not stored),
+    ``attempts`` counts the sends started, including those of earlier runs."""
+
+    push: Push
+    key: str | None = None
+    attempts: int = 0
 
 
 class StoredEngine(Engine):
@@ -77,11 +91,16 @@ class StoredEngine(Engine):
 
     The state of the ``cache_users`` most recently seen users is kept as loaded; each load
     still asks the store, which answers "unchanged" (no rows) when the cached copy is current:
-    a user's dedup ids (up to dedup_window per registration) are then not decoded again."""
+    a user's dedup ids (up to dedup_window per registration) are then not decoded again.
+
+    With ``outbox`` (the default) every decided push is also stored in the user's outbox in
+    the same commit as the dedup ids that decided it (``last_entries`` names them), until
+    ``handle(push_result, settle=(key,))`` or ``outbox_remove`` settles it; ``outbox_pending``
+    lists what a crashed run left. Without it, pushes live only in the caller's memory."""
 
     def __init__(self, store: Store, config: Config | None = None, *, explain: bool = False,
                  clock: Any = time.time, max_attempts: int = 100,
-                 cache_users: int = 1024) -> None:
+                 cache_users: int = 1024, outbox: bool = True) -> None:
         super().__init__(config, explain=explain, clock=clock)
         self.store = store
         self.max_attempts = max_attempts
@@ -97,31 +116,41 @@ class StoredEngine(Engine):
         self._user_seq = 0
         self._pending: _Pending | None = None
         self._next: UserSnapshot | None = None
+        self.outbox = outbox
+        self.last_entries: list[OutboxEntry] = []
+        """The outbox entries of the pushes the last ``handle`` returned, in the same order."""
 
     def next_seq(self) -> int:
         # Enable order is compared within one user only, so the counter is the user's, stored.
         self._user_seq += 1
         return self._user_seq
 
-    def handle(self, event: Any) -> list[Push]:
+    def handle(self, event: Any, *, settle: tuple[str, ...] = ()) -> list[Push]:
+        """Apply the event; ``settle``: keys of the user's outbox entries this event answers,
+        removed in the same commit (a commit is made for them even if nothing else changed)."""
         user = event_user(event)
+        self.last_entries = []
         pending, self._pending = self._pending, None
         # The same event again after StoreUnavailable: resend the same commit. It lands once
         # (the token makes a repeat a no-op) or, if the user moved on meanwhile, we run again.
-        if pending is not None and pending.event == event and pending.changes.user == user:
+        if (pending is not None and pending.event == event and pending.changes.user == user
+                and pending.settle == settle):
             self._cache.pop(user, None)
-            if self._commit(pending.changes, event, pending.pushes):
+            if self._commit(pending.changes, event, pending.pushes, settle):
+                self.last_entries = self._entries(pending.changes, pending.pushes)
                 return pending.pushes
         for attempt in range(self.max_attempts):
             snapshot = self._load(user)
             self._install(snapshot)
             pushes = super().handle(event)
-            changes = self._changes(snapshot)
+            changes = self._changes(snapshot, pushes, settle)
             if changes is None:
                 self.last_version = snapshot.version
+                self.last_entries = [OutboxEntry(push) for push in pushes]
                 return pushes
-            if self._commit(changes, event, pushes):
+            if self._commit(changes, event, pushes, settle):
                 self._remember(self._next)
+                self.last_entries = self._entries(changes, pushes)
                 return pushes
             self._cache.pop(user, None)
             self.conflicts += 1
@@ -130,13 +159,59 @@ class StoredEngine(Engine):
         raise StoreConflict(f"{self.store.url}: user {user} changed under every one of "
                             f"{self.max_attempts} attempts of {event.EVENT}; not applied")
 
-    def _commit(self, changes: UserChanges, event: Any, pushes: list[Push]) -> bool:
+    @staticmethod
+    def _entries(changes: UserChanges, pushes: list[Push]) -> list[OutboxEntry]:
+        keys: list[str | None] = list(changes.outbox_put) or [None] * len(pushes)
+        return [OutboxEntry(push, key) for push, key in zip(pushes, keys, strict=True)]
+
+    # --- the outbox --------------------------------------------------------------------------
+    def outbox_pending(self) -> list[OutboxEntry]:
+        """What earlier runs decided and never settled, per user in the order decided."""
+        entries = []
+        for stored in self.store.outbox_pending():
+            try:
+                push = push_from_row(stored.user, stored.row)
+            except (KeyError, TypeError, ValueError) as exc:
+                raise StoreCorrupt(f"{self.store.url}: outbox entry {stored.key} of user "
+                                   f"{stored.user} is not readable ({type(exc).__name__}: "
+                                   f"{exc})") from None
+            entries.append(OutboxEntry(push, stored.key, stored.attempts))
+        return entries
+
+    def outbox_attempt(self, entry: OutboxEntry) -> None:
+        """Count one more send of the entry, in the store first when it is stored there."""
+        entry.attempts += 1
+        if entry.key is not None:
+            self.store.outbox_attempt(entry.push.user, entry.key, entry.attempts)
+
+    def outbox_remove(self, entry: OutboxEntry) -> None:
+        if entry.key is not None:
+            self.store.outbox_remove(entry.push.user, [entry.key])
+
+    def current_registration(self, key: Any) -> Any:
+        """The registration as the store holds it now (None if unknown): another event may
+        have changed it since this engine last ran one for that user. (Not ``registration``:
+        the model reads that one during an event.)"""
+        user = key[0]
+        snapshot = self._load(user)
+        row = snapshot.registrations.get((key[1], key[2]))
+        if row is None:
+            return None
+        try:
+            return registration_from_row(user, (key[1], key[2]), row, snapshot.pushed.get(
+                (key[1], key[2])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise StoreCorrupt(f"{self.store.url}: a stored record of user {user} is not "
+                               f"readable ({type(exc).__name__}: {exc})") from None
+
+    def _commit(self, changes: UserChanges, event: Any, pushes: list[Push],
+                settle: tuple[str, ...] = ()) -> bool:
         if self.before_commit is not None:
             self.before_commit(changes)
         try:
             done = self.store.commit(changes)
         except Exception:
-            self._pending = _Pending(event, changes, pushes)
+            self._pending = _Pending(event, changes, pushes, settle)
             raise
         if done:
             self.commits += 1
@@ -181,9 +256,10 @@ class StoredEngine(Engine):
         self._user_seq = snapshot.seq
         self.audit_log = []
 
-    def _changes(self, snapshot: UserSnapshot) -> UserChanges | None:
-        """What the event changed, or None; also leaves in ``_next`` the snapshot the commit
-        makes (for the cache)."""
+    def _changes(self, snapshot: UserSnapshot, pushes: list[Push],
+                 settle: tuple[str, ...]) -> UserChanges | None:
+        """What the event changed (with the pushes for the outbox), or None; also leaves in
+        ``_next`` the snapshot the commit makes (for the cache)."""
         user = snapshot.user
         changes = UserChanges(user, snapshot.version, "", self._user_seq)
         sessions, changes.sessions_put = _diff(self.sessions, snapshot.sessions, session_row)
@@ -203,8 +279,14 @@ class StoredEngine(Engine):
                                             EXPIRED_REASON))
             if reg not in changes.registrations_put:
                 changes.registrations_del.append(reg)
+        if self.outbox:
+            version = snapshot.version + 1
+            changes.outbox_put = {outbox_key(version, i): outbox_row(push)
+                                  for i, push in enumerate(pushes)}
+        changes.outbox_del = list(settle)
         if (not changes.sessions_put and not changes.sessions_del and not changes.audit
-                and not changes.registrations_put and changes.seq == snapshot.seq):
+                and not changes.registrations_put and changes.seq == snapshot.seq
+                and not changes.outbox_put and not changes.outbox_del):
             self._next = None
             return None
         changes.token = uuid.uuid4().hex

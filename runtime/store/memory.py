@@ -9,13 +9,14 @@ from collections import deque
 
 from pushrules.model.world import AuditEntry
 
-from .base import RegId, UserChanges, UserSnapshot
+from .base import RegId, StoredPush, UserChanges, UserSnapshot
 
 RECENT_TOKENS = 64
 
 
 class _User:
-    __slots__ = ("version", "seq", "sessions", "registrations", "audit", "tokens")
+    __slots__ = ("version", "seq", "sessions", "registrations", "audit", "tokens", "outbox",
+                 "tries")
 
     def __init__(self) -> None:
         self.version = 0
@@ -24,6 +25,8 @@ class _User:
         self.registrations: dict[RegId, str] = {}
         self.audit: list[AuditEntry] = []
         self.tokens: deque[str] = deque(maxlen=RECENT_TOKENS)
+        self.outbox: dict[str, str] = {}
+        self.tries: dict[str, int] = {}
 
 
 class MemoryStore:
@@ -63,6 +66,11 @@ class MemoryStore:
             for reg in changes.registrations_del:
                 state.registrations.pop(reg, None)
             state.audit.extend(changes.audit)
+            for key, row in changes.outbox_put.items():
+                state.outbox[key] = json.dumps(row)
+            for key in changes.outbox_del:
+                state.outbox.pop(key, None)
+                state.tries.pop(key, None)
             state.seq = changes.seq
             state.version += 1
             state.tokens.append(changes.token)
@@ -73,6 +81,26 @@ class MemoryStore:
         with self._lock:
             state = self._users.get(user)
             return [] if state is None else list(state.audit)
+
+    def outbox_pending(self) -> list[StoredPush]:
+        with self._lock:
+            return [StoredPush(user, key, json.loads(state.outbox[key]), state.tries.get(key, 0))
+                    for user, state in self._users.items() for key in sorted(state.outbox)]
+
+    def outbox_attempt(self, user: str, key: str, attempts: int) -> None:
+        with self._lock:
+            state = self._users.get(user)
+            if state is not None and key in state.outbox:
+                state.tries[key] = attempts
+
+    def outbox_remove(self, user: str, keys: list[str]) -> None:
+        with self._lock:
+            state = self._users.get(user)
+            if state is None:
+                return
+            for key in keys:
+                state.outbox.pop(key, None)
+                state.tries.pop(key, None)
 
     def close(self) -> None:
         pass

@@ -11,6 +11,11 @@ Keys of one user (all hash-tagged ``{user}`` so they stay on one Redis Cluster s
                            trimmed per event, never rewritten; expires 1 s after its reg key
   PREFIX:{user}:audit      list of JSON audit entries, oldest first
   PREFIX:{user}:commits    list of the last commit tokens (a repeated commit is a no-op)
+  PREFIX:{user}:outbox     hash: outbox key -> JSON push decided but not answered yet
+  PREFIX:{user}:tries      hash: outbox key -> sends started so far (over all runs)
+
+After a restart the pending outbox entries are found with SCAN on ``PREFIX:{*}:outbox`` (per
+node on a cluster: no key ever spans users).
 
 Loads and commits are Lua scripts, each atomic on the server: a commit applies only if the
 user's version is still the one loaded (optimistic concurrency), else the caller runs the event
@@ -36,6 +41,7 @@ from pushrules.model.world import AuditEntry
 
 from .base import (
     RegId,
+    StoredPush,
     StoreError,
     StoreUnavailable,
     UserChanges,
@@ -113,10 +119,28 @@ for _, id in ipairs(c.r_del) do
   redis.call('ZREM', KEYS[3], id)
 end
 for _, a in ipairs(c.audit) do redis.call('RPUSH', KEYS[4], a) end
+for _, o in ipairs(c.o_put) do redis.call('HSET', KEYS[6], o[1], o[2]) end
+for _, key in ipairs(c.o_del) do
+  redis.call('HDEL', KEYS[6], key)
+  redis.call('HDEL', KEYS[7], key)
+end
 redis.call('HSET', KEYS[1], 'version', current + 1, 'seq', c.seq)
 redis.call('LPUSH', KEYS[5], c.token)
 redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[3]) - 1)
 return 1
+"""
+
+# KEYS: outbox, tries. ARGV: key, attempts. Only for an entry still there (no stray count).
+OUTBOX_ATTEMPT = """
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+end
+return 1
+"""
+
+# KEYS: outbox, tries. Both hashes of one user, read at once.
+OUTBOX_READ = """
+return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 """
 
 OUR_PARAMS = ("prefix", "orphan_ttl")
@@ -142,21 +166,31 @@ class RedisStore:
         self.url = _mask(url)
         plain = urlunsplit(parts._replace(query=urlencode(query)))
         try:
-            # Retries only reconnect; a commit sent twice is harmless (its token).
-            self._redis = redis.Redis.from_url(
-                plain, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
+            self._redis = self._make_client(plain, timeout)
         except ValueError as exc:
             raise StoreError(f"redis store {self.url}: {exc}") from None
         self._load = self._redis.register_script(LOAD)
         self._commit = self._redis.register_script(COMMIT)
+        self._outbox_attempt = self._redis.register_script(OUTBOX_ATTEMPT)
+        self._outbox_read = self._redis.register_script(OUTBOX_READ)
+
+    @staticmethod
+    def _make_client(url: str, timeout: float) -> redis.Redis:
+        """The one place the client is built (a cluster store builds its own here)."""
+        # Retries only reconnect; a commit sent twice is harmless (its token).
+        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
 
     def __repr__(self) -> str:
         return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
 
     def _keys(self, user: str) -> tuple[str, ...]:
         base = f"{self.prefix}:{{{user}}}:"
-        return tuple(base + name for name in ("meta", "sessions", "regs", "audit", "commits"))
+        return tuple(base + name for name in ("meta", "sessions", "regs", "audit", "commits",
+                                              "outbox", "tries"))
+
+    def _outbox_keys(self, user: str) -> list[str]:
+        return list(self._keys(user)[5:])
 
     def _reg_prefix(self, user: str) -> str:
         return f"{self.prefix}:{{{user}}}:reg:"
@@ -225,6 +259,8 @@ class RedisStore:
             "p_ops": [[_reg_id(r), drop, added]
                       for r, (drop, added) in changes.pushed_ops.items()],
             "audit": [json.dumps(audit_dict(a)) for a in changes.audit],
+            "o_put": [[key, json.dumps(row)] for key, row in changes.outbox_put.items()],
+            "o_del": changes.outbox_del,
         }
         user = changes.user
         with self._errors("commit", user):
@@ -238,6 +274,37 @@ class RedisStore:
             rows = self._redis.lrange(self._keys(user)[3], 0, -1)
         return [audit_from_dict(json.loads(row)) for row in rows]
 
+    def outbox_pending(self) -> list[StoredPush]:
+        # SCAN, not an index key: an index of all users would span cluster slots.
+        pattern = f"{_glob_escape(self.prefix)}:{{*}}:outbox"
+        head, tail = f"{self.prefix}:{{", "}:outbox"
+        out: list[StoredPush] = []
+        with self._errors("read the outbox of", "*"):
+            for raw in self._redis.scan_iter(match=pattern, count=1000, _type="hash"):
+                name = raw.decode()
+                user = name[len(head):-len(tail)]
+                entries, tries = self._outbox_read(keys=self._outbox_keys(user))
+                counts = {tries[i].decode(): int(tries[i + 1]) for i in range(0, len(tries), 2)}
+                rows = {entries[i].decode(): entries[i + 1] for i in range(0, len(entries), 2)}
+                out += [StoredPush(user, key, json.loads(rows[key]), counts.get(key, 0))
+                        for key in sorted(rows)]
+        return out
+
+    def outbox_attempt(self, user: str, key: str, attempts: int) -> None:
+        with self._errors("record a send in the outbox of", user):
+            self._outbox_attempt(keys=self._outbox_keys(user), args=[key, attempts])
+
+    def outbox_remove(self, user: str, keys: list[str]) -> None:
+        if not keys:
+            return
+        outbox, tries = self._outbox_keys(user)
+        with self._errors("remove outbox entries of", user):
+            # One transaction; both keys are on the user's slot.
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hdel(outbox, *keys)
+            pipe.hdel(tries, *keys)
+            pipe.execute()
+
     def ttl_ms(self, user: str, reg: RegId) -> int:
         """Milliseconds before the registration's key expires (-1: never, -2: no such key)."""
         with self._errors("read a TTL of", user):
@@ -245,6 +312,11 @@ class RedisStore:
 
     def close(self) -> None:
         self._redis.close()
+
+
+def _glob_escape(text: str) -> str:
+    """``text`` matched literally in a SCAN MATCH pattern."""
+    return "".join("\\" + c if c in "*?[]\\" else c for c in text)
 
 
 def _reg_id(reg: RegId) -> str:

@@ -18,11 +18,30 @@ from typing import Any
 
 from pushrules.model.world import AuditEntry
 
-from .base import StoreCorrupt, StoreError, StoreUnavailable, UserChanges, UserSnapshot
+from .base import (
+    StoreCorrupt,
+    StoredPush,
+    StoreError,
+    StoreUnavailable,
+    UserChanges,
+    UserSnapshot,
+)
 
 APPLICATION_ID = 0x70757368  # "push"
-SCHEMA_VERSION = 2  # 2: dedup ids in their own table (1 rewrote them per push)
-TABLES = ("users", "sessions", "registrations", "pushed", "audit")
+SCHEMA_VERSION = 3  # 3: the outbox; 2: dedup ids in their own table (1 rewrote them per push)
+TABLES = ("users", "sessions", "registrations", "pushed", "audit", "outbox")
+
+OUTBOX_TABLE = """
+CREATE TABLE outbox (              -- decided pushes not answered yet (sent again after a restart)
+    user TEXT NOT NULL,
+    key TEXT NOT NULL,             -- sorts in the order decided, within the user
+    push TEXT NOT NULL,            -- JSON push, publish-options (secret) included
+    attempts INTEGER NOT NULL DEFAULT 0,  -- sends started so far, over all runs
+    PRIMARY KEY (user, key)
+) WITHOUT ROWID
+"""
+MIGRATIONS = {2: (OUTBOX_TABLE,)}
+"""Schema version -> the statements that bring it to the next version, in one transaction."""
 
 SCHEMA = """
 CREATE TABLE users (
@@ -70,7 +89,7 @@ CREATE TABLE audit (
     reason TEXT NOT NULL
 );
 CREATE INDEX audit_by_user ON audit (user, id);
-"""
+""" + OUTBOX_TABLE
 
 
 class SqliteStore:
@@ -114,14 +133,14 @@ class SqliteStore:
             raise StoreCorrupt(f"{where}: an SQLite database but not a pushrules store "
                                f"(application_id {app_id}, tables: {', '.join(tables) or 'none'}); "
                                "the file was left as it is")
-        if version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION and version not in MIGRATIONS:
             raise StoreCorrupt(f"{where}: schema version {version} is older than this pushrules' "
                                f"{SCHEMA_VERSION} and no migration from it exists; "
                                "the file was left as it is")
         if version > SCHEMA_VERSION:
             raise StoreCorrupt(f"{where}: schema version {version} is newer than this pushrules' "
                                f"{SCHEMA_VERSION}: upgrade pushrules; the file was left as it is")
-        missing = [t for t in TABLES if t not in tables]
+        missing = [t for t in _tables_of(version) if t not in tables]
         if missing:
             raise StoreCorrupt(f"{where}: schema version {version} but table(s) "
                                f"{', '.join(missing)} missing; the file was left as it is")
@@ -132,7 +151,27 @@ class SqliteStore:
         if problems != ["ok"]:
             raise StoreCorrupt(f"{where}: the database is damaged ({'; '.join(problems)}); "
                                "the file was left as it is")
+        if version < SCHEMA_VERSION:
+            self._migrate()
         self._tune()
+
+    def _migrate(self) -> None:
+        """Bring an older schema up to date, each step in one transaction (another process
+        may be migrating the same file: the version is read again under the write lock)."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            version = self._db.execute("PRAGMA user_version").fetchone()[0]
+            while version < SCHEMA_VERSION:
+                for statement in MIGRATIONS[version]:
+                    self._db.execute(statement)
+                version += 1
+                self._db.execute(f"PRAGMA user_version = {version}")
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise StoreUnavailable(f"sqlite store {self.path}: cannot migrate the schema to "
+                                   f"version {SCHEMA_VERSION} ({exc}); nothing was changed") \
+                from None
 
     def _create(self) -> None:
         try:
@@ -262,6 +301,13 @@ class SqliteStore:
                   (user, jid, node))
             write("DELETE FROM pushed WHERE user = ? AND jid = ? AND node = ?",
                   (user, jid, node))
+        if changes.outbox_put:
+            write("INSERT OR REPLACE INTO outbox (user, key, push) VALUES (?, ?, ?)",
+                  [(user, key, json.dumps(row)) for key, row in changes.outbox_put.items()],
+                  many=True)
+        if changes.outbox_del:
+            write("DELETE FROM outbox WHERE user = ? AND key = ?",
+                  [(user, key) for key in changes.outbox_del], many=True)
         for entry in changes.audit:
             write("INSERT INTO audit (user, time, jid, node, action, reason) "
                   "VALUES (?, ?, ?, ?, ?, ?)",
@@ -273,6 +319,29 @@ class SqliteStore:
             rows = self._db.execute("SELECT time, user, jid, node, action, reason FROM audit "
                                     "WHERE user = ? ORDER BY id", (user,)).fetchall()
         return [AuditEntry(*row) for row in rows]
+
+    def outbox_pending(self) -> list[StoredPush]:
+        with self._lock, self._errors("read the outbox of", "any"):
+            rows = self._db.execute("SELECT user, key, push, attempts FROM outbox "
+                                    "ORDER BY user, key").fetchall()
+        out = []
+        for user, key, push, attempts in rows:
+            try:
+                out.append(StoredPush(user, key, json.loads(push), int(attempts)))
+            except ValueError as exc:
+                raise StoreCorrupt(f"sqlite store {self.path}: outbox entry {key} of user "
+                                   f"{user} is damaged ({exc})") from None
+        return out
+
+    def outbox_attempt(self, user: str, key: str, attempts: int) -> None:
+        with self._lock, self._errors("record a send in the outbox of", user):
+            self._db.execute("UPDATE outbox SET attempts = ? WHERE user = ? AND key = ?",
+                             (attempts, user, key))
+
+    def outbox_remove(self, user: str, keys: list[str]) -> None:
+        with self._lock, self._errors("remove outbox entries of", user):
+            self._db.executemany("DELETE FROM outbox WHERE user = ? AND key = ?",
+                                 [(user, key) for key in keys])
 
     def close(self) -> None:
         with self._lock:
@@ -297,6 +366,11 @@ class SqliteStore:
                 raise StoreUnavailable(f"{where} ({exc}); nothing was applied") from None
             raise StoreCorrupt(f"{where} ({type(exc).__name__}: {exc}); nothing was applied") \
                 from None
+
+
+def _tables_of(version: int) -> tuple[str, ...]:
+    """The tables a file of that schema version must hold."""
+    return TABLES if version >= 3 else TABLES[:-1]
 
 
 def _registration(row: tuple[Any, ...]) -> dict[str, Any]:

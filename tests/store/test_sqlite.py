@@ -9,7 +9,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from traces import CONFIG, USERS, Clock, engine_state, outcome, random_events, store_state
+from traces import (
+    CONFIG,
+    USERS,
+    Clock,
+    engine_state,
+    outcome,
+    random_events,
+    stanza,
+    store_state,
+)
 
 from pushrules.generated.events import EVENT_CLASSES as EV
 from pushrules.model.world import ImpossibleEvent
@@ -89,8 +98,8 @@ def test_another_applications_database_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("version", "match"), [
-    (1, "schema version 1 is older than this pushrules' 2 and no migration"),
-    (3, "schema version 3 is newer than this pushrules' 2: upgrade pushrules"),
+    (1, "schema version 1 is older than this pushrules' 3 and no migration"),
+    (4, "schema version 4 is newer than this pushrules' 3: upgrade pushrules"),
 ])
 def test_another_schema_version_is_refused(tmp_path, version, match):
     path = tmp_path / "registrations.db"
@@ -100,6 +109,36 @@ def test_another_schema_version_is_refused(tmp_path, version, match):
         db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
         db.execute(f"PRAGMA user_version = {version}")
     refused(path, match)
+
+
+def test_a_schema_2_file_is_migrated_and_keeps_its_state(tmp_path):
+    """A user's store of the previous version (no outbox) opens, gains the outbox, and holds
+    exactly what it held; the migration is recorded once."""
+    path = tmp_path / "registrations.db"
+    filled_store(path)
+    with sqlite3.connect(path) as db:  # exactly what schema 2 was: schema 3 without the outbox
+        db.execute("DROP TABLE outbox")
+        db.execute("PRAGMA user_version = 2")
+    with sqlite3.connect(path) as db:
+        before = {table: sorted(db.execute(f"SELECT * FROM {table}"))
+                  for table in ("users", "sessions", "registrations", "pushed", "audit")}
+    store = SqliteStore(path)
+    with sqlite3.connect(path) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
+        after = {table: sorted(db.execute(f"SELECT * FROM {table}")) for table in before}
+    assert after == before and sum(map(len, before.values())) > 100
+    assert store.outbox_pending() == []
+    engine = StoredEngine(store, CONFIG)
+    engine.handle(EV["session-bind"]("new@example.org/a"))
+    engine.handle(EV["push-enable"]("new@example.org/a", "push.example.net", "n1", secret="s"))
+    engine.handle(EV["session-destroyed"]("new@example.org/a"))
+    engine.handle(EV["message/offline/handle"]("new@example.org", stanza_for("new@example.org")))
+    assert [(p.user, p.row["stanzas"]) for p in SqliteStore(path).outbox_pending()] == [
+        ("new@example.org", ["x1"])]
+
+
+def stanza_for(user: str):
+    return stanza("x1", user)
 
 
 def test_a_store_reopens_after_close(tmp_path):
