@@ -20,14 +20,15 @@ SECTIONS: dict[str, dict[str, str]] = {
     "dispatch": {"iq_timeout": "iq_timeout", "max_attempts": "max_attempts",
                  "backoff_initial": "backoff_initial", "backoff_max": "backoff_max",
                  "connect_timeout": "connect_timeout", "shutdown_grace": "shutdown_grace",
-                 "max_in_flight": "max_in_flight"},
+                 "max_in_flight": "max_in_flight", "max_outbox": "max_outbox"},
     "store": {"url": "store"},
-    "input": {"socket": "socket"},
+    "input": {"socket": "socket", "socket_group": "socket_group",
+              "allowed_uids": "allowed_uids"},
 }
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1", "port": 5347, "iq_timeout": 10.0, "max_attempts": 6,
     "backoff_initial": 0.5, "backoff_max": 30.0, "connect_timeout": 30.0,
-    "shutdown_grace": 30.0, "max_in_flight": 512, "store": "memory:",
+    "shutdown_grace": 30.0, "max_in_flight": 512, "max_outbox": 10_000, "store": "memory:",
 }
 
 
@@ -96,17 +97,23 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
                             backoff_max=numbers["backoff_max"])
         port = int(merged["port"])
         max_in_flight = int(merged["max_in_flight"])
+        max_outbox = int(merged["max_outbox"])
+        allowed_uids = tuple(int(uid) for uid in merged.get("allowed_uids") or ())
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
     if numbers["iq_timeout"] <= 0 or max_in_flight < 1:
         raise SettingsError("iq_timeout must be positive and max_in_flight at least 1")
+    if max_outbox < 1:
+        raise SettingsError(f"max_outbox must be at least 1, not {max_outbox}")
+    group = merged.get("socket_group")
     return SidecarSettings(
         component_jid=str(merged["component_jid"]), component_secret=secret,
         host=str(merged["host"]), port=port, rules=rules, iq_timeout=numbers["iq_timeout"],
         retry=retry, connect_timeout=numbers["connect_timeout"],
         shutdown_grace=numbers["shutdown_grace"], max_in_flight=max_in_flight,
-        store=str(merged["store"]),
-        socket=merged.get("socket"),
+        max_outbox=max_outbox, store=str(merged["store"]),
+        socket=merged.get("socket"), socket_group=None if group is None else str(group),
+        allowed_uids=allowed_uids,
     )
 
 
@@ -135,9 +142,15 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
               help="Seconds to finish decided pushes on SIGTERM [30].")
 @click.option("--max-in-flight", type=int,
               help="Publishes awaiting an answer at once, over all registrations [512].")
+@click.option("--max-outbox", type=int,
+              help="Pending pushes above which reading waits (backpressure) [10000].")
 @click.option("--store", help="Where state lives: memory: (default) or a store URL.")
 @click.option("--socket", type=click.Path(dir_okay=False),
-              help="Read events from this Unix socket instead of stdin.")
+              help="Read events from this Unix socket (created 0600) instead of stdin.")
+@click.option("--socket-group",
+              help="Group that may also connect to --socket (the socket is then 0660).")
+@click.option("--allowed-uid", "allowed_uids", type=int, multiple=True,
+              help="Only this uid (repeatable; our own always) may send on --socket.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="warning", show_default=True)
 def serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
@@ -148,9 +161,11 @@ def serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
     from pushrules.runtime.xmpp.secrets import install_secret_mask
     from pushrules.runtime.xmpp.sidecar import run_sidecar
 
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=log_level.upper(), handlers=[handler])
     install_secret_mask()
+    flags["allowed_uids"] = flags.get("allowed_uids") or None
     try:
         file_values, rules = read_toml(config_file) if config_file else ({}, {})
         parse_settings(settings)  # validates the flags with the same messages as replay
@@ -164,4 +179,19 @@ def serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
         status = run_sidecar(sidecar_settings)
     except ValueError as exc:  # e.g. an unknown store URL
         raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:
+        status = 0
+    except Exception as exc:  # never a traceback: say what failed
+        raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     sys.exit(status)
+
+
+class OneLineFormatter(logging.Formatter):
+    """Log records without tracebacks (one line per problem: an operator's log, never a dump
+    of the input that caused it)."""
+
+    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
+        return f"({ei[0].__name__}: {ei[1]})" if ei and ei[0] is not None else ""
+
+    def formatStack(self, stack_info: str) -> str:  # noqa: N802
+        return ""

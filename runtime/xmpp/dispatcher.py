@@ -40,6 +40,7 @@ from pushrules.model.actions import ENABLED_STATES
 from pushrules.model.events import TRANSIENT_ERROR
 from pushrules.model.records import Push, RegKey
 from pushrules.model.world import ImpossibleEvent
+from pushrules.runtime.store.engine import OutboxEntry
 
 from .transport import Answer
 
@@ -81,18 +82,30 @@ class Outcome:
 
 @dataclass
 class _Queue:
-    pushes: deque[Push] = field(default_factory=deque)
+    entries: deque[OutboxEntry] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
 
 
+class _Aborted(Exception):
+    """close()'s grace ran out while a send or a backoff was waiting."""
+
+
 class Dispatcher:
-    """Feeds pushes to ``send`` and every answer back into ``engine`` as a push-result."""
+    """Feeds pushes to ``send`` and every answer back into ``engine`` as a push-result.
+
+    Over an engine with a durable outbox (``StoredEngine``) each push is an entry of the
+    store's outbox: every send is counted there first, the push-result that answers it
+    removes it in the same commit, and ``resume(engine.outbox_pending())`` sends again what an
+    earlier run left."""
 
     def __init__(self, engine: Any, send: Send, policy: RetryPolicy | None = None, *,
                  on_outcome: Callable[[Outcome], None] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 max_in_flight: int = 512) -> None:
+                 max_in_flight: int = 512,
+                 ready: Callable[[], Awaitable[Any]] | None = None) -> None:
         self.engine = engine
+        self.ready = ready
+        """Awaited before each send is counted (e.g. until the connection is up)."""
         self.send = send
         self.policy = policy or RetryPolicy()
         self.on_outcome = on_outcome
@@ -105,32 +118,55 @@ class Dispatcher:
         self._slots = asyncio.Semaphore(max_in_flight)
         self._idle = asyncio.Event()
         self._idle.set()
+        self._changed = asyncio.Event()
+        self._abort = asyncio.Event()
+        self._pending = 0
         self._closed = False
+        self._durable = bool(getattr(engine, "outbox", False)) and hasattr(engine,
+                                                                           "outbox_pending")
 
     # --- feeding -----------------------------------------------------------------------------
     def handle(self, event: Any) -> list[Push]:
         """``engine.handle(event)`` and queue the pushes it decided (ImpossibleEvent passes)."""
         pushes = self.engine.handle(event)
-        self.submit(pushes)
+        entries = getattr(self.engine, "last_entries", None) if self._durable else None
+        if entries is not None and len(entries) == len(pushes):
+            self.resume(entries)
+        else:
+            self.submit(pushes)
         return pushes
 
     def submit(self, pushes: Iterable[Push]) -> None:
-        for push in pushes:
+        """Queue pushes held in memory only."""
+        self.resume(OutboxEntry(push) for push in pushes)
+
+    def resume(self, entries: Iterable[OutboxEntry]) -> None:
+        """Queue outbox entries (decided now, or left by an earlier run), in their order."""
+        for entry in entries:
+            push = entry.push
             if self._closed:
-                self._finish(Outcome(push, UNDELIVERED, 0, "dispatcher closed"))
+                self._finish(Outcome(push, UNDELIVERED, entry.attempts, "dispatcher closed"))
                 continue
             key = (push.user, push.jid, push.node)
             queue = self._queues.get(key)
             if queue is None:
                 queue = self._queues[key] = _Queue()
-            queue.pushes.append(push)
+            queue.entries.append(entry)
+            self._pending += 1
             if queue.task is None:
                 queue.task = asyncio.get_running_loop().create_task(self._drain_queue(key))
             self._idle.clear()
 
     @property
     def pending(self) -> int:
-        return sum(len(q.pushes) for q in self._queues.values())
+        """Pushes queued or being sent."""
+        return self._pending
+
+    async def room(self, bound: int) -> None:
+        """Wait until at most ``bound`` pushes are pending (the caller's backpressure)."""
+        while self._pending > bound and not self._closed:
+            self._changed.clear()
+            await self._changed.wait()
 
     async def drain(self) -> None:
         """Wait until every push submitted so far is finished."""
@@ -138,19 +174,21 @@ class Dispatcher:
 
     async def close(self, grace: float | None = None) -> None:
         """Stop taking pushes; wait up to ``grace`` seconds for the queued ones; report the rest
-        undelivered."""
+        undelivered (a durable outbox keeps them for the next run). A send already answered
+        is always finished as answered."""
         self._closed = True
+        self._changed.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.drain(), grace)
-        for queue in list(self._queues.values()):
-            if queue.task is not None:
-                queue.task.cancel()
+        self._abort.set()
         tasks = [q.task for q in self._queues.values() if q.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         for key, queue in list(self._queues.items()):
-            while queue.pushes:
-                self._finish(Outcome(queue.pushes.popleft(), UNDELIVERED, 0,
-                                     "shut down before it was answered"))
+            while queue.entries:
+                entry = self._take(queue)
+                why = ("sent, not answered before shutdown" if entry.attempts
+                       else "shut down before it was sent")
+                self._unfinished(entry, why)
             del self._queues[key]
         self._idle.set()
 
@@ -158,35 +196,65 @@ class Dispatcher:
     async def _drain_queue(self, key: RegKey) -> None:
         queue = self._queues[key]
         try:
-            while queue.pushes:
-                push = queue.pushes[0]
-                outcome = await self._deliver(push)
-                queue.pushes.popleft()
-                self._finish(outcome)
-        except Exception:  # a defect must not silently stop this registration's queue
-            log.exception("dispatch to %s %s failed", key[1], key[2])
-            while queue.pushes:
-                self._finish(Outcome(queue.pushes.popleft(), UNDELIVERED, 0, "internal error"))
+            while queue.entries and not self._abort.is_set():
+                entry = queue.entries[0]
+                try:
+                    outcome = await self._deliver(entry)
+                except _Aborted:
+                    break
+                self._take(queue)
+                self._finish(outcome, entry)
+        except Exception as exc:  # a defect must not silently stop this registration's queue
+            log.error("dispatch to %s %s failed: %s: %s", key[1], key[2], type(exc).__name__,
+                      exc)
+            while queue.entries:
+                self._unfinished(self._take(queue), f"internal error ({exc})")
         finally:
             queue.task = None
-            if not queue.pushes and self._queues.get(key) is queue:
+            if not queue.entries and self._queues.get(key) is queue:
                 del self._queues[key]
             if not self._queues:
                 self._idle.set()
 
-    async def _deliver(self, push: Push) -> Outcome:
-        attempts = 0
+    def _take(self, queue: _Queue) -> OutboxEntry:
+        self._pending -= 1
+        self._changed.set()
+        return queue.entries.popleft()
 
-        async def attempt() -> Answer | None:
-            nonlocal attempts
-            if not self._enabled(push):
-                return None
-            attempts += 1
+    async def _until_aborted(self, awaitable: Awaitable[Any]) -> Any:
+        """``await awaitable`` unless close()'s grace runs out first (then _Aborted)."""
+        if self._abort.is_set():
+            raise _Aborted
+        task = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._abort.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if not task.done():
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            raise _Aborted
+        return task.result()
+
+    async def _deliver(self, entry: OutboxEntry) -> Outcome:
+        push = entry.push
+
+        async def attempt() -> Answer | str:
+            if self.ready is not None:
+                await self._until_aborted(self.ready())
+            reason = self._not_enabled(push)
+            if reason is not None:
+                return reason
+            self._count_attempt(entry)
             async with self._slots:
-                answer = await self.send(push)
+                answer: Answer = await self._until_aborted(self.send(push))
             if not answer.ok and answer.error_type == TRANSIENT_ERROR:
-                await self._report(push, answer.ok, TRANSIENT_ERROR)
+                await self._report(entry, answer.ok, TRANSIENT_ERROR, settles=False)
             return answer
+
+        async def sleep(seconds: float) -> None:
+            await self._until_aborted(self.sleep(seconds))
 
         policy = self.policy
         retrying = AsyncRetrying(
@@ -195,48 +263,90 @@ class Dispatcher:
             + wait_random(0, policy.jitter),
             retry=retry_if_result(_transient),
             retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-            sleep=self.sleep,
+            sleep=sleep,
+            reraise=True,
         )
         answer = await retrying(attempt)
-        if answer is None:
-            return Outcome(push, DROPPED, attempts, "registration no longer enabled")
+        attempts = entry.attempts
+        if isinstance(answer, str):
+            return Outcome(push, DROPPED, attempts, answer)
         if answer.ok:
-            await self._report(push, True, None)
+            await self._report(entry, True, None)
             return Outcome(push, DELIVERED, attempts, answer.describe())
         if answer.timed_out:
-            await self._report(push, False, None)
+            await self._report(entry, False, None)
             return Outcome(push, ERROR, attempts, answer.describe())
         if answer.error_type == TRANSIENT_ERROR:
             return Outcome(push, GAVE_UP, attempts, answer.describe())
-        await self._report(push, False, answer.error_type)
+        await self._report(entry, False, answer.error_type)
         return Outcome(push, ERROR, attempts, answer.describe())
 
-    def _enabled(self, push: Push) -> bool:
-        # Unknown to this engine (e.g. state held in a store): the decision stands.
-        reg = self.engine.registration((push.user, push.jid, push.node))
-        return reg is None or reg.state in ENABLED_STATES
+    def _count_attempt(self, entry: OutboxEntry) -> None:
+        if not self._durable:
+            entry.attempts += 1
+            return
+        try:
+            self.engine.outbox_attempt(entry)
+        except Exception as exc:  # the send goes ahead; only the count of a crash is lower
+            log.warning("send of %s %s not counted in the outbox: %s: %s", entry.push.jid,
+                        entry.push.node, type(exc).__name__, exc)
 
-    async def _report(self, push: Push, ok: bool, error_type: str | None) -> None:
-        """Feed the answer to the model. An engine over a store may fail transiently
-        (StoreUnavailable: the same event again is safe), so a failure is tried again a few
-        times, then logged with what was not recorded."""
+    def _not_enabled(self, push: Push) -> str | None:
+        """Why the push must not be sent (its registration is no longer enabled), or None.
+        Unknown to the engine (e.g. an engine without the user's state): the decision stands."""
+        key = (push.user, push.jid, push.node)
+        current = getattr(self.engine, "current_registration", self.engine.registration)
+        reg = current(key)
+        if reg is None or reg.state in ENABLED_STATES:
+            return None
+        why = f": {reg.reason}" if reg.reason else ""
+        return f"registration {reg.state} before it was sent{why}"
+
+    async def _report(self, entry: OutboxEntry, ok: bool, error_type: str | None, *,
+                      settles: bool = True) -> None:
+        """Feed the answer to the model (settling the outbox entry in the same commit). An
+        engine over a store may fail transiently (StoreUnavailable: the same event again is
+        safe), so a failure is tried again a few times, then logged with what was not
+        recorded (the entry then stays in the outbox: sent again after a restart)."""
+        push = entry.push
         event = PushResult(user=push.user, jid=push.jid, node=push.node, ok=ok,
                            error_type=None if ok else error_type)
+        settle = (entry.key,) if settles and self._durable and entry.key is not None else ()
         for attempt in range(REPORT_ATTEMPTS):
             try:
-                self.engine.handle(event)
+                if settle:
+                    self.engine.handle(event, settle=settle)
+                else:
+                    self.engine.handle(event)
                 return
             except ImpossibleEvent as exc:
                 log.warning("push-result for %s %s not applied: %s", push.jid, push.node, exc)
+                if settle:
+                    self._remove(entry)
                 return
             except Exception as exc:
                 if attempt + 1 == REPORT_ATTEMPTS:
                     log.error("push-result (ok=%s, error_type=%s) for %s %s not recorded: %s: %s",
                               ok, error_type, push.jid, push.node, type(exc).__name__, exc)
                     return
-                await self.sleep(0.1 * 2 ** attempt)
+                await self.sleep(0.1 * 2 ** attempt)  # not aborted: the answer is in hand
 
-    def _finish(self, outcome: Outcome) -> None:
+    def _remove(self, entry: OutboxEntry) -> None:
+        if not self._durable:
+            return
+        try:
+            self.engine.outbox_remove(entry)
+        except Exception as exc:
+            log.warning("outbox entry for %s %s not removed (sent again after a restart): "
+                        "%s: %s", entry.push.jid, entry.push.node, type(exc).__name__, exc)
+
+    def _unfinished(self, entry: OutboxEntry, why: str) -> None:
+        kept = "; kept in the outbox for the next start" if self._durable and entry.key else ""
+        self._finish(Outcome(entry.push, UNDELIVERED, entry.attempts, why + kept))
+
+    def _finish(self, outcome: Outcome, entry: OutboxEntry | None = None) -> None:
+        if entry is not None and outcome.status in (GAVE_UP, DROPPED):
+            self._remove(entry)  # nothing was fed that could settle it
         self.counts[outcome.status] += 1
         push = outcome.push
         if outcome.status in (GAVE_UP, UNDELIVERED, DROPPED):
@@ -247,6 +357,6 @@ class Dispatcher:
             self.on_outcome(outcome)
 
 
-def _transient(answer: Answer | None) -> bool:
-    return answer is not None and not answer.ok and (answer.timed_out
-                                                     or answer.error_type == TRANSIENT_ERROR)
+def _transient(answer: Answer | str | None) -> bool:
+    return isinstance(answer, Answer) and not answer.ok and (
+        answer.timed_out or answer.error_type == TRANSIENT_ERROR)

@@ -1,11 +1,21 @@
 """`pushrules serve`: contract events in (JSON lines on stdin or a Unix socket), pushes out over
 XMPP, one outcome per push as a JSON line on stdout.
 
-Input errors: a malformed line is rejected with ``error: <where> line N, field 'x': …`` on
-stderr and the sidecar goes on with the next line (a server feeding it live must not be cut off by
-one bad event); an impossible event is a warning and skipped, as in ``replay``. Nothing is applied
-from a rejected line. SIGTERM/SIGINT (or the end of stdin): stop reading, wait up to
-``shutdown_grace`` for the pushes already decided to be answered, report the rest, exit 0.
+Input: every line is applied or rejected with ``error: <where> line N[, field 'x']: <reason>
+(line rejected)`` on stderr, and reading goes on (a server feeding it live must not be cut off
+by one bad event): lines longer than ``MAX_LINE_BYTES`` are rejected while being read (never
+held whole), as are bad UTF-8, bad JSON and anything unexpected; an impossible event is a
+warning and skipped, as in ``replay``. Nothing is applied from a rejected line, and no
+traceback is printed.
+
+Durability: over a store, each decided push is in the store's outbox from the commit that
+decided it until answered; a new run sends again what an earlier one left. Reading waits while
+more than ``max_outbox`` pushes are pending (backpressure).
+
+Exits: SIGTERM/SIGINT or the end of stdin: stop reading, wait up to ``shutdown_grace`` for the
+decided pushes to be answered, report the rest, exit 0. The component refused (secret), the
+server unreachable within ``connect_timeout``, the store or the socket unusable: ``error: …``
+naming the cause, exit 1.
 """
 
 from __future__ import annotations
@@ -18,23 +28,28 @@ import os
 import signal
 import stat
 import sys
-import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
 
 from pushrules.model.config import Config
 from pushrules.model.world import ImpossibleEvent
+from pushrules.runtime import trace
 from pushrules.runtime.engine import Engine
 from pushrules.runtime.trace import TraceError, parse_event
 
 from .dispatcher import Dispatcher, Outcome, RetryPolicy
-from .transport import PushTransport
+from .transport import ComponentRefused, PushTransport
+from .unixsocket import Listener, SocketPathError, open_listener, peer_uid
 
 log = logging.getLogger(__name__)
 
 MEMORY_STORES = ("", "memory", "memory:")
 STORE_ATTEMPTS = 5
+MAX_LINE_BYTES: int = getattr(trace, "MAX_LINE_BYTES", 1024 * 1024)
+"""The longest input line accepted, in bytes (the trace module's limit when it has one)."""
+READ_CHUNK = 64 * 1024
+FAILED = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,8 +64,14 @@ class SidecarSettings:
     connect_timeout: float = 30.0
     shutdown_grace: float = 30.0
     max_in_flight: int = 512
+    max_outbox: int = 10_000
+    """Pending pushes above which reading waits (backpressure)."""
     store: str = "memory:"
     socket: str | None = None
+    socket_group: str | None = None
+    """Group allowed to connect (the socket is then 0660, else 0600)."""
+    allowed_uids: tuple[int, ...] = ()
+    """When set, only these uids (and our own) may send on the socket (SO_PEERCRED)."""
 
 
 def make_engine(store_url: str, rules: Config) -> Engine:
@@ -83,32 +104,32 @@ class Sidecar:
             settings.rules, iq_timeout=settings.iq_timeout)
         self.dispatcher = Dispatcher(self.engine, self.transport.publish, settings.retry,
                                      on_outcome=self._print_outcome,
-                                     max_in_flight=settings.max_in_flight)
+                                     max_in_flight=settings.max_in_flight,
+                                     ready=self.transport.online.wait)
         self._transient = _transient_errors()
         self.rejected = 0
         self.accepted = 0
+        self.resent = 0
+        self.fatal: str | None = None
         self._stop = asyncio.Event()
+        self._failed = asyncio.Event()
+        self._connections: set[asyncio.StreamWriter] = set()
 
     # --- one line ----------------------------------------------------------------------------
     async def feed(self, raw: bytes | str, number: int, where: str = "stdin") -> None:
-        """Apply one input line; report a bad one on stderr and go on. A store that is
-        briefly unavailable is waited for (the same event again is safe)."""
+        """Apply one input line, or reject it on stderr naming the line and why; never
+        raises. Waits while too many pushes are pending, and while the store is briefly
+        unavailable (the same event again is safe)."""
         try:
-            text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-        except UnicodeDecodeError as exc:
-            self._reject(f"{where} line {number}: not valid UTF-8 at byte {exc.start}")
-            return
-        text = text.strip()
-        if not text or text.startswith("#"):
-            return
-        try:
-            event = parse_event(json.loads(text), number)
-        except json.JSONDecodeError as exc:
-            self._reject(f"{where} line {number}: not valid JSON: {exc.msg} at column "
-                         f"{exc.colno}")
-            return
-        except TraceError as exc:
-            self._reject(f"{where} {exc}")
+            await self.dispatcher.room(self.settings.max_outbox)
+            await self._apply(raw, number, where)
+        except Exception as exc:  # a defect must cost one line, not the reader
+            self._reject(f"{where} line {number}: not applied: internal error "
+                         f"({type(exc).__name__}: {exc})")
+
+    async def _apply(self, raw: bytes | str, number: int, where: str) -> None:
+        event = self._parse(raw, number, where)
+        if event is None:
             return
         for attempt in range(STORE_ATTEMPTS):
             try:
@@ -128,6 +149,36 @@ class Sidecar:
                 return
         self.accepted += 1
 
+    def _parse(self, raw: bytes | str, number: int, where: str) -> Any:
+        """The line's event, or None (blank, comment, or rejected here)."""
+        if isinstance(raw, bytes):
+            if len(raw) > MAX_LINE_BYTES:
+                self._reject(f"{where} line {number}: longer than {MAX_LINE_BYTES} bytes")
+                return None
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self._reject(f"{where} line {number}: not valid UTF-8 at byte {exc.start + 1} "
+                             f"({raw[exc.start]:#04x})")
+                return None
+        else:
+            text = raw
+        text = text.strip()
+        if not text or text.startswith("#"):
+            return None
+        try:
+            return parse_event(json.loads(text), number)
+        except json.JSONDecodeError as exc:
+            self._reject(f"{where} line {number}: not valid JSON: {exc.msg} at column "
+                         f"{exc.colno}")
+        except TraceError as exc:
+            self._reject(f"{where} {exc}")
+        except RecursionError:
+            self._reject(f"{where} line {number}: not accepted JSON: nested too deeply")
+        except ValueError as exc:  # e.g. an integer longer than Python converts
+            self._reject(f"{where} line {number}: not accepted JSON: {exc}")
+        return None
+
     def _reject(self, message: str) -> None:
         self.rejected += 1
         self._say(f"error: {message} (line rejected)")
@@ -144,99 +195,241 @@ class Sidecar:
     def stop(self) -> None:
         self._stop.set()
 
+    def _fail(self, message: str) -> None:
+        if self.fatal is None:
+            self.fatal = message
+            self._failed.set()
+            self._say(f"error: {message}")
+        self._stop.set()
+
     async def run(self, stdin: BinaryIO | None = None) -> int:
         loop = asyncio.get_running_loop()
+        loop.set_exception_handler(_quiet_loop_errors)
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+        listener = self._open_socket() if self.settings.socket else None
+        if self.fatal is not None or not self._resume():
+            await self.transport.close()
+            return FAILED
         # Input is read from the start: pushes decided before the connection is up wait for it.
         connecting = loop.create_task(self._connect())
-        reader: asyncio.Task[None]
-        if self.settings.socket:
-            reader = loop.create_task(self._serve_socket(self.settings.socket))
+        if listener is not None:
+            reader = loop.create_task(self._serve_socket(listener))
         else:
             reader = loop.create_task(self._read_stdin(stdin or sys.stdin.buffer))
         stopper = loop.create_task(self._stop.wait())
         await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        self._stop.set()  # end of input is a stop too: connections still open are closed
         reader.cancel()
-        stopper.cancel()
         await asyncio.gather(reader, stopper, return_exceptions=True)
-        await self.dispatcher.close(self.settings.shutdown_grace)
+        await self._finish_pushes()
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)
         await self.transport.close()
         counts = ", ".join(f"{n} {k}" for k, n in self.dispatcher.counts.items())
         self._say(f"pushrules serve: {self.accepted} events applied, {self.rejected} lines "
-                  f"rejected; pushes: {counts}")
-        return 0
+                  f"rejected; pushes: {counts}"
+                  + (f" ({self.resent} from an earlier run)" if self.resent else ""))
+        return FAILED if self.fatal is not None else 0
+
+    async def _finish_pushes(self) -> None:
+        """Up to shutdown_grace for the decided pushes, unless the connection failed for good."""
+        if self.fatal is None:
+            drained = asyncio.ensure_future(self.dispatcher.drain())
+            failed = asyncio.ensure_future(self._failed.wait())
+            await asyncio.wait({drained, failed}, timeout=self.settings.shutdown_grace,
+                               return_when=asyncio.FIRST_COMPLETED)
+            drained.cancel()
+            failed.cancel()
+        await self.dispatcher.close(0)
+
+    def _resume(self) -> bool:
+        """Queue what an earlier run decided and never settled; False if the store failed."""
+        pending = getattr(self.engine, "outbox_pending", None)
+        if pending is None or not getattr(self.engine, "outbox", False):
+            return True
+        try:
+            entries = pending()
+        except Exception as exc:
+            self._fail(f"store {self.settings.store}: cannot be used: {exc}")
+            return False
+        if entries:
+            self.resent = len(entries)
+            self._say(f"pushrules serve: sending again {len(entries)} decided push(es) an "
+                      "earlier run left in the outbox")
+            self.dispatcher.resume(entries)
+        return True
+
+    def _open_socket(self) -> Listener | None:
+        path = self.settings.socket
+        assert path is not None
+        try:
+            return open_listener(path, group=self.settings.socket_group)
+        except SocketPathError as exc:
+            self._fail(str(exc))
+        except OSError as exc:
+            self._fail(f"socket {path}: {exc.strerror or exc}")
+        return None
 
     async def _connect(self) -> None:
+        where = f"{self.settings.host}:{self.settings.port} as {self.settings.component_jid}"
         try:
             await self.transport.start(self.settings.connect_timeout)
+        except ComponentRefused as exc:
+            self._fail(f"{exc}; stopping")
         except TimeoutError:
-            self._say(f"warning: not connected to {self.settings.host}:{self.settings.port} "
-                      f"as {self.settings.component_jid} after {self.settings.connect_timeout}s;"
-                      " still trying (pushes wait for the connection)")
+            self._fail(f"not connected to {where} within connect_timeout "
+                       f"({self.settings.connect_timeout}s): is the server up and the "
+                       "component port right?; stopping")
 
     async def _read_stdin(self, stream: BinaryIO) -> None:
         number = 0
-        async for raw in _lines_in_thread(stream):
+        async for line in split_lines(stream_chunks(stream)):
             number += 1
-            await self.feed(raw, number, "stdin")
+            if self._stop.is_set():
+                return
+            await self._line(line, number, "stdin")
 
-    async def _serve_socket(self, path: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            if stat.S_ISSOCK(os.stat(path).st_mode):
-                os.unlink(path)  # a stale socket of a previous run
+    async def _line(self, line: bytes | None, number: int, where: str) -> None:
+        if line is None:
+            self._reject(f"{where} line {number}: longer than {MAX_LINE_BYTES} bytes "
+                         "(skipped to its end)")
+        else:
+            await self.feed(line, number, where)
+
+    async def _serve_socket(self, listener: Listener) -> None:
         connections = 0
+        allowed = set(self.settings.allowed_uids) | {os.getuid()}
 
         async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             nonlocal connections
             connections += 1
-            where, number = f"connection {connections}", 0
+            where = f"connection {connections}"
+            self._connections.add(writer)
             try:
-                while line := await reader.readline():
+                uid = _peer(writer)
+                if self.settings.allowed_uids and uid not in allowed:
+                    self._say(f"error: {where}: uid {uid} is not allowed to send events "
+                              "(allowed_uids); connection closed")
+                    return
+                number = 0
+                async for line in split_lines(_reader_chunks(reader)):
                     number += 1
-                    await self.feed(line, number, where)
-            except (ValueError, asyncio.LimitOverrunError):
-                self._reject(f"{where} line {number + 1}: longer than the line limit; "
-                             "connection closed")
+                    if self._stop.is_set():
+                        return
+                    await self._line(line, number, where)
+            except ConnectionError:
+                pass  # the peer went away: what it sent before is applied
+            except Exception as exc:  # a defect must cost one connection, not the server
+                self._say(f"error: {where}: closed after an unexpected error "
+                          f"({type(exc).__name__}: {exc})")
             finally:
+                self._connections.discard(writer)
                 writer.close()
 
-        server = await asyncio.start_unix_server(client, path, limit=16 * 1024 * 1024)
+        server = await asyncio.start_unix_server(client, sock=listener.sock, limit=READ_CHUNK)
         try:
             await asyncio.Event().wait()  # until cancelled by stop()
         finally:
             server.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
+            for writer in list(self._connections):
+                writer.close()
+            listener.close()
 
 
-async def _lines_in_thread(stream: BinaryIO) -> AsyncIterator[bytes]:
-    """Lines of a blocking stream, read by a daemon thread (stdin may be a file, pipe or tty,
-    and a blocked read must not keep the process alive at shutdown)."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue(maxsize=1024)
+def _peer(writer: asyncio.StreamWriter) -> int | None:
+    sock = writer.get_extra_info("socket")
+    if sock is None:
+        return None
+    try:
+        return peer_uid(sock)  # type: ignore[arg-type]
+    except OSError:
+        return None
 
-    def put(item: bytes | None) -> None:
-        asyncio.run_coroutine_threadsafe(queue.put(item), loop).result()
 
-    def pump() -> None:
-        try:
-            for line in stream:
-                put(line)
-        except RuntimeError:  # the loop is gone: the sidecar is shutting down
+def _quiet_loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """asyncio's default handler prints tracebacks; one line is enough and never leaks input."""
+    exc = context.get("exception")
+    detail = f": {type(exc).__name__}: {exc}" if exc is not None else ""
+    log.error("%s%s", context.get("message", "unexpected error"), detail)
+
+
+# --- reading lines without holding an over-long one ---------------------------------------------
+
+async def split_lines(chunks: AsyncIterator[bytes],
+                      limit: int = MAX_LINE_BYTES) -> AsyncIterator[bytes | None]:
+    """The lines of a byte stream (without their newline); None stands for a line longer than
+    ``limit``, yielded as soon as it is known, whose rest is then skipped unbuffered."""
+    buffer = bytearray()
+    skipping = False
+    async for chunk in chunks:
+        start = 0
+        while True:
+            end = chunk.find(b"\n", start)
+            piece = chunk[start:] if end < 0 else chunk[start:end]
+            if not skipping:
+                buffer += piece
+                if len(buffer) > limit:
+                    buffer.clear()
+                    skipping = True
+                    yield None
+                elif end >= 0:
+                    line = bytes(buffer)
+                    buffer.clear()
+                    yield line
+            if end < 0:
+                break
+            skipping = False
+            start = end + 1
+    if buffer and not skipping:
+        yield bytes(buffer)
+
+
+async def _reader_chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while chunk := await reader.read(READ_CHUNK):
+        yield chunk
+
+
+async def stream_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
+    """Chunks of stdin without a thread blocked in read(): a pipe, socket or tty through the
+    event loop (cancellable at any time), a regular file or /dev/null by plain reads (they
+    never block)."""
+    try:
+        fd = stream.fileno()
+        mode = os.fstat(fd).st_mode
+    except (AttributeError, OSError, ValueError):  # not a real file: e.g. io.BytesIO in tests
+        while chunk := stream.read(READ_CHUNK):
+            yield chunk
+        return
+    if not stat.S_ISREG(mode):
+        reader = await _pipe_reader(fd)
+        if reader is not None:
+            reader_, transport = reader
+            try:
+                async for chunk in _reader_chunks(reader_):
+                    yield chunk
+            finally:
+                transport.close()
+                with contextlib.suppress(OSError):
+                    os.set_blocking(fd, True)  # the file description is shared with our parent
             return
-        except Exception as exc:  # reading failed: end of input, said why
-            log.error("reading input failed: %s", exc)
-        finally:
-            with contextlib.suppress(Exception):
-                put(None)
+    loop = asyncio.get_running_loop()
+    while chunk := await loop.run_in_executor(None, os.read, fd, READ_CHUNK):
+        yield chunk
 
-    threading.Thread(target=pump, name="pushrules-stdin", daemon=True).start()
-    while (item := await queue.get()) is not None:
-        yield item
+
+async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport] | None:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=READ_CHUNK)
+    pipe = os.fdopen(os.dup(fd), "rb", buffering=0)
+    try:
+        transport, _ = await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(reader), pipe)
+    except (OSError, ValueError):  # e.g. /dev/null: epoll refuses it
+        pipe.close()
+        return None
+    return reader, transport
 
 
 def run_sidecar(settings: SidecarSettings, out: TextIO = sys.stdout,

@@ -44,6 +44,11 @@ class Answer:
 RESULT = Answer(ok=True)
 TIMEOUT = Answer(ok=False, timed_out=True)
 
+
+class ComponentRefused(ConnectionError):
+    """The server closed the component's stream before accepting it (wrong secret, unknown
+    component JID): retrying cannot help."""
+
 def read_error(iq_xml: ET.Element) -> Answer:
     """The error of an ``<iq type='error'>``, whatever namespace the <error> child is in.
 
@@ -74,16 +79,47 @@ class PushTransport(ComponentXMPP):
         self.iq_timeout = iq_timeout
         self.reconnect_delay = reconnect_delay
         self.online = asyncio.Event()
+        self.refused: str | None = None
+        """Why the server refused the stream before the first handshake succeeded."""
+        self._refused = asyncio.Event()
+        self._ever_online = False
         self._closing = False
         self.add_event_handler("session_start", self._on_online)
         self.add_event_handler("disconnected", self._on_offline)
+        self.add_event_handler("stream_error", self._on_stream_error)
         install_secret_mask()
 
     async def start(self, timeout: float | None = 10.0) -> None:
-        """Connect and wait until the server accepted the handshake (TimeoutError otherwise;
-        reconnecting goes on in the background)."""
+        """Connect and wait until the server accepted the handshake: TimeoutError when it has
+        not within ``timeout`` (reconnecting goes on in the background), ComponentRefused when
+        the server refused the stream (e.g. the secret: no retry)."""
         self.connect()
-        await asyncio.wait_for(self.online.wait(), timeout)
+        online = asyncio.ensure_future(self.online.wait())
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait({online, refused}, timeout=timeout,
+                               return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            online.cancel()
+            refused.cancel()
+        if self.online.is_set():
+            return
+        if self.refused is not None:
+            raise ComponentRefused(self.refused)
+        raise TimeoutError(f"no handshake with {self.server_host}:{self.server_port} "
+                           f"within {timeout}s")
+
+    def _on_stream_error(self, error: object) -> None:
+        condition = error["condition"] if hasattr(error, "__getitem__") else ""  # type: ignore
+        text = error["text"] if hasattr(error, "__getitem__") else ""  # type: ignore
+        if self._ever_online:
+            log.warning("component %s: stream error %s %s", self.boundjid, condition, text)
+            return
+        hint = " (wrong component secret?)" if condition == "not-authorized" else ""
+        self.refused = (f"the server at {self.server_host}:{self.server_port} refused component "
+                        f"{self.boundjid}: {condition or 'stream error'}"
+                        f"{': ' + text if text else ''}{hint}")
+        self._refused.set()
 
     async def close(self) -> None:
         self._closing = True
@@ -95,13 +131,14 @@ class PushTransport(ComponentXMPP):
     def _on_online(self, _event: object) -> None:
         log.info("component %s connected to %s:%s", self.boundjid, self.server_host,
                  self.server_port)
+        self._ever_online = True
         self.online.set()
 
     def _on_offline(self, reason: object) -> None:
         # After a lost stream; failed connection attempts are retried by slixmpp itself.
         was_online = self.online.is_set()
         self.online.clear()
-        if self._closing:
+        if self._closing or self.refused is not None:
             return
         if was_online:
             log.warning("component %s lost its connection (%s); reconnecting", self.boundjid,

@@ -159,7 +159,7 @@ def test_state_in_a_sqlite_store_survives_a_restart(prosody, tmp_path):
     assert [r.publish.options for r in received] == [{"secret": SECRET}] * 2
 
 
-def test_unreachable_server_pushes_are_reported_undelivered(tmp_path):
+def test_unreachable_server_is_an_error_and_pushes_are_reported_undelivered(tmp_path):
     from harness import free_port
 
     path = tmp_path / "serve.toml"
@@ -174,8 +174,8 @@ def test_unreachable_server_pushes_are_reported_undelivered(tmp_path):
         return proc.returncode, out.decode(), err.decode()
 
     code, out, err = asyncio.run(main())
-    assert code == 0, err
-    assert "warning: not connected to 127.0.0.1" in err
+    assert code == 1, err
+    assert "error: not connected to 127.0.0.1" in err and "within connect_timeout (0.3s)" in err
     assert [(json.loads(x)["stanzas"], json.loads(x)["status"]) for x in out.splitlines()] == [
         (["u1"], "undelivered")]
     assert "1 undelivered" in err and "Task was destroyed" not in err
