@@ -26,6 +26,8 @@ def write_config(tmp_path: Path, prosody, **extra: str) -> Path:
         "[dispatch]", "iq_timeout = 5", "backoff_initial = 0.05", "backoff_max = 0.2",
         "shutdown_grace = 10",
     ]
+    # [dispatch] comes last: a key given again replaces its default above.
+    lines = [line for line in lines if line.split(" = ")[0] not in extra]
     lines += [f"{k} = {v}" for k, v in extra.items()]
     path = tmp_path / "serve.toml"
     path.write_text("\n".join(lines) + "\n")
@@ -180,3 +182,99 @@ def test_unreachable_server_is_an_error_and_pushes_are_reported_undelivered(tmp_
         (["u1"], "undelivered")]
     assert "1 undelivered" in err and "Task was destroyed" not in err
     assert SECRET not in err
+
+
+POISON = [
+    b"[" * 1000 + b"]" * 1000,                                        # deep nesting
+    b'{"event": "session-bind", "session": ' + b"9" * 4301 + b"}",    # a huge integer
+    b'{"event": "push-enable", "pad": "' + b"x" * (2 << 20) + b'"}',  # over the line limit
+    b'{"event": "session-bind", "session": "caf\xe9@localhost/x"}',   # not UTF-8
+    b"\x00\x01\x02",
+    b"[1, 2, 3]",
+    b'{"event": "no-such-event"}',
+    b'{"event": "session-bind", "session": {"nested": [' + b"{}," * 5000 + b"{}]}}",
+]
+
+
+def poisoned(user: str, node: str, mids: list[str]) -> tuple[bytes, int]:
+    """Good lines (enable, then one offline message per id) with every poison line in between;
+    and how many good lines there are."""
+    good = [json.dumps(e).encode() for e in enable_events(user, node, secret=SECRET)]
+    good += [json.dumps(offline_event(user, mid)).encode() for mid in mids]
+    out: list[bytes] = []
+    for i, line in enumerate(good):
+        out += [line, POISON[i % len(POISON)]]
+    out += POISON
+    return b"\n".join(out) + b"\n", len(good)
+
+
+def assert_poison_rejected(err: str, where: str, poison_lines: int) -> None:
+    assert "Traceback" not in err and "RecursionError" not in err, err[-3000:]
+    assert f"{poison_lines} lines rejected" in err
+    assert f"error: {where} line 2: not accepted JSON: nested too deeply (line rejected)" in err
+    assert "longer than 1048576 bytes" in err or "longer than" in err
+    assert "not valid UTF-8 at byte" in err
+
+
+def test_poison_lines_on_stdin_leave_every_good_line_applied(prosody, tmp_path):
+    user, node = "pia@localhost", "node-poison"
+    mids = [f"g{i}" for i in range(8)]
+    data, good = poisoned(user, node, mids)
+
+    async def main():
+        app = await AppServer(APP, prosody.port).start()
+        try:
+            proc = await start_serve(write_config(tmp_path, prosody))
+            out, err = await asyncio.wait_for(proc.communicate(data), 90)
+            return proc.returncode, out.decode(), err.decode(), app.received
+        finally:
+            await app.stop()
+
+    code, out, err, received = asyncio.run(main())
+    assert code == 0, err[-3000:]
+    assert_poison_rejected(err, "stdin", good + len(POISON))
+    assert f"{good} events applied" in err
+    assert [json.loads(x)["stanzas"] for x in out.splitlines()] == [[m] for m in mids]
+    assert [r.publish.node for r in received] == [node] * len(mids)
+
+
+def test_poison_lines_on_the_socket_leave_every_good_line_applied(prosody, tmp_path):
+    user, node = "pol@localhost", "node-poison-sock"
+    mids = [f"s{i}" for i in range(8)]
+    data, good = poisoned(user, node, mids)
+    sock = tmp_path / "events.sock"
+
+    async def main():
+        app = await AppServer(APP, prosody.port).start()
+        try:
+            proc = await start_serve(write_config(tmp_path, prosody), "--socket", str(sock),
+                                     stdin=asyncio.subprocess.DEVNULL)
+            await wait_for_socket(sock)
+            # Two connections: the second one goes on after the first one's poison.
+            for part in (data, lines(offline_event(user, "after"))):
+                _, writer = await asyncio.open_unix_connection(str(sock))
+                writer.write(part)
+                await writer.drain()
+                writer.close()
+                await writer.wait_closed()
+            await app.wait_for(len(mids) + 1, 60)
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            return proc.returncode, out.decode(), err.decode(), app.received
+        finally:
+            await app.stop()
+
+    code, out, err, received = asyncio.run(main())
+    assert code == 0, err[-3000:]
+    assert_poison_rejected(err, "connection 1", good + len(POISON))
+    assert [json.loads(x)["stanzas"] for x in out.splitlines()] == [[m] for m in mids] + [
+        ["after"]]
+    assert len(received) == len(mids) + 1
+
+
+async def wait_for_socket(path: Path, timeout: float = 20.0) -> None:
+    for _ in range(int(timeout / 0.05)):
+        if path.exists():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path} never appeared")

@@ -1,0 +1,217 @@
+"""`pushrules serve` exits: SIGTERM whatever stdin is, failures that stop it with a named cause
+and a non-zero status, and a socket that cannot be stolen or reached by others."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from harness import APP_JIDS, PUSH_JID, PUSH_SECRET, AppServer, enable_events, offline_event
+from test_serve import SECRET, lines, start_serve, wait_for_socket, write_config
+
+from pushrules.runtime.xmpp.unixsocket import SocketPathError, open_listener
+
+pytestmark = pytest.mark.integration
+
+APP = APP_JIDS[0]
+
+
+def serve_process(config: Path, *args: str, secret: str = PUSH_SECRET,
+                  stdin: int | None = subprocess.PIPE) -> subprocess.Popen[str]:
+    env = {**os.environ, "PUSHRULES_COMPONENT_SECRET": secret}
+    return subprocess.Popen(
+        [sys.executable, "-m", "pushrules.cli", "serve", "--config", str(config), *args],
+        stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_exits_0_while_stdin_is_an_open_idle_pipe(prosody, tmp_path, signum):
+    proc = serve_process(write_config(tmp_path, prosody))
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(lines(*enable_events("sig@localhost", "node-sig")).decode())
+        proc.stdin.flush()  # ...and the pipe stays open, the reader waiting on it
+        time.sleep(2.0)
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=20)  # shutdown_grace is 10 in the config
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "2 events applied" in err
+    assert "Traceback" not in err and "Fatal Python error" not in err
+
+
+def test_a_wrong_component_secret_is_an_error_naming_the_cause(prosody, tmp_path):
+    proc = serve_process(write_config(tmp_path, prosody), secret="not-the-secret")
+    out, err = proc.communicate(lines(*enable_events("sec@localhost", "node-sec"),
+                                      offline_event("sec@localhost", "x1")).decode(),
+                                timeout=60)
+    assert proc.returncode == 1, err
+    assert f"refused component {PUSH_JID}: not-authorized" in err
+    assert "wrong component secret?" in err
+    assert "not-the-secret" not in err
+    assert [json.loads(x)["status"] for x in out.splitlines()] == ["undelivered"]
+
+
+@pytest.mark.parametrize(("make", "message"), [
+    (lambda p: p.write_text("not a database\n" * 100), "not a readable SQLite database"),
+    (lambda p: p.mkdir(), "cannot open"),
+])
+def test_a_store_that_cannot_be_opened_is_an_error(prosody, tmp_path, make, message):
+    path = tmp_path / "state.db"
+    make(path)
+    proc = serve_process(write_config(tmp_path, prosody), "--store", f"sqlite:///{path}",
+                         stdin=subprocess.DEVNULL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert str(path) in err and message in err
+    assert "Traceback" not in err
+
+
+def test_an_unreachable_redis_store_is_an_error(prosody, tmp_path):
+    from harness import free_port
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    proc = serve_process(write_config(tmp_path, prosody), "--store", url,
+                         stdin=subprocess.DEVNULL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert f"store {url}: cannot be used" in err and "unavailable" in err
+    assert "Traceback" not in err
+
+
+# --- the socket -----------------------------------------------------------------------------
+
+def test_the_socket_is_0600_and_refused_when_taken_or_not_a_socket(prosody, tmp_path):
+    sock = tmp_path / "events.sock"
+    config = write_config(tmp_path, prosody)
+    old_umask = os.umask(0)  # the socket's mode must not depend on the umask
+    try:
+        first = serve_process(config, "--socket", str(sock), stdin=subprocess.DEVNULL)
+    finally:
+        os.umask(old_umask)
+    try:
+        asyncio.run(wait_for_socket(sock))
+        assert stat.S_IMODE(os.lstat(sock).st_mode) == 0o600
+        inode = os.lstat(sock).st_ino
+        second = serve_process(config, "--socket", str(sock), stdin=subprocess.DEVNULL)
+        _, err = second.communicate(timeout=60)
+        assert second.returncode == 1, err
+        assert f"socket {sock}: another process is listening on it" in err
+        assert os.lstat(sock).st_ino == inode  # not stolen: the first one still owns it
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(sock))
+            client.sendall(lines(*enable_events("own@localhost", "node-own")))
+    finally:
+        first.send_signal(signal.SIGTERM)
+        _, err = first.communicate(timeout=30)
+    assert first.returncode == 0, err
+    assert "2 events applied" in err
+    assert not sock.exists()
+
+    plain = tmp_path / "a-file"
+    plain.write_text("keep me\n")
+    proc = serve_process(config, "--socket", str(plain), stdin=subprocess.DEVNULL)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "exists and is not a socket" in err
+    assert plain.read_text() == "keep me\n"
+
+
+def test_a_stale_socket_is_replaced_and_another_socket_is_never_removed(tmp_path):
+    path = tmp_path / "stale.sock"
+    dead = socket.socket(socket.AF_UNIX)
+    dead.bind(str(path))
+    dead.close()  # nobody answers on it any more
+    listener = open_listener(path)
+    assert stat.S_IMODE(os.lstat(path).st_mode) == 0o600
+    with pytest.raises(SocketPathError, match="another process is listening"):
+        open_listener(path)
+    # Someone replaced the path while we ran: closing must not remove theirs.
+    os.unlink(path)
+    theirs = socket.socket(socket.AF_UNIX)
+    theirs.bind(str(path))
+    listener.close()
+    assert path.exists()
+    theirs.close()
+
+
+def test_a_group_makes_it_0660_and_an_unknown_group_is_named(tmp_path):
+    import grp
+
+    gid = os.getgid()
+    listener = open_listener(tmp_path / "g.sock", group=grp.getgrgid(gid).gr_name)
+    st = os.lstat(tmp_path / "g.sock")
+    assert stat.S_IMODE(st.st_mode) == 0o660 and st.st_gid == gid
+    listener.close()
+    assert not (tmp_path / "g.sock").exists()
+    with pytest.raises(SocketPathError, match="no such group 'no-such-group-xyz'"):
+        open_listener(tmp_path / "h.sock", group="no-such-group-xyz")
+
+
+def test_allowed_uids_turn_other_peers_away(prosody, tmp_path):
+    sock = tmp_path / "events.sock"
+    other_uid = os.getuid() + 4242
+    config = write_config(tmp_path, prosody)
+    proc = serve_process(config, "--socket", str(sock), "--allowed-uid", str(other_uid),
+                         stdin=subprocess.DEVNULL)
+    try:
+        asyncio.run(wait_for_socket(sock))
+        with socket.socket(socket.AF_UNIX) as client:  # our own uid is always allowed
+            client.connect(str(sock))
+            client.sendall(lines(*enable_events("uid@localhost", "node-uid")))
+        time.sleep(1.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "2 events applied" in err, err
+
+
+def test_a_push_answered_during_shutdown_is_never_undelivered(prosody, tmp_path):
+    """Answers that arrive while SIGTERM's grace runs are finished as answered; what has no
+    answer when the grace ends is undelivered with its real attempt count."""
+    user = "end@localhost"
+    nodes = [f"node-end{i}" for i in range(5)]  # max_devices
+
+    async def main():
+        app = await AppServer(APP, prosody.port).start()
+        for i, node in enumerate(nodes):
+            app.delay[node] = 0.6 * i  # the last ones after the 2 s grace
+        try:
+            config = write_config(tmp_path, prosody, shutdown_grace="2")
+            proc = await start_serve(config)
+            assert proc.stdin is not None
+            events = []
+            for node in nodes:
+                events += enable_events(user, node, resource=node, secret=SECRET)
+            events += [{"event": "session-destroyed", "session": f"{user}/{n}"} for n in nodes]
+            events.append(offline_event(user, "z1"))
+            proc.stdin.write(lines(*events))
+            await proc.stdin.drain()
+            await app.wait_for(len(nodes))
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 30)
+            return proc.returncode, out.decode(), err.decode(), app
+        finally:
+            await app.stop()
+
+    code, out, err, app = asyncio.run(main())
+    assert code == 0, err
+    outcomes = {json.loads(x)["node"]: json.loads(x) for x in out.splitlines()}
+    assert set(outcomes) == set(nodes)
+    for outcome in outcomes.values():
+        assert outcome["attempts"] == 1, outcome
+        if outcome["status"] == "undelivered":
+            assert "not answered before shutdown" in outcome["answer"]
+    delivered = {n for n, o in outcomes.items() if o["status"] == "delivered"}
+    assert {"node-end0", "node-end1"} <= delivered and "node-end4" not in delivered
