@@ -421,6 +421,11 @@ async def stream_chunks(stream: BinaryIO) -> AsyncIterator[bytes]:
 
 async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTransport] | None:
     loop = asyncio.get_running_loop()
+    try:  # connect_read_pipe registers the fd later, in a callback: ask the selector now
+        loop.add_reader(fd, lambda: None)
+        loop.remove_reader(fd)
+    except (OSError, ValueError):  # e.g. /dev/null: epoll refuses it (plain reads then)
+        return None
     reader = asyncio.StreamReader(limit=READ_CHUNK)
     pipe = os.fdopen(os.dup(fd), "rb", buffering=0)
     try:
