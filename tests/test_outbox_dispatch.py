@@ -1,0 +1,165 @@
+"""The dispatcher over a durable outbox (StoredEngine on a memory store; the same code path as
+SQLite and Redis): every way a push ends removes it or keeps it as documented, a new run
+resends what is left with its attempts, a disable read after the decision drops the push with
+the reason, and backpressure holds the reader."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict, deque
+
+from pushrules.model.config import Config
+from pushrules.runtime.store import StoredEngine, open_store
+from pushrules.runtime.trace import parse_event
+from pushrules.runtime.xmpp.dispatcher import Dispatcher, Outcome, RetryPolicy
+from pushrules.runtime.xmpp.transport import RESULT, Answer
+
+APP = "push.example.net"
+USER = "bob@example.org"
+WAIT = Answer(ok=False, error_type="wait", condition="resource-constraint")
+CANCEL = Answer(ok=False, error_type="cancel", condition="item-not-found")
+
+
+def ev(**data):
+    return parse_event(data)
+
+
+def offline(mid: str, user: str = USER):
+    return ev(event="message/offline/handle", user=user,
+              stanza=f"<message xmlns='jabber:client' id='{mid}' from='a@example.org/x' "
+                     f"to='{user}' type='chat'><body>hi</body></message>")
+
+
+class Sender:
+    def __init__(self) -> None:
+        self.answers: dict[str, deque[Answer]] = defaultdict(deque)
+        self.sent: list[tuple[str, tuple]] = []
+        self.gate: asyncio.Event | None = None
+
+    async def __call__(self, push) -> Answer:
+        self.sent.append((push.node, push.stanzas))
+        if self.gate is not None:
+            await self.gate.wait()
+        await asyncio.sleep(0)
+        queue = self.answers[push.node]
+        return queue.popleft() if queue else RESULT
+
+
+async def no_sleep(_: float) -> None:
+    await asyncio.sleep(0)
+
+
+def setup(store, nodes=("n1",), config: Config | None = None):
+    engine = StoredEngine(store, config or Config())
+    sender = Sender()
+    outcomes: list[Outcome] = []
+    dispatcher = Dispatcher(engine, sender, RetryPolicy(max_attempts=3),
+                            on_outcome=outcomes.append, sleep=no_sleep)
+    for node in nodes:
+        session = f"{USER}/{node}"
+        engine.handle(ev(event="session-bind", session=session))
+        engine.handle(ev(event="push-enable", session=session, jid=APP, node=node, secret="s"))
+    for node in nodes:
+        engine.handle(ev(event="session-destroyed", session=f"{USER}/{node}"))
+    return engine, sender, dispatcher, outcomes
+
+
+def test_every_end_of_a_push_settles_its_entry():
+    async def main():
+        store = open_store("memory:")
+        engine, sender, dispatcher, outcomes = setup(store, ("ok", "err", "wait"))
+        sender.answers["err"].append(CANCEL)
+        sender.answers["wait"].extend([WAIT] * 3)
+        dispatcher.handle(offline("m1"))
+        assert len(store.outbox_pending()) == 3  # stored with the decision, before any send
+        await dispatcher.drain()
+        assert sorted((o.push.node, o.status, o.attempts) for o in outcomes) == [
+            ("err", "error", 1), ("ok", "delivered", 1), ("wait", "gave-up", 3)]
+        assert store.outbox_pending() == []
+
+    asyncio.run(main())
+
+
+def test_a_disable_read_after_the_decision_drops_the_push_with_its_reason():
+    async def main():
+        store = open_store("memory:")
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2"))
+        sender.gate = asyncio.Event()  # n1's first push is in flight, the rest queued
+        dispatcher.handle(offline("m1"))
+        dispatcher.handle(offline("m2"))
+        await asyncio.sleep(0.01)
+        engine.handle(ev(event="session-bind", session=f"{USER}/again"))
+        engine.handle(ev(event="push-disable", session=f"{USER}/again", jid=APP, node="n2"))
+        sender.gate.set()
+        await dispatcher.drain()
+        by = {(o.push.node, o.push.stanzas[0]): o for o in outcomes}
+        assert by[("n1", "m1")].status == by[("n1", "m2")].status == "delivered"
+        assert by[("n2", "m2")].status == "dropped"
+        assert by[("n2", "m2")].answer == ("registration disabled before it was sent: "
+                                           "disabled by the client")
+        assert ("n2", ("m2",)) not in sender.sent
+        assert store.outbox_pending() == []
+
+    asyncio.run(main())
+
+
+def test_what_shutdown_leaves_is_kept_and_a_new_run_resends_it_with_its_attempts():
+    async def main():
+        store = open_store("memory:")
+        engine, sender, dispatcher, outcomes = setup(store)
+        sender.gate = asyncio.Event()  # never answered in this run
+        dispatcher.handle(offline("m1"))
+        dispatcher.handle(offline("m2"))
+        await asyncio.sleep(0.01)
+        await dispatcher.close(grace=0.01)
+        assert [(o.status, o.attempts) for o in outcomes] == [("undelivered", 1),
+                                                              ("undelivered", 0)]
+        assert "kept in the outbox" in outcomes[0].answer
+        assert [p.attempts for p in store.outbox_pending()] == [1, 0]
+
+        # A new run on the same store, nothing fed again.
+        engine2, sender2, dispatcher2, outcomes2 = setup(store)
+        dispatcher2.resume(engine2.outbox_pending())
+        await dispatcher2.drain()
+        assert [(o.push.stanzas, o.status, o.attempts) for o in outcomes2] == [
+            (("m1",), "delivered", 2), (("m2",), "delivered", 1)]
+        assert sender2.sent == [("n1", ("m1",)), ("n1", ("m2",))]
+        assert store.outbox_pending() == []
+
+    asyncio.run(main())
+
+
+def test_an_answer_is_finished_as_answered_even_when_the_grace_ends_at_once():
+    async def main():
+        store = open_store("memory:")
+        engine, sender, dispatcher, outcomes = setup(store)
+        dispatcher.handle(offline("m1"))
+        await asyncio.sleep(0)  # the send has started; its answer comes in the next steps
+        await dispatcher.close(grace=0)
+        assert [o.status for o in outcomes] in (["delivered"], ["undelivered"])
+        if outcomes[0].status == "undelivered":
+            assert len(store.outbox_pending()) == 1
+        else:
+            assert store.outbox_pending() == []
+
+    asyncio.run(main())
+
+
+def test_room_holds_the_reader_until_the_outbox_is_below_the_bound():
+    async def main():
+        store = open_store("memory:")
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2", "n3"))
+        sender.gate = asyncio.Event()
+        for i in range(3):
+            dispatcher.handle(offline(f"m{i}"))
+        assert dispatcher.pending == 9
+        waiting = asyncio.ensure_future(dispatcher.room(4))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # more than 4 pending: the reader waits
+        sender.gate.set()
+        await asyncio.wait_for(waiting, 5)
+        assert dispatcher.pending <= 4
+        await dispatcher.drain()
+        assert len(outcomes) == 9
+
+    asyncio.run(main())
