@@ -119,3 +119,24 @@ def test_stdin_that_is_not_a_file_is_read_too():
         return [c async for c in stream_chunks(stream)]  # type: ignore[arg-type]
 
     assert b"".join(asyncio.run(main())) == b"one\ntwo\n"
+
+
+def test_outbox_bound_and_socket_settings_from_the_file_and_flags(tmp_path):
+    import pytest
+
+    from pushrules.serve_cmd import SettingsError, build_settings, read_toml
+
+    path = tmp_path / "serve.toml"
+    path.write_text('[component]\njid = "p.example.org"\nsecret = "s"\n'
+                    "[dispatch]\nmax_outbox = 300\n"
+                    '[input]\nsocket = "/run/x.sock"\nsocket_group = "prosody"\n'
+                    "allowed_uids = [110, 111]\n")
+    values, rules = read_toml(path)
+    settings = build_settings({"max_outbox": None, "allowed_uids": None}, values, rules)
+    assert settings.max_outbox == 300 and settings.socket_group == "prosody"
+    assert settings.allowed_uids == (110, 111) and settings.socket == "/run/x.sock"
+    assert build_settings({"max_outbox": 5}, values, rules).max_outbox == 5
+    assert build_settings({}, {"component_jid": "p", "component_secret": "s"},
+                          {}).max_outbox == 10_000
+    with pytest.raises(SettingsError, match="max_outbox must be at least 1, not 0"):
+        build_settings({"max_outbox": 0}, values, rules)

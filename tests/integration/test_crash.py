@@ -27,14 +27,51 @@ RUNS = 6
 SUMMARY = Path(os.environ.get("PUSHRULES_CRASH_SUMMARY", "/dev/null"))
 
 
-def config(tmp_path: Path, port: int, store: Path, max_outbox: int) -> Path:
+class SqliteUnderTest:
+    def __init__(self, where: Path) -> None:
+        self.path = where / "state.db"
+        self.url = f"sqlite:///{self.path}"
+
+    def decided(self) -> set[str]:
+        """Every stanza id a committed event decided to push (the dedup ids: the window is
+        far larger than the trace)."""
+        if not self.path.exists():
+            return set()
+        with sqlite3.connect(self.path) as db:
+            return {ident for (ident,) in db.execute("SELECT id FROM pushed")}
+
+    def outbox_size(self) -> int:
+        with sqlite3.connect(self.path) as db:
+            return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+
+class RedisUnderTest:
+    def __init__(self, server_url: str, prefix: str) -> None:
+        import redis
+
+        self.url = f"{server_url}?prefix={prefix}"
+        self.prefix = prefix
+        self.client = redis.Redis.from_url(server_url)
+
+    def decided(self) -> set[str]:
+        ids: set[str] = set()
+        for key in self.client.scan_iter(match=f"{self.prefix}:*:pushed:*"):
+            ids.update(x.decode() for x in self.client.lrange(key, 0, -1))
+        return ids
+
+    def outbox_size(self) -> int:
+        return sum(int(self.client.hlen(key)) for key in
+                   self.client.scan_iter(match=f"{self.prefix}:*:outbox"))
+
+
+def config(tmp_path: Path, port: int, store: str, max_outbox: int) -> Path:
     path = tmp_path / "crash.toml"
     path.write_text("\n".join([
         "[component]", f'jid = "{PUSH_JID}"', 'host = "127.0.0.1"', f"port = {port}",
         "[rules]", "include_body = true",  # the body names the stanza: the app server reads it
         "[dispatch]", "iq_timeout = 5", "backoff_initial = 0.05", "backoff_max = 0.2",
         "shutdown_grace = 60", f"max_outbox = {max_outbox}",
-        "[store]", f'url = "sqlite:///{store}"', "",
+        "[store]", f'url = "{store}"', "",
     ]))
     return path
 
@@ -49,18 +86,6 @@ def trace() -> bytes:
             mid = f"{user.split('@')[0]}-{i}"
             events.append(offline_event(user, mid, body=mid))
     return "".join(json.dumps(e) + "\n" for e in events).encode()
-
-
-def decided(store: Path) -> set[str]:
-    """Every stanza id a committed event decided to push (the dedup ids: the window is far
-    larger than the trace)."""
-    with sqlite3.connect(store) as db:
-        return {ident for (ident,) in db.execute("SELECT id FROM pushed")}
-
-
-def outbox_size(store: Path) -> int:
-    with sqlite3.connect(store) as db:
-        return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
 
 
 async def serve(path: Path, stdin: int | None) -> asyncio.subprocess.Process:
@@ -95,17 +120,16 @@ def bodies(app: AppServer) -> list[str]:
     return [r.publish.summary["last-message-body"] for r in app.received]
 
 
-async def one_run(rnd: random.Random, tmp_path: Path, port: int) -> dict:
-    store = tmp_path / "state.db"
+async def one_run(rnd: random.Random, tmp_path: Path, port: int, store) -> dict:
     app = await AppServer(APP, port).start()
     try:
-        path = config(tmp_path, port, store, max_outbox=rnd.choice([50, 200, 10_000]))
+        path = config(tmp_path, port, store.url, max_outbox=rnd.choice([50, 200, 10_000]))
         first = await serve(path, asyncio.subprocess.PIPE)
         feeding = asyncio.ensure_future(feed(first, trace()))
         await kill_when(first, app, rnd.randrange(0, 400), rnd.uniform(0, 0.05))
         await feeding
         kills = 1
-        at_kill = decided(store) if store.exists() else set()
+        at_kill = store.decided()
         received_at_kill = len(app.received)
         if rnd.random() < 0.5:  # killed again while resending
             second = await serve(path, asyncio.subprocess.DEVNULL)
@@ -117,19 +141,39 @@ async def one_run(rnd: random.Random, tmp_path: Path, port: int) -> dict:
         assert last.returncode == 0, err.decode()[-3000:]
         assert "Traceback" not in err.decode()
         outcomes = [json.loads(line) for line in out.decode().splitlines()]
-        return {"kills": kills, "decided": decided(store), "decided_at_kill": at_kill,
-                "received": bodies(app), "outcomes": outcomes, "outbox": outbox_size(store)}
+        return {"kills": kills, "decided": store.decided(), "decided_at_kill": at_kill,
+                "received": bodies(app), "outcomes": outcomes, "outbox": store.outbox_size()}
     finally:
         await app.stop()
 
 
-def test_sigkill_and_restart_lose_no_decided_push(prosody, tmp_path):
+@pytest.fixture(scope="module")
+def redis_url():
+    from harness import in_ci
+
+    from pushrules.runtime.store.local_redis import LocalRedis, RedisServerMissing
+
+    try:
+        server = LocalRedis()
+    except RedisServerMissing as exc:
+        if in_ci():
+            pytest.fail(f"{exc}: the Redis tests never skip in CI")
+        pytest.skip(str(exc))
+    server.start()
+    yield server.url
+    server.close()
+
+
+@pytest.mark.parametrize(("kind", "runs"), [("sqlite", RUNS), ("redis", RUNS // 2)])
+def test_sigkill_and_restart_lose_no_decided_push(prosody, tmp_path, request, kind, runs):
     rnd = random.Random(int(os.environ.get("PUSHRULES_CRASH_SEED", "20261201")))
     totals = Counter()
-    for run in range(RUNS):
+    for run in range(runs):
         where = tmp_path / f"run{run}"
         where.mkdir()
-        result = asyncio.run(one_run(rnd, where, prosody.port))
+        store = (SqliteUnderTest(where) if kind == "sqlite"
+                 else RedisUnderTest(request.getfixturevalue("redis_url"), f"crash{run}"))
+        result = asyncio.run(one_run(rnd, where, prosody.port, store))
         received = Counter(result["received"])
         decided_ids = result["decided"]
         # Nothing decided is lost: what was decided before the kill is among what arrived.
@@ -148,8 +192,8 @@ def test_sigkill_and_restart_lose_no_decided_push(prosody, tmp_path):
                 assert repeated[ident] >= count, (ident, count, repeated[ident])
         totals.update(runs=1, kills=result["kills"], decided=len(decided_ids),
                       delivered=len(received), duplicates=duplicates)
-    assert totals["decided"] > RUNS * 100  # the kills did not all come before any decision
-    line = (f"crash test: {totals['runs']} runs, {totals['kills']} SIGKILLs, "
+    assert totals["decided"] > runs * 100  # the kills did not all come before any decision
+    line = (f"crash test ({kind}): {totals['runs']} runs, {totals['kills']} SIGKILLs, "
             f"{totals['decided']} pushes decided (all before the first kill of their run), "
             f"{totals['delivered']} delivered, {totals['duplicates']} duplicates")
     print(line)
