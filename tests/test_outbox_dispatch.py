@@ -163,3 +163,28 @@ def test_room_holds_the_reader_until_the_outbox_is_below_the_bound():
         assert len(outcomes) == 9
 
     asyncio.run(main())
+
+
+def test_a_store_outage_while_sending_neither_loses_nor_reports_a_push_undelivered():
+    """The store fails for every call during the sends: the pushes still go out as decided;
+    the answers that could not be recorded leave their entries in the outbox (sent again by
+    the next run), none is reported undelivered."""
+    from pushrules.runtime.store import StoreUnavailable
+
+    async def main():
+        store = open_store("memory:")
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2"))
+        dispatcher.handle(offline("m1"))
+        real = (store.load, store.commit, store.outbox_attempt)
+
+        def down(*_a, **_k):
+            raise StoreUnavailable("redis store redis://x is unavailable")
+
+        store.load = store.commit = store.outbox_attempt = down
+        await dispatcher.drain()
+        store.load, store.commit, store.outbox_attempt = real
+        assert sorted((o.push.node, o.status) for o in outcomes) == [
+            ("n1", "delivered"), ("n2", "delivered")]
+        assert len(store.outbox_pending()) == 2  # the answers were not recorded: kept
+
+    asyncio.run(main())

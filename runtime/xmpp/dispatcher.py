@@ -296,7 +296,12 @@ class Dispatcher:
         Unknown to the engine (e.g. an engine without the user's state): the decision stands."""
         key = (push.user, push.jid, push.node)
         current = getattr(self.engine, "current_registration", self.engine.registration)
-        reg = current(key)
+        try:
+            reg = current(key)
+        except Exception as exc:  # the store is down: the decision stands (sent as decided)
+            log.warning("state of %s %s not readable before sending (%s: %s); sending as "
+                        "decided", push.jid, push.node, type(exc).__name__, exc)
+            return None
         if reg is None or reg.state in ENABLED_STATES:
             return None
         why = f": {reg.reason}" if reg.reason else ""
