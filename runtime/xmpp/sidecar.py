@@ -113,6 +113,8 @@ class Sidecar:
         self.fatal: str | None = None
         self._stop = asyncio.Event()
         self._failed = asyncio.Event()
+        self._hurry = asyncio.Event()
+        self._signals = 0
         self._connections: set[asyncio.StreamWriter] = set()
 
     # --- one line ----------------------------------------------------------------------------
@@ -193,6 +195,11 @@ class Sidecar:
 
     # --- running -----------------------------------------------------------------------------
     def stop(self) -> None:
+        """The first call (a signal) stops reading and starts the grace; a second one ends
+        the grace."""
+        self._signals += 1
+        if self._signals > 1:
+            self._hurry.set()
         self._stop.set()
 
     def _fail(self, message: str) -> None:
@@ -236,12 +243,12 @@ class Sidecar:
     async def _finish_pushes(self) -> None:
         """Up to shutdown_grace for the decided pushes, unless the connection failed for good."""
         if self.fatal is None:
-            drained = asyncio.ensure_future(self.dispatcher.drain())
-            failed = asyncio.ensure_future(self._failed.wait())
-            await asyncio.wait({drained, failed}, timeout=self.settings.shutdown_grace,
+            waits = [asyncio.ensure_future(w) for w in (
+                self.dispatcher.drain(), self._failed.wait(), self._hurry.wait())]
+            await asyncio.wait(waits, timeout=self.settings.shutdown_grace,
                                return_when=asyncio.FIRST_COMPLETED)
-            drained.cancel()
-            failed.cancel()
+            for waiting in waits:
+                waiting.cancel()
         await self.dispatcher.close(0)
 
     def _resume(self) -> bool:

@@ -215,3 +215,30 @@ def test_a_push_answered_during_shutdown_is_never_undelivered(prosody, tmp_path)
             assert "not answered before shutdown" in outcome["answer"]
     delivered = {n for n, o in outcomes.items() if o["status"] == "delivered"}
     assert {"node-end0", "node-end1"} <= delivered and "node-end4" not in delivered
+
+
+def test_a_second_signal_ends_the_grace(prosody, tmp_path):
+    async def main():
+        app = await AppServer(APP, prosody.port).start()
+        app.delay["node-hurry"] = 30  # never answered within the test
+        try:
+            proc = await start_serve(write_config(tmp_path, prosody, shutdown_grace="60"))
+            assert proc.stdin is not None
+            proc.stdin.write(lines(*enable_events("hur@localhost", "node-hurry"),
+                                   {"event": "session-destroyed", "session": "hur@localhost/phone"},
+                                   offline_event("hur@localhost", "h1")))
+            await proc.stdin.drain()
+            await app.wait_for(1)
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.sleep(0.5)
+            assert proc.returncode is None  # the first one waits for the answer
+            proc.send_signal(signal.SIGTERM)
+            out, err = await asyncio.wait_for(proc.communicate(), 20)  # well before 60 s
+            return proc.returncode, out.decode(), err.decode()
+        finally:
+            await app.stop()
+
+    code, out, err = asyncio.run(main())
+    assert code == 0, err
+    assert [(json.loads(x)["status"], json.loads(x)["attempts"]) for x in out.splitlines()] == [
+        ("undelivered", 1)]
