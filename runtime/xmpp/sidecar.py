@@ -217,6 +217,8 @@ class Sidecar:
                 loop.add_signal_handler(sig, self.stop)
         listener = self._open_socket() if self.settings.socket else None
         if self.fatal is not None or not self._resume():
+            if listener is not None:
+                listener.close()
             await self.transport.close()
             return FAILED
         # Input is read from the start: pushes decided before the connection is up wait for it.
@@ -230,6 +232,8 @@ class Sidecar:
         self._stop.set()  # end of input is a stop too: connections still open are closed
         reader.cancel()
         await asyncio.gather(reader, stopper, return_exceptions=True)
+        if listener is not None:
+            listener.close()  # (again: a no-op once the reader closed it)
         await self._finish_pushes()
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)
