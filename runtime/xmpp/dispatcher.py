@@ -12,7 +12,11 @@ Transport policy (the model decides counting and disabling, from the push-result
 - Before each attempt the registration must still be enabled (the model's ENABLED_STATES): a push
   to a registration disabled meanwhile is dropped and reported, never sent.
 - ``close()`` waits up to ``grace`` seconds for every queued push to be sent and answered; what is
-  still queued then is reported ``undelivered`` (logged), never silently lost.
+  still queued then is reported ``undelivered`` (logged), never silently lost. A send whose
+  answer arrived is finished as answered, however late.
+- Over a durable outbox (StoredEngine): each send is counted in the store before it goes out;
+  the push-result commit that feeds an answer also removes the push from the outbox; a push
+  given up or dropped is removed; an undelivered one stays for the next run (``resume``).
 One registration's pushes are sent one at a time in the order decided (so a push-result is
 always the answer to the most recent push); registrations do not wait for each other.
 """
