@@ -6,11 +6,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -93,6 +95,24 @@ def test_an_unreachable_redis_store_is_an_error(prosody, tmp_path):
 
 # --- the socket -----------------------------------------------------------------------------
 
+def send_and_wait(prosody, sock: Path, user: str, node: str, mid: str) -> list:
+    """Send enable + an offline message on the socket; wait until its push arrived (proof that
+    the lines were read and applied)."""
+    async def main():
+        app = await AppServer(APP, prosody.port).start()
+        try:
+            _, writer = await asyncio.open_unix_connection(str(sock))
+            writer.write(lines(*enable_events(user, node), offline_event(user, mid)))
+            await writer.drain()
+            received = await app.wait_for(1, 30)
+            writer.close()
+            return [r.publish.node for r in received]
+        finally:
+            await app.stop()
+
+    return asyncio.run(main())
+
+
 def test_the_socket_is_0600_and_refused_when_taken_or_not_a_socket(prosody, tmp_path):
     sock = tmp_path / "events.sock"
     config = write_config(tmp_path, prosody)
@@ -110,14 +130,12 @@ def test_the_socket_is_0600_and_refused_when_taken_or_not_a_socket(prosody, tmp_
         assert second.returncode == 1, err
         assert f"socket {sock}: another process is listening on it" in err
         assert os.lstat(sock).st_ino == inode  # not stolen: the first one still owns it
-        with socket.socket(socket.AF_UNIX) as client:
-            client.connect(str(sock))
-            client.sendall(lines(*enable_events("own@localhost", "node-own")))
+        assert send_and_wait(prosody, sock, "own@localhost", "node-own", "o1") == ["node-own"]
     finally:
         first.send_signal(signal.SIGTERM)
         _, err = first.communicate(timeout=30)
     assert first.returncode == 0, err
-    assert "2 events applied" in err
+    assert "3 events applied" in err
     assert not sock.exists()
 
     plain = tmp_path / "a-file"
@@ -126,6 +144,50 @@ def test_the_socket_is_0600_and_refused_when_taken_or_not_a_socket(prosody, tmp_
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 1 and "exists and is not a socket" in err
     assert plain.read_text() == "keep me\n"
+
+
+NOBODY = 65534
+
+
+def connect_as(uid: int, sock: Path, data: bytes) -> subprocess.CompletedProcess[str]:
+    """Another local user's process connecting to the socket (needs root to switch uid)."""
+    code = ("import socket, sys\n"
+            "s = socket.socket(socket.AF_UNIX)\n"
+            "try:\n    s.connect(sys.argv[1])\nexcept OSError as e:\n"
+            "    print(type(e).__name__); sys.exit(3)\n"
+            "try:\n    s.sendall(sys.stdin.buffer.read()); s.shutdown(socket.SHUT_WR); s.recv(1)\n"
+            "except OSError as e:\n    print(type(e).__name__); sys.exit(4)\n")
+    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable  # not under /root
+    return subprocess.run([python, "-c", code, str(sock)], input=data.decode(),
+                          capture_output=True, text=True, timeout=30,
+                          preexec_fn=lambda: os.setuid(uid))  # noqa: PLW1509
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root")
+def test_another_user_cannot_reach_the_socket_nor_pass_allowed_uids(prosody, tmp_path):
+    # A directory everyone may enter (pytest's tmp dirs are 0700): only the socket's own mode
+    # and the uid check stand between another user and the sidecar.
+    shared = Path(tempfile.mkdtemp(prefix="pushrules-sock-"))
+    os.chmod(shared, 0o755)
+    sock = shared / "events.sock"
+    proc = serve_process(write_config(tmp_path, prosody), "--socket", str(sock),
+                         "--allowed-uid", "4242", stdin=subprocess.DEVNULL)
+    try:
+        asyncio.run(wait_for_socket(sock))
+        denied = connect_as(NOBODY, sock, lines(*enable_events("evil@localhost", "n-evil")))
+        assert denied.returncode == 3 and "PermissionError" in denied.stdout  # 0600
+        os.chmod(sock, 0o666)  # as if the mode were lax: SO_PEERCRED still turns it away
+        turned = connect_as(NOBODY, sock, lines(*enable_events("evil@localhost", "n-evil")))
+        assert turned.returncode in (0, 4), turned.stderr  # 4: closed on it while sending
+        # our own uid is always allowed
+        assert send_and_wait(prosody, sock, "uid@localhost", "node-uid", "u1") == ["node-uid"]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    shutil.rmtree(shared, ignore_errors=True)
+    assert proc.returncode == 0, err
+    assert f"uid {NOBODY} is not allowed to send events" in err
+    assert "3 events applied" in err  # none of the other user's
 
 
 def test_a_stale_socket_is_replaced_and_another_socket_is_never_removed(tmp_path):
@@ -157,24 +219,6 @@ def test_a_group_makes_it_0660_and_an_unknown_group_is_named(tmp_path):
     assert not (tmp_path / "g.sock").exists()
     with pytest.raises(SocketPathError, match="no such group 'no-such-group-xyz'"):
         open_listener(tmp_path / "h.sock", group="no-such-group-xyz")
-
-
-def test_allowed_uids_turn_other_peers_away(prosody, tmp_path):
-    sock = tmp_path / "events.sock"
-    other_uid = os.getuid() + 4242
-    config = write_config(tmp_path, prosody)
-    proc = serve_process(config, "--socket", str(sock), "--allowed-uid", str(other_uid),
-                         stdin=subprocess.DEVNULL)
-    try:
-        asyncio.run(wait_for_socket(sock))
-        with socket.socket(socket.AF_UNIX) as client:  # our own uid is always allowed
-            client.connect(str(sock))
-            client.sendall(lines(*enable_events("uid@localhost", "node-uid")))
-        time.sleep(1.0)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=30)
-    assert proc.returncode == 0 and "2 events applied" in err, err
 
 
 def test_a_push_answered_during_shutdown_is_never_undelivered(prosody, tmp_path):
