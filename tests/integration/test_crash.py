@@ -123,13 +123,18 @@ def bodies(app: AppServer) -> list[str]:
 async def one_run(rnd: random.Random, tmp_path: Path, port: int, store) -> dict:
     app = await AppServer(APP, port).start()
     try:
-        path = config(tmp_path, port, store.url, max_outbox=rnd.choice([50, 200, 10_000]))
+        bound = rnd.choice([50, 200, 10_000])
+        path = config(tmp_path, port, store.url, max_outbox=bound)
         first = await serve(path, asyncio.subprocess.PIPE)
         feeding = asyncio.ensure_future(feed(first, trace()))
         await kill_when(first, app, rnd.randrange(0, 400), rnd.uniform(0, 0.05))
         await feeding
         kills = 1
         at_kill = store.decided()
+        # Backpressure: reading waited while more than `bound` were pending (one more event,
+        # one push here, may be decided by the line that was waiting).
+        outbox_at_kill = store.outbox_size() if at_kill else 0
+        assert outbox_at_kill <= bound + 1, (outbox_at_kill, bound)
         received_at_kill = len(app.received)
         if rnd.random() < 0.5:  # killed again while resending
             second = await serve(path, asyncio.subprocess.DEVNULL)
@@ -141,7 +146,8 @@ async def one_run(rnd: random.Random, tmp_path: Path, port: int, store) -> dict:
         assert last.returncode == 0, err.decode()[-3000:]
         assert "Traceback" not in err.decode()
         outcomes = [json.loads(line) for line in out.decode().splitlines()]
-        return {"kills": kills, "decided": store.decided(), "decided_at_kill": at_kill,
+        return {"kills": kills, "bound": bound, "outbox_at_kill": outbox_at_kill,
+                "decided": store.decided(), "decided_at_kill": at_kill,
                 "received": bodies(app), "outcomes": outcomes, "outbox": store.outbox_size()}
     finally:
         await app.stop()
@@ -167,7 +173,8 @@ def redis_url():
 @pytest.mark.parametrize(("kind", "runs"), [("sqlite", RUNS), ("redis", RUNS // 2)])
 def test_sigkill_and_restart_lose_no_decided_push(prosody, tmp_path, request, kind, runs):
     rnd = random.Random(int(os.environ.get("PUSHRULES_CRASH_SEED", "20261201")))
-    totals = Counter()
+    totals: Counter[str] = Counter()
+    bounds: list[str] = []
     for run in range(runs):
         where = tmp_path / f"run{run}"
         where.mkdir()
@@ -192,10 +199,12 @@ def test_sigkill_and_restart_lose_no_decided_push(prosody, tmp_path, request, ki
                 assert repeated[ident] >= count, (ident, count, repeated[ident])
         totals.update(runs=1, kills=result["kills"], decided=len(decided_ids),
                       delivered=len(received), duplicates=duplicates)
+        bounds.append(f"{result['outbox_at_kill']}/{result['bound']}")
     assert totals["decided"] > runs * 100  # the kills did not all come before any decision
     line = (f"crash test ({kind}): {totals['runs']} runs, {totals['kills']} SIGKILLs, "
             f"{totals['decided']} pushes decided (all before the first kill of their run), "
-            f"{totals['delivered']} delivered, {totals['duplicates']} duplicates")
+            f"{totals['delivered']} delivered, {totals['duplicates']} duplicates; "
+            f"outbox at the first kill / max_outbox: {', '.join(bounds)}")
     print(line)
     with SUMMARY.open("a") as summary:
         summary.write(line + "\n")
