@@ -4,6 +4,7 @@ file (--config) and flags; a flag wins over the file."""
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import tomllib
 from pathlib import Path
@@ -157,6 +158,17 @@ def serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
           **flags: Any) -> None:
     """Read server events (JSON lines, stdin or --socket), send the decided pushes over XMPP
     as a component, print one outcome per push (JSON lines). Stops cleanly on SIGTERM."""
+    # Until the event loop installs its handlers, SIGTERM ends the start-up as SIGINT does
+    # (nothing was read yet): exit 0, not death by signal.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        _serve(config_file, settings, log_level, flags)
+    except KeyboardInterrupt:
+        sys.exit(0)
+
+
+def _serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
+           flags: dict[str, Any]) -> None:
     from pushrules.cli import parse_settings
     from pushrules.runtime.xmpp.secrets import install_secret_mask
     from pushrules.runtime.xmpp.sidecar import run_sidecar
@@ -179,8 +191,6 @@ def serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
         status = run_sidecar(sidecar_settings)
     except ValueError as exc:  # e.g. an unknown store URL
         raise click.ClickException(str(exc)) from None
-    except KeyboardInterrupt:
-        status = 0
     except Exception as exc:  # never a traceback: say what failed
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     sys.exit(status)

@@ -35,6 +35,19 @@ def serve_process(config: Path, *args: str, secret: str = PUSH_SECRET,
         stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+def wait_until_catching(pid: int, signum: int, timeout: float = 30.0) -> None:
+    """Until the process catches the signal (its handler is installed: /proc's SigCgt)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        caught = int(next(x for x in status.splitlines() if x.startswith("SigCgt:")).split()[1],
+                     16)
+        if caught >> (signum - 1) & 1:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"process {pid} never caught signal {signum}")
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_exits_0_while_stdin_is_an_open_idle_pipe(prosody, tmp_path, signum):
     proc = serve_process(write_config(tmp_path, prosody))
@@ -42,6 +55,7 @@ def test_a_signal_exits_0_while_stdin_is_an_open_idle_pipe(prosody, tmp_path, si
         assert proc.stdin is not None
         proc.stdin.write(lines(*enable_events("sig@localhost", "node-sig")).decode())
         proc.stdin.flush()  # ...and the pipe stays open, the reader waiting on it
+        wait_until_catching(proc.pid, signal.SIGTERM)
         time.sleep(2.0)
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=20)  # shutdown_grace is 10 in the config
