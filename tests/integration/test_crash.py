@@ -88,11 +88,25 @@ def trace() -> bytes:
     return "".join(json.dumps(e) + "\n" for e in events).encode()
 
 
+STARTED: list[asyncio.subprocess.Process] = []
+
+
 async def serve(path: Path, stdin: int | None) -> asyncio.subprocess.Process:
     env = {**os.environ, "PUSHRULES_COMPONENT_SECRET": PUSH_SECRET}
-    return await asyncio.create_subprocess_exec(
+    proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pushrules.cli", "serve", "--config", str(path),
         stdin=stdin, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    STARTED.append(proc)
+    return proc
+
+
+async def kill_leftovers() -> None:
+    """A failed assertion must not leave a serve running."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def feed(proc: asyncio.subprocess.Process, data: bytes) -> None:
@@ -150,6 +164,7 @@ async def one_run(rnd: random.Random, tmp_path: Path, port: int, store) -> dict:
                 "decided": store.decided(), "decided_at_kill": at_kill,
                 "received": bodies(app), "outcomes": outcomes, "outbox": store.outbox_size()}
     finally:
+        await kill_leftovers()
         await app.stop()
 
 
