@@ -300,3 +300,55 @@ def test_a_second_signal_ends_the_grace(prosody, tmp_path):
     assert code == 0, err
     assert [(json.loads(x)["status"], json.loads(x)["attempts"]) for x in out.splitlines()] == [
         ("undelivered", 1)]
+
+
+def test_a_redis_outage_mid_run_rejects_lines_by_name_and_loses_nothing_decided(prosody,
+                                                                                tmp_path):
+    """Redis stops while serve runs: lines are rejected naming the store (never a traceback),
+    the pushes decided before still go out; Redis back: later lines are applied again."""
+    from harness import in_ci
+
+    from pushrules.runtime.store.local_redis import LocalRedis, RedisServerMissing
+
+    try:
+        server = LocalRedis(persistent=True)
+    except RedisServerMissing as exc:
+        if in_ci():
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    server.start()
+    user, node = "out@localhost", "node-outage"
+
+    async def main():
+        app = await AppServer(APP, prosody.port).start()
+        try:
+            proc = await start_serve(write_config(tmp_path, prosody), "--store",
+                                     f"{server.url}?prefix=outage")
+            assert proc.stdin is not None
+            proc.stdin.write(lines(*enable_events(user, node, secret=SECRET),
+                                   offline_event(user, "before")))
+            await proc.stdin.drain()
+            await app.wait_for(1, 30)
+            server.stop()
+            proc.stdin.write(lines(offline_event(user, "during")))
+            await proc.stdin.drain()
+            await asyncio.sleep(5)  # the line's store retries (about 1.5 s) run out
+            server.start()
+            proc.stdin.write(lines(offline_event(user, "after")))
+            await proc.stdin.drain()
+            await app.wait_for(2, 30)
+            proc.stdin.close()
+            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            return proc.returncode, out.decode(), err.decode(), app.received
+        finally:
+            await app.stop()
+
+    try:
+        code, out, err, received = asyncio.run(main())
+    finally:
+        server.close()
+    assert code == 0, err[-3000:]
+    assert "Traceback" not in err
+    assert "error: stdin line 4: message/offline/handle not applied: redis store" in err
+    assert [json.loads(x)["stanzas"] for x in out.splitlines()] == [["before"], ["after"]]
+    assert [r.publish.summary.get("message-count") for r in received] == ["1", "1"]
