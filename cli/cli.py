@@ -89,8 +89,8 @@ def render(check: bool, root: Path | None) -> None:
 @main.command()
 @click.argument("trace", type=click.File("rb"))  # decoded per line: errors name the line
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
-              help="Rule option (max_errors, max_devices, include_body, include_sender, "
-                   "important_body); repeatable.")
+              help="Rule option, repeatable; every option with its default: "
+                   + Config.options_help() + ".")
 @click.option("--explain", is_flag=True, help="Say, for every event, what was decided and why.")
 @click.option("--strict", is_flag=True, help="Reject impossible events (exit 2) instead of "
                                              "warning and skipping them.")

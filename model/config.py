@@ -19,6 +19,12 @@ class Config:
     """Placeholder body that marks a push as important when include_body is off."""
     dedup_window: int = 4096
     """Stanza ids remembered per registration for deduplication (oldest forgotten first)."""
+    orphan_ttl: int = 0
+    """Seconds a registration may stay bound to no live session before it is disabled with the
+    reason ``expired`` (0: never). Today a store with a clock (Redis) fires the expiry."""
+    final_timeout_counts: bool = True
+    """A push whose every send timed out (no answer at all) counts as an error: the dispatcher
+    feeds ``push-result`` with no error type. Off: it is given up like a ``wait``, not counted."""
 
     def with_settings(self, settings: dict[str, str]) -> Config:
         """Apply ``name=value`` strings; raise ValueError naming the bad option or value."""
@@ -32,7 +38,15 @@ class Config:
         new = replace(self, **changes)
         if new.max_errors < 1 or new.max_devices < 1 or new.dedup_window < 1:
             raise ValueError("max_errors, max_devices and dedup_window must be at least 1")
+        if new.orphan_ttl < 0:
+            raise ValueError("orphan_ttl must not be negative (0: never expire)")
         return new
+
+    @classmethod
+    def options_help(cls) -> str:
+        """Every option and its default (for --help): ``max_errors (16), max_devices (5), ...``."""
+        defaults = cls()
+        return ", ".join(f"{f.name} ({getattr(defaults, f.name)!r})" for f in fields(cls))
 
 
 def _parse(name: str, raw: str, kind: type) -> object:

@@ -17,6 +17,17 @@ from .session import PushSession
 
 _CONVENTION_CALLBACKS = ("on_transition",)
 
+PUSH_ACTION = "send_push"
+"""The action that emits a push (the registration's dedup step, whichever rule decided it)."""
+
+
+def row_pushes(rule: str, actions: tuple[str, ...]) -> bool:
+    """The one definition of "this row pushes": it runs the action that emits a push, or it is
+    tagged with a push rule and runs an action (a session row handing stanzas to the
+    registration it is bound to). A push-rule row without actions decides that nothing is
+    pushed (rule b for an outgoing copy)."""
+    return PUSH_ACTION in actions or (rule in PUSH_RULES and bool(actions))
+
 
 @dataclass(frozen=True, slots=True)
 class GuardRef:
@@ -43,7 +54,7 @@ class TransitionIR:
 
     @property
     def pushes(self) -> bool:
-        return self.rule in PUSH_RULES and bool(self.actions)
+        return row_pushes(self.rule, self.actions)
 
     @property
     def guard_label(self) -> str:

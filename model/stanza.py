@@ -16,6 +16,8 @@ from xml.etree.ElementTree import fromstring as _plain_fromstring
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as _defused_fromstring
 
+from .errors import PushrulesError
+
 CLIENT_NS = "jabber:client"
 CARBONS_NS = "urn:xmpp:carbons:2"
 FORWARD_NS = "urn:xmpp:forward:0"
@@ -35,7 +37,7 @@ IMPORTANT_PAYLOADS: tuple[tuple[str, str], ...] = (
 _IMPORTANT_TAGS = frozenset(f"{{{ns}}}{name}" for ns, name in IMPORTANT_PAYLOADS)
 
 
-class StanzaError(ValueError):
+class StanzaError(PushrulesError, ValueError):
     """The stanza is not well-formed XML or not a stanza."""
 
 

@@ -16,12 +16,13 @@ from typing import Any
 
 from .config import Config
 from .context import Ctx
+from .errors import PushrulesError
 from .events import EVENTS_BY_NAME, REGISTRATION, SESSION, USER_REGISTRATIONS
 from .records import Push, RegistrationRecord, RegKey, SessionRecord
 from .rules import PUSH_RULES
 
 
-class ImpossibleEvent(ValueError):
+class ImpossibleEvent(PushrulesError, ValueError):
     """A well-formed event that the current state does not allow; nothing was changed.
     ``field`` names the event field the state contradicts (for error messages)."""
 
@@ -30,7 +31,7 @@ class ImpossibleEvent(ValueError):
         self.field = field
 
 
-class ModelError(RuntimeError):
+class ModelError(PushrulesError, RuntimeError):
     """The model has no transition for an event its own actions raised: a defect in model/."""
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pushrules.model.errors import PushrulesError
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.world import AuditEntry
 
@@ -19,7 +20,7 @@ RegId = tuple[str, str]
 Row = dict[str, Any]
 
 
-class StoreError(RuntimeError):
+class StoreError(PushrulesError, RuntimeError):
     """A store could not do what was asked; the event was not applied."""
 
 
