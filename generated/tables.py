@@ -524,3 +524,29 @@ REGISTRATION_REJECTIONS = {
     ('orphaned', 'unbind'): 'the registration is already bound to no session',
 }
 
+# Timer events: raised by a clock (a store's orphan TTL today), not by a contract event; the
+# checker explores contract events only. An engine that runs timers takes these rows as above.
+REGISTRATION_TIMER_EVENTS = {
+    'expire': 'expire',
+}
+
+REGISTRATION_TIMERS = {
+    'orphaned': {
+        'expire': (
+            (
+                (),
+                'disabled',
+                (_a.disable_for_expiry, ),
+                'reg/expire',
+                'bound to no live session for orphan_ttl seconds: disabled with the reason expired',
+            ),
+        ),
+    },
+}
+
+REGISTRATION_TIMER_REJECTIONS = {
+    ('absent', 'expire'): 'no such registration was ever enabled',
+    ('bound', 'expire'): 'bound to a live session: its orphan TTL is not running',
+    ('disabled', 'expire'): 'the registration is not enabled',
+}
+

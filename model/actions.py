@@ -144,6 +144,13 @@ def evict_registration(ctx: Ctx) -> None:
     _disable(ctx, "evict", f"evicted: more than max_devices={ctx.world.config.max_devices}")
 
 
+@action("record the expiry after orphan_ttl seconds bound to no live session (reason expired, "
+        "time)")
+def disable_for_expiry(ctx: Ctx) -> None:
+    _disable(ctx, "expire", f"expired: bound to no live session for orphan_ttl="
+                            f"{ctx.world.config.orphan_ttl} s")
+
+
 def _disable(ctx: Ctx, what: str, reason: str) -> None:
     reg, world = ctx.reg, ctx.world
     assert reg is not None

@@ -10,7 +10,7 @@ from .actions import ACTION_DOCS
 from .events import EVENTS, EventSpec
 from .guards import GUARD_DOCS
 from .registration import REJECTIONS as REGISTRATION_REJECTIONS
-from .registration import Registration
+from .registration import TIMER_EVENTS, Registration
 from .rules import ALL_RULES, PUSH_RULES
 from .session import REJECTIONS as SESSION_REJECTIONS
 from .session import PushSession
@@ -78,9 +78,31 @@ class MachineIR:
     events: tuple[tuple[str, str], ...]
     transitions: tuple[TransitionIR, ...]
     rejections: tuple[RejectionIR, ...]
+    timer_events: tuple[tuple[str, str], ...] = ()
+    """Events raised by a clock, not by a contract event (registration.py TIMER_EVENTS)."""
+    timers: tuple[TransitionIR, ...] = ()
+    """The transitions of the timer events: apart from ``transitions``, which the checker
+    explores and mutates (it raises contract events only)."""
+    timer_rejections: tuple[RejectionIR, ...] = ()
 
     def rows(self, state: str, event: str) -> tuple[TransitionIR, ...]:
         return tuple(t for t in self.transitions if t.source == state and t.event == event)
+
+    def timer_rows(self, state: str, event: str) -> tuple[TransitionIR, ...]:
+        return tuple(t for t in self.timers if t.source == state and t.event == event)
+
+    @property
+    def every_transition(self) -> tuple[TransitionIR, ...]:
+        """Contract-driven and timer transitions: what a reader of the rules sees."""
+        return self.transitions + self.timers
+
+    @property
+    def every_rejection(self) -> tuple[RejectionIR, ...]:
+        return self.rejections + self.timer_rejections
+
+    @property
+    def every_event(self) -> tuple[tuple[str, str], ...]:
+        return self.events + self.timer_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,12 +118,13 @@ class ModelIR:
 
 
 def extract_machine(
-    name: str, cls: Any, rejections: dict[tuple[str, str], str]
+    name: str, cls: Any, rejections: dict[tuple[str, str], str],
+    timer_events: frozenset[str] = frozenset(),
 ) -> MachineIR:
     states = tuple(s.id for s in cls.states)
     initial = next(s.id for s in cls.states if s.initial)
-    events = tuple((e.id, e.name) for e in cls.events)
-    names = dict(events)
+    every_event = tuple((e.id, e.name) for e in cls.events)
+    names = dict(every_event)
     transitions: list[TransitionIR] = []
     for state in cls.states:
         for t in state.transitions:
@@ -125,7 +148,13 @@ def extract_machine(
     rejected = tuple(RejectionIR(s, e, r) for (s, e), r in sorted(rejections.items()))
     return MachineIR(
         name=name, class_name=cls.__name__, doc=(cls.__doc__ or "").strip(), states=states,
-        initial=initial, events=events, transitions=tuple(transitions), rejections=rejected,
+        initial=initial,
+        events=tuple(e for e in every_event if e[0] not in timer_events),
+        transitions=tuple(t for t in transitions if t.event not in timer_events),
+        rejections=tuple(r for r in rejected if r.event not in timer_events),
+        timer_events=tuple(e for e in every_event if e[0] in timer_events),
+        timers=tuple(t for t in transitions if t.event in timer_events),
+        timer_rejections=tuple(r for r in rejected if r.event in timer_events),
     )
 
 
@@ -133,7 +162,8 @@ def extract() -> ModelIR:
     return ModelIR(
         machines=(
             extract_machine("session", PushSession, SESSION_REJECTIONS),
-            extract_machine("registration", Registration, REGISTRATION_REJECTIONS),
+            extract_machine("registration", Registration, REGISTRATION_REJECTIONS,
+                            TIMER_EVENTS),
         ),
         guards=tuple(sorted(GUARD_DOCS.items())),
         actions=tuple(sorted(ACTION_DOCS.items())),

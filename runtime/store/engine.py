@@ -15,17 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pushrules.generated import tables
 from pushrules.model.config import Config
+from pushrules.model.context import Ctx
 from pushrules.model.events import EVENTS_BY_NAME, SESSION
 from pushrules.model.records import Push
-from pushrules.model.world import AuditEntry
-from pushrules.runtime.engine import Engine
+from pushrules.runtime.engine import Engine, _with_push_flag
 
 from .base import (
     Row,
     Store,
     StoreConflict,
     StoreCorrupt,
+    StoreError,
     UserChanges,
     UserSnapshot,
     pushed_delta,
@@ -35,7 +37,8 @@ from .base import (
     session_row,
 )
 
-EXPIRED_REASON = "orphaned for longer than the store's orphan_ttl: forgotten"
+TIMER_EVENT = "expire"
+"""The model's timer event (model/registration.py TIMER_EVENTS) a store's orphan TTL fires."""
 
 
 def event_user(event: Any) -> str:
@@ -62,6 +65,23 @@ def _diff(records: dict[Any, Any], old_rows: dict[Any, Row],
     return rows, changed
 
 
+def _timers_after(snapshot: UserSnapshot, changes: UserChanges) -> tuple[tuple[str, str], ...]:
+    """The orphan TTLs running once ``changes`` are committed (the store starts one for each
+    registration the commit leaves orphaned, keeps those still orphaned, stops the others)."""
+    put = changes.registrations_put
+    kept = tuple(reg for reg in snapshot.timers if reg not in put)
+    if not changes.orphan_ttl:
+        return kept
+    return kept + tuple(reg for reg, row in put.items() if row["state"] == "orphaned")
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """What a store's clock fires: the model's timer event, shown as such by --explain."""
+
+    EVENT = TIMER_EVENT
+
+
 @dataclass(slots=True)
 class _Pending:
     event: Any
@@ -77,12 +97,24 @@ class StoredEngine(Engine):
 
     The state of the ``cache_users`` most recently seen users is kept as loaded; each load
     still asks the store, which answers "unchanged" (no rows) when the cached copy is current:
-    a user's dedup ids (up to dedup_window per registration) are then not decoded again."""
+    a user's dedup ids (up to dedup_window per registration) are then not decoded again.
+
+    The model's ``orphan_ttl`` is run by a store that keeps its clock (Redis): when it fired,
+    the engine takes the model's ``expire`` transition (model/registration.py) before the event
+    and commits it with the event. Other stores refuse the option."""
+
+    # The contract's rows and the model's timer rows (only a store with a clock raises those).
+    _REGISTRATION_ROWS = _with_push_flag(
+        {state: {**by_event, **tables.REGISTRATION_TIMERS.get(state, {})}
+         for state, by_event in tables.REGISTRATION.items()})
 
     def __init__(self, store: Store, config: Config | None = None, *, explain: bool = False,
                  clock: Any = time.time, max_attempts: int = 100,
                  cache_users: int = 1024) -> None:
         super().__init__(config, explain=explain, clock=clock)
+        if self.config.orphan_ttl and not getattr(store, "expires_orphans", False):
+            raise StoreError(f"{store.url}: this store keeps no clock for orphan_ttl="
+                             f"{self.config.orphan_ttl}; use a redis:// store or orphan_ttl=0")
         self.store = store
         self.max_attempts = max_attempts
         self.commits = 0
@@ -180,6 +212,9 @@ class StoredEngine(Engine):
         self.users = {user: regs} if regs else {}
         self._user_seq = snapshot.seq
         self.audit_log = []
+        for reg in snapshot.expired:
+            # The store's clock fired the model's timer: take its transition before the event.
+            self.fire_registration((user, *reg), TIMER_EVENT, Ctx(self, Timer()))
 
     def _changes(self, snapshot: UserSnapshot) -> UserChanges | None:
         """What the event changed, or None; also leaves in ``_next`` the snapshot the commit
@@ -198,12 +233,12 @@ class StoredEngine(Engine):
             if old is not None:
                 changes.previous_states[reg] = old["state"]
         changes.audit = list(self.audit_log)
-        for reg in snapshot.expired:
-            changes.audit.append(AuditEntry(self.now(), user, reg[0], reg[1], "expire",
-                                            EXPIRED_REASON))
-            if reg not in changes.registrations_put:
-                changes.registrations_del.append(reg)
-        if (not changes.sessions_put and not changes.sessions_del and not changes.audit
+        changes.orphan_ttl = self.config.orphan_ttl
+        changes.live_timers = [reg for reg in snapshot.timers
+                               if reg in changes.registrations_put]
+        changes.registrations_del = list(snapshot.vanished)
+        if (not changes.registrations_del and not changes.sessions_put
+                and not changes.sessions_del and not changes.audit
                 and not changes.registrations_put and changes.seq == snapshot.seq):
             self._next = None
             return None
@@ -211,5 +246,6 @@ class StoredEngine(Engine):
         # The records are installed afresh for every event: their dedup sets can be handed on.
         pushed = {reg: rec.pushed for reg, rec in self.users.get(user, {}).items()}
         self._next = UserSnapshot(user, snapshot.version + 1, changes.seq, sessions, regs,
-                                  token=changes.token, pushed=pushed)
+                                  token=changes.token, pushed=pushed,
+                                  timers=_timers_after(snapshot, changes))
         return changes
