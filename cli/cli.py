@@ -64,10 +64,11 @@ def main() -> None:
               help="Project checkout to render into (default: found from the current folder).")
 def render(check: bool, root: Path | None) -> None:
     """Render generated/ and diagrams/ from model/."""
-    from pushrules.render import RenderError, find_root, render_all, stale, write
+    from pushrules.render import RenderError, check_inputs, find_root, render_all, stale, write
 
     try:
         root = root or find_root(Path.cwd())
+        check_inputs(root)
         files = render_all()
     except RenderError as exc:
         raise click.ClickException(str(exc)) from None

@@ -152,6 +152,38 @@ def find_root(start: Path) -> Path:
                       f"above {start}; pass --root")
 
 
+def _differences(checkout: Path, used: Path, pattern: str) -> list[str]:
+    """Files (by name) that differ between a checkout folder and the one imported."""
+    if not checkout.is_dir() or checkout.resolve() == used.resolve():
+        return []
+    mine = {p.name: p.read_bytes() for p in checkout.glob(pattern)}
+    theirs = {p.name: p.read_bytes() for p in used.glob(pattern)}
+    return sorted(name for name in mine.keys() | theirs.keys()
+                  if mine.get(name) != theirs.get(name))
+
+
+def check_inputs(root: Path) -> None:
+    """Refuse to render ``root`` when the model and templates this pushrules imports are not
+    the checkout's: after ``pip install .`` an edit to model/ would otherwise render (and
+    --check) the installed copy, not the edit."""
+    import pushrules.model
+
+    here = Path(__file__).parent
+    inputs = (("model", Path(pushrules.model.__file__).parent, "*.py"),
+              ("cli/templates", here / "templates", "*.j2"),
+              ("cli", here, "render.py"))
+    for folder, used, pattern in inputs:
+        differing = _differences(root / folder, used, pattern)
+        if differing:
+            shown = ", ".join(f"{folder}/{name}" for name in differing[:4])
+            more = f" and {len(differing) - 4} more" if len(differing) > 4 else ""
+            raise RenderError(
+                f"the checkout {root} is not what this pushrules renders: {shown}{more} "
+                f"differ from the installed copy in {used}, so the result would show the "
+                f"installed model, not the checkout. Install the checkout editable "
+                f"(pip install -e {root}) and run again")
+
+
 def write(root: Path, files: dict[str, str]) -> list[str]:
     changed = []
     for rel, text in files.items():

@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 from .context import Ctx
 from .records import Push, RegistrationRecord, last_important
+from .stanza import Stanza
 
 Action = Callable[[Ctx], None]
 ACTIONS: dict[str, Action] = {}
@@ -71,7 +72,7 @@ def push_stanza(ctx: Ctx) -> None:
     _push_bound(ctx, (ctx.event.stanza,))
 
 
-def _push_bound(ctx: Ctx, stanzas: tuple) -> None:
+def _push_bound(ctx: Ctx, stanzas: tuple[Stanza, ...]) -> None:
     session = ctx.session
     assert session is not None and session.binding is not None
     ctx.stanzas = stanzas
@@ -134,6 +135,7 @@ def disable_by_client(ctx: Ctx) -> None:
 
 @action("record the disable after max_errors counted errors (reason, time); unbind its session")
 def disable_for_errors(ctx: Ctx) -> None:
+    assert ctx.reg is not None
     error_type = ctx.event.error_type or "none"
     reason = f"max_errors: {ctx.reg.errors} counted errors in a row, last {error_type}"
     _disable(ctx, "disable", reason)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +30,7 @@ class Config:
     def with_settings(self, settings: dict[str, str]) -> Config:
         """Apply ``name=value`` strings; raise ValueError naming the bad option or value."""
         known = {f.name: f for f in fields(self)}
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         for name, raw in settings.items():
             if name not in known:
                 raise ValueError(f"unknown option {name!r} (known: {', '.join(sorted(known))})")

@@ -140,3 +140,15 @@ def test_mermaid_labels_are_safe_for_state_diagrams(machine: str) -> None:
             continue
         label = line.split(":", 1)[1] if ":" in line else ""
         assert not re.search(r"[:;{}]", label.replace("#58;", "").replace("#59;", "")), line
+
+
+def test_render_refuses_a_checkout_whose_model_is_not_the_imported_one(checkout: Path) -> None:
+    """After `pip install .` an edit to model/ must not pass --check as "up to date"."""
+    rules = checkout / "model" / "rules.py"
+    rules.write_text(rules.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    for args in (("--check",), ()):
+        run = _render(checkout, "0", *args)
+        assert run.returncode == 1
+        assert "model/rules.py differ from the installed copy" in run.stderr
+        assert "pip install -e" in run.stderr and "Traceback" not in run.stderr
+    assert (checkout / "model" / "rules.py").read_text(encoding="utf-8").endswith("# edited\n")
