@@ -15,8 +15,8 @@ from pathlib import Path
 
 from replaykit import EXAMPLES, ROOT
 
-SKIP = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".venv",
-                              ".pytest_cache", ".hypothesis", ".ruff_cache", "tests")
+SKIP = shutil.ignore_patterns(".git", ".mypy-path", "build", "dist", "*.egg-info", "__pycache__",
+                              ".venv", ".pytest_cache", ".hypothesis", ".ruff_cache", "tests")
 
 
 def test_wheel_installs_a_working_cli(tmp_path: Path) -> None:
