@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import shutil
 import subprocess
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +34,9 @@ def _pytype(kind: str, required: bool) -> str:
 
 
 def _mermaid_label(t: TransitionIR) -> str:
-    text = t.event_name
+    text = ", ".join(t.triggers)
+    if list(t.triggers) != [t.event_name]:
+        text += f" ({t.event_name})"
     if t.guards:
         text += f" [{t.guard_label}]"
     if t.actions:
@@ -50,32 +53,39 @@ def _mermaid_escape(text: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class EdgeGroup:
-    """Transitions drawn as one edge: every self-transition of a state, or the transitions
-    between two states that push (or don't)."""
+    """The transitions from one state to another, drawn as one edge labelled with the contract
+    events that take them (each transition is listed in full in its source state's box)."""
 
     source: str
     target: str
     pushes: bool
-    rows: tuple[TransitionIR, ...]
+    events: tuple[str, ...]
 
 
 def _edge_groups(m: MachineIR) -> list[EdgeGroup]:
-    groups: dict[tuple[str, str, bool], list[TransitionIR]] = {}
-    for t in m.transitions:
-        loop = t.source == t.target
-        groups.setdefault((t.source, t.target, False if loop else t.pushes), []).append(t)
-    return [EdgeGroup(s, d, any(t.pushes for t in rows), tuple(rows))
-            for (s, d, p), rows in groups.items()]
+    groups: dict[tuple[str, str], list[TransitionIR]] = {}
+    for t in m.every_transition:
+        if t.source != t.target:
+            groups.setdefault((t.source, t.target), []).append(t)
+    return [EdgeGroup(s, d, any(t.pushes for t in rows),
+                      tuple(dict.fromkeys(e for t in rows for e in t.triggers)))
+            for (s, d), rows in groups.items()]
+
+
+def _leaving(m: MachineIR, state: str) -> list[TransitionIR]:
+    """Every transition from ``state``: those to other states first, then those that stay."""
+    rows = [t for t in m.every_transition if t.source == state]
+    return [t for t in rows if t.target != state] + [t for t in rows if t.target == state]
 
 
 def _legend(ir: ModelIR, m: MachineIR) -> dict[str, list[tuple[str, str]]]:
     """What the names on this machine's edges mean, and the events it rejects (by reason)."""
-    used_guards = {g.name for t in m.transitions for g in t.guards}
-    used_actions = {a for t in m.transitions for a in t.actions}
-    used_rules = {t.rule for t in m.transitions}
-    names = dict(m.events)
+    used_guards = {g.name for t in m.every_transition for g in t.guards}
+    used_actions = {a for t in m.every_transition for a in t.actions}
+    used_rules = {t.rule for t in m.every_transition}
+    names = dict(m.every_event)
     rejected: dict[tuple[str, str], list[str]] = {}
-    for r in sorted(m.rejections, key=lambda r: (m.states.index(r.state), r.event)):
+    for r in sorted(m.every_rejection, key=lambda r: (m.states.index(r.state), r.event)):
         rejected.setdefault((r.state, r.reason), []).append(names[r.event])
     return {
         "rules": [(tag, doc) for tag, doc in ir.rules if tag in used_rules],
@@ -84,6 +94,16 @@ def _legend(ir: ModelIR, m: MachineIR) -> dict[str, list[tuple[str, str]]]:
         "rejected": [(state, f"{', '.join(events)}: {reason}")
                      for (state, reason), events in rejected.items()],
     }
+
+
+LEGEND_WIDTH = 78
+"""Characters per legend line: the diagrams are read at README width (~800 px)."""
+
+
+def _dot_wrap(text: str, width: int = LEGEND_WIDTH) -> str:
+    """Text for an HTML-like DOT label, wrapped into left-aligned lines."""
+    lines = textwrap.wrap(" ".join(text.replace("``", "").split()), width) or [""]
+    return '<br align="left"/>'.join(html.escape(line) for line in lines) + '<br align="left"/>'
 
 
 def _environment() -> Environment:
@@ -98,7 +118,9 @@ def _environment() -> Environment:
     env.filters["pytype"] = _pytype
     env.filters["mermaid_label"] = _mermaid_label
     env.filters["dotesc"] = lambda s: html.escape(" ".join(s.replace("``", "").split()))
+    env.filters["dotwrap"] = _dot_wrap
     env.filters["edge_groups"] = _edge_groups
+    env.globals["leaving"] = _leaving
     env.tests["pushing"] = lambda t: t.pushes
     env.filters["mdesc"] = lambda s: (" ".join(s.split()).replace("|", "\\|")
                                       .replace("<", "&lt;").replace(">", "&gt;"))

@@ -13,15 +13,20 @@ from .stanza import Stanza
 Action = Callable[[Ctx], None]
 ACTIONS: dict[str, Action] = {}
 ACTION_DOCS: dict[str, str] = {}
+ACTION_FIRES: dict[str, tuple[str, ...]] = {}
+"""The registration events each action fires (the writes from one machine into the other):
+declared so the diagrams can name the contract event behind every registration edge; a test
+checks that actions fire nothing else."""
 
 ENABLED_STATES = frozenset({"bound", "orphaned"})
 """Registration states that count towards max_devices and can be disabled or evicted."""
 
 
-def action(doc: str) -> Callable[[Action], Action]:
+def action(doc: str, fires: tuple[str, ...] = ()) -> Callable[[Action], Action]:
     def register(fn: Action) -> Action:
         ACTIONS[fn.__name__] = fn
         ACTION_DOCS[fn.__name__] = doc
+        ACTION_FIRES[fn.__name__] = fires
         return fn
 
     return register
@@ -30,7 +35,7 @@ def action(doc: str) -> Callable[[Action], Action]:
 # --- session machine -------------------------------------------------------------------------
 
 @action("enable the registration (user, jid, node), bind it here, unbind the one this session "
-        "held before, evict beyond max_devices")
+        "held before, evict beyond max_devices", fires=("enable", "unbind", "evict"))
 def bind_registration(ctx: Ctx) -> None:
     world, session, event = ctx.world, ctx.session, ctx.event
     assert session is not None
@@ -47,7 +52,8 @@ def bind_registration(ctx: Ctx) -> None:
             world.fire_registration(reg.key, "evict", ctx)
 
 
-@action("disable the user's registrations with that jid (and node, when given)")
+@action("disable the user's registrations with that jid (and node, when given)",
+        fires=("disable",))
 def remove_registrations(ctx: Ctx) -> None:
     world, session, event = ctx.world, ctx.session, ctx.event
     assert session is not None
@@ -62,12 +68,12 @@ def remove_registrations(ctx: Ctx) -> None:
         world.fire_registration(key, "disable", ctx)
 
 
-@action("push the unacked queue to the bound registration")
+@action("push the unacked queue to the bound registration", fires=("push_session",))
 def push_queue(ctx: Ctx) -> None:
     _push_bound(ctx, tuple(ctx.event.queue))
 
 
-@action("push this stanza to the bound registration")
+@action("push this stanza to the bound registration", fires=("push_session",))
 def push_stanza(ctx: Ctx) -> None:
     _push_bound(ctx, (ctx.event.stanza,))
 
@@ -79,7 +85,7 @@ def _push_bound(ctx: Ctx, stanzas: tuple[Stanza, ...]) -> None:
     ctx.world.fire_registration(session.binding, "push_session", ctx)
 
 
-@action("leave the bound registration stored, bound to no live session")
+@action("leave the bound registration stored, bound to no live session", fires=("unbind",))
 def orphan_registration(ctx: Ctx) -> None:
     session = ctx.session
     assert session is not None and session.binding is not None

@@ -3,11 +3,13 @@ from (runtime tables, DOT, Mermaid, rules table)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .actions import ACTION_DOCS
-from .events import EVENTS, EventSpec
+from .actions import ACTION_DOCS, ACTION_FIRES
+from .config import Config
+from .events import EVENTS, SESSION, EventSpec
 from .guards import GUARD_DOCS
 from .registration import REJECTIONS as REGISTRATION_REJECTIONS
 from .registration import TIMER_EVENTS, Registration
@@ -51,6 +53,9 @@ class TransitionIR:
     internal: bool
     rule: str
     why: str
+    triggers: tuple[str, ...] = ()
+    """The contract events that lead to this transition (for a registration event that an
+    action fires: the session events whose transitions fire it; for a timer: its option)."""
 
     @property
     def pushes(self) -> bool:
@@ -112,6 +117,10 @@ class ModelIR:
     actions: tuple[tuple[str, str], ...]
     rules: tuple[tuple[str, str], ...]
     events: tuple[EventSpec, ...]
+    options: tuple[tuple[str, str, str], ...] = ()
+    """(name, default, meaning) of every rule option (config.py)."""
+    fires: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The registration events each action fires (actions.py ACTION_FIRES)."""
 
     def machine(self, name: str) -> MachineIR:
         return next(m for m in self.machines if m.name == name)
@@ -119,7 +128,7 @@ class ModelIR:
 
 def extract_machine(
     name: str, cls: Any, rejections: dict[tuple[str, str], str],
-    timer_events: frozenset[str] = frozenset(),
+    timer_events: Collection[str] = (),
 ) -> MachineIR:
     states = tuple(s.id for s in cls.states)
     initial = next(s.id for s in cls.states if s.initial)
@@ -158,9 +167,33 @@ def extract_machine(
     )
 
 
+def _triggers(session: MachineIR, event: str) -> tuple[str, ...]:
+    """The contract events behind a registration event."""
+    for spec in EVENTS:
+        if spec.target != SESSION and spec.machine_event == event:
+            return (spec.name,)
+    if event in TIMER_EVENTS:
+        return (f"time: {TIMER_EVENTS[event]}",)
+    found = [t.event_name for t in session.transitions
+             if any(event in ACTION_FIRES[a] for a in t.actions)]
+    return tuple(dict.fromkeys(found))
+
+
+def _with_triggers(session: MachineIR, registration: MachineIR) -> tuple[MachineIR, MachineIR]:
+    def own(t: TransitionIR) -> TransitionIR:
+        return replace(t, triggers=(t.event_name,))
+
+    def caused(t: TransitionIR) -> TransitionIR:
+        return replace(t, triggers=_triggers(session, t.event))
+
+    return (replace(session, transitions=tuple(map(own, session.transitions))),
+            replace(registration, transitions=tuple(map(caused, registration.transitions)),
+                    timers=tuple(map(caused, registration.timers))))
+
+
 def extract() -> ModelIR:
     return ModelIR(
-        machines=(
+        machines=_with_triggers(
             extract_machine("session", PushSession, SESSION_REJECTIONS),
             extract_machine("registration", Registration, REGISTRATION_REJECTIONS,
                             TIMER_EVENTS),
@@ -169,4 +202,6 @@ def extract() -> ModelIR:
         actions=tuple(sorted(ACTION_DOCS.items())),
         rules=tuple(ALL_RULES.items()),
         events=EVENTS,
+        options=tuple((name, repr(default), doc) for name, default, doc in Config.option_docs()),
+        fires=dict(ACTION_FIRES),
     )

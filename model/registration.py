@@ -97,9 +97,10 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
     )
 
 
-TIMER_EVENTS = frozenset({"expire"})
-"""Registration events raised by a clock rather than by a contract event: today a store whose
-orphan TTL fired (the Redis store) has the engine fire ``expire``; contract v2's times will
+TIMER_EVENTS: dict[str, str] = {"expire": "orphan_ttl"}
+"""Registration events raised by a clock (with the option that sets its time) rather than by a
+contract event: today a store whose orphan TTL fired (the Redis store) has the engine fire
+``expire``; contract v2's times will
 raise it from the trace. The bounded checker explores contract events only, so its tables and
 mutants leave these rows out (extract.py ``MachineIR.timers``)."""
 

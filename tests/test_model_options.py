@@ -4,6 +4,7 @@ dispatcher reads, the orphan TTL, and the one definition of "this row pushes".""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 import pytest
 
@@ -90,3 +91,47 @@ def test_one_definition_of_a_pushing_row():
                .transitions)
     assert all(t.pushes == row_pushes(t.rule, t.actions) for m in ir.machines
                for t in m.transitions)
+
+
+def test_actions_fire_only_the_registration_events_they_declare():
+    """ACTION_FIRES (what the diagrams name the contract event behind a registration edge by)
+    matches what the action bodies do, over every example trace."""
+    import sys
+
+    from replaykit import example_config, example_traces
+
+    from pushrules.model.actions import ACTION_FIRES, ACTIONS
+    from pushrules.model.world import ImpossibleEvent
+    from pushrules.runtime.trace import TraceError, read_trace
+
+    fired: set[tuple[str, str]] = set()
+
+    class Recording(Engine):
+        def fire_registration(self, key, event, ctx):
+            frame = sys._getframe(1)
+            while frame is not None and frame.f_code.co_name not in ACTIONS:
+                frame = frame.f_back
+            if frame is not None:
+                fired.add((frame.f_code.co_name, event))
+            super().fire_registration(key, event, ctx)
+
+    for trace in example_traces():
+        engine = Recording(example_config(trace))
+        with trace.open("rb") as lines:
+            try:
+                for item in read_trace(lines):
+                    with contextlib.suppress(ImpossibleEvent):
+                        engine.handle(item.event)
+            except TraceError:
+                pass  # the examples of malformed input end there
+    # Not in the examples: a session that enables another node unbinds the one it held.
+    engine = Recording(Config())
+    for data in ({"event": "session-bind", "session": f"{BOB}/phone"},
+                 {"event": "push-enable", "session": f"{BOB}/phone", "jid": APP, "node": "n1"},
+                 {"event": "push-enable", "session": f"{BOB}/phone", "jid": APP, "node": "n2"}):
+        engine.handle(parse_event(data))
+    assert fired, "no action fired a registration event"
+    for name, event in fired:
+        assert event in ACTION_FIRES[name], (name, event)
+    declared = {(name, event) for name, events in ACTION_FIRES.items() for event in events}
+    assert declared == fired, declared - fired  # every declared one happens in some example
