@@ -293,12 +293,39 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return None if not a or not b else a / b
 
 
+class _Steps:
+    """Progress lines: ``[step/total, elapsed] what``, then what it measured."""
+
+    def __init__(self, total: int, progress: Callable[[str], None] | None) -> None:
+        self.total = total
+        self.done = 0
+        self.start = time.perf_counter()
+        self.progress = progress
+
+    def __call__(self, message: str) -> None:
+        self.done += 1
+        if self.progress is not None:
+            elapsed = time.perf_counter() - self.start
+            self.progress(f"[{self.done}/{self.total}, {elapsed:.0f} s] {message}")
+
+    def result(self, message: str) -> None:
+        if self.progress is not None:
+            self.progress(f"  {message}")
+
+
+def _step_count(plan: Plan, names: list[str], stores: bool) -> int:
+    per_engine = sum(3 + len(plan.scaling[name]) for name in names)
+    return per_engine + 2 + (1 if stores else 0)
+
+
 def run(quick: bool = False, progress: Callable[[str], None] | None = None,
         plan: Plan | None = None) -> dict[str, Any]:
-    """Every figure, as one JSON-able dict (``plan`` overrides the sizes)."""
+    """Every figure, as one JSON-able dict (``plan`` overrides the sizes). ``progress`` gets a
+    line before each step (its number, the total, seconds so far) and after each figure."""
     plan = plan or (QUICK if quick else FULL)
-    say = progress or (lambda _: None)
     factories = engine_factories()
+    say = _Steps(_step_count(plan, [n for n in ENGINES if n in factories], plan.stores),
+                 progress)
     missing = [name for name in ENGINES if name not in factories]
     result: dict[str, Any] = {
         "quick": quick, "machine": machine(), "missing_engines": missing,
@@ -317,8 +344,10 @@ def run(quick: bool = False, progress: Callable[[str], None] | None = None,
         users = plan.users[name]
         say(f"{name}: mix of {users} users")
         full = events_per_s(factory, generate(users), plan.repeats)
+        say.result(f"{full['events_per_s']:,.0f} events/s")
         say(f"{name}: decision mix")
         decision = events_per_s(factory, generate(users, push=False), plan.repeats)
+        say.result(f"{decision['events_per_s']:,.0f} events/s")
         result["events_per_s"][name] = full["events_per_s"]
         result["decision_events_per_s"][name] = decision["events_per_s"]
         result["details"]["mix"][name] = full
@@ -332,6 +361,7 @@ def run(quick: bool = False, progress: Callable[[str], None] | None = None,
         idle = plan.idle_sessions[name]
         say(f"{name}: {idle} idle sessions in a fresh process")
         per_session = idle_bytes_fresh(name, idle)
+        say.result(f"{per_session:,.0f} bytes per idle session")
         result["bytes_per_session"][name] = per_session
         result["bytes_per_session_with_jid"][name] = per_session + jid_bytes(idle)
         result["details"]["idle_sessions"][name] = idle
@@ -348,12 +378,17 @@ def run(quick: bool = False, progress: Callable[[str], None] | None = None,
     }
     say("replay end to end")
     replay_figures = replay_events_per_s(plan.replay_users, plan.repeats)
+    say.result(f"{replay_figures['events_per_s']:,.0f} events/s")
     result["replay_events_per_s"] = replay_figures["events_per_s"]
     result["details"]["replay"] = replay_figures
     say("checker")
     checker = checker_states_per_s(plan.checker_bounds)
+    if checker is not None:
+        say.result(f"{checker['states_per_s']:,.0f} states/s")
     result["checker_states_per_s"] = None if checker is None else checker["states_per_s"]
     result["details"]["checker"] = checker
+    if plan.stores:
+        say("stores: the mix through memory, SQLite and Redis")
     stores = store_bench(quick) if plan.stores else None
     if stores is not None:
         result["stores"] = stores

@@ -14,12 +14,14 @@ from typing import Any
 
 import numpy as np
 
+from pushrules.model.errors import PushrulesError
+
 from .bounded import BoundedWorld
 
 _U64 = np.uint64
 
 
-class BoundExceeded(Exception):
+class BoundExceeded(PushrulesError):
     """A field took more distinct values than it holds."""
 
 

@@ -64,10 +64,11 @@ def main() -> None:
               help="Project checkout to render into (default: found from the current folder).")
 def render(check: bool, root: Path | None) -> None:
     """Render generated/ and diagrams/ from model/."""
-    from pushrules.render import RenderError, find_root, render_all, stale, write
+    from pushrules.render import RenderError, check_inputs, find_root, render_all, stale, write
 
     try:
         root = root or find_root(Path.cwd())
+        check_inputs(root)
         files = render_all()
     except RenderError as exc:
         raise click.ClickException(str(exc)) from None
@@ -89,8 +90,8 @@ def render(check: bool, root: Path | None) -> None:
 @main.command()
 @click.argument("trace", type=click.File("rb"))  # decoded per line: errors name the line
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
-              help="Rule option (max_errors, max_devices, include_body, include_sender, "
-                   "important_body); repeatable.")
+              help="Rule option, repeatable; every option with its default: "
+                   + Config.options_help() + ".")
 @click.option("--explain", is_flag=True, help="Say, for every event, what was decided and why.")
 @click.option("--strict", is_flag=True, help="Reject impossible events (exit 2) instead of "
                                              "warning and skipping them.")

@@ -13,6 +13,7 @@ from typing import Any
 import click
 
 from pushrules.model.config import Config
+from pushrules.model.errors import PushrulesError
 
 # TOML layout: section -> key -> flag name (the click parameter).
 SECTIONS: dict[str, dict[str, str]] = {
@@ -33,7 +34,7 @@ DEFAULTS: dict[str, Any] = {
 }
 
 
-class SettingsError(ValueError):
+class SettingsError(PushrulesError, ValueError):
     """A bad settings file or flag; the message names the file, section and key."""
 
 
@@ -130,8 +131,8 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
 @click.option("--host", help="XMPP server address for components [127.0.0.1].")
 @click.option("--port", type=int, help="XMPP server component port [5347].")
 @click.option("--set", "settings", multiple=True, metavar="NAME=VALUE",
-              help="Rule option (max_errors, max_devices, include_body, include_sender, "
-                   "important_body); repeatable; wins over [rules].")
+              help="Rule option, repeatable; wins over [rules]. Options (default): "
+                   + Config.options_help() + ".")
 @click.option("--iq-timeout", type=float, help="Seconds to wait for the app server [10].")
 @click.option("--max-attempts", type=int,
               help="Sends of one push for wait errors and timeouts [6].")

@@ -5,12 +5,24 @@ TABLE[state][event] is a tuple of rows (guards, target, actions, rule, why); a r
 when every (guard, expected) pair holds. Rows of one (state, event) are mutually exclusive.
 """
 
+from collections.abc import Callable
+from typing import Any
+
 from pushrules.model import actions as _a
 from pushrules.model import guards as _g
 
+Row = tuple[
+    tuple[tuple[Callable[[Any], bool], bool], ...],  # guards: (predicate, expected)
+    str,  # target state
+    tuple[Callable[[Any], None], ...],  # actions
+    str,  # rule tag
+    str,  # why
+]
+Table = dict[str, dict[str, tuple[Row, ...]]]
+
 SESSION_STATES = ('offline', 'active', 'ack_delayed', 'hibernated', )
 SESSION_INITIAL = 'offline'
-SESSION_EVENTS = {
+SESSION_EVENTS: dict[str, str] = {
     'session_bind': 'session-bind',
     'push_enable': 'push-enable',
     'push_disable': 'push-disable',
@@ -22,7 +34,7 @@ SESSION_EVENTS = {
     'session_destroyed': 'session-destroyed',
 }
 
-SESSION = {
+SESSION: Table = {
     'offline': {
         'session_bind': (
             (
@@ -242,7 +254,7 @@ SESSION = {
     },
 }
 
-SESSION_REJECTIONS = {
+SESSION_REJECTIONS: dict[tuple[str, str], str] = {
     ('ack_delayed', 'session_bind'): 'the session is already live: a second bind of the same full JID needs a destroy first',
     ('ack_delayed', 'smacks_ack_delayed'): 'smacks fires ack-delayed once per unanswered <r/>',
     ('ack_delayed', 'smacks_hibernation_end'): 'the session is not hibernated',
@@ -266,7 +278,7 @@ SESSION_REJECTIONS = {
 
 REGISTRATION_STATES = ('absent', 'bound', 'orphaned', 'disabled', )
 REGISTRATION_INITIAL = 'absent'
-REGISTRATION_EVENTS = {
+REGISTRATION_EVENTS: dict[str, str] = {
     'enable': 'enable',
     'unbind': 'unbind',
     'disable': 'disable',
@@ -277,7 +289,7 @@ REGISTRATION_EVENTS = {
     'push_result': 'push-result',
 }
 
-REGISTRATION = {
+REGISTRATION: Table = {
     'absent': {
         'enable': (
             (
@@ -508,7 +520,7 @@ REGISTRATION = {
     },
 }
 
-REGISTRATION_REJECTIONS = {
+REGISTRATION_REJECTIONS: dict[tuple[str, str], str] = {
     ('absent', 'disable'): 'no such registration was ever enabled',
     ('absent', 'evict'): 'no such registration was ever enabled',
     ('absent', 'push_archive'): 'no such registration was ever enabled',
@@ -522,5 +534,31 @@ REGISTRATION_REJECTIONS = {
     ('disabled', 'unbind'): 'the registration is not enabled',
     ('orphaned', 'push_session'): 'no session is bound to it',
     ('orphaned', 'unbind'): 'the registration is already bound to no session',
+}
+
+# Timer events: raised by a clock (a store's orphan TTL today), not by a contract event; the
+# checker explores contract events only. An engine that runs timers takes these rows as above.
+REGISTRATION_TIMER_EVENTS: dict[str, str] = {
+    'expire': 'expire',
+}
+
+REGISTRATION_TIMERS: Table = {
+    'orphaned': {
+        'expire': (
+            (
+                (),
+                'disabled',
+                (_a.disable_for_expiry, ),
+                'reg/expire',
+                'bound to no live session for orphan_ttl seconds: disabled with the reason expired',
+            ),
+        ),
+    },
+}
+
+REGISTRATION_TIMER_REJECTIONS: dict[tuple[str, str], str] = {
+    ('absent', 'expire'): 'no such registration was ever enabled',
+    ('bound', 'expire'): 'bound to a live session: its orphan TTL is not running',
+    ('disabled', 'expire'): 'the registration is not enabled',
 }
 

@@ -8,19 +8,25 @@ from collections.abc import Callable
 
 from .context import Ctx
 from .records import Push, RegistrationRecord, last_important
+from .stanza import Stanza
 
 Action = Callable[[Ctx], None]
 ACTIONS: dict[str, Action] = {}
 ACTION_DOCS: dict[str, str] = {}
+ACTION_FIRES: dict[str, tuple[str, ...]] = {}
+"""The registration events each action fires (the writes from one machine into the other):
+declared so the diagrams can name the contract event behind every registration edge; a test
+checks that actions fire nothing else."""
 
 ENABLED_STATES = frozenset({"bound", "orphaned"})
 """Registration states that count towards max_devices and can be disabled or evicted."""
 
 
-def action(doc: str) -> Callable[[Action], Action]:
+def action(doc: str, fires: tuple[str, ...] = ()) -> Callable[[Action], Action]:
     def register(fn: Action) -> Action:
         ACTIONS[fn.__name__] = fn
         ACTION_DOCS[fn.__name__] = doc
+        ACTION_FIRES[fn.__name__] = fires
         return fn
 
     return register
@@ -29,7 +35,7 @@ def action(doc: str) -> Callable[[Action], Action]:
 # --- session machine -------------------------------------------------------------------------
 
 @action("enable the registration (user, jid, node), bind it here, unbind the one this session "
-        "held before, evict beyond max_devices")
+        "held before, evict beyond max_devices", fires=("enable", "unbind", "evict"))
 def bind_registration(ctx: Ctx) -> None:
     world, session, event = ctx.world, ctx.session, ctx.event
     assert session is not None
@@ -46,7 +52,8 @@ def bind_registration(ctx: Ctx) -> None:
             world.fire_registration(reg.key, "evict", ctx)
 
 
-@action("disable the user's registrations with that jid (and node, when given)")
+@action("disable the user's registrations with that jid (and node, when given)",
+        fires=("disable",))
 def remove_registrations(ctx: Ctx) -> None:
     world, session, event = ctx.world, ctx.session, ctx.event
     assert session is not None
@@ -61,24 +68,24 @@ def remove_registrations(ctx: Ctx) -> None:
         world.fire_registration(key, "disable", ctx)
 
 
-@action("push the unacked queue to the bound registration")
+@action("push the unacked queue to the bound registration", fires=("push_session",))
 def push_queue(ctx: Ctx) -> None:
     _push_bound(ctx, tuple(ctx.event.queue))
 
 
-@action("push this stanza to the bound registration")
+@action("push this stanza to the bound registration", fires=("push_session",))
 def push_stanza(ctx: Ctx) -> None:
     _push_bound(ctx, (ctx.event.stanza,))
 
 
-def _push_bound(ctx: Ctx, stanzas: tuple) -> None:
+def _push_bound(ctx: Ctx, stanzas: tuple[Stanza, ...]) -> None:
     session = ctx.session
     assert session is not None and session.binding is not None
     ctx.stanzas = stanzas
     ctx.world.fire_registration(session.binding, "push_session", ctx)
 
 
-@action("leave the bound registration stored, bound to no live session")
+@action("leave the bound registration stored, bound to no live session", fires=("unbind",))
 def orphan_registration(ctx: Ctx) -> None:
     session = ctx.session
     assert session is not None and session.binding is not None
@@ -134,6 +141,7 @@ def disable_by_client(ctx: Ctx) -> None:
 
 @action("record the disable after max_errors counted errors (reason, time); unbind its session")
 def disable_for_errors(ctx: Ctx) -> None:
+    assert ctx.reg is not None
     error_type = ctx.event.error_type or "none"
     reason = f"max_errors: {ctx.reg.errors} counted errors in a row, last {error_type}"
     _disable(ctx, "disable", reason)
@@ -142,6 +150,13 @@ def disable_for_errors(ctx: Ctx) -> None:
 @action("record the eviction beyond max_devices (reason, time); unbind its session")
 def evict_registration(ctx: Ctx) -> None:
     _disable(ctx, "evict", f"evicted: more than max_devices={ctx.world.config.max_devices}")
+
+
+@action("record the expiry after orphan_ttl seconds bound to no live session (reason expired, "
+        "time)")
+def disable_for_expiry(ctx: Ctx) -> None:
+    _disable(ctx, "expire", f"expired: bound to no live session for orphan_ttl="
+                            f"{ctx.world.config.orphan_ttl} s")
 
 
 def _disable(ctx: Ctx, what: str, reason: str) -> None:

@@ -3,19 +3,32 @@ from (runtime tables, DOT, Mermaid, rules table)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from .actions import ACTION_DOCS
-from .events import EVENTS, EventSpec
+from .actions import ACTION_DOCS, ACTION_FIRES
+from .config import Config
+from .events import EVENTS, SESSION, EventSpec
 from .guards import GUARD_DOCS
 from .registration import REJECTIONS as REGISTRATION_REJECTIONS
-from .registration import Registration
+from .registration import TIMER_EVENTS, Registration
 from .rules import ALL_RULES, PUSH_RULES
 from .session import REJECTIONS as SESSION_REJECTIONS
 from .session import PushSession
 
 _CONVENTION_CALLBACKS = ("on_transition",)
+
+PUSH_ACTION = "send_push"
+"""The action that emits a push (the registration's dedup step, whichever rule decided it)."""
+
+
+def row_pushes(rule: str, actions: tuple[str, ...]) -> bool:
+    """The one definition of "this row pushes": it runs the action that emits a push, or it is
+    tagged with a push rule and runs an action (a session row handing stanzas to the
+    registration it is bound to). A push-rule row without actions decides that nothing is
+    pushed (rule b for an outgoing copy)."""
+    return PUSH_ACTION in actions or (rule in PUSH_RULES and bool(actions))
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,10 +53,13 @@ class TransitionIR:
     internal: bool
     rule: str
     why: str
+    triggers: tuple[str, ...] = ()
+    """The contract events that lead to this transition (for a registration event that an
+    action fires: the session events whose transitions fire it; for a timer: its option)."""
 
     @property
     def pushes(self) -> bool:
-        return self.rule in PUSH_RULES and bool(self.actions)
+        return row_pushes(self.rule, self.actions)
 
     @property
     def guard_label(self) -> str:
@@ -67,9 +83,31 @@ class MachineIR:
     events: tuple[tuple[str, str], ...]
     transitions: tuple[TransitionIR, ...]
     rejections: tuple[RejectionIR, ...]
+    timer_events: tuple[tuple[str, str], ...] = ()
+    """Events raised by a clock, not by a contract event (registration.py TIMER_EVENTS)."""
+    timers: tuple[TransitionIR, ...] = ()
+    """The transitions of the timer events: apart from ``transitions``, which the checker
+    explores and mutates (it raises contract events only)."""
+    timer_rejections: tuple[RejectionIR, ...] = ()
 
     def rows(self, state: str, event: str) -> tuple[TransitionIR, ...]:
         return tuple(t for t in self.transitions if t.source == state and t.event == event)
+
+    def timer_rows(self, state: str, event: str) -> tuple[TransitionIR, ...]:
+        return tuple(t for t in self.timers if t.source == state and t.event == event)
+
+    @property
+    def every_transition(self) -> tuple[TransitionIR, ...]:
+        """Contract-driven and timer transitions: what a reader of the rules sees."""
+        return self.transitions + self.timers
+
+    @property
+    def every_rejection(self) -> tuple[RejectionIR, ...]:
+        return self.rejections + self.timer_rejections
+
+    @property
+    def every_event(self) -> tuple[tuple[str, str], ...]:
+        return self.events + self.timer_events
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,18 +117,23 @@ class ModelIR:
     actions: tuple[tuple[str, str], ...]
     rules: tuple[tuple[str, str], ...]
     events: tuple[EventSpec, ...]
+    options: tuple[tuple[str, str, str], ...] = ()
+    """(name, default, meaning) of every rule option (config.py)."""
+    fires: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """The registration events each action fires (actions.py ACTION_FIRES)."""
 
     def machine(self, name: str) -> MachineIR:
         return next(m for m in self.machines if m.name == name)
 
 
 def extract_machine(
-    name: str, cls: Any, rejections: dict[tuple[str, str], str]
+    name: str, cls: Any, rejections: dict[tuple[str, str], str],
+    timer_events: Collection[str] = (),
 ) -> MachineIR:
     states = tuple(s.id for s in cls.states)
     initial = next(s.id for s in cls.states if s.initial)
-    events = tuple((e.id, e.name) for e in cls.events)
-    names = dict(events)
+    every_event = tuple((e.id, e.name) for e in cls.events)
+    names = dict(every_event)
     transitions: list[TransitionIR] = []
     for state in cls.states:
         for t in state.transitions:
@@ -114,18 +157,51 @@ def extract_machine(
     rejected = tuple(RejectionIR(s, e, r) for (s, e), r in sorted(rejections.items()))
     return MachineIR(
         name=name, class_name=cls.__name__, doc=(cls.__doc__ or "").strip(), states=states,
-        initial=initial, events=events, transitions=tuple(transitions), rejections=rejected,
+        initial=initial,
+        events=tuple(e for e in every_event if e[0] not in timer_events),
+        transitions=tuple(t for t in transitions if t.event not in timer_events),
+        rejections=tuple(r for r in rejected if r.event not in timer_events),
+        timer_events=tuple(e for e in every_event if e[0] in timer_events),
+        timers=tuple(t for t in transitions if t.event in timer_events),
+        timer_rejections=tuple(r for r in rejected if r.event in timer_events),
     )
+
+
+def _triggers(session: MachineIR, event: str) -> tuple[str, ...]:
+    """The contract events behind a registration event."""
+    for spec in EVENTS:
+        if spec.target != SESSION and spec.machine_event == event:
+            return (spec.name,)
+    if event in TIMER_EVENTS:
+        return (f"time: {TIMER_EVENTS[event]}",)
+    found = [t.event_name for t in session.transitions
+             if any(event in ACTION_FIRES[a] for a in t.actions)]
+    return tuple(dict.fromkeys(found))
+
+
+def _with_triggers(session: MachineIR, registration: MachineIR) -> tuple[MachineIR, MachineIR]:
+    def own(t: TransitionIR) -> TransitionIR:
+        return replace(t, triggers=(t.event_name,))
+
+    def caused(t: TransitionIR) -> TransitionIR:
+        return replace(t, triggers=_triggers(session, t.event))
+
+    return (replace(session, transitions=tuple(map(own, session.transitions))),
+            replace(registration, transitions=tuple(map(caused, registration.transitions)),
+                    timers=tuple(map(caused, registration.timers))))
 
 
 def extract() -> ModelIR:
     return ModelIR(
-        machines=(
+        machines=_with_triggers(
             extract_machine("session", PushSession, SESSION_REJECTIONS),
-            extract_machine("registration", Registration, REGISTRATION_REJECTIONS),
+            extract_machine("registration", Registration, REGISTRATION_REJECTIONS,
+                            TIMER_EVENTS),
         ),
         guards=tuple(sorted(GUARD_DOCS.items())),
         actions=tuple(sorted(ACTION_DOCS.items())),
         rules=tuple(ALL_RULES.items()),
         events=EVENTS,
+        options=tuple((name, repr(default), doc) for name, default, doc in Config.option_docs()),
+        fires=dict(ACTION_FIRES),
     )

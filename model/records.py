@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any
+from typing import Any, Final
 
 from .stanza import Stanza
 
@@ -61,11 +61,12 @@ class RegistrationRecord:
         }
 
 
-_PUSH_FIELDS = ("user", "jid", "node", "rule", "stanzas", "important", "sender", "body", "options")
+_PUSH_FIELDS: Final = (
+    "user", "jid", "node", "rule", "stanzas", "important", "sender", "body", "options")
 _new_tuple = tuple.__new__
 
 
-class Push(tuple):
+class Push(tuple[Any, ...]):
     """A push decided for one registration. ``options`` (the secret) never leaves via repr/json.
 
     Immutable. A tuple underneath, because a push is built for every decision and a tuple
@@ -93,7 +94,7 @@ class Push(tuple):
 
     # Not NotImplemented for other types: tuple's reflected comparison would then answer.
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self[:8] == other[:8]  # type: ignore[index]
+        return type(other) is type(self) and self[:8] == other[:8]
 
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)

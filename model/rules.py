@@ -23,6 +23,8 @@ BOOKKEEPING_RULES: dict[str, str] = {
     "reg/disable": "XEP-0357 disable: remove the registration; it is never pushed again",
     "reg/orphan": "a registration outlives its session; it is then bound to no live session",
     "reg/evict": "max_devices registrations per user; the least recently enabled one is evicted",
+    "reg/expire": "orphan_ttl: a registration bound to no live session for orphan_ttl seconds "
+                  "is disabled with the reason expired",
     "errors/count": "wait errors are not counted; max_errors counted errors in a row disable",
     "dedup": "a stanza is pushed to a registration at most once, whatever the path",
 }

@@ -10,11 +10,14 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import cast
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 from xml.etree.ElementTree import fromstring as _plain_fromstring
 
 from defusedxml import DefusedXmlException
 from defusedxml.ElementTree import fromstring as _defused_fromstring
+
+from .errors import PushrulesError
 
 CLIENT_NS = "jabber:client"
 CARBONS_NS = "urn:xmpp:carbons:2"
@@ -35,7 +38,7 @@ IMPORTANT_PAYLOADS: tuple[tuple[str, str], ...] = (
 _IMPORTANT_TAGS = frozenset(f"{{{ns}}}{name}" for ns, name in IMPORTANT_PAYLOADS)
 
 
-class StanzaError(ValueError):
+class StanzaError(PushrulesError, ValueError):
     """The stanza is not well-formed XML or not a stanza."""
 
 
@@ -82,9 +85,10 @@ class _StanzaReader:
     parser): the caller then parses it alone, which accepts it or words the error."""
 
     def __init__(self) -> None:
-        self.parser = XMLPullParser(events=("start",))
+        self.parser: XMLPullParser[Element] = XMLPullParser(events=("start",))
         self.parser.feed("<wrapper>")
-        self.root: Element = next(iter(self.parser.read_events()))[1]
+        # A "start" event carries the element.
+        self.root = cast("tuple[str, Element]", next(iter(self.parser.read_events())))[1]
 
     def read(self, xml: str) -> Element | None:
         root = self.root

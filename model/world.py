@@ -16,12 +16,13 @@ from typing import Any
 
 from .config import Config
 from .context import Ctx
+from .errors import PushrulesError
 from .events import EVENTS_BY_NAME, REGISTRATION, SESSION, USER_REGISTRATIONS
 from .records import Push, RegistrationRecord, RegKey, SessionRecord
 from .rules import PUSH_RULES
 
 
-class ImpossibleEvent(ValueError):
+class ImpossibleEvent(PushrulesError, ValueError):
     """A well-formed event that the current state does not allow; nothing was changed.
     ``field`` names the event field the state contradicts (for error messages)."""
 
@@ -30,7 +31,7 @@ class ImpossibleEvent(ValueError):
         self.field = field
 
 
-class ModelError(RuntimeError):
+class ModelError(PushrulesError, RuntimeError):
     """The model has no transition for an event its own actions raised: a defect in model/."""
 
 
@@ -105,7 +106,7 @@ class WorldBase(ABC):
         """Apply one contract event; return the pushes decided. Raises ImpossibleEvent (and
         changes nothing) when the current state does not allow the event."""
         spec = EVENTS_BY_NAME[event.EVENT]
-        self._pushes = pushes = []
+        self._pushes = pushes = list[Push]()
         notes: list[str] | None = [] if self.explain else None
         target = spec.target
         if target == USER_REGISTRATIONS and notes is None \
@@ -120,8 +121,8 @@ class WorldBase(ABC):
             regs = self.registrations_of(user)
             if not regs:
                 ctx.note(f"{user} has no push registration: nothing to push")
-            for reg in regs:
-                self._fire(reg, spec.machine_event, ctx)
+            for each in regs:
+                self._fire(each, spec.machine_event, ctx)
         elif target == REGISTRATION:
             key = (event.user, event.jid, event.node)
             reg = self.registration(key)

@@ -1,5 +1,7 @@
-"""The runtime integrators embed: the engine driven by the generated tables, trace parsing,
-replay, and (later) dispatch and stores."""
+"""The runtime integrators embed: the engine driven by the generated tables (``engine``), trace
+parsing (``trace``) and replay (``replay``), XEP-0357 dispatch over XMPP (``xmpp``) and the
+stores that keep state across restarts and nodes (``store``). The top-level ``pushrules``
+package re-exports the public names."""
 
 from pushrules.generated.events import EVENT_CLASSES, Event
 from pushrules.model.config import Config

@@ -9,6 +9,7 @@ from typing import Any, NamedTuple
 
 from pushrules.generated.events import EVENT_CLASSES
 from pushrules.model import events as ev
+from pushrules.model.errors import PushrulesError
 from pushrules.model.stanza import Stanza, StanzaError, parse_stanza
 
 _decoder = json.JSONDecoder()
@@ -26,7 +27,7 @@ def _json(text: str) -> Any:
     return value if end == len(text) else _decode(text)
 
 
-class TraceError(ValueError):
+class TraceError(PushrulesError, ValueError):
     """A malformed trace line. ``str()`` names the line and, where there is one, the field."""
 
     def __init__(self, line: int, message: str, field: str | None = None) -> None:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from replaykit import EXAMPLES, ROOT
 
-SKIP = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".venv",
-                              ".pytest_cache", ".hypothesis", ".ruff_cache", "tests")
+SKIP = shutil.ignore_patterns(".git", ".mypy-path", "build", "dist", "*.egg-info", "__pycache__",
+                              ".venv", ".pytest_cache", ".hypothesis", ".ruff_cache", "tests")
 
 
 def test_wheel_installs_a_working_cli(tmp_path: Path) -> None:
@@ -55,3 +55,14 @@ def test_wheel_installs_a_working_cli(tmp_path: Path) -> None:
                              "--root", str(source)], cwd=elsewhere, env=env,
                             capture_output=True, text=True, check=False)
     assert render.returncode == 0, render.stderr
+
+    # An edit in the checkout is not what the installed copy renders: refused, named.
+    session = source / "model" / "session.py"
+    session.write_text(session.read_text(encoding="utf-8").replace(
+        "wake it for this stanza", "wake it for that stanza"), encoding="utf-8")
+    render = subprocess.run([sys.executable, str(script), "render", "--check",
+                             "--root", str(source)], cwd=elsewhere, env=env,
+                            capture_output=True, text=True, check=False)
+    assert render.returncode == 1
+    assert "model/session.py differ from the installed copy" in render.stderr, render.stderr
+    assert "pip install -e" in render.stderr

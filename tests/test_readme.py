@@ -44,3 +44,10 @@ def test_main_command_uses_an_example_that_exists() -> None:
     command = next(b for b in _blocks("sh") if "replay" in b)
     trace = re.search(r"pushrules replay (\S+)", command).group(1)
     assert (ROOT / trace).exists() and (ROOT / trace).parent == EXAMPLES
+
+
+def test_every_rule_option_is_in_the_readme() -> None:
+    from pushrules.model.config import Config
+
+    for name in Config.__dataclass_fields__:
+        assert f"`{name}`" in README, name

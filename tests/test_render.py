@@ -109,8 +109,9 @@ def test_every_transition_is_labelled_in_the_svg(machine: str) -> None:
     actions and rule tag are in the picture, self-transitions included."""
     text = " ".join(_svg_text(machine).split())
     m = IR.machine(machine)
-    for t in m.transitions:
-        for word in (t.event_name, t.rule, *t.actions, *(g.name for g in t.guards)):
+    for t in m.every_transition:
+        for word in (t.event_name, t.rule, *t.actions, *(g.name for g in t.guards),
+                     *t.triggers):
             assert word in text, f"{machine}: {t.source} -{t.event_name}-> {t.target}: {word}"
     for state in m.states:
         assert state in text
@@ -140,3 +141,36 @@ def test_mermaid_labels_are_safe_for_state_diagrams(machine: str) -> None:
             continue
         label = line.split(":", 1)[1] if ":" in line else ""
         assert not re.search(r"[:;{}]", label.replace("#58;", "").replace("#59;", "")), line
+
+
+def test_render_refuses_a_checkout_whose_model_is_not_the_imported_one(checkout: Path) -> None:
+    """After `pip install .` an edit to model/ must not pass --check as "up to date"."""
+    rules = checkout / "model" / "rules.py"
+    rules.write_text(rules.read_text(encoding="utf-8") + "\n# edited\n", encoding="utf-8")
+    for args in (("--check",), ()):
+        run = _render(checkout, "0", *args)
+        assert run.returncode == 1
+        assert "model/rules.py differ from the installed copy" in run.stderr
+        assert "pip install -e" in run.stderr and "Traceback" not in run.stderr
+    assert (checkout / "model" / "rules.py").read_text(encoding="utf-8").endswith("# edited\n")
+
+
+README_WIDTH_PT = 900
+"""What a README column shows without shrinking the text out of reading (~800 px; the diagrams
+were 2,294 and 2,178 pt wide, laid out left to right with loops)."""
+
+
+@pytest.mark.parametrize("machine", [m.name for m in IR.machines])
+def test_diagrams_fit_readme_width_and_edges_carry_contract_events(machine: str) -> None:
+    svg = (ROOT / "diagrams" / f"{machine}.svg").read_text(encoding="utf-8")
+    width = float(re.search(r'<svg width="([0-9.]+)pt"', svg).group(1))
+    assert width <= README_WIDTH_PT, width
+    dot = (ROOT / "generated" / f"{machine}.dot").read_text(encoding="utf-8")
+    contract = {spec.name for spec in IR.events}
+    edges = re.findall(r"^  (\w+) -> (\w+) \[label=<(.*?)>(?:\]|, )", dot, flags=re.M)
+    assert edges
+    for source, target, label in edges:
+        if source == "__initial":
+            continue
+        for name in label.split("<br/>"):
+            assert name in contract or name.startswith("time: "), (source, target, name)

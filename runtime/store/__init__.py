@@ -13,7 +13,7 @@ from .engine import StoredEngine, event_user
 __all__ = ["Store", "StoreConflict", "StoreCorrupt", "StoreError", "StoreUnavailable",
            "StoredEngine", "event_user", "open_store"]
 
-URL_FORMS = ("sqlite:///path/to.db", "redis://host:port/db?prefix=pushrules&orphan_ttl=SECONDS",
+URL_FORMS = ("sqlite:///path/to.db", "redis://host:port/db?prefix=pushrules",
              "memory:")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from pushrules.model.errors import PushrulesError
 from pushrules.model.records import Push, RegistrationRecord, SessionRecord
 from pushrules.model.world import AuditEntry
 
@@ -19,7 +20,7 @@ RegId = tuple[str, str]
 Row = dict[str, Any]
 
 
-class StoreError(RuntimeError):
+class StoreError(PushrulesError, RuntimeError):
     """A store could not do what was asked; the event was not applied."""
 
 
@@ -47,7 +48,12 @@ class UserSnapshot:
     sessions: dict[str, Row] = field(default_factory=dict)
     registrations: dict[RegId, Row] = field(default_factory=dict)
     expired: tuple[RegId, ...] = ()
-    """Registrations whose data the store let expire (Redis orphan TTL) since the last commit."""
+    """Orphaned registrations whose orphan TTL fired (the store keeps the model's clock): the
+    engine fires the model's ``expire`` on them before the event."""
+    timers: tuple[RegId, ...] = ()
+    """Orphaned registrations whose orphan TTL is still running."""
+    vanished: tuple[RegId, ...] = ()
+    """Registrations in the index whose row is gone (a key TTL of an older version): dropped."""
     token: str = ""
     """The token of the commit that made this version ("" before the first)."""
     pushed: dict[RegId, dict[str, None]] = field(default_factory=dict)
@@ -79,6 +85,10 @@ class UserChanges:
     previous_states: dict[RegId, str] = field(default_factory=dict)
     """State of each put registration before the event (absent when new): for orphan TTLs."""
     audit: list[AuditEntry] = field(default_factory=list)
+    orphan_ttl: int = 0
+    """The model's option: a registration orphaned by this commit starts a TTL that long."""
+    live_timers: list[RegId] = field(default_factory=list)
+    """Put registrations whose orphan TTL ran at the load: it must still run at the commit."""
     outbox_put: dict[str, Row] = field(default_factory=dict)
     """Pushes this event decided (key -> ``outbox_row``): durable in the same transaction as
     the dedup ids that decided them, until answered."""

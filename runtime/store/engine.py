@@ -15,17 +15,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from pushrules.generated import tables
 from pushrules.model.config import Config
+from pushrules.model.context import Ctx
 from pushrules.model.events import EVENTS_BY_NAME, SESSION
 from pushrules.model.records import Push
-from pushrules.model.world import AuditEntry
-from pushrules.runtime.engine import Engine
+from pushrules.runtime.engine import Engine, _with_push_flag
 
 from .base import (
     Row,
     Store,
     StoreConflict,
     StoreCorrupt,
+    StoreError,
     UserChanges,
     UserSnapshot,
     outbox_key,
@@ -38,7 +40,8 @@ from .base import (
     session_row,
 )
 
-EXPIRED_REASON = "orphaned for longer than the store's orphan_ttl: forgotten"
+TIMER_EVENT = "expire"
+"""The model's timer event (model/registration.py TIMER_EVENTS) a store's orphan TTL fires."""
 
 
 def event_user(event: Any) -> str:
@@ -63,6 +66,23 @@ def _diff(records: dict[Any, Any], old_rows: dict[Any, Row],
             changed[key] = row
         rows[key] = row
     return rows, changed
+
+
+def _timers_after(snapshot: UserSnapshot, changes: UserChanges) -> tuple[tuple[str, str], ...]:
+    """The orphan TTLs running once ``changes`` are committed (the store starts one for each
+    registration the commit leaves orphaned, keeps those still orphaned, stops the others)."""
+    put = changes.registrations_put
+    kept = tuple(reg for reg in snapshot.timers if reg not in put)
+    if not changes.orphan_ttl:
+        return kept
+    return kept + tuple(reg for reg, row in put.items() if row["state"] == "orphaned")
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """What a store's clock fires: the model's timer event, shown as such by --explain."""
+
+    EVENT = TIMER_EVENT
 
 
 @dataclass(slots=True)
@@ -96,12 +116,24 @@ class StoredEngine(Engine):
     With ``outbox`` (the default) every decided push is also stored in the user's outbox in
     the same commit as the dedup ids that decided it (``last_entries`` names them), until
     ``handle(push_result, settle=(key,))`` or ``outbox_remove`` settles it; ``outbox_pending``
-    lists what a crashed run left. Without it, pushes live only in the caller's memory."""
+    lists what a crashed run left. Without it, pushes live only in the caller's memory.
+
+    The model's ``orphan_ttl`` is run by a store that keeps its clock (Redis): when it fired,
+    the engine takes the model's ``expire`` transition (model/registration.py) before the event
+    and commits it with the event. Other stores refuse the option."""
+
+    # The contract's rows and the model's timer rows (only a store with a clock raises those).
+    _REGISTRATION_ROWS = _with_push_flag(
+        {state: {**by_event, **tables.REGISTRATION_TIMERS.get(state, {})}
+         for state, by_event in tables.REGISTRATION.items()})
 
     def __init__(self, store: Store, config: Config | None = None, *, explain: bool = False,
                  clock: Any = time.time, max_attempts: int = 100,
                  cache_users: int = 1024, outbox: bool = True) -> None:
         super().__init__(config, explain=explain, clock=clock)
+        if self.config.orphan_ttl and not getattr(store, "expires_orphans", False):
+            raise StoreError(f"{store.url}: this store keeps no clock for orphan_ttl="
+                             f"{self.config.orphan_ttl}; use a redis:// store or orphan_ttl=0")
         self.store = store
         self.max_attempts = max_attempts
         self.commits = 0
@@ -255,6 +287,9 @@ class StoredEngine(Engine):
         self.users = {user: regs} if regs else {}
         self._user_seq = snapshot.seq
         self.audit_log = []
+        for reg in snapshot.expired:
+            # The store's clock fired the model's timer: take its transition before the event.
+            self.fire_registration((user, *reg), TIMER_EVENT, Ctx(self, Timer()))
 
     def _changes(self, snapshot: UserSnapshot, pushes: list[Push],
                  settle: tuple[str, ...]) -> UserChanges | None:
@@ -274,17 +309,17 @@ class StoredEngine(Engine):
             if old is not None:
                 changes.previous_states[reg] = old["state"]
         changes.audit = list(self.audit_log)
-        for reg in snapshot.expired:
-            changes.audit.append(AuditEntry(self.now(), user, reg[0], reg[1], "expire",
-                                            EXPIRED_REASON))
-            if reg not in changes.registrations_put:
-                changes.registrations_del.append(reg)
+        changes.orphan_ttl = self.config.orphan_ttl
+        changes.live_timers = [reg for reg in snapshot.timers
+                               if reg in changes.registrations_put]
+        changes.registrations_del = list(snapshot.vanished)
         if self.outbox:
             version = snapshot.version + 1
             changes.outbox_put = {outbox_key(version, i): outbox_row(push)
                                   for i, push in enumerate(pushes)}
         changes.outbox_del = list(settle)
-        if (not changes.sessions_put and not changes.sessions_del and not changes.audit
+        if (not changes.registrations_del and not changes.sessions_put
+                and not changes.sessions_del and not changes.audit
                 and not changes.registrations_put and changes.seq == snapshot.seq
                 and not changes.outbox_put and not changes.outbox_del):
             self._next = None
@@ -293,5 +328,6 @@ class StoredEngine(Engine):
         # The records are installed afresh for every event: their dedup sets can be handed on.
         pushed = {reg: rec.pushed for reg, rec in self.users.get(user, {}).items()}
         self._next = UserSnapshot(user, snapshot.version + 1, changes.seq, sessions, regs,
-                                  token=changes.token, pushed=pushed)
+                                  token=changes.token, pushed=pushed,
+                                  timers=_timers_after(snapshot, changes))
         return changes

@@ -14,12 +14,14 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
+from pushrules.model.errors import PushrulesError
 
-class RedisServerMissing(RuntimeError):
+
+class RedisServerMissing(PushrulesError, RuntimeError):
     """redis-server is not installed (Debian: apt-get install redis-server)."""
 
 
-class PortTaken(RuntimeError):
+class PortTaken(PushrulesError, RuntimeError):
     """Another program listens on the port redis-server was given."""
 
 

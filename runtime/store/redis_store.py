@@ -1,4 +1,4 @@
-"""`redis://host:port/db?prefix=pushrules&orphan_ttl=SECONDS`: the store several nodes share.
+"""`redis://host:port/db?prefix=pushrules`: the store several nodes share.
 
 Keys of one user (all hash-tagged ``{user}`` so they stay on one Redis Cluster slot):
   PREFIX:{user}:meta       hash: version (bumped by every commit), seq (enable order),
@@ -6,9 +6,11 @@ Keys of one user (all hash-tagged ``{user}`` so they stay on one Redis Cluster s
   PREFIX:{user}:sessions   hash: session full JID -> JSON row
   PREFIX:{user}:regs       sorted set of registration ids (JSON ``[jid, node]``) in
                            the order first enabled: the fan-out order of rules b, c
-  PREFIX:{user}:reg:ID     string: the registration's JSON row (may carry the orphan TTL)
+  PREFIX:{user}:reg:ID     string: the registration's JSON row
   PREFIX:{user}:pushed:ID  list: stanza ids pushed to it (dedup), oldest first; appended and
-                           trimmed per event, never rewritten; expires 1 s after its reg key
+                           trimmed per event, never rewritten
+  PREFIX:{user}:ttl:ID     string: exists while an orphaned registration's orphan TTL runs
+  PREFIX:{user}:timers     set of the registration ids whose orphan TTL was started
   PREFIX:{user}:audit      list of JSON audit entries, oldest first
   PREFIX:{user}:commits    list of the last commit tokens (a repeated commit is a no-op)
   PREFIX:{user}:outbox     hash: outbox key -> JSON push decided but not answered yet
@@ -19,11 +21,12 @@ node on a cluster: no key ever spans users).
 
 Loads and commits are Lua scripts, each atomic on the server: a commit applies only if the
 user's version is still the one loaded (optimistic concurrency), else the caller runs the event
-again on fresh state. With ``orphan_ttl`` a registration's key expires that many seconds after
-it became orphaned (pushes to it do not extend it; re-enabling removes the TTL). An expired
-registration is gone as if never enabled: rules (b) and (c) no longer push to it, it no longer
-counts towards max_devices, a push-result for it is an impossible event; the next commit for
-that user drops it from the index and records an ``expire`` audit entry.
+again on fresh state. The model's option ``orphan_ttl`` (model/config.py) says when an orphaned
+registration expires; this store only keeps the clock: the ``ttl:ID`` key is set with that
+TTL when the registration becomes orphaned (pushes to it do not extend it; re-enabling deletes
+it). When the key has gone, the load reports the registration as expired and the engine fires
+the model's ``expire`` transition on it (orphaned -> disabled, reason expired, an ``expire``
+audit entry) before the event, in the same commit.
 """
 
 from __future__ import annotations
@@ -64,6 +67,9 @@ if version == ARGV[2] and token == ARGV[3] then
   for _, id in ipairs(ids) do
     if redis.call('EXISTS', ARGV[1] .. id) == 0 then current = false break end
   end
+  for _, id in ipairs(redis.call('SMEMBERS', ARGV[5] .. 'timers')) do
+    if redis.call('EXISTS', ARGV[5] .. 'ttl:' .. id) == 0 then current = false break end
+  end
   if current then return {version, token} end
 end
 local regs = {}
@@ -72,6 +78,11 @@ for _, id in ipairs(ids) do
   regs[#regs + 1] = redis.call('GET', ARGV[1] .. id)
   local pushed = redis.call('LRANGE', ARGV[4] .. id, 0, -1)
   regs[#regs + 1] = #pushed == 0 and '' or '\\0' .. table.concat(pushed, '\\0')
+  local timer = 0  -- no orphan TTL; 1: running; 2: fired
+  if redis.call('SISMEMBER', ARGV[5] .. 'timers', id) == 1 then
+    timer = 2 - redis.call('EXISTS', ARGV[5] .. 'ttl:' .. id)
+  end
+  regs[#regs + 1] = timer
 end
 return {version, meta[2] or '0', redis.call('HGETALL', KEYS[2]), regs, token}
 """
@@ -85,6 +96,10 @@ if current ~= c.base then return 0 end
 for _, id in ipairs(c.must_exist) do
   if redis.call('EXISTS', ARGV[2] .. id) == 0 then return 0 end
 end
+-- An orphan TTL that fired since the load: run the event again, expiring it first.
+for _, id in ipairs(c.must_live) do
+  if redis.call('EXISTS', ARGV[5] .. 'ttl:' .. id) == 0 then return 0 end
+end
 for _, s in ipairs(c.s_put) do redis.call('HSET', KEYS[2], s[1], s[2]) end
 for _, sid in ipairs(c.s_del) do redis.call('HDEL', KEYS[2], sid) end
 for _, id in ipairs(c.fresh) do redis.call('DEL', ARGV[4] .. id) end
@@ -97,25 +112,21 @@ for _, p in ipairs(c.p_ops) do
   end
 end
 for _, r in ipairs(c.r_put) do
-  local key, pushed = ARGV[2] .. r[1], ARGV[4] .. r[1]
+  redis.call('SET', ARGV[2] .. r[1], r[2])
   if r[3] == 'ttl' then
-    redis.call('SET', key, r[2], 'EX', c.ttl)
-    redis.call('EXPIRE', pushed, c.ttl + 1)
-  elseif r[3] == 'keep' then
-    redis.call('SET', key, r[2], 'KEEPTTL')
-    if redis.call('PTTL', pushed) == -1 then
-      redis.call('PEXPIRE', pushed, redis.call('PTTL', key) + 1000)
-    end
-  else
-    redis.call('SET', key, r[2])
-    redis.call('PERSIST', pushed)
+    redis.call('SET', ARGV[5] .. 'ttl:' .. r[1], '1', 'EX', c.ttl)
+    redis.call('SADD', ARGV[5] .. 'timers', r[1])
+  elseif r[3] ~= 'keep' then
+    redis.call('DEL', ARGV[5] .. 'ttl:' .. r[1])
+    redis.call('SREM', ARGV[5] .. 'timers', r[1])
   end
   if not redis.call('ZSCORE', KEYS[3], r[1]) then
     redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'regno', 1), r[1])
   end
 end
 for _, id in ipairs(c.r_del) do
-  redis.call('DEL', ARGV[2] .. id, ARGV[4] .. id)
+  redis.call('DEL', ARGV[2] .. id, ARGV[4] .. id, ARGV[5] .. 'ttl:' .. id)
+  redis.call('SREM', ARGV[5] .. 'timers', id)
   redis.call('ZREM', KEYS[3], id)
 end
 for _, a in ipairs(c.audit) do redis.call('RPUSH', KEYS[4], a) end
@@ -143,26 +154,25 @@ OUTBOX_READ = """
 return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
 """
 
-OUR_PARAMS = ("prefix", "orphan_ttl")
+OUR_PARAMS = ("prefix",)
 
 
 class RedisStore:
-    def __init__(self, url: str, *, prefix: str = "pushrules", orphan_ttl: int | None = None,
-                 timeout: float = 2.0) -> None:
+    expires_orphans = True
+    """Keeps the clock of the model's orphan_ttl (see StoredEngine)."""
+
+    def __init__(self, url: str, *, prefix: str = "pushrules", timeout: float = 2.0) -> None:
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         prefix = query.pop("prefix", prefix)
         if "orphan_ttl" in query:
-            raw = query.pop("orphan_ttl")
-            if not raw.isdigit() or int(raw) < 1:
-                raise StoreError(f"redis store {_mask(url)}: orphan_ttl={raw!r} is not a "
-                                 "positive number of seconds")
-            orphan_ttl = int(raw)
+            raise StoreError(f"redis store {_mask(url)}: orphan_ttl is a rule option of the "
+                             "model, not of the store: pass --set orphan_ttl=SECONDS (or "
+                             "Config(orphan_ttl=...)) and drop it from the URL")
         if not prefix or any(c in prefix for c in "{}"):
             raise StoreError(f"redis store {_mask(url)}: prefix {prefix!r} must be non-empty "
                              "and without braces")
         self.prefix = prefix
-        self.orphan_ttl = orphan_ttl
         self.url = _mask(url)
         plain = urlunsplit(parts._replace(query=urlencode(query)))
         try:
@@ -198,6 +208,9 @@ class RedisStore:
     def _pushed_prefix(self, user: str) -> str:
         return f"{self.prefix}:{{{user}}}:pushed:"
 
+    def _user_prefix(self, user: str) -> str:
+        return f"{self.prefix}:{{{user}}}:"
+
     @contextmanager
     def _errors(self, what: str, user: str) -> Iterator[None]:
         try:
@@ -215,7 +228,7 @@ class RedisStore:
         with self._errors("load", user):
             reply = self._load(keys=(*keys[:3], keys[4]),
                                args=[self._reg_prefix(user), version, token,
-                                     self._pushed_prefix(user)])
+                                     self._pushed_prefix(user), self._user_prefix(user)])
         if len(reply) == 2:
             return None
         version, seq, sessions, regs, token = reply
@@ -223,32 +236,38 @@ class RedisStore:
         for i in range(0, len(sessions), 2):
             snapshot.sessions[sessions[i].decode()] = json.loads(sessions[i + 1])
         expired: list[RegId] = []
-        for i in range(0, len(regs), 3):
+        for i in range(0, len(regs), 4):
             jid, node = json.loads(regs[i])
             if regs[i + 1] is None:
+                snapshot.vanished += ((jid, node),)  # e.g. a key TTL of an older version
+                continue
+            row = json.loads(regs[i + 1])
+            # Each id after a NUL (NUL cannot occur in XML, so in no stanza id).
+            pushed = regs[i + 2].decode()
+            row["pushed"] = pushed[1:].split("\0") if pushed else []
+            timer = int(regs[i + 3])
+            if timer == 1:
+                snapshot.timers += ((jid, node),)
+            elif timer == 2 and row["state"] == "orphaned":
                 expired.append((jid, node))
-            else:
-                row = json.loads(regs[i + 1])
-                # Each id after a NUL (NUL cannot occur in XML, so in no stanza id).
-                pushed = regs[i + 2].decode()
-                row["pushed"] = pushed[1:].split("\0") if pushed else []
-                snapshot.registrations[(jid, node)] = row
+            snapshot.registrations[(jid, node)] = row
         snapshot.expired = tuple(expired)
         return snapshot
 
     def commit(self, changes: UserChanges) -> bool:
-        ttl = self.orphan_ttl
+        ttl = changes.orphan_ttl
         r_put = []
         for reg, row in changes.registrations_put.items():
             mode = "plain"
-            if ttl is not None and row["state"] == "orphaned":
-                mode = "keep" if changes.previous_states.get(reg) == "orphaned" else "ttl"
             stored = {name: value for name, value in row.items() if name != "pushed"}
+            if ttl > 0 and row["state"] == "orphaned":
+                mode = "keep" if reg in changes.live_timers else "ttl"
             r_put.append([_reg_id(reg), json.dumps(stored), mode])
         payload = {
             "token": changes.token, "base": changes.base_version, "seq": changes.seq,
-            "ttl": ttl or 0,
+            "ttl": ttl,
             "must_exist": [_reg_id(r) for r in changes.previous_states],
+            "must_live": [_reg_id(r) for r in changes.live_timers],
             # New registrations start with no dedup ids, whatever an expired one left.
             "fresh": [_reg_id(r) for r in changes.registrations_put
                       if r not in changes.previous_states],
@@ -266,7 +285,8 @@ class RedisStore:
         with self._errors("commit", user):
             done = self._commit(keys=self._keys(user),
                                 args=[json.dumps(payload), self._reg_prefix(user),
-                                      RECENT_TOKENS, self._pushed_prefix(user)])
+                                      RECENT_TOKENS, self._pushed_prefix(user),
+                                      self._user_prefix(user)])
         return bool(done)
 
     def audit_trail(self, user: str) -> list[AuditEntry]:
@@ -306,9 +326,9 @@ class RedisStore:
             pipe.execute()
 
     def ttl_ms(self, user: str, reg: RegId) -> int:
-        """Milliseconds before the registration's key expires (-1: never, -2: no such key)."""
+        """Milliseconds before the registration's orphan TTL fires (-2: no TTL running)."""
         with self._errors("read a TTL of", user):
-            return int(self._redis.pttl(self._reg_prefix(user) + _reg_id(reg)))
+            return int(self._redis.pttl(self._user_prefix(user) + "ttl:" + _reg_id(reg)))
 
     def close(self) -> None:
         self._redis.close()

@@ -8,7 +8,8 @@ Transport policy (the model decides counting and disabling, from the push-result
 - any other error (or one without a type): ``push-result`` with that type (None for no type):
   counted by the model; not retried.
 - no answer within ``iq_timeout``: retried like ``wait`` but not fed (nothing was answered); when
-  the last attempt also times out, ``push-result`` with error_type None is fed: a counted error.
+  the last attempt also times out, the model's option ``final_timeout_counts`` decides: on (the
+  default), ``push-result`` with error_type None is fed (a counted error); off, it is given up.
 - Before each attempt the registration must still be enabled (the model's ENABLED_STATES): a push
   to a registration disabled meanwhile is dropped and reported, never sent.
 - ``close()`` waits up to ``grace`` seconds for every queued push to be sent and answered; what is
@@ -278,8 +279,12 @@ class Dispatcher:
             await self._report(entry, True, None)
             return Outcome(push, DELIVERED, attempts, answer.describe())
         if answer.timed_out:
-            await self._report(entry, False, None)
-            return Outcome(push, ERROR, attempts, answer.describe())
+        if answer.timed_out:
+            # The model's option decides whether a final timeout counts (model/config.py).
+            if self.engine.config.final_timeout_counts:
+                await self._report(entry, False, None)
+                return Outcome(push, ERROR, attempts, answer.describe())
+            return Outcome(push, GAVE_UP, attempts, answer.describe())
         if answer.error_type == TRANSIENT_ERROR:
             return Outcome(push, GAVE_UP, attempts, answer.describe())
         await self._report(entry, False, answer.error_type)

@@ -15,6 +15,7 @@ from slixmpp.plugins.xep_0060.stanza import Item, Pubsub
 from slixmpp.xmlstream import ElementBase, register_stanza_plugin
 
 from pushrules.model.config import Config
+from pushrules.model.errors import PushrulesError
 from pushrules.model.records import Push
 
 PUSH_NS = "urn:xmpp:push:0"
@@ -40,7 +41,7 @@ register_stanza_plugin(Item, Notification)
 register_stanza_plugin(Iq, Pubsub)
 
 
-class PublishError(ValueError):
+class PublishError(PushrulesError, ValueError):
     """An IQ that is not a well-formed XEP-0357 publish; the message says what is missing."""
 
 
