@@ -279,7 +279,6 @@ class Dispatcher:
             await self._report(entry, True, None)
             return Outcome(push, DELIVERED, attempts, answer.describe())
         if answer.timed_out:
-        if answer.timed_out:
             # The model's option decides whether a final timeout counts (model/config.py).
             if self.engine.config.final_timeout_counts:
                 await self._report(entry, False, None)
