@@ -23,6 +23,7 @@ SECTIONS: dict[str, dict[str, str]] = {
                  "max_in_flight": "max_in_flight"},
     "store": {"url": "store"},
     "input": {"socket": "socket"},
+    "prosody": {"socket": "prosody"},
 }
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1", "port": 5347, "iq_timeout": 10.0, "max_attempts": 6,
@@ -73,7 +74,13 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
     from pushrules.runtime.xmpp.sidecar import SidecarSettings
 
     merged = {**DEFAULTS, **file_values, **{k: v for k, v in flags.items() if v is not None}}
-    if not merged.get("component_jid"):
+    if merged.get("prosody"):
+        if merged.get("socket"):
+            raise SettingsError("--prosody and --socket are two event sources: choose one")
+        # mod_pushrules sends the publishes from the user's host: no component needed.
+        merged.setdefault("component_jid", "")
+        merged.setdefault("component_secret", "-")
+    if not merged.get("component_jid") and not merged.get("prosody"):
         raise SettingsError("the component JID is missing (--component-jid or [component] jid)")
     secret = merged.get("component_secret")
     secret_file = merged.get("component_secret_file")
@@ -107,13 +114,14 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
         shutdown_grace=numbers["shutdown_grace"], max_in_flight=max_in_flight,
         store=str(merged["store"]),
         socket=merged.get("socket"),
+        prosody=merged.get("prosody"),
     )
 
 
 @click.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML settings: [component] jid/secret/secret_file/host/port, [rules], "
-                   "[dispatch], [store] url, [input] socket.")
+                   "[dispatch], [store] url, [input] socket, [prosody] socket.")
 @click.option("--component-jid", help="The JID this component connects as (XEP-0114).")
 @click.option("--component-secret", envvar="PUSHRULES_COMPONENT_SECRET", show_envvar=True,
               help="The component secret (prefer the env var or --component-secret-file).")
@@ -138,6 +146,9 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
 @click.option("--store", help="Where state lives: memory: (default) or a store URL.")
 @click.option("--socket", type=click.Path(dir_okay=False),
               help="Read events from this Unix socket instead of stdin.")
+@click.option("--prosody", type=click.Path(dir_okay=False),
+              help="Listen on this Unix socket for Prosody's mod_pushrules (pushrules_socket): "
+                   "events in, publishes sent from the user's host; no component needed.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="warning", show_default=True)
 def serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
