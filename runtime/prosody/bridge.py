@@ -215,6 +215,9 @@ class ProsodyBridge:
             log.error("%s: the first line is not mod_pushrules' hello: %.200r", where, line)
             return None
         link = _Link(host, boot, bool(hello.get("shadow")), writer)
+        window = hello.get("shadow_window")
+        if link.shadow and isinstance(window, int | float) and window > 0:
+            self.shadow.window = float(window)
         old = self._links.get(host)
         if old is not None and old is not link:
             old.writer.close()

@@ -13,9 +13,10 @@
 --   pushrules_reconnect_interval = 1 -- seconds between connection attempts
 --   pushrules_ack_timeout = 10       -- seconds an <enable/>/<disable/> waits for the sidecar
 --   pushrules_iq_timeout = 10        -- default publish timeout (the sidecar may send its own)
+--   pushrules_shadow_window = 10     -- seconds the sidecar waits to match both sides' pushes
 --
 -- Wire (one JSON object a line). Module -> sidecar:
---   {"kind":"hello","host":…,"boot":…,"shadow":bool,"version":1}
+--   {"kind":"hello","host":…,"boot":…,"shadow":bool,"shadow_window":S,"version":1}
 --   {"kind":"event","seq":N,"reply":bool,"event":{contract event}}
 --   {"kind":"answer","id":…,"ok":bool,"error_type":…,"condition":…,"timeout":bool}
 --   {"kind":"observed","user":…,"jid":…,"node":…,"stanza":id,"important":bool}  (shadow)
@@ -47,6 +48,7 @@ local buffer_size = module:get_option_number("pushrules_buffer_size", 10000);
 local reconnect_interval = module:get_option_number("pushrules_reconnect_interval", 1);
 local ack_timeout = module:get_option_number("pushrules_ack_timeout", 10);
 local default_iq_timeout = module:get_option_number("pushrules_iq_timeout", 10);
+local shadow_window = module:get_option_number("pushrules_shadow_window", 10);
 
 if not socket_path then
 	module:log_status("error", "pushrules_socket is not set: where does `pushrules serve --prosody PATH` listen?");
@@ -189,7 +191,8 @@ function listeners.onconnect(c)
 		module:log("info", "connected to the pushrules sidecar at %s", socket_path);
 	end
 	unreachable_since, dropped, dropped_logged = nil, 0, 0;
-	c:write(json.encode({ kind = "hello", host = host, boot = boot, shadow = shadow, version = 1 }) .. "\n");
+	c:write(json.encode({ kind = "hello", host = host, boot = boot, shadow = shadow,
+		shadow_window = shadow_window, version = 1 }) .. "\n");
 	for i = pending_head, pending_tail do c:write(pending[i].line .. "\n"); end
 end
 function listeners.onincoming(_, data)
