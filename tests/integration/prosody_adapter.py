@@ -145,7 +145,7 @@ class Device(ClientXMPP):
         self.enable_starttls = False
         self.enable_direct_tls = False
         self.enable_plaintext = True
-        self["feature_mechanisms"].unencrypted_plain = True
+        self.plugin["feature_mechanisms"].unencrypted_plain = True
         self.register_plugin("xep_0030")
         self.register_plugin("xep_0198")
         self.relay = Relay(c2s_port)
@@ -169,6 +169,13 @@ class Device(ClientXMPP):
         iq = self.Iq(stype="get", sto=self.boundjid.bare)
         ET.SubElement(iq.xml, "{http://jabber.org/protocol/disco#info}query")
         await iq.send(timeout=10)
+
+    async def all_acked(self) -> None:
+        """Everything the server sent so far handled and acked, so that a link frozen or cut
+        next leaves an empty smacks queue: a round trip, then an unsolicited <a/>."""
+        await self.roundtrip()
+        self.plugin["xep_0198"].send_ack()
+        await asyncio.sleep(0.4)
 
     async def resume(self) -> None:
         self.resumed.clear()
