@@ -240,7 +240,9 @@ class ProsodyBridge:
             elif kind == "answer":
                 self._on_answer(link, message)
             elif kind == "observed":
-                self.shadow.observed(message)
+                if self._first_time(link, message.get("seq")):
+                    self.shadow.observed(message)
+                    self._done(link, message.get("seq"))
             else:
                 log.error("%s: unknown line kind %r", where, kind)
 
@@ -250,19 +252,33 @@ class ProsodyBridge:
         if not isinstance(seq, int) or not isinstance(data, dict):
             log.error("%s: an event line without seq or event: %.200r", where, message)
             return
-        boot, last = self._applied.get(link.host, ("", 0))
-        if boot == link.boot and seq <= last:  # sent again after a reconnection: applied already
-            link.applied = max(link.applied, seq)
+        if not self._first_time(link, seq):
             return
         assert self._sidecar is not None
         before = self._sidecar.accepted
         await self._sidecar.feed(json.dumps(data), seq, where)
         ok = self._sidecar.accepted > before
-        self._applied[link.host] = (link.boot, seq)
-        link.applied = seq
+        self._done(link, seq)
         if message.get("reply"):
             link.send({"kind": "applied", "seq": seq, "ok": ok,
                        **({} if ok else {"error": "rejected by the push service (see its log)"})})
+
+    def _first_time(self, link: _Link, seq: object) -> bool:
+        """Whether the numbered line ``seq`` is new; a line sent again after a reconnection of
+        the same module run was applied already (it is acked again, not applied)."""
+        if not isinstance(seq, int):
+            return True
+        boot, last = self._applied.get(link.host, ("", 0))
+        if boot == link.boot and seq <= last:
+            link.applied = max(link.applied, seq)
+            return False
+        return True
+
+    def _done(self, link: _Link, seq: object) -> None:
+        """The numbered line ``seq`` is applied: acked from now on, never applied again."""
+        if isinstance(seq, int):
+            self._applied[link.host] = (link.boot, seq)
+            link.applied = max(link.applied, seq)
 
     def _on_answer(self, link: _Link, message: dict[str, Any]) -> None:
         waiter = link.waiting.get(str(message.get("id")))

@@ -19,7 +19,8 @@
 --   {"kind":"hello","host":…,"boot":…,"shadow":bool,"shadow_window":S,"version":1}
 --   {"kind":"event","seq":N,"reply":bool,"event":{contract event}}
 --   {"kind":"answer","id":…,"ok":bool,"error_type":…,"condition":…,"timeout":bool}
---   {"kind":"observed","user":…,"jid":…,"node":…,"stanza":id,"important":bool}  (shadow)
+--   {"kind":"observed","seq":N,"user":…,"jid":…,"node":…,"stanza":id,"important":bool}
+--       (shadow mode: a push mod_cloud_notify sent; numbered and kept like events)
 -- Sidecar -> module:
 --   {"kind":"ack","upto":N}                       events up to N are applied: forget them
 --   {"kind":"applied","seq":N,"ok":bool,"error":…} for an event sent with "reply": the IQ answer
@@ -99,21 +100,26 @@ local function count_drop()
 	end
 end
 
--- Raise one contract event. `reply` (optional) is called with (ok, error_text) once the sidecar
--- has applied it, or with (false, why) when it cannot be reached in time.
-local function emit(event, reply)
+-- Send one numbered line (kept until acknowledged, like every event).
+local function send_numbered(message)
 	seq = seq + 1;
-	local entry = { seq = seq, line = json.encode({ kind = "event", seq = seq, reply = reply ~= nil, event = event }) };
-	if reply then
-		if not connected then reply(false, "push service unreachable"); return; end
-		waiters[seq] = { reply = reply, deadline = os.time() + ack_timeout };
-	end
+	message.seq = seq;
+	local entry = { seq = seq, line = json.encode(message) };
 	local kept = keep(entry);
 	if connected then
 		conn:write(entry.line .. "\n");
 	elseif not kept then
 		count_drop();
 	end
+	return seq;
+end
+
+-- Raise one contract event. `reply` (optional) is called with (ok, error_text) once the sidecar
+-- has applied it, or with (false, why) when it cannot be reached in time.
+local function emit(event, reply)
+	if reply and not connected then reply(false, "push service unreachable"); return; end
+	local n = send_numbered({ kind = "event", reply = reply ~= nil, event = event });
+	if reply then waiters[n] = { reply = reply, deadline = os.time() + ack_timeout }; end
 end
 
 -- The stanza's XML as the session receives it (Prosody leaves jabber:client implicit).
@@ -409,7 +415,7 @@ if shadow then
 	-- What mod_cloud_notify sent, for the sidecar's comparison (runs after extensions that block).
 	module:hook("cloud_notify/push", function (event)
 		local info, original = event.push_info or {}, event.original_stanza;
-		write_line({ kind = "observed", user = bare_of(event.username), jid = info.jid,
+		send_numbered({ kind = "observed", user = bare_of(event.username), jid = info.jid,
 			node = info.node or json.null, stanza = original and original.attr.id or json.null,
 			important = event.important == true });
 	end, -1000);

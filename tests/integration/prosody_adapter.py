@@ -27,7 +27,8 @@ PUSH_NS = "urn:xmpp:push:0"
 DATA_NS = "jabber:x:data"
 PASSWORD = "pw"
 APP = "app.localhost"
-MAIN, RESTART, SHADOW = "localhost", "restart.localhost", "shadow.localhost"
+MAIN, RESTART, SHADOW, TINY = ("localhost", "restart.localhost", "shadow.localhost",
+                               "tiny.localhost")
 ADAPTER_MODULES = ("roster", "saslauth", "disco", "smacks", "mam", "offline", "carbons",
                    "csi_simple", "ping")
 
@@ -41,12 +42,13 @@ class AdapterProsody(Prosody):
     """Prosody with c2s on a port the test picks, the adapter on every VirtualHost (each with
     its own pushrules_socket), mod_cloud_notify and shadow mode on ``shadow_hosts``."""
 
-    def __init__(self, root: Path, sockets: dict[str, Path],
-                 shadow_hosts: Iterable[str] = ()) -> None:
+    def __init__(self, root: Path, sockets: dict[str, Path], shadow_hosts: Iterable[str] = (),
+                 host_options: dict[str, list[str]] | None = None) -> None:
         super().__init__(root)
         self.c2s_port = free_port()
         self.sockets = sockets
         self.shadow_hosts = set(shadow_hosts)
+        self.host_options = host_options or {}
 
     def config(self) -> str:
         modules = ", ".join(f'"{m}"' for m in (*ADAPTER_MODULES, "pushrules"))
@@ -75,6 +77,7 @@ class AdapterProsody(Prosody):
             lines += [f'VirtualHost "{host}"', f'    pushrules_socket = "{path}"']
             if host in self.shadow_hosts:
                 lines += ['    modules_enabled = { "cloud_notify" }', "    pushrules_shadow = true"]
+            lines += [f"    {option}" for option in self.host_options.get(host, [])]
         lines += [f'Component "{APP}"', f'    component_secret = "{APP_SECRET}"', ""]
         return "\n".join(lines)
 
@@ -312,4 +315,5 @@ async def until(predicate, timeout: float = 30.0, what: str = "condition") -> No
         await asyncio.sleep(0.05)
 
 
-__all__ = ["APP", "AdapterProsody", "AppServer", "Device", "Relay", "Sender", "Serve", "until"]
+__all__ = ["APP", "TINY", "AdapterProsody", "AppServer", "Device", "Relay", "Sender", "Serve",
+           "until"]

@@ -25,6 +25,7 @@ from prosody_adapter import (
     MAIN,
     RESTART,
     SHADOW,
+    TINY,
     AdapterProsody,
     AppServer,
     Device,
@@ -61,8 +62,9 @@ class Live:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.sockets = {MAIN: root / "main.sock", RESTART: root / "restart.sock",
-                        SHADOW: root / "main.sock"}
-        self.prosody = AdapterProsody(root, self.sockets, shadow_hosts=[SHADOW])
+                        SHADOW: root / "main.sock", TINY: root / "tiny.sock"}
+        self.prosody = AdapterProsody(root, self.sockets, shadow_hosts=[SHADOW],
+                                      host_options={TINY: ["pushrules_buffer_size = 3"]})
         self.main: Serve | None = None
         self.app: AppServer | None = None
         self.clients: list[Device] = []
@@ -81,6 +83,9 @@ class Live:
         serve = await Serve(socket, store, self.root / f"{name}.log", args).start()
         self.serves.append(serve)
         return serve
+
+    def prosody_log(self) -> str:
+        return self.prosody.log.read_text(errors="replace")
 
     def outcomes(self, user: str) -> list[dict]:
         return [o for s in self.serves for o in s.for_user(user)]
@@ -349,6 +354,27 @@ async def sidecar_restart(live: Live, rec: Record) -> None:
     await live.pushes(node, 4)
 
 
+@scenario("buffer-overflow", "tiny@tiny.localhost")
+async def buffer_overflow(live: Live, rec: Record) -> None:
+    """No sidecar for tiny.localhost yet, and a buffer of 3 events: what overflows is dropped
+    and counted in Prosody's log; the kept events and everything after arrive once it listens."""
+    user, node = "tiny@tiny.localhost", "node-tiny"
+    bob = await live.device(f"{user}/phone")
+    rec.marks["enable while unreachable"] = await bob.push_error("enable", APP, node)
+    alice = await sender(live, "alice-tiny@tiny.localhost")
+    for i in range(5):
+        alice.say(user, f"early{i}")
+    await until(lambda: "early4" in bob.messages, 10, "bob receives the early messages")
+    await until(lambda: "event(s) dropped so far" in live.prosody_log(), 10, "a drop count")
+    await live.serve(live.sockets[TINY], "memory:", "tiny")
+    await until(lambda: "dropped meanwhile" in live.prosody_log(), 10, "the reconnection")
+    await bob.enable(node, f"secret-{node}")  # its session-bind was among the 3 kept events
+    await hibernate(bob)
+    alice.say(user, "m1")
+    await live.pushes(node, 1)
+    rec.marks["log"] = live.prosody_log()
+
+
 @scenario("shadow", "shadow@shadow.localhost")
 async def shadow(live: Live, rec: Record) -> None:
     """mod_cloud_notify pushes; pushrules decides on the same events and logs differences (S2:
@@ -567,6 +593,18 @@ def test_sidecar_restart_and_buffered_events(live):
                             ("a/queued", ["m3"], True), ("b/archive", ["m4"], True)]
     rec.outcomes = [o for o in rec.outcomes if o["user"].startswith("restart@")]
     assert_published_as_decided(rec, host=RESTART)
+
+
+def test_events_beyond_the_buffer_are_dropped_and_counted_then_the_rest_arrives(live):
+    rec = record(live, "buffer-overflow")
+    assert rec.marks["enable while unreachable"][0] == "wait"
+    log = str(rec.marks["log"])
+    assert "pushrules sidecar unreachable and buffer full (3 events): 1 event(s) dropped" in log
+    dropped = int(log.split(" dropped meanwhile")[0].rsplit(", ", 1)[1])
+    assert dropped >= 5  # at least the early messages' stanza-queued events
+    assert "3 buffered event(s) to send" in log
+    assert decided(rec) == [("a/queued", ["m1"], True)]
+    assert_published_as_decided(rec, host=TINY)
 
 
 def test_shadow_mode_logs_where_decisions_differ(live):
