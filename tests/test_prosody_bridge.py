@@ -21,6 +21,7 @@ from pushrules.runtime.prosody.bridge import open_listener, read_answer
 from pushrules.runtime.prosody.shadow import ShadowLog
 from pushrules.runtime.xmpp.publish import parse_publish
 from pushrules.runtime.xmpp.sidecar import Sidecar, SidecarSettings
+from pushrules.serve_cmd import build_settings, read_toml
 
 HOST = "example.org"
 BOB = f"bob@{HOST}"
@@ -261,3 +262,11 @@ def test_serve_prosody_needs_no_component_and_names_bad_options(tmp_path):
     nowhere = runner.invoke(main, ["serve", "--prosody", str(tmp_path / "no" / "a.sock")])
     assert nowhere.exit_code == 1
     assert "cannot listen" in nowhere.output and "Traceback" not in nowhere.output
+
+
+def test_prosody_socket_from_the_config_file(tmp_path):
+    config = tmp_path / "serve.toml"
+    config.write_text('[prosody]\nsocket = "/run/p.sock"\n[rules]\nmax_errors = 3\n')
+    values, rules = read_toml(config)
+    settings = build_settings({}, values, rules)
+    assert settings.prosody == "/run/p.sock" and settings.rules.max_errors == 3

@@ -247,9 +247,6 @@ module:add_timer(0, function ()
 	return reconnect_interval;
 end);
 
-function module.unload()
-	if conn then conn:close(); end
-end
 
 -- --- contract events from Prosody's hooks -------------------------------------------------------
 local function bare_of(username) return username .. "@" .. host; end
@@ -425,7 +422,16 @@ else
 	end);
 end
 
+local function each_session(fn)
+	for _, user in pairs(prosody.hosts[host] and prosody.hosts[host].sessions or {}) do
+		for _, session in pairs(user.sessions or {}) do fn(session); end
+	end
+end
+
 -- Sessions bound before the module was loaded (a reload) get the queue filter too.
-for _, user in pairs(prosody.hosts[host] and prosody.hosts[host].sessions or {}) do
-	for _, session in pairs(user.sessions or {}) do watch_session(session); end
+each_session(watch_session);
+
+function module.unload()
+	each_session(function (session) filters.remove_filter(session, "stanzas/out", queued_filter); end);
+	if conn then conn:close(); end
 end
