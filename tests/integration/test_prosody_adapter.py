@@ -293,6 +293,22 @@ async def s10_notype(live: Live, rec: Record) -> None:
 
 # --- beyond S1-S10 --------------------------------------------------------------------------
 
+@scenario("app-server-silent", "silent@localhost")
+async def app_server_silent(live: Live, rec: Record) -> None:
+    """The app server never answers the first publish: the module's IQ timeout (the sidecar's
+    --iq-timeout) comes back as that push's answer; the next push is answered."""
+    user, node = "silent@localhost", "node-silent"
+    assert live.app is not None
+    live.app.answer(node, "none")
+    bob = await phone(live, user, node)
+    alice = await sender(live, "alice-silent@localhost")
+    await hibernate(bob)
+    alice.say(user, "m1")
+    await until(lambda: len(live.outcomes(user)) == 1, 20, "the first push's outcome")
+    alice.say(user, "m2")
+    await until(lambda: len(live.outcomes(user)) == 2, 20, "the second push's outcome")
+
+
 @scenario("two-devices", "two@localhost")
 async def two_devices(live: Live, rec: Record) -> None:
     user = "two@localhost"
@@ -564,6 +580,13 @@ def test_s10_app_server_errors(live, name, statuses):
     rec = record(live, name)
     assert decided(rec) == expected(name)
     assert [o["status"] for o in rec.outcomes] == statuses
+    assert_published_as_decided(rec)
+
+
+def test_unanswered_publish_times_out_in_the_module(live):
+    rec = record(live, "app-server-silent")
+    assert [(o["stanzas"], o["status"], o["answer"]) for o in rec.outcomes] == [
+        (["m1"], "error", "timeout"), (["m2"], "delivered", "result")]
     assert_published_as_decided(rec)
 
 
