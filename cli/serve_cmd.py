@@ -26,6 +26,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     "store": {"url": "store"},
     "input": {"socket": "socket", "socket_group": "socket_group",
               "allowed_uids": "allowed_uids"},
+    "prosody": {"socket": "prosody"},
 }
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1", "port": 5347, "iq_timeout": 10.0, "max_attempts": 6,
@@ -76,7 +77,13 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
     from pushrules.runtime.xmpp.sidecar import SidecarSettings
 
     merged = {**DEFAULTS, **file_values, **{k: v for k, v in flags.items() if v is not None}}
-    if not merged.get("component_jid"):
+    if merged.get("prosody"):
+        if merged.get("socket"):
+            raise SettingsError("--prosody and --socket are two event sources: choose one")
+        # mod_pushrules sends the publishes from the user's host: no component needed.
+        merged.setdefault("component_jid", "")
+        merged.setdefault("component_secret", "-")
+    if not merged.get("component_jid") and not merged.get("prosody"):
         raise SettingsError("the component JID is missing (--component-jid or [component] jid)")
     secret = merged.get("component_secret")
     secret_file = merged.get("component_secret_file")
@@ -116,13 +123,14 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
         max_outbox=max_outbox, store=str(merged["store"]),
         socket=merged.get("socket"), socket_group=None if group is None else str(group),
         allowed_uids=allowed_uids,
+        prosody=merged.get("prosody"),
     )
 
 
 @click.command()
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path),
               help="TOML settings: [component] jid/secret/secret_file/host/port, [rules], "
-                   "[dispatch], [store] url, [input] socket.")
+                   "[dispatch], [store] url, [input] socket, [prosody] socket.")
 @click.option("--component-jid", help="The JID this component connects as (XEP-0114).")
 @click.option("--component-secret", envvar="PUSHRULES_COMPONENT_SECRET", show_envvar=True,
               help="The component secret (prefer the env var or --component-secret-file).")
@@ -153,6 +161,9 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
               help="Group that may also connect to --socket (the socket is then 0660).")
 @click.option("--allowed-uid", "allowed_uids", type=int, multiple=True,
               help="Only this uid (repeatable; our own always) may send on --socket.")
+@click.option("--prosody", type=click.Path(dir_okay=False),
+              help="Listen on this Unix socket for Prosody's mod_pushrules (pushrules_socket): "
+                   "events in, publishes sent from the user's host; no component needed.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="warning", show_default=True)
 def serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,

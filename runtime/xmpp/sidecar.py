@@ -72,6 +72,7 @@ class SidecarSettings:
     """Group allowed to connect (the socket is then 0660, else 0600)."""
     allowed_uids: tuple[int, ...] = ()
     """When set, only these uids (and our own) may send on the socket (SO_PEERCRED)."""
+    prosody: str | None = None  # mod_pushrules' Unix socket: events in, publishes out
 
 
 def make_engine(store_url: str, rules: Config) -> Engine:
@@ -94,11 +95,16 @@ def _transient_errors() -> tuple[type[Exception], ...]:
 
 class Sidecar:
     def __init__(self, settings: SidecarSettings, out: TextIO, err: TextIO, *,
-                 engine: Engine | None = None, transport: PushTransport | None = None) -> None:
+                 engine: Engine | None = None, transport: Any = None) -> None:
         self.settings = settings
         self.out = out
         self.err = err
         self.engine = engine or make_engine(settings.store, settings.rules)
+        if transport is None and settings.prosody:
+            from pushrules.runtime.prosody.bridge import ProsodyBridge
+
+            transport = ProsodyBridge(settings.prosody, settings.rules,
+                                      iq_timeout=settings.iq_timeout)
         self.transport = transport or PushTransport(
             settings.component_jid, settings.component_secret, settings.host, settings.port,
             settings.rules, iq_timeout=settings.iq_timeout)
@@ -223,7 +229,11 @@ class Sidecar:
             return FAILED
         # Input is read from the start: pushes decided before the connection is up wait for it.
         connecting = loop.create_task(self._connect())
-        if listener is not None:
+        reader: asyncio.Task[None]
+        serve_events = getattr(self.transport, "serve_events", None)  # e.g. the Prosody bridge
+        if serve_events is not None:
+            reader = loop.create_task(serve_events(self))
+        elif listener is not None:
             reader = loop.create_task(self._serve_socket(listener))
         else:
             reader = loop.create_task(self._read_stdin(stdin or sys.stdin.buffer))
