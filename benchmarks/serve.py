@@ -166,7 +166,11 @@ class AppServerProcess:
 
     def start(self) -> None:
         self.process.start()
-        if not self.conn.poll(30) or self.conn.recv() != "ready":
+        try:
+            ready = self.conn.poll(30) and self.conn.recv() == "ready"
+        except EOFError:  # the child died (its traceback is on stderr)
+            ready = False
+        if not ready:
             raise RuntimeError("the recording app server did not come up")
 
     def take(self) -> list[tuple[str, float]]:
