@@ -3,7 +3,6 @@ file (--config) and flags; a flag wins over the file."""
 
 from __future__ import annotations
 
-import logging
 import sys
 import tomllib
 from pathlib import Path
@@ -23,6 +22,7 @@ SECTIONS: dict[str, dict[str, str]] = {
                  "max_in_flight": "max_in_flight"},
     "store": {"url": "store"},
     "input": {"socket": "socket"},
+    "metrics": {"listen": "metrics"},
 }
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1", "port": 5347, "iq_timeout": 10.0, "max_attempts": 6,
@@ -98,6 +98,13 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
         max_in_flight = int(merged["max_in_flight"])
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
+    if merged.get("metrics"):
+        from pushrules.runtime.xmpp.metrics import parse_listen
+
+        try:
+            parse_listen(str(merged["metrics"]))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
     if numbers["iq_timeout"] <= 0 or max_in_flight < 1:
         raise SettingsError("iq_timeout must be positive and max_in_flight at least 1")
     return SidecarSettings(
@@ -106,7 +113,7 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
         retry=retry, connect_timeout=numbers["connect_timeout"],
         shutdown_grace=numbers["shutdown_grace"], max_in_flight=max_in_flight,
         store=str(merged["store"]),
-        socket=merged.get("socket"),
+        socket=merged.get("socket"), metrics=merged.get("metrics"),
     )
 
 
@@ -138,19 +145,21 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
 @click.option("--store", help="Where state lives: memory: (default) or a store URL.")
 @click.option("--socket", type=click.Path(dir_okay=False),
               help="Read events from this Unix socket instead of stdin.")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus /metrics and /healthz there, e.g. 127.0.0.1:9108.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="warning", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines on stderr: text, or one JSON object a line.")
 def serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
-          **flags: Any) -> None:
+          log_format: str, **flags: Any) -> None:
     """Read server events (JSON lines, stdin or --socket), send the decided pushes over XMPP
     as a component, print one outcome per push (JSON lines). Stops cleanly on SIGTERM."""
     from pushrules.cli import parse_settings
-    from pushrules.runtime.xmpp.secrets import install_secret_mask
+    from pushrules.runtime.xmpp.logs import configure_logging
     from pushrules.runtime.xmpp.sidecar import run_sidecar
 
-    logging.basicConfig(level=log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_secret_mask()
+    configure_logging(log_level, log_format)  # secrets masked (secrets.py)
     try:
         file_values, rules = read_toml(config_file) if config_file else ({}, {})
         parse_settings(settings)  # validates the flags with the same messages as replay

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ from pushrules.model.events import TRANSIENT_ERROR
 from pushrules.model.records import Push, RegKey
 from pushrules.model.world import ImpossibleEvent
 
+from .metrics import NO_METRICS, Metrics
 from .transport import Answer
 
 log = logging.getLogger(__name__)
@@ -91,8 +93,9 @@ class Dispatcher:
     def __init__(self, engine: Any, send: Send, policy: RetryPolicy | None = None, *,
                  on_outcome: Callable[[Outcome], None] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                 max_in_flight: int = 512) -> None:
+                 max_in_flight: int = 512, metrics: Metrics = NO_METRICS) -> None:
         self.engine = engine
+        self.metrics = metrics
         self.send = send
         self.policy = policy or RetryPolicy()
         self.on_outcome = on_outcome
@@ -110,7 +113,9 @@ class Dispatcher:
     # --- feeding -----------------------------------------------------------------------------
     def handle(self, event: Any) -> list[Push]:
         """``engine.handle(event)`` and queue the pushes it decided (ImpossibleEvent passes)."""
+        start = time.perf_counter()
         pushes = self.engine.handle(event)
+        self.metrics.decide_seconds(time.perf_counter() - start)
         self.submit(pushes)
         return pushes
 
@@ -183,7 +188,7 @@ class Dispatcher:
                 return None
             attempts += 1
             async with self._slots:
-                answer = await self.send(push)
+                answer = await self.metrics.publish(self.send, push)
             if not answer.ok and answer.error_type == TRANSIENT_ERROR:
                 await self._report(push, answer.ok, TRANSIENT_ERROR)
             return answer
@@ -225,6 +230,8 @@ class Dispatcher:
         for attempt in range(REPORT_ATTEMPTS):
             try:
                 self.engine.handle(event)
+                if not ok:
+                    self.metrics.push_error(error_type, not self._enabled(push))
                 return
             except ImpossibleEvent as exc:
                 log.warning("push-result for %s %s not applied: %s", push.jid, push.node, exc)
@@ -238,6 +245,7 @@ class Dispatcher:
 
     def _finish(self, outcome: Outcome) -> None:
         self.counts[outcome.status] += 1
+        self.metrics.push_outcome(outcome.push.rule, outcome.status)
         push = outcome.push
         if outcome.status in (GAVE_UP, UNDELIVERED, DROPPED):
             log.warning("push %s to %s %s (stanzas %s): %s after %d attempt(s): %s",

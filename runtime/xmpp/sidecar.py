@@ -29,6 +29,8 @@ from pushrules.runtime.engine import Engine
 from pushrules.runtime.trace import TraceError, parse_event
 
 from .dispatcher import Dispatcher, Outcome, RetryPolicy
+from .logs import format_line
+from .metrics import open_metrics
 from .transport import PushTransport
 
 log = logging.getLogger(__name__)
@@ -51,6 +53,8 @@ class SidecarSettings:
     max_in_flight: int = 512
     store: str = "memory:"
     socket: str | None = None
+    metrics: str | None = None
+    """HOST:PORT of the /metrics and /healthz listener (none without)."""
 
 
 def make_engine(store_url: str, rules: Config) -> Engine:
@@ -81,9 +85,13 @@ class Sidecar:
         self.transport = transport or PushTransport(
             settings.component_jid, settings.component_secret, settings.host, settings.port,
             settings.rules, iq_timeout=settings.iq_timeout)
+        self.metrics = open_metrics(settings.metrics)
         self.dispatcher = Dispatcher(self.engine, self.transport.publish, settings.retry,
                                      on_outcome=self._print_outcome,
-                                     max_in_flight=settings.max_in_flight)
+                                     max_in_flight=settings.max_in_flight, metrics=self.metrics)
+        self.metrics.watch(outbox=lambda: self.dispatcher.pending,
+                           xmpp_up=self.transport.online.is_set,
+                           store=getattr(self.engine, "store", None))
         self._transient = _transient_errors()
         self.rejected = 0
         self.accepted = 0
@@ -127,13 +135,15 @@ class Sidecar:
                              f"{type(exc).__name__}: {exc}")
                 return
         self.accepted += 1
+        self.metrics.event(event.EVENT)
 
     def _reject(self, message: str) -> None:
         self.rejected += 1
+        self.metrics.rejected(message)
         self._say(f"error: {message} (line rejected)")
 
     def _say(self, message: str) -> None:
-        self.err.write(message + "\n")
+        self.err.write(format_line(message) + "\n")
         self.err.flush()
 
     def _print_outcome(self, outcome: Outcome) -> None:
@@ -165,6 +175,7 @@ class Sidecar:
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)
         await self.transport.close()
+        self.metrics.close()
         counts = ", ".join(f"{n} {k}" for k, n in self.dispatcher.counts.items())
         self._say(f"pushrules serve: {self.accepted} events applied, {self.rejected} lines "
                   f"rejected; pushes: {counts}")
