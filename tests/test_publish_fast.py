@@ -86,3 +86,12 @@ def pushes(draw: st.DrawFn) -> Push:
 @given(push=pushes(), config=st.sampled_from(CONFIGS), iq_id=WORD)
 def test_generated_pushes_byte_for_byte(push, config, iq_id):
     assert publish_xml(push, config, SENDER, iq_id) == slixmpp_bytes(push, config, iq_id)
+
+
+def test_the_raw_publish_is_masked_in_logs():
+    from pushrules.runtime.xmpp.secrets import mask_publish_options
+
+    text = "SEND: " + publish_xml(XEP_PUSH, CONFIGS[1], SENDER, "n1")
+    masked = mask_publish_options(text)
+    assert XEP_PUSH.options["secret"] not in masked
+    assert "Wherefore art thou" in masked  # only publish-options values are masked

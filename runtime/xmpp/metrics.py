@@ -106,7 +106,7 @@ class PrometheusMetrics(Metrics):
         self._store_ok = True
         self._server: WSGIServer | None = None
         for part in self._health:
-            self._up.labels(part).set_function(lambda part=part: float(self._check(part)))
+            self._up.labels(part).set_function(self._probe(part))
 
     # --- the interface -----------------------------------------------------------------------
     def event(self, kind: str) -> None:
@@ -179,6 +179,9 @@ class PrometheusMetrics(Metrics):
         return timed
 
     # --- health and the listener -------------------------------------------------------------
+    def _probe(self, part: str) -> Callable[[], float]:
+        return lambda: float(self._check(part))
+
     def _check(self, part: str) -> bool:
         try:
             return bool(self._health[part]())
