@@ -485,7 +485,7 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
 
 
 def summary(detail: dict[str, Any]) -> dict[str, Any]:
-    """The issue's JSON shape (``serve``), with the detail and the ratios alongside."""
+    """``serve``: exactly the issue's JSON shape; ``detail``: every run and the ratios."""
     stores: dict[str, Any] = {}
     for kind, runs in detail["stores"].items():
         sat = runs["saturation"]
@@ -494,15 +494,12 @@ def summary(detail: dict[str, Any]) -> dict[str, Any]:
                         "p99_ms_at_2k": runs.get("at_2000", {}).get("p99_ms")}
     ceiling_pps = detail["ceiling"]["pushes_per_s"]
     rss = {"start": detail["overload"]["start"], "end": detail["overload"]["end"]}
-    return {"serve": {
-        "ceiling_pushes_per_s": ceiling_pps, "stores": stores, "overload_rss_mb": rss,
-        "ratios": {
-            "pushes_to_ceiling": {k: round(v["pushes_per_s"] / ceiling_pps, 3)
-                                  for k, v in stores.items()},
-            "rss_end_to_start": round(rss["end"] / rss["start"], 2),
-        },
-        "detail": detail,
-    }}
+    ratios = {"pushes_to_ceiling": {k: round(v["pushes_per_s"] / ceiling_pps, 3)
+                                    for k, v in stores.items()},
+              "rss_end_to_start": round(rss["end"] / rss["start"], 2)}
+    return {"serve": {"ceiling_pushes_per_s": ceiling_pps, "stores": stores,
+                      "overload_rss_mb": rss},
+            "detail": {**detail, "ratios": ratios}}
 
 
 def run(quick: bool = False, progress: Progress | None = None,
@@ -515,18 +512,19 @@ def run(quick: bool = False, progress: Progress | None = None,
 
 
 def text(result: dict[str, Any]) -> str:
-    serve = result["serve"]
+    serve, detail = result["serve"], result["detail"]
+    ratios = detail["ratios"]
     rows = [f"raw ceiling: {serve['ceiling_pushes_per_s']} pushes/s acknowledged", "",
             f"{'store':8} {'events/s':>9} {'pushes/s':>9} {'x ceiling':>9} {'p50 ms':>8} "
             f"{'p99 ms':>8} {'p99@2k':>8}"]
     for kind, s in serve["stores"].items():
         rows.append(f"{kind:8} {s['events_per_s']:>9} {s['pushes_per_s']:>9} "
-                    f"{serve['ratios']['pushes_to_ceiling'][kind]:>9} {s['p50_ms']!s:>8} "
+                    f"{ratios['pushes_to_ceiling'][kind]:>9} {s['p50_ms']!s:>8} "
                     f"{s['p99_ms']!s:>8} {s['p99_ms_at_2k']!s:>8}")
     rss = serve["overload_rss_mb"]
     rows += ["", f"overload RSS: {rss['start']} MB at the start, {rss['end']} MB at the end "
-                 f"(x{serve['ratios']['rss_end_to_start']})"]
-    for kind, runs in serve["detail"]["stores"].items():
+                 f"(x{ratios['rss_end_to_start']})"]
+    for kind, runs in detail["stores"].items():
         for name, r in runs.items():
             rows.append(f"  {kind} {name}: {r}")
     return "\n".join(rows)

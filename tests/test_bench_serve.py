@@ -55,7 +55,10 @@ def test_tiny_run_has_the_issue_shape_and_sane_figures():
         pytest.skip("prosody is not installed")
     stores = serve.STORES if shutil.which("redis-server") else ("memory", "sqlite")
     plan = serve.Plan(**{**TINY.__dict__, "stores": stores})
-    result = serve.run(plan=plan)["serve"]
+    full = serve.run(plan=plan)
+    assert set(full) == {"serve", "detail"}
+    result, detail = full["serve"], full["detail"]
+    assert set(result) == {"ceiling_pushes_per_s", "stores", "overload_rss_mb"}  # the issue's
     assert result["ceiling_pushes_per_s"] > 0
     assert set(result["stores"]) == set(stores)
     for kind, figures in result["stores"].items():
@@ -63,12 +66,13 @@ def test_tiny_run_has_the_issue_shape_and_sane_figures():
         assert figures["events_per_s"] > 0 and figures["pushes_per_s"] > 0
         assert 0 < figures["p50_ms"] <= figures["p99_ms"]
         assert figures["p99_ms_at_2k"] is None  # the tiny plan has no 2k rate
-        for run in result["detail"]["stores"][kind].values():
+        assert detail["ratios"]["pushes_to_ceiling"][kind] > 0
+        for run in detail["stores"][kind].values():
             # every publish received is one the sidecar reported, matched to its event
             assert run["matched"] == run["pushes"] <= run["outcomes"] <= run["expected"]
             assert run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
     assert set(result["overload_rss_mb"]) == {"start", "end"}
     assert result["overload_rss_mb"]["start"] > 0
-    assert result["detail"]["overload"]["events"] > 0
-    json.dumps(result)  # --json prints it as is
-    assert "raw ceiling" in serve.text({"serve": result})
+    assert detail["overload"]["events"] > 0
+    json.dumps(full)  # --json prints it as is
+    assert "raw ceiling" in serve.text(full)
