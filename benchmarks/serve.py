@@ -238,6 +238,7 @@ async def ceiling(port: int, pushes: list[Any], in_flight: int = 512) -> dict[st
     await asyncio.wait_for(finished.wait(), 120)
     elapsed = time.monotonic() - start
     await sender.disconnect(wait=1.0)
+    await asyncio.sleep(0.05)  # let slixmpp's cancelled send task finish before the loop ends
     return {"pushes": len(raw), "pushes_per_s": round(len(raw) / elapsed)}
 
 
