@@ -7,8 +7,9 @@ child process (so that it does not share the driver's event loop), then measures
   one result handler, no rules, no per-IQ handler) through the same Prosody to the same app
   server: pushes/s acknowledged;
 - the sidecar, ``pushrules serve`` as a subprocess fed on stdin, per store (memory, SQLite,
-  Redis): events/s accepted and pushes/s acknowledged at saturation (events written as fast as
-  the pipe takes them), and the latency from an event written to its publish received by the app
+  Redis): events/s accepted (written as fast as the pipe takes them, counted when the sidecar
+  applied them: its own /metrics, so buffered input does not count) and pushes/s acknowledged
+  at saturation, and the latency from an event written to its publish received by the app
   server (p50, p99, max) at saturation and at fixed rates;
 - RSS of the sidecar at the start and end of an overload (events faster than it can push).
 
@@ -31,6 +32,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -43,7 +45,7 @@ from pushrules.runtime.engine import Engine
 from pushrules.runtime.trace import event_json
 
 from .mix import APP_SERVER, DOMAIN, generate
-from .servers import APP_JIDS, PUSH_JID, PUSH_SECRET, Prosody
+from .servers import APP_JIDS, PUSH_JID, PUSH_SECRET, Prosody, free_port
 
 APP = APP_JIDS[0]
 STORES = ("memory", "sqlite", "redis")
@@ -258,6 +260,7 @@ class Serve:
         self.stderr_tail: deque[str] = deque(maxlen=40)
         self.connected = asyncio.Event()
         self._readers: list[asyncio.Task[None]] = []
+        self.metrics_port = free_port()
 
     async def start(self) -> None:
         env = {**os.environ, "PUSHRULES_COMPONENT_SECRET": PUSH_SECRET}
@@ -265,6 +268,7 @@ class Serve:
             sys.executable, "-m", "pushrules.cli", "serve", "--component-jid", PUSH_JID,
             "--host", "127.0.0.1", "--port", str(self.port), "--store", self.store,
             "--iq-timeout", "60", "--shutdown-grace", "120", "--log-level", "info",
+            "--metrics", f"127.0.0.1:{self.metrics_port}",
             *self.extra, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE, env=env, limit=1 << 20)
         self._readers = [asyncio.create_task(self._read_out()),
@@ -290,6 +294,24 @@ class Serve:
             self.stderr_tail.append(line)
             if "connected to" in line:
                 self.connected.set()
+
+    def applied(self) -> float:
+        """Events the sidecar applied so far (its pushrules_events_total counters)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("pushrules_events_total{"))
+
+    async def until_applied(self, count: int, timeout: float) -> float:
+        """The monotonic time at which the sidecar had applied ``count`` events: what pipe
+        and reader buffers absorbed is not accepted until it is applied."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(self.applied) >= count:
+                return time.monotonic()
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"the sidecar applied fewer than {count} events in {timeout} s")
 
     @property
     def pid(self) -> int:
@@ -368,7 +390,7 @@ async def one_run(port: int, app: AppServerProcess, trace: Trace, store: str,
     written: list[float] = []
     start = time.monotonic()
     count = await serve.write(lines, rate, written)
-    wrote = time.monotonic() - start
+    wrote = await serve.until_applied(count, timeout) - start
     expected = sum(len(trace.decided[i]) for i in range(count))
     await settle(serve, expected, timeout)
     await serve.finish(timeout)
