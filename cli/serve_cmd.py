@@ -3,7 +3,6 @@ file (--config) and flags; a flag wins over the file."""
 
 from __future__ import annotations
 
-import logging
 import signal
 import sys
 import tomllib
@@ -27,6 +26,7 @@ SECTIONS: dict[str, dict[str, str]] = {
     "input": {"socket": "socket", "socket_group": "socket_group",
               "allowed_uids": "allowed_uids"},
     "prosody": {"socket": "prosody"},
+    "metrics": {"listen": "metrics"},
 }
 DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1", "port": 5347, "iq_timeout": 10.0, "max_attempts": 6,
@@ -110,6 +110,13 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
         allowed_uids = tuple(int(uid) for uid in merged.get("allowed_uids") or ())
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
+    if merged.get("metrics"):
+        from pushrules.runtime.xmpp.metrics import parse_listen
+
+        try:
+            parse_listen(str(merged["metrics"]))
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
     if numbers["iq_timeout"] <= 0 or max_in_flight < 1:
         raise SettingsError("iq_timeout must be positive and max_in_flight at least 1")
     if max_outbox < 1:
@@ -124,6 +131,7 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
         socket=merged.get("socket"), socket_group=None if group is None else str(group),
         allowed_uids=allowed_uids,
         prosody=merged.get("prosody"),
+        metrics=merged.get("metrics"),
     )
 
 
@@ -164,31 +172,32 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
 @click.option("--prosody", type=click.Path(dir_okay=False),
               help="Listen on this Unix socket for Prosody's mod_pushrules (pushrules_socket): "
                    "events in, publishes sent from the user's host; no component needed.")
+@click.option("--metrics", metavar="HOST:PORT",
+              help="Serve Prometheus /metrics and /healthz there, e.g. 127.0.0.1:9108.")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]),
               default="warning", show_default=True)
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="Log lines on stderr: text, or one JSON object a line.")
 def serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
-          **flags: Any) -> None:
+          log_format: str, **flags: Any) -> None:
     """Read server events (JSON lines, stdin or --socket), send the decided pushes over XMPP
     as a component, print one outcome per push (JSON lines). Stops cleanly on SIGTERM."""
     # Until the event loop installs its handlers, SIGTERM ends the start-up as SIGINT does
     # (nothing was read yet): exit 0, not death by signal.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        _serve(config_file, settings, log_level, flags)
+        _serve(config_file, settings, log_level, log_format, flags)
     except KeyboardInterrupt:
         sys.exit(0)
 
 
 def _serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
-           flags: dict[str, Any]) -> None:
+           log_format: str, flags: dict[str, Any]) -> None:
     from pushrules.cli import parse_settings
-    from pushrules.runtime.xmpp.secrets import install_secret_mask
+    from pushrules.runtime.xmpp.logs import configure_logging
     from pushrules.runtime.xmpp.sidecar import run_sidecar
 
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(OneLineFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    logging.basicConfig(level=log_level.upper(), handlers=[handler])
-    install_secret_mask()
+    configure_logging(log_level, log_format)  # secrets masked (secrets.py)
     flags["allowed_uids"] = flags.get("allowed_uids") or None
     try:
         file_values, rules = read_toml(config_file) if config_file else ({}, {})
@@ -206,14 +215,3 @@ def _serve(config_file: Path | None, settings: tuple[str, ...], log_level: str,
     except Exception as exc:  # never a traceback: say what failed
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from None
     sys.exit(status)
-
-
-class OneLineFormatter(logging.Formatter):
-    """Log records without tracebacks (one line per problem: an operator's log, never a dump
-    of the input that caused it)."""
-
-    def formatException(self, ei: Any) -> str:  # noqa: N802 (logging's name)
-        return f"({ei[0].__name__}: {ei[1]})" if ei and ei[0] is not None else ""
-
-    def formatStack(self, stack_info: str) -> str:  # noqa: N802
-        return ""

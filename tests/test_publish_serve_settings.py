@@ -60,3 +60,14 @@ def test_bad_files_are_named(tmp_path, text, message):
 def test_bad_settings_are_named(flags, rules, message):
     with pytest.raises(SettingsError, match=message):
         build_settings(flags, {}, rules)
+
+
+def test_metrics_listen_from_the_file_or_the_flag(tmp_path):
+    values, rules = read_toml(write(tmp_path, '[metrics]\nlisten = "127.0.0.1:9108"\n'))
+    base = {"component_jid": "p.example", "component_secret": "s"}
+    assert build_settings(base, values, rules).metrics == "127.0.0.1:9108"
+    assert build_settings({**base, "metrics": "127.0.0.1:9200"}, values, rules).metrics == \
+        "127.0.0.1:9200"
+    assert build_settings(base, {}, {}).metrics is None
+    with pytest.raises(SettingsError, match=r"--metrics '9108': expected HOST:PORT"):
+        build_settings({**base, "metrics": "9108"}, {}, {})

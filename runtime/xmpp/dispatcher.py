@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ from pushrules.model.records import Push, RegKey
 from pushrules.model.world import ImpossibleEvent
 from pushrules.runtime.store.engine import OutboxEntry
 
+from .metrics import NO_METRICS, Metrics
 from .transport import Answer
 
 log = logging.getLogger(__name__)
@@ -107,8 +109,10 @@ class Dispatcher:
                  on_outcome: Callable[[Outcome], None] | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  max_in_flight: int = 512,
-                 ready: Callable[[], Awaitable[Any]] | None = None) -> None:
+                 ready: Callable[[], Awaitable[Any]] | None = None,
+                 metrics: Metrics = NO_METRICS) -> None:
         self.engine = engine
+        self.metrics = metrics
         self.ready = ready
         """Awaited before each send is counted (e.g. until the connection is up)."""
         self.send = send
@@ -133,7 +137,9 @@ class Dispatcher:
     # --- feeding -----------------------------------------------------------------------------
     def handle(self, event: Any) -> list[Push]:
         """``engine.handle(event)`` and queue the pushes it decided (ImpossibleEvent passes)."""
+        start = time.perf_counter()
         pushes = self.engine.handle(event)
+        self.metrics.decide_seconds(time.perf_counter() - start)
         entries = getattr(self.engine, "last_entries", None) if self._durable else None
         if entries is not None and len(entries) == len(pushes):
             self.resume(entries)
@@ -253,7 +259,8 @@ class Dispatcher:
                 return reason
             self._count_attempt(entry)
             async with self._slots:
-                answer: Answer = await self._until_aborted(self.send(push))
+                answer: Answer = await self._until_aborted(
+                    self.metrics.publish(self.send, push))
             if not answer.ok and answer.error_type == TRANSIENT_ERROR:
                 await self._report(entry, answer.ok, TRANSIENT_ERROR, settles=False)
             return answer
@@ -331,6 +338,8 @@ class Dispatcher:
                     self.engine.handle(event, settle=settle)
                 else:
                     self.engine.handle(event)
+                if not ok:
+                    self.metrics.push_error(error_type, self._not_enabled(push) is not None)
                 return
             except ImpossibleEvent as exc:
                 log.warning("push-result for %s %s not applied: %s", push.jid, push.node, exc)
@@ -361,6 +370,7 @@ class Dispatcher:
         if entry is not None and outcome.status in (GAVE_UP, DROPPED):
             self._remove(entry)  # nothing was fed that could settle it
         self.counts[outcome.status] += 1
+        self.metrics.push_outcome(outcome.push.rule, outcome.status)
         push = outcome.push
         if outcome.status in (GAVE_UP, UNDELIVERED, DROPPED):
             log.warning("push %s to %s %s (stanzas %s): %s after %d attempt(s): %s",

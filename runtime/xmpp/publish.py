@@ -105,6 +105,41 @@ def build_publish(push: Push, config: Config, sender: str) -> Iq:
     return fill_publish(iq, push, config)
 
 
+# --- the hot path: the same bytes, without a stanza object tree ------------------------------
+# slixmpp's tostring escapes these five in text and attribute values, nothing else.
+_ESCAPES = str.maketrans({"&": "&amp;", "<": "&lt;", ">": "&gt;", "'": "&apos;", '"': "&quot;"})
+_FORM_OPEN = '<x xmlns="jabber:x:data" type="submit"><field var="FORM_TYPE" type="hidden"><value>'
+
+
+def _field_xml(var: str, value: str) -> str:
+    # A text-single field; an empty value is an empty element, as ElementTree writes it.
+    inner = f"<value>{value.translate(_ESCAPES)}</value>" if value else "<value />"
+    return f'<field var="{var.translate(_ESCAPES)}">{inner}</field>'
+
+
+def _form_xml(form_type: str, values: dict[str, str]) -> str:
+    fields = "".join([_field_xml(var, value) for var, value in values.items()])
+    return f"{_FORM_OPEN}{form_type}</value></field>{fields}</x>"
+
+
+def publish_xml(push: Push, config: Config, sender: str, iq_id: str) -> str:
+    """The publish IQ of ``push`` as a component stream sends it: exactly what
+    ``str(fill_publish(stream.Iq(), ...))`` writes (same attribute order, escaping and empty
+    elements; tests compare the two over the XEP's examples and generated pushes), at a fraction
+    of the cost (no stanza objects, no plugin lookups, no tree walk)."""
+    summary = _form_xml(SUMMARY_FORM, summary_fields(push, config))
+    options = ""
+    if push.options:
+        options = (f"<publish-options>{_form_xml(PUBLISH_OPTIONS_FORM, push.options)}"
+                   "</publish-options>")
+    return (f'<iq id="{iq_id.translate(_ESCAPES)}" from="{sender.translate(_ESCAPES)}" '
+            f'type="set" to="{push.jid.translate(_ESCAPES)}">'
+            f'<pubsub xmlns="http://jabber.org/protocol/pubsub">'
+            f'<publish node="{push.node.translate(_ESCAPES)}"><item>'
+            f'<notification xmlns="{PUSH_NS}">{summary}</notification></item></publish>'
+            f"{options}</pubsub></iq>")
+
+
 def parse_publish(iq: Iq) -> Published:
     """Read a publish IQ; raise PublishError naming what is missing."""
     if iq["type"] != "set":

@@ -39,6 +39,8 @@ from pushrules.runtime.engine import Engine
 from pushrules.runtime.trace import TraceError, parse_event
 
 from .dispatcher import Dispatcher, Outcome, RetryPolicy
+from .logs import format_line
+from .metrics import open_metrics
 from .transport import ComponentRefused, PushTransport
 from .unixsocket import Listener, SocketPathError, open_listener, peer_uid
 
@@ -73,6 +75,8 @@ class SidecarSettings:
     allowed_uids: tuple[int, ...] = ()
     """When set, only these uids (and our own) may send on the socket (SO_PEERCRED)."""
     prosody: str | None = None  # mod_pushrules' Unix socket: events in, publishes out
+    metrics: str | None = None
+    """HOST:PORT of the /metrics and /healthz listener (none without)."""
 
 
 def make_engine(store_url: str, rules: Config) -> Engine:
@@ -108,10 +112,14 @@ class Sidecar:
         self.transport = transport or PushTransport(
             settings.component_jid, settings.component_secret, settings.host, settings.port,
             settings.rules, iq_timeout=settings.iq_timeout)
+        self.metrics = open_metrics(settings.metrics)
         self.dispatcher = Dispatcher(self.engine, self.transport.publish, settings.retry,
                                      on_outcome=self._print_outcome,
-                                     max_in_flight=settings.max_in_flight,
+                                     max_in_flight=settings.max_in_flight, metrics=self.metrics,
                                      ready=self.transport.online.wait)
+        self.metrics.watch(outbox=lambda: self.dispatcher.pending,
+                           xmpp_up=self.transport.online.is_set,
+                           store=getattr(self.engine, "store", None))
         self._transient = _transient_errors()
         self.rejected = 0
         self.accepted = 0
@@ -156,6 +164,7 @@ class Sidecar:
                              f"{type(exc).__name__}: {exc}")
                 return
         self.accepted += 1
+        self.metrics.event(event.EVENT)
 
     def _parse(self, raw: bytes | str, number: int, where: str) -> Any:
         """The line's event, or None (blank, comment, or rejected here)."""
@@ -189,10 +198,11 @@ class Sidecar:
 
     def _reject(self, message: str) -> None:
         self.rejected += 1
+        self.metrics.rejected(message)
         self._say(f"error: {message} (line rejected)")
 
     def _say(self, message: str) -> None:
-        self.err.write(message + "\n")
+        self.err.write(format_line(message) + "\n")
         self.err.flush()
 
     def _print_outcome(self, outcome: Outcome) -> None:
@@ -248,6 +258,7 @@ class Sidecar:
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)
         await self.transport.close()
+        self.metrics.close()
         counts = ", ".join(f"{n} {k}" for k, n in self.dispatcher.counts.items())
         self._say(f"pushrules serve: {self.accepted} events applied, {self.rejected} lines "
                   f"rejected; pushes: {counts}"

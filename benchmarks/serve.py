@@ -1,0 +1,553 @@
+"""`pushrules bench --serve`: the sidecar end to end, against the raw ceiling of the same wire.
+
+One run starts a real Prosody (benchmarks/servers.py) and a recording app-server component in a
+child process (so that it does not share the driver's event loop), then measures:
+
+- the raw ceiling: a minimal component publishing the same IQs (pre-serialised, 512 in flight,
+  one result handler, no rules, no per-IQ handler) through the same Prosody to the same app
+  server: pushes/s acknowledged;
+- the sidecar, ``pushrules serve`` as a subprocess fed on stdin, per store (memory, SQLite,
+  Redis): events/s accepted (written as fast as the pipe takes them, counted when the sidecar
+  applied them: its own /metrics, so buffered input does not count) and pushes/s acknowledged
+  at saturation, and the latency from an event written to its publish received by the app
+  server (p50, p99, max) at saturation and at fixed rates;
+- RSS of the sidecar at the start and end of an overload (events faster than it can push).
+
+The trace is the benchmark mix (benchmarks/mix.py) with its push-result events left out (the
+sidecar's dispatcher feeds the app server's answers itself) and its pushes addressed to the
+recording app server. Which event decides which push is known beforehand, by running the engine
+over the same trace with an ``ok`` answer right after each push (what the sidecar sees from an
+app server that always answers result); the k-th publish received for a node is the k-th push
+decided for it, so each publish is matched to the event that decided it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import multiprocessing
+import os
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections import defaultdict, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pushrules.generated.events import PushResult
+from pushrules.model.config import Config
+from pushrules.runtime.engine import Engine
+from pushrules.runtime.trace import event_json
+
+from .mix import APP_SERVER, DOMAIN, generate
+from .servers import APP_JIDS, PUSH_JID, PUSH_SECRET, Prosody, free_port
+
+APP = APP_JIDS[0]
+STORES = ("memory", "sqlite", "redis")
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Plan:
+    users: int
+    """Users of the trace (about 115 events and 13 pushes per user)."""
+    rates: tuple[int, ...]
+    rate_seconds: float
+    overload_seconds: float
+    ceiling_pushes: int
+    stores: tuple[str, ...] = STORES
+    drain_timeout: float = 60.0
+
+
+FULL = Plan(users=200, rates=(1000, 2000, 5000), rate_seconds=8.0, overload_seconds=60.0,
+            ceiling_pushes=20000)
+QUICK = Plan(users=60, rates=(2000,), rate_seconds=3.0, overload_seconds=30.0,
+             ceiling_pushes=5000)
+
+
+# --- the trace and what it decides ---------------------------------------------------------
+
+@dataclass
+class Trace:
+    lines: list[bytes]
+    """One contract event per line, JSON, newline-terminated."""
+    decided: list[list[str]]
+    """Per line, the nodes it pushes to (in decision order)."""
+    pushes: list[Any] = field(repr=False)
+    """Every push decided, in order (the ceiling publishes the same IQs)."""
+
+    @property
+    def push_count(self) -> int:
+        return len(self.pushes)
+
+
+def build_trace(users: int, seed: int = 5) -> Trace:
+    mix = generate(users, seed=seed, keep_xml=True)
+    engine = Engine(Config())
+    lines: list[bytes] = []
+    decided: list[list[str]] = []
+    pushes: list[Any] = []
+    for event in mix.events:
+        if isinstance(event, PushResult):
+            continue
+        data = event_json(event, lambda stanza: mix.xml[stanza.id])
+        if data.get("jid") == APP_SERVER:
+            data["jid"] = APP
+        lines.append((json.dumps(data) + "\n").encode())
+        decided_here = []
+        for push in engine.handle(_readdressed(event)):
+            decided_here.append(push.node)
+            pushes.append(push)
+            engine.handle(PushResult(push.user, push.jid, push.node, True))
+        decided.append(decided_here)
+    return Trace(lines, decided, pushes)
+
+
+def _readdressed(event: Any) -> Any:
+    if getattr(event, "jid", None) == APP_SERVER:
+        from dataclasses import replace
+
+        return replace(event, jid=APP)
+    return event
+
+
+def renamed(lines: list[bytes], round_: int) -> list[bytes]:
+    """The same trace for other users (a fresh domain per round): the overload repeats it."""
+    old, new = f"@{DOMAIN}".encode(), f"@r{round_}.{DOMAIN}".encode()
+    return [line.replace(old, new) for line in lines]
+
+
+# --- the recording app server, in a child process ------------------------------------------
+
+def _app_server_main(port: int, conn: Any) -> None:
+    """Child process: an app-server component answering result to every publish, recording
+    (node, monotonic time) per publish; ``take`` returns and clears the records."""
+    from .servers import AppServer
+
+    records: list[tuple[str, float]] = []
+
+    class Recorder(AppServer):
+        def _on_publish(self, iq: Any) -> None:
+            publish = iq.xml.find("{http://jabber.org/protocol/pubsub}pubsub/"
+                                  "{http://jabber.org/protocol/pubsub}publish")
+            records.append((publish.get("node") if publish is not None else "",
+                            time.monotonic()))
+            self.send_raw(f"<iq type='result' id='{iq['id']}' from='{iq['to']}' "
+                          f"to='{iq['from']}'/>")
+
+    async def main() -> None:
+        app = await Recorder(APP, port).start()
+        done = asyncio.Event()
+
+        def command() -> None:
+            what = conn.recv()
+            if what == "take":
+                conn.send(list(records))
+                records.clear()
+            else:
+                done.set()
+
+        asyncio.get_running_loop().add_reader(conn.fileno(), command)
+        conn.send("ready")
+        await done.wait()
+        await app.stop()
+
+    asyncio.run(main())
+
+
+class AppServerProcess:
+    def __init__(self, port: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_app_server_main, args=(port, child), daemon=True)
+
+    def start(self) -> None:
+        self.process.start()
+        try:
+            ready = self.conn.poll(30) and self.conn.recv() == "ready"
+        except EOFError:  # the child died (its traceback is on stderr)
+            ready = False
+        if not ready:
+            raise RuntimeError("the recording app server did not come up")
+
+    def take(self) -> list[tuple[str, float]]:
+        self.conn.send("take")
+        records: list[tuple[str, float]] = self.conn.recv()
+        return records
+
+    def stop(self) -> None:
+        with contextlib.suppress(OSError, BrokenPipeError):
+            self.conn.send("stop")
+        self.process.join(10)
+        if self.process.is_alive():
+            self.process.kill()
+            self.process.join(5)
+
+
+async def settle(serve: Serve, expected: int, timeout: float) -> None:
+    """Until the sidecar reported an outcome for ``expected`` pushes (delivered, or dropped:
+    a registration disabled by a later event before its push was sent), or the timeout."""
+    deadline = time.monotonic() + timeout
+    while serve.outcomes < expected and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+# --- (a) the raw ceiling -------------------------------------------------------------------
+
+async def ceiling(port: int, pushes: list[Any], in_flight: int = 512) -> dict[str, Any]:
+    """Pushes/s acknowledged by a minimal sender of the same publish IQs."""
+    from slixmpp import ComponentXMPP
+    from slixmpp.xmlstream.handler import Callback
+    from slixmpp.xmlstream.matcher import StanzaPath
+
+    from pushrules.runtime.xmpp.publish import fill_publish
+
+    sender = ComponentXMPP(PUSH_JID, PUSH_SECRET, "127.0.0.1", port)
+    online = asyncio.Event()
+    sender.add_event_handler("session_start", lambda _: online.set())
+    config = Config()
+    raw = []
+    for n, push in enumerate(pushes):
+        iq = sender.Iq()
+        iq["from"] = PUSH_JID
+        iq["id"] = f"c{n}"
+        raw.append(str(fill_publish(iq, push, config)))
+    window = asyncio.Semaphore(in_flight)
+    answered = 0
+    finished = asyncio.Event()
+
+    def on_answer(_iq: Any) -> None:
+        nonlocal answered
+        answered += 1
+        window.release()
+        if answered == len(raw):
+            finished.set()
+
+    for kind in ("result", "error"):
+        sender.register_handler(Callback(f"ceiling-{kind}", StanzaPath(f"iq@type={kind}"),
+                                         on_answer))
+    sender.connect()
+    await asyncio.wait_for(online.wait(), 20)
+    start = time.monotonic()
+    for data in raw:
+        await window.acquire()
+        sender.send_raw(data)
+    await asyncio.wait_for(finished.wait(), 120)
+    elapsed = time.monotonic() - start
+    await sender.disconnect(wait=1.0)
+    await asyncio.sleep(0.05)  # let slixmpp's cancelled send task finish before the loop ends
+    return {"pushes": len(raw), "pushes_per_s": round(len(raw) / elapsed)}
+
+
+# --- (b) the sidecar -----------------------------------------------------------------------
+
+class Serve:
+    """``pushrules serve`` as a subprocess: stdin written by the bench, outcomes read."""
+
+    def __init__(self, port: int, store: str, extra: tuple[str, ...] = ()) -> None:
+        self.port = port
+        self.store = store
+        self.extra = extra
+        self.process: asyncio.subprocess.Process | None = None
+        self.delivered = 0
+        self.outcomes = 0
+        self.last_outcome = 0.0
+        self.stderr_tail: deque[str] = deque(maxlen=40)
+        self.connected = asyncio.Event()
+        self._readers: list[asyncio.Task[None]] = []
+        self.metrics_port = free_port()
+
+    async def start(self) -> None:
+        env = {**os.environ, "PUSHRULES_COMPONENT_SECRET": PUSH_SECRET}
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pushrules.cli", "serve", "--component-jid", PUSH_JID,
+            "--host", "127.0.0.1", "--port", str(self.port), "--store", self.store,
+            "--iq-timeout", "60", "--shutdown-grace", "120", "--log-level", "info",
+            "--metrics", f"127.0.0.1:{self.metrics_port}",
+            *self.extra, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE, env=env, limit=1 << 20)
+        self._readers = [asyncio.create_task(self._read_out()),
+                         asyncio.create_task(self._read_err())]
+        try:
+            await asyncio.wait_for(self.connected.wait(), 30)
+        except TimeoutError:
+            raise RuntimeError("pushrules serve did not connect: "
+                               + "".join(self.stderr_tail)) from None
+
+    async def _read_out(self) -> None:
+        assert self.process and self.process.stdout
+        async for line in self.process.stdout:
+            self.outcomes += 1
+            self.last_outcome = time.monotonic()
+            if b'"delivered"' in line:
+                self.delivered += 1
+
+    async def _read_err(self) -> None:
+        assert self.process and self.process.stderr
+        async for raw in self.process.stderr:
+            line = raw.decode(errors="replace")
+            self.stderr_tail.append(line)
+            if "connected to" in line:
+                self.connected.set()
+
+    def applied(self) -> float:
+        """Events the sidecar applied so far (its pushrules_events_total counters)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as answer:
+            text = answer.read().decode()
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("pushrules_events_total{"))
+
+    async def until_applied(self, count: int, timeout: float) -> float:
+        """The monotonic time at which the sidecar had applied ``count`` events: what pipe
+        and reader buffers absorbed is not accepted until it is applied."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await asyncio.to_thread(self.applied) >= count:
+                return time.monotonic()
+            await asyncio.sleep(0.02)
+        raise RuntimeError(f"the sidecar applied fewer than {count} events in {timeout} s")
+
+    @property
+    def pid(self) -> int:
+        assert self.process
+        return self.process.pid
+
+    async def write(self, lines: list[bytes], rate: float | None,
+                    written: list[float] | None = None, until: float | None = None) -> int:
+        """Write ``lines`` (as fast as the pipe takes them, or ``rate`` per second); the time
+        each was written goes to ``written``. Stops early at monotonic ``until``."""
+        assert self.process and self.process.stdin
+        stdin = self.process.stdin
+        start = time.monotonic()
+        n = 0
+        chunk = 50 if rate is None else max(1, int(rate / 200))  # 5 ms ticks when paced
+        while n < len(lines):
+            now = time.monotonic()
+            if until is not None and now >= until:
+                break
+            if rate is not None:
+                due = start + n / rate
+                if due > now:
+                    await asyncio.sleep(due - now)
+                    now = time.monotonic()
+            batch = lines[n:n + chunk]
+            stdin.write(b"".join(batch))
+            if written is not None:
+                written.extend([now] * len(batch))
+            n += len(batch)
+            await stdin.drain()
+        return n
+
+    async def finish(self, timeout: float) -> int:
+        """Close stdin; wait for the sidecar to finish its pushes and exit."""
+        assert self.process and self.process.stdin
+        self.process.stdin.close()
+        try:
+            await asyncio.wait_for(self.process.wait(), timeout)
+        except TimeoutError:
+            self.process.kill()
+            await self.process.wait()
+        await asyncio.gather(*self._readers, return_exceptions=True)
+        return self.process.returncode or 0
+
+
+def latencies(trace: Trace, count: int, written: list[float],
+              records: list[tuple[str, float]]) -> dict[str, Any]:
+    """Event written -> publish received, matching the k-th publish of a node to the k-th push
+    decided for it among the first ``count`` events."""
+    expected: dict[str, deque[int]] = defaultdict(deque)
+    for index in range(count):
+        for node in trace.decided[index]:
+            expected[node].append(index)
+    found: list[float] = []
+    for node, at in records:
+        queue = expected.get(node)
+        if queue:
+            found.append((at - written[queue.popleft()]) * 1000)
+    wanted = sum(len(trace.decided[i]) for i in range(count))
+    if not found:
+        return {"matched": 0, "expected": wanted}
+    found.sort()
+    return {"matched": len(found), "expected": wanted,
+            "p50_ms": round(statistics.median(found), 1),
+            "p99_ms": round(found[min(len(found) - 1, int(len(found) * 0.99))], 1),
+            "max_ms": round(found[-1], 1)}
+
+
+async def one_run(port: int, app: AppServerProcess, trace: Trace, store: str,
+                  rate: float | None, seconds: float | None, timeout: float) -> dict[str, Any]:
+    lines = trace.lines if rate is None or seconds is None else \
+        trace.lines[:int(rate * seconds)]
+    serve = Serve(port, store)
+    await serve.start()
+    app.take()  # nothing from before this run
+    written: list[float] = []
+    start = time.monotonic()
+    count = await serve.write(lines, rate, written)
+    wrote = await serve.until_applied(count, timeout) - start
+    expected = sum(len(trace.decided[i]) for i in range(count))
+    await settle(serve, expected, timeout)
+    await serve.finish(timeout)
+    records = app.take()
+    pushed = serve.last_outcome - start if serve.last_outcome else float("nan")
+    result = {"events": count, "pushes": serve.delivered, "outcomes": serve.outcomes,
+              "events_per_s": round(count / wrote),
+              "pushes_per_s": round(serve.delivered / pushed) if serve.delivered else 0}
+    result.update(latencies(trace, count, written, records))
+    return result
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError(f"no VmRSS for {pid}")
+
+
+async def overload(port: int, trace: Trace, seconds: float) -> dict[str, float]:
+    """RSS of a sidecar (memory store) fed as fast as it reads for ``seconds``: at 2 s (once
+    warm) and at the end, before stdin closes."""
+    serve = Serve(port, "memory:")
+    await serve.start()
+    start = time.monotonic()
+    until = start + seconds
+    sampled: dict[str, float] = {}
+
+    async def sample() -> None:
+        await asyncio.sleep(min(2.0, seconds / 10))
+        sampled["start"] = rss_mb(serve.pid)
+
+    sampler = asyncio.create_task(sample())
+    round_ = 0
+    events = 0
+    while time.monotonic() < until:
+        events += await serve.write(renamed(trace.lines, round_), None, until=until)
+        round_ += 1
+    await sampler
+    sampled["end"] = rss_mb(serve.pid)
+    serve.process.kill()  # type: ignore[union-attr]  # what is queued is not the point here
+    await serve.finish(10)
+    return {**sampled, "events": events, "seconds": seconds}
+
+
+# --- the whole run -------------------------------------------------------------------------
+
+class Stores:
+    """Store URLs, a fresh store per run: a new SQLite file, a new Redis database."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.redis: Any = None
+        self.runs = 0
+
+    def url(self, kind: str) -> str:
+        self.runs += 1
+        if kind == "memory":
+            return "memory:"
+        if kind == "sqlite":
+            return f"sqlite:///{self.tmp}/run{self.runs}.sqlite"
+        if self.redis is None:
+            from pushrules.runtime.store.local_redis import LocalRedis
+
+            self.redis = LocalRedis()
+            self.redis.start()
+        return f"redis://127.0.0.1:{self.redis.port}/{self.runs % 16}"
+
+    def close(self) -> None:
+        if self.redis is not None:
+            self.redis.stop()
+
+
+async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
+    users = plan.users
+    need = max(plan.rates, default=0) * plan.rate_seconds
+    trace = build_trace(users)
+    while len(trace.lines) < need:  # enough events for the fastest fixed rate
+        users *= 2
+        trace = build_trace(users)
+    progress(f"trace: {users} users, {len(trace.lines)} events, {trace.push_count} pushes")
+    prosody = Prosody(tmp / "prosody")
+    prosody.start()
+    app = AppServerProcess(prosody.port)
+    stores = Stores(tmp)
+    try:
+        app.start()
+        progress(f"ceiling: {plan.ceiling_pushes} publishes")
+        pushes = (trace.pushes * (plan.ceiling_pushes // len(trace.pushes) + 1))
+        raw = await ceiling(prosody.port, pushes[:plan.ceiling_pushes])
+        app.take()
+        out: dict[str, Any] = {"trace": {"events": len(trace.lines), "pushes": trace.push_count},
+                               "ceiling": raw, "stores": {}}
+        for kind in plan.stores:
+            try:
+                url = stores.url(kind)
+            except Exception as exc:  # e.g. no redis-server: say so, measure the others
+                progress(f"{kind}: skipped ({exc})")
+                continue
+            progress(f"{kind}: saturation, {len(trace.lines)} events")
+            runs = {"saturation": await one_run(prosody.port, app, trace, url, None, None,
+                                                plan.drain_timeout)}
+            for rate in plan.rates:
+                progress(f"{kind}: {rate} events/s for {plan.rate_seconds} s")
+                runs[f"at_{rate}"] = await one_run(prosody.port, app, trace, stores.url(kind),
+                                                   rate, plan.rate_seconds, plan.drain_timeout)
+            out["stores"][kind] = runs
+        progress(f"overload: {plan.overload_seconds} s")
+        out["overload"] = await overload(prosody.port, trace, plan.overload_seconds)
+        return out
+    finally:
+        app.stop()
+        prosody.stop()
+        stores.close()
+
+
+def summary(detail: dict[str, Any]) -> dict[str, Any]:
+    """``serve``: exactly the issue's JSON shape; ``detail``: every run and the ratios."""
+    stores: dict[str, Any] = {}
+    for kind, runs in detail["stores"].items():
+        sat = runs["saturation"]
+        stores[kind] = {"events_per_s": sat["events_per_s"], "pushes_per_s": sat["pushes_per_s"],
+                        "p50_ms": sat.get("p50_ms"), "p99_ms": sat.get("p99_ms"),
+                        "p99_ms_at_2k": runs.get("at_2000", {}).get("p99_ms")}
+    ceiling_pps = detail["ceiling"]["pushes_per_s"]
+    rss = {"start": detail["overload"]["start"], "end": detail["overload"]["end"]}
+    ratios = {"pushes_to_ceiling": {k: round(v["pushes_per_s"] / ceiling_pps, 3)
+                                    for k, v in stores.items()},
+              "rss_end_to_start": round(rss["end"] / rss["start"], 2)}
+    return {"serve": {"ceiling_pushes_per_s": ceiling_pps, "stores": stores,
+                      "overload_rss_mb": rss},
+            "detail": {**detail, "ratios": ratios}}
+
+
+def run(quick: bool = False, progress: Progress | None = None,
+        plan: Plan | None = None) -> dict[str, Any]:
+    plan = plan or (QUICK if quick else FULL)
+    say = progress or (lambda _m: None)
+    with tempfile.TemporaryDirectory(prefix="pushrules-bench-serve-") as tmp:
+        detail = asyncio.run(_run(plan, Path(tmp), say))
+    return summary(detail)
+
+
+def text(result: dict[str, Any]) -> str:
+    serve, detail = result["serve"], result["detail"]
+    ratios = detail["ratios"]
+    rows = [f"raw ceiling: {serve['ceiling_pushes_per_s']} pushes/s acknowledged", "",
+            f"{'store':8} {'events/s':>9} {'pushes/s':>9} {'x ceiling':>9} {'p50 ms':>8} "
+            f"{'p99 ms':>8} {'p99@2k':>8}"]
+    for kind, s in serve["stores"].items():
+        rows.append(f"{kind:8} {s['events_per_s']:>9} {s['pushes_per_s']:>9} "
+                    f"{ratios['pushes_to_ceiling'][kind]:>9} {s['p50_ms']!s:>8} "
+                    f"{s['p99_ms']!s:>8} {s['p99_ms_at_2k']!s:>8}")
+    rss = serve["overload_rss_mb"]
+    rows += ["", f"overload RSS: {rss['start']} MB at the start, {rss['end']} MB at the end "
+                 f"(x{ratios['rss_end_to_start']})"]
+    for kind, runs in detail["stores"].items():
+        for name, r in runs.items():
+            rows.append(f"  {kind} {name}: {r}")
+    return "\n".join(rows)
