@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -123,6 +124,9 @@ OUR_PARAMS = ("prefix", "orphan_ttl")
 
 
 class RedisStore:
+    UNAVAILABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+    """Errors that mean the server cannot be reached now (StoreUnavailable: retry)."""
+
     def __init__(self, url: str, *, prefix: str = "pushrules", orphan_ttl: int | None = None,
                  timeout: float = 2.0) -> None:
         parts = urlsplit(url)
@@ -141,18 +145,22 @@ class RedisStore:
         self.orphan_ttl = orphan_ttl
         self.url = _mask(url)
         plain = urlunsplit(parts._replace(query=urlencode(query)))
-        try:
-            # Retries only reconnect; a commit sent twice is harmless (its token).
-            self._redis = redis.Redis.from_url(
-                plain, socket_timeout=timeout, socket_connect_timeout=timeout,
-                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
-        except ValueError as exc:
-            raise StoreError(f"redis store {self.url}: {exc}") from None
+        self._redis = self._connect(plain, timeout)
         self._load = self._redis.register_script(LOAD)
         self._commit = self._redis.register_script(COMMIT)
 
+    def _connect(self, url: str, timeout: float) -> Any:
+        """The client for ``url`` (our own parameters removed); subclasses pick another."""
+        try:
+            # Retries only reconnect; a commit sent twice is harmless (its token).
+            return redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
+        except ValueError as exc:
+            raise StoreError(f"redis store {self.url}: {exc}") from None
+
     def __repr__(self) -> str:
-        return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
+        return f"{type(self).__name__}({self.url!r}, prefix={self.prefix!r})"
 
     def _keys(self, user: str) -> tuple[str, ...]:
         base = f"{self.prefix}:{{{user}}}:"
@@ -168,7 +176,7 @@ class RedisStore:
     def _errors(self, what: str, user: str) -> Iterator[None]:
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except self.UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis store {self.url} is unavailable: cannot {what} user "
                                    f"{user} ({type(exc).__name__}: {exc})") from None
         except redis.RedisError as exc:
