@@ -60,7 +60,7 @@ class RedisClusterStore(RedisStore):
                 password=unquote(parts.password) if parts.password else None,
                 socket_timeout=timeout, socket_connect_timeout=timeout,
                 retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), COMMAND_RETRIES))
-        except (RedisClusterException, *RedisStore.UNAVAILABLE) as exc:
+        except self.UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis cluster store {self.url} is unavailable: no listed "
                                    f"node answered ({type(exc).__name__}: {exc})") from None
 
