@@ -4,6 +4,7 @@ dir, stopped (and reaped) by whoever started it."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -119,11 +120,21 @@ class LocalRedis:
         if process is None or process.poll() is not None:
             return
         process.terminate()
+        process.send_signal(signal.SIGCONT)  # a paused one acts on SIGTERM only once resumed
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: alive but silent (a hung machine); ``resume()`` continues it."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
 
     def kill(self) -> None:
         """SIGKILL, as a machine loss: no shutdown, no last save."""
@@ -241,6 +252,15 @@ class LocalRedisCluster:
             if "master" in flags and "fail" not in flags and len(fields) > 8:
                 ports.add(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
         return {port: by_port[port] for port in sorted(ports) if port in by_port}
+
+    def replicas_of(self, master: LocalRedis) -> list[LocalRedis]:
+        """The running replicas of ``master``."""
+        lines = [line.split() for line in
+                 self._ask(self.running()[0], "CLUSTER", "NODES").splitlines()]
+        port_of = {f[0]: int(f[1].split("@")[0].rsplit(":", 1)[1]) for f in lines}
+        ports = {port_of[f[0]] for f in lines
+                 if "slave" in f[2] and port_of.get(f[3]) == master.port}
+        return [node for node in self.running() if node.port in ports]
 
     def master_of(self, key: str) -> LocalRedis:
         """The running master that serves ``key``'s slot now."""

@@ -27,6 +27,7 @@ from pushrules.runtime.store import (
     open_store,
 )
 from pushrules.runtime.store.local_redis import LocalRedisCluster
+from pushrules.runtime.store.redis_cluster import RedisClusterStore
 
 CONFIG = Config(max_errors=100_000, dedup_window=100_000)
 EVENTS_PER_USER = 120
@@ -130,69 +131,104 @@ def wait_replicated(cluster: LocalRedisCluster, master: Any) -> None:
         client.close()
 
 
-def test_a_master_killed_mid_run_fails_over_and_loses_nothing():
+@pytest.fixture(scope="module")
+def own_cluster():
+    """A cluster of this module's own: the tests below hang and kill its nodes."""
+    cluster = start_cluster()
+    yield cluster
+    cluster.close()
+
+
+def test_a_commit_no_replica_confirms_is_unavailable_until_one_does(own_cluster):
+    """wait=1: pushes are returned only once the commit is on the replica; a hung replica
+    makes the event StoreUnavailable (outcome unknown), and it lands once when retried."""
+    cluster = own_cluster
+    url = f"{cluster.url}?prefix=hung"
+    user = "dave@example.org"
+    engine = StoredEngine(RedisClusterStore(url, timeout=0.5), CONFIG)
+    setup_orphans(engine, range(1), user)
+    master = cluster.master_of(meta_key("hung", user))
+    (replica,) = cluster.replicas_of(master)
+    message = race_events(0, 1, user)[2]  # an offline message: pushed to n0
+    replica.pause()
+    try:
+        with pytest.raises(StoreUnavailable, match=r"reached 0 of 1 replica\(s\) in 250 ms"):
+            engine.handle(message)
+    finally:
+        replica.resume()
+    cluster.wait_healthy()
+    assert [p.node for p in engine.handle(message)] == ["n0"]  # landed once, now confirmed
+    assert engine.handle(message) == []
+    assert open_store(url).load(user).version == 4  # three to set up, the message once
+    # A token the master's history lacks: its commit was lost with the old master.
+    with pytest.raises(StoreUnavailable, match="was lost in a failover"):
+        engine.store._confirmed(user, "a token of a commit the failover lost")
+    no_wait = RedisClusterStore(f"{url}&wait=0", timeout=0.5)
+    assert no_wait.wait == 0 and RedisClusterStore(url).wait == 1
+    no_wait.close()
+    engine.store.close()
+
+
+def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
     """SIGKILL the master of one user's slot right after a commit landed but before the engine
     heard back: that event fails with StoreUnavailable until the replica is promoted, then
     succeeds on retry exactly once (the resent commit is recognised by its token); no
     registration, no counted error and no decided push is lost."""
-    cluster = start_cluster()
-    try:
-        url = f"{cluster.url}?prefix=fo"
-        users = users_on_every_master(cluster, "fo", 2)
-        store = open_store(url)
-        engine, ref = StoredEngine(store, CONFIG), Engine(CONFIG)
-        for user in users:
-            setup_orphans(engine, range(3), user)
-            setup_orphans(ref, range(3), user)
-        victim_user = users[0]
-        victim = cluster.master_of(meta_key("fo", victim_user))
-        events = interleaved(0, users, EVENTS_PER_USER)
-        kill_at = len(events) // 2
-        killed: dict[str, Any] = {}
+    cluster = own_cluster
+    url = f"{cluster.url}?prefix=fo"
+    users = users_on_every_master(cluster, "fo", 2)
+    store = open_store(url)
+    engine, ref = StoredEngine(store, CONFIG), Engine(CONFIG)
+    for user in users:
+        setup_orphans(engine, range(3), user)
+        setup_orphans(ref, range(3), user)
+    victim_user = users[0]
+    victim = cluster.master_of(meta_key("fo", victim_user))
+    events = interleaved(0, users, EVENTS_PER_USER)
+    kill_at = len(events) // 2
+    killed: dict[str, Any] = {}
 
-        def land_then_kill(changes: Any) -> None:
-            if changes.user == victim_user:
-                engine.before_commit = None
-                assert store.commit(changes)  # it lands ...
-                killed["version"] = changes.base_version + 1
-                wait_replicated(cluster, victim)
-                victim.kill()  # ... and the master dies before the engine hears back
-                killed["at"] = time.monotonic()
+    def land_then_kill(changes: Any) -> None:
+        if changes.user == victim_user:
+            engine.before_commit = None
+            assert store.commit(changes)  # it lands ...
+            killed["version"] = changes.base_version + 1
+            wait_replicated(cluster, victim)
+            victim.kill()  # ... and the master dies before the engine hears back
+            killed["at"] = time.monotonic()
 
-        failures: Counter[int] = Counter()
-        recovered = None
-        for i, event in enumerate(events):
-            if i == kill_at:
-                engine.before_commit = land_then_kill
-            while True:
-                try:
-                    pushes = outcome(engine, event)
-                    break
-                except StoreUnavailable as exc:
-                    assert "is unavailable" in str(exc)
-                    failures[i] += 1
-                    time.sleep(0.05)
-            if failures[i] and recovered is None:
-                recovered = time.monotonic()
-            assert pushes == outcome(ref, event), f"event {i}: {event}"
+    failures: Counter[int] = Counter()
+    recovered = None
+    for i, event in enumerate(events):
+        if i == kill_at:
+            engine.before_commit = land_then_kill
+        while True:
+            try:
+                pushes = outcome(engine, event)
+                break
+            except StoreUnavailable as exc:
+                assert "is unavailable" in str(exc)
+                failures[i] += 1
+                time.sleep(0.05)
+        if failures[i] and recovered is None:
+            recovered = time.monotonic()
+        assert pushes == outcome(ref, event), f"event {i}: {event}"
 
-        assert "at" in killed and recovered is not None
-        outage = recovered - killed["at"]
-        print(f"failover: unavailable {outage:.2f} s, {sum(failures.values())} failed attempts "
-              f"of {len(failures)} event(s)")
-        assert list(failures.values()) and all(n >= 1 for n in failures.values())
-        assert cluster.master_of(meta_key("fo", victim_user)).port != victim.port
-        assert store.load(victim_user).version > killed["version"]
-        for user in users:
-            assert store_state(store, user) == engine_state(ref, user), user
-        # Every commit landed once: one token per version.
-        client = redis.RedisCluster(host="127.0.0.1", port=cluster.running()[0].port)
-        tokens = client.lrange(f"fo:{{{victim_user}}}:commits", 0, -1)
-        assert len(tokens) == len(set(tokens))
-        client.close()
-        store.close()
-    finally:
-        cluster.close()
+    assert "at" in killed and recovered is not None
+    outage = recovered - killed["at"]
+    print(f"failover: unavailable {outage:.2f} s, {sum(failures.values())} failed attempts "
+          f"of {len(failures)} event(s)")
+    assert list(failures.values()) and all(n >= 1 for n in failures.values())
+    assert cluster.master_of(meta_key("fo", victim_user)).port != victim.port
+    assert store.load(victim_user).version > killed["version"]
+    for user in users:
+        assert store_state(store, user) == engine_state(ref, user), user
+    # Every commit landed once: one token per version.
+    client = redis.RedisCluster(host="127.0.0.1", port=cluster.running()[0].port)
+    tokens = client.lrange(f"fo:{{{victim_user}}}:commits", 0, -1)
+    assert len(tokens) == len(set(tokens))
+    client.close()
+    store.close()
 
 
 def test_cluster_url_errors_are_clear():
