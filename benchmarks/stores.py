@@ -16,6 +16,7 @@ had to be retried and how many attempts failed.
 
 from __future__ import annotations
 
+import gc
 import json
 import multiprocessing
 import tempfile
@@ -108,8 +109,10 @@ def _two_nodes(url: str, events: list[Any]) -> int:
     ready, start, results = ctx.Queue(), ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=_node, args=(url, share, ready, start, results))
              for share in shares]
+    gc.freeze()  # the children's collector then leaves the inherited heap's pages shared
     for proc in procs:
         proc.start()
+    gc.unfreeze()
     for _ in procs:
         ready.get(timeout=60)
     begin = time.perf_counter()
@@ -160,15 +163,21 @@ def _failover(events: list[Any], expected: list[Any]) -> dict[str, Any]:
 def _cluster_bench(events: list[Any], expected: list[Any], config: Config,
                    rates: dict[str, Any]) -> dict[str, Any]:
     """The cluster's rates (into ``rates``) and its failover figures."""
+    one = two = no_wait = 0
     with LocalRedisCluster() as cluster:
-        store = open_store(f"{cluster.url}?prefix=bench")
-        rates["redis cluster (1 node)"] = _measure(StoredEngine(store, config), events, expected)
-        store.close()
-        store = open_store(f"{cluster.url}?prefix=bench0&wait=0")
-        rates["redis cluster wait=0 (1 node)"] = _measure(StoredEngine(store, config), events,
-                                                          expected)
-        store.close()
-        rates["redis cluster (2 nodes)"] = _two_nodes(f"{cluster.url}?prefix=two", events)
+        # One and two nodes alternately, best of two each: a burst of load on this shared
+        # machine then skews one figure, not the ratio. Each run on fresh keys (a prefix).
+        for run in range(2):
+            store = open_store(f"{cluster.url}?prefix=one{run}")
+            one = max(one, _measure(StoredEngine(store, config), events, expected))
+            store.close()
+            two = max(two, _two_nodes(f"{cluster.url}?prefix=two{run}", events))
+            store = open_store(f"{cluster.url}?prefix=nowait{run}&wait=0")
+            no_wait = max(no_wait, _measure(StoredEngine(store, config), events, expected))
+            store.close()
+    rates["redis cluster (1 node)"] = one
+    rates["redis cluster wait=0 (1 node)"] = no_wait
+    rates["redis cluster (2 nodes)"] = two
     return _failover(events, expected)
 
 

@@ -85,7 +85,9 @@ class LocalRedis:
             self.bus_port = self.bus_port or free_port()
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                      "--cluster-node-timeout", str(self.cluster_node_timeout),
-                     "--cluster-port", str(self.bus_port)]
+                     "--cluster-port", str(self.bus_port),
+                     # A failed master stops only its own slots, not the whole cluster.
+                     "--cluster-require-full-coverage", "no"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2,
@@ -161,7 +163,8 @@ class LocalRedisCluster:
     ``masters`` masters with ``replicas`` replicas each (default 3 + 3), every node a
     redis-server on 127.0.0.1 with its own port, bus port and data dir, joined by
     ``redis-cli --cluster create``. ``node_timeout`` (ms) is how long a master may be silent
-    before its replica takes over: it bounds the outage of a failover."""
+    before its replica takes over: it bounds the outage of a failover. The nodes run with
+    ``cluster-require-full-coverage no``: a failed master stops only its own slots."""
 
     def __init__(self, *, masters: int = 3, replicas: int = 1, node_timeout: int = 1000) -> None:
         cli = shutil.which("redis-cli")

@@ -197,6 +197,11 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
             victim.kill()  # ... and the master dies before the engine hears back
             killed["at"] = time.monotonic()
 
+    probe_user = next(u for u in (f"probe{i}@example.org" for i in range(100))
+                      if cluster.master_of(meta_key("fo", u)).port != victim.port)
+    probe = StoredEngine(open_store(url), CONFIG)
+    probe_stream = iter(race_events(1, 10_000, probe_user))
+    probe_events: list[Any] = []
     failures: Counter[int] = Counter()
     recovered = None
     for i, event in enumerate(events):
@@ -209,6 +214,8 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
             except StoreUnavailable as exc:
                 assert "is unavailable" in str(exc)
                 failures[i] += 1
+                # Meanwhile a user on another master is served as usual.
+                probe_events.append(outcome(probe, next(probe_stream)))
                 time.sleep(0.05)
         if failures[i] and recovered is None:
             recovered = time.monotonic()
@@ -221,6 +228,8 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
     assert list(failures.values()) and all(n >= 1 for n in failures.values())
     assert cluster.master_of(meta_key("fo", victim_user)).port != victim.port
     assert store.load(victim_user).version > killed["version"]
+    assert len(probe_events) == sum(failures.values()) and probe.commits > 0
+    probe.store.close()
     for user in users:
         assert store_state(store, user) == engine_state(ref, user), user
     # Every commit landed once: one token per version.
