@@ -282,6 +282,25 @@ class LocalRedisCluster:
                     return next(n for n in self.nodes if n.port == port)
         raise RuntimeError(f"no running master serves slot {slot} (key {key!r})")
 
+    def move_slot(self, key: str, to: LocalRedis) -> int:
+        """Reshard: move ``key``'s slot, with its keys, to the master ``to`` (the steps of
+        ``redis-cli --cluster reshard`` for one slot); the slot's number."""
+        source = self.master_of(key)
+        slot = int(self._ask(source, "CLUSTER", "KEYSLOT", key))
+        ids = {node.port: self._ask(node, "CLUSTER", "MYID") for node in (source, to)}
+        self._ask(to, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source.port])
+        self._ask(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[to.port])
+        client = self._client(source)
+        try:
+            while keys := client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                client.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000,
+                                       "KEYS", *keys)
+        finally:
+            client.close()
+        for node in self.masters().values():
+            self._ask(node, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[to.port])
+        return slot
+
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()

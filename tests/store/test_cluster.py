@@ -131,6 +131,27 @@ def wait_replicated(cluster: LocalRedisCluster, master: Any) -> None:
         client.close()
 
 
+def test_a_store_follows_a_user_whose_slot_moved_to_another_master(redis_cluster):
+    """Resharding under a running node: its slot map is stale, the old master answers MOVED,
+    the client follows it; the event lands once and the user's state moved whole."""
+    url = f"{redis_cluster.url}?prefix=moved"
+    user = "erin@example.org"
+    engine = StoredEngine(open_store(url), CONFIG)
+    setup_orphans(engine, range(2), user)
+    before = engine.store.load(user)
+    source = redis_cluster.master_of(meta_key("moved", user))
+    target = next(m for m in redis_cluster.masters().values() if m.port != source.port)
+    redis_cluster.move_slot(meta_key("moved", user), target)
+    assert redis_cluster.master_of(meta_key("moved", user)).port == target.port
+    message = race_events(0, 1, user)[2]
+    assert [p.node for p in engine.handle(message)] == ["n0", "n1"]
+    after = open_store(url).load(user)
+    assert after.version == before.version + 1
+    assert {reg: row["pushed"] for reg, row in after.registrations.items()} == {
+        (PUSH, "n0"): ["m0"], (PUSH, "n1"): ["m0"]}
+    engine.store.close()
+
+
 @pytest.fixture(scope="module")
 def own_cluster():
     """A cluster of this module's own: the tests below hang and kill its nodes."""
