@@ -1,7 +1,8 @@
 """The Redis Cluster store on a real six-node cluster (3 masters, 3 replicas): two node
-processes racing on users of every master, a master killed mid-run, clear URL errors. The shared
-store suite (conftest's ``opener``), the one-user race (test_nodes.py) and `pushrules
-registrations` (test_cli.py) run on the cluster too."""
+processes racing on users of every master, resharding under a running node (MOVED), a hung
+replica (wait=1), a master killed mid-run (failover), clear URL errors. The shared store suite
+(conftest's ``opener``), the one-user race (test_nodes.py) and `pushrules registrations`
+(test_cli.py) run on the cluster too."""
 
 from __future__ import annotations
 
