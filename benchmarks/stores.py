@@ -140,12 +140,14 @@ def _failover(events: list[Any], expected: list[Any]) -> dict[str, Any]:
             if i == half:
                 victim.kill()
                 killed_at = time.monotonic()
-            attempts = 0
+            attempts, since = 0, time.monotonic()
             while True:
                 try:
                     pushes.extend(engine.handle(event))
                     break
-                except StoreUnavailable:
+                except StoreUnavailable as exc:
+                    if time.monotonic() > since + 120:
+                        raise RuntimeError(f"no failover within 120 s: {exc}") from None
                     attempts += 1
                     time.sleep(0.02)
             failed += attempts

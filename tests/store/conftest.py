@@ -62,7 +62,8 @@ def redis_server() -> Iterator[LocalRedis]:
 
 @pytest.fixture(scope="session")
 def redis_cluster() -> Iterator[LocalRedisCluster]:
-    cluster = start_cluster()
+    # Slow to declare a node failed: a busy CI machine must not fail over the shared cluster.
+    cluster = start_cluster(node_timeout=5000)
     yield cluster
     cluster.close()
 

@@ -229,12 +229,14 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
     for i, event in enumerate(events):
         if i == kill_at:
             engine.before_commit = land_then_kill
+        since = time.monotonic()
         while True:
             try:
                 pushes = outcome(engine, event)
                 break
             except StoreUnavailable as exc:
                 assert "is unavailable" in str(exc)
+                assert time.monotonic() < since + 60, f"no failover within 60 s: {exc}"
                 failures[i] += 1
                 # Meanwhile a user on another master is served as usual.
                 probe_events.append(outcome(probe, next(probe_stream)))
