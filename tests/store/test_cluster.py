@@ -261,6 +261,19 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
     tokens = client.lrange(f"fo:{{{victim_user}}}:commits", 0, -1)
     assert len(tokens) == len(set(tokens))
     client.close()
+
+    # The old master comes back as the new one's replica; commits are confirmed on it again.
+    victim.start()
+    cluster.wait_healthy()
+    new_master = cluster.master_of(meta_key("fo", victim_user))
+    assert [r.port for r in cluster.replicas_of(new_master)] == [victim.port]
+    time.sleep(1.1)  # the store re-reads a master's replica count once a second
+    victim.pause()
+    try:
+        with pytest.raises(StoreUnavailable, match="reached 0 of 1 replica"):
+            engine.handle(race_events(0, 600, victim_user)[-6])  # a new offline message
+    finally:
+        victim.resume()
     store.close()
 
 
