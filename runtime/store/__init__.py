@@ -14,7 +14,7 @@ __all__ = ["Store", "StoreConflict", "StoreCorrupt", "StoreError", "StoreUnavail
            "StoredEngine", "event_user", "open_store"]
 
 URL_FORMS = ("sqlite:///path/to.db", "redis://host:port/db?prefix=pushrules&orphan_ttl=SECONDS",
-             "redis+cluster://host:port[,host:port...]?prefix=pushrules&orphan_ttl=SECONDS",
+             "redis+cluster://host:port[,host:port...]?prefix=pushrules&orphan_ttl=SECONDS&wait=1",
              "memory:")
 
 
