@@ -1,4 +1,4 @@
-"""Stores for registrations and session state: SQLite (embedded), Redis (cluster), memory.
+"""Stores for registrations and session state: SQLite (embedded), Redis, Redis Cluster, memory.
 
 ``open_store(url)`` picks one by URL; ``StoredEngine(store)`` is the engine over it.
 """
@@ -14,6 +14,7 @@ __all__ = ["Store", "StoreConflict", "StoreCorrupt", "StoreError", "StoreUnavail
            "StoredEngine", "event_user", "open_store"]
 
 URL_FORMS = ("sqlite:///path/to.db", "redis://host:port/db?prefix=pushrules",
+             "redis+cluster://host:port[,host:port...]?prefix=pushrules&wait=1",
              "memory:")
 
 
@@ -32,6 +33,10 @@ def open_store(url: str, *, create: bool = True) -> Store:
             raise StoreError(f"store URL {url!r} names no file")
         # sqlite:////abs/path and sqlite:///rel/path, as in SQLAlchemy.
         return SqliteStore(Path(path), create=create)
+    if url.startswith(("redis+cluster://", "rediss+cluster://")):
+        from .redis_cluster import RedisClusterStore
+
+        return RedisClusterStore(url)
     if url.startswith(("redis://", "rediss://", "unix://")):
         from .redis_store import RedisStore
 

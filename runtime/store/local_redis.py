@@ -4,6 +4,7 @@ dir, stopped (and reaped) by whoever started it."""
 from __future__ import annotations
 
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -33,10 +34,11 @@ def free_port() -> int:
 
 class LocalRedis:
     """``with LocalRedis() as server: server.url``. ``persistent=True`` keeps data across
-    ``stop()``/``start()`` (append-only file, fsync always) for come-back tests."""
+    ``stop()``/``start()`` (append-only file, fsync always) for come-back tests.
+    ``cluster_node_timeout`` (ms) makes it a Redis Cluster node (see LocalRedisCluster)."""
 
     def __init__(self, *, persistent: bool = False, port: int | None = None,
-                 data_dir: Path | None = None) -> None:
+                 data_dir: Path | None = None, cluster_node_timeout: int | None = None) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RedisServerMissing("redis-server not found on PATH "
@@ -48,6 +50,10 @@ class LocalRedis:
         self._tmp = None if data_dir else tempfile.TemporaryDirectory(prefix="pushrules-redis-")
         self.data_dir = data_dir or Path(self._tmp.name)  # type: ignore[union-attr]
         self.process: subprocess.Popen[bytes] | None = None
+        self.cluster_node_timeout = cluster_node_timeout
+        self.bus_port = 0
+        """The cluster bus port (cluster nodes only): picked, not port + 10000, which may be
+        taken or above 65535."""
 
     @property
     def url(self) -> str:
@@ -66,6 +72,7 @@ class LocalRedis:
                 if self._fixed_port or attempt == 2:
                     raise
                 self.port = free_port()
+                self.bus_port = 0
 
     def _start(self, timeout: float) -> None:
         args = [self.binary, "--bind", "127.0.0.1", "--port", str(self.port),
@@ -76,6 +83,13 @@ class LocalRedis:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        if self.cluster_node_timeout is not None:
+            self.bus_port = self.bus_port or free_port()
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                     "--cluster-node-timeout", str(self.cluster_node_timeout),
+                     "--cluster-port", str(self.bus_port),
+                     # A failed master stops only its own slots, not the whole cluster.
+                     "--cluster-require-full-coverage", "no"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL)
         client = redis.Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.2,
@@ -110,9 +124,26 @@ class LocalRedis:
         if process is None or process.poll() is not None:
             return
         process.terminate()
+        process.send_signal(signal.SIGCONT)  # a paused one acts on SIGTERM only once resumed
         try:
             process.wait(10)
         except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def pause(self) -> None:
+        """SIGSTOP: alive but silent (a hung machine); ``resume()`` continues it."""
+        if self.process is not None:
+            self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGCONT)
+
+    def kill(self) -> None:
+        """SIGKILL, as a machine loss: no shutdown, no last save."""
+        process, self.process = self.process, None
+        if process is not None and process.poll() is None:
             process.kill()
             process.wait()
 
@@ -122,6 +153,165 @@ class LocalRedis:
             self._tmp.cleanup()
 
     def __enter__(self) -> LocalRedis:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class LocalRedisCluster:
+    """``with LocalRedisCluster() as cluster: cluster.url``: a real Redis Cluster of
+    ``masters`` masters with ``replicas`` replicas each (default 3 + 3), every node a
+    redis-server on 127.0.0.1 with its own port, bus port and data dir, joined by
+    ``redis-cli --cluster create``. ``node_timeout`` (ms) is how long a master may be silent
+    before its replica takes over: it bounds the outage of a failover. The nodes run with
+    ``cluster-require-full-coverage no``: a failed master stops only its own slots."""
+
+    def __init__(self, *, masters: int = 3, replicas: int = 1, node_timeout: int = 1000) -> None:
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RedisServerMissing("redis-cli not found on PATH (Debian: apt-get install "
+                                     "redis-tools, which redis-server depends on)")
+        self.cli = cli
+        self.replicas = replicas
+        self._tmp = tempfile.TemporaryDirectory(prefix="pushrules-cluster-")
+        root = Path(self._tmp.name)
+        self.nodes = []
+        for index in range(masters * (1 + replicas)):
+            (root / f"node{index}").mkdir()
+            self.nodes.append(LocalRedis(data_dir=root / f"node{index}",
+                                         cluster_node_timeout=node_timeout))
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{node.port}" for node in self.nodes)
+
+    def start(self, timeout: float = 60.0) -> None:
+        try:
+            for node in self.nodes:
+                node.start()
+            create = subprocess.run(
+                [self.cli, "--cluster", "create",
+                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                 "--cluster-replicas", str(self.replicas), "--cluster-yes"],
+                capture_output=True, text=True, timeout=timeout, check=False)
+            if create.returncode != 0:
+                raise RuntimeError(f"redis-cli --cluster create failed ({create.returncode}): "
+                                   f"{(create.stdout + create.stderr)[-800:]}")
+            self.wait_healthy(timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _client(self, node: LocalRedis) -> redis.Redis:
+        return redis.Redis(host="127.0.0.1", port=node.port, socket_connect_timeout=0.5,
+                           socket_timeout=1.0, retry=Retry(NoBackoff(), 0),
+                           decode_responses=True)
+
+    def _ask(self, node: LocalRedis, *command: str) -> str:
+        client = self._client(node)
+        try:
+            return str(client.execute_command(*command))
+        finally:
+            client.close()
+
+    def _node_healthy(self, node: LocalRedis) -> bool:
+        info = dict(line.split(":", 1) for line in
+                    self._ask(node, "CLUSTER", "INFO").split() if ":" in line)
+        if info.get("cluster_state") != "ok" or info.get("cluster_slots_ok") != "16384":
+            return False
+        client = self._client(node)
+        try:
+            replication = client.info("replication")
+        finally:
+            client.close()
+        return replication["role"] == "master" or replication["master_link_status"] == "up"
+
+    def wait_healthy(self, timeout: float = 60.0) -> float:
+        """Wait until every running node says the cluster is ok (all slots served) and every
+        running replica is in sync with its master; the seconds it took."""
+        start = time.monotonic()
+        while True:
+            try:
+                if all(self._node_healthy(node) for node in self.running()):
+                    return time.monotonic() - start
+            except (redis.ConnectionError, redis.TimeoutError, KeyError):
+                pass
+            if time.monotonic() - start > timeout:
+                raise RuntimeError(f"redis cluster on ports "
+                                   f"{[n.port for n in self.nodes]} not healthy in {timeout}s")
+            time.sleep(0.05)
+
+    def running(self) -> list[LocalRedis]:
+        return [node for node in self.nodes if node.process is not None]
+
+    def masters(self) -> dict[int, LocalRedis]:
+        """Each running master by port, as a running node sees the cluster."""
+        by_port = {node.port: node for node in self.running()}
+        table = self._ask(self.running()[0], "CLUSTER", "NODES")
+        ports = set()
+        for line in table.splitlines():
+            fields = line.split()
+            flags = fields[2].split(",")
+            if "master" in flags and "fail" not in flags and len(fields) > 8:
+                ports.add(int(fields[1].split("@")[0].rsplit(":", 1)[1]))
+        return {port: by_port[port] for port in sorted(ports) if port in by_port}
+
+    def replicas_of(self, master: LocalRedis) -> list[LocalRedis]:
+        """The running replicas of ``master``."""
+        lines = [line.split() for line in
+                 self._ask(self.running()[0], "CLUSTER", "NODES").splitlines()]
+        port_of = {f[0]: int(f[1].split("@")[0].rsplit(":", 1)[1]) for f in lines}
+        ports = {port_of[f[0]] for f in lines
+                 if "slave" in f[2] and port_of.get(f[3]) == master.port}
+        return [node for node in self.running() if node.port in ports]
+
+    def master_of(self, key: str) -> LocalRedis:
+        """The running master that serves ``key``'s slot now."""
+        node = self.running()[0]
+        slot = int(self._ask(node, "CLUSTER", "KEYSLOT", key))
+        for line in self._ask(node, "CLUSTER", "NODES").splitlines():
+            fields = line.split()
+            if "master" not in fields[2] or "fail" in fields[2]:
+                continue
+            for span in fields[8:]:
+                low, _, high = span.partition("-")
+                if not low.isdigit():
+                    continue
+                if int(low) <= slot <= int(high or low):
+                    port = int(fields[1].split("@")[0].rsplit(":", 1)[1])
+                    return next(n for n in self.nodes if n.port == port)
+        raise RuntimeError(f"no running master serves slot {slot} (key {key!r})")
+
+    def move_slot(self, key: str, to: LocalRedis) -> int:
+        """Reshard: move ``key``'s slot, with its keys, to the master ``to`` (the steps of
+        ``redis-cli --cluster reshard`` for one slot); the slot's number."""
+        source = self.master_of(key)
+        slot = int(self._ask(source, "CLUSTER", "KEYSLOT", key))
+        ids = {node.port: self._ask(node, "CLUSTER", "MYID") for node in (source, to)}
+        self._ask(to, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source.port])
+        self._ask(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[to.port])
+        client = self._client(source)
+        try:
+            while keys := client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
+                client.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000,
+                                       "KEYS", *keys)
+        finally:
+            client.close()
+        for node in self.masters().values():
+            self._ask(node, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[to.port])
+        return slot
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def close(self) -> None:
+        self.stop()
+        self._tmp.cleanup()
+
+    def __enter__(self) -> LocalRedisCluster:
         self.start()
         return self
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import redis
@@ -160,6 +161,8 @@ OUR_PARAMS = ("prefix",)
 class RedisStore:
     expires_orphans = True
     """Keeps the clock of the model's orphan_ttl (see StoredEngine)."""
+    UNAVAILABLE: tuple[type[Exception], ...] = (redis.ConnectionError, redis.TimeoutError)
+    """Errors that mean the server cannot be reached now (StoreUnavailable: retry)."""
 
     def __init__(self, url: str, *, prefix: str = "pushrules", timeout: float = 2.0) -> None:
         parts = urlsplit(url)
@@ -175,24 +178,24 @@ class RedisStore:
         self.prefix = prefix
         self.url = _mask(url)
         plain = urlunsplit(parts._replace(query=urlencode(query)))
-        try:
-            self._redis = self._make_client(plain, timeout)
-        except ValueError as exc:
-            raise StoreError(f"redis store {self.url}: {exc}") from None
+        self._redis = self._connect(plain, timeout)
         self._load = self._redis.register_script(LOAD)
         self._commit = self._redis.register_script(COMMIT)
         self._outbox_attempt = self._redis.register_script(OUTBOX_ATTEMPT)
         self._outbox_read = self._redis.register_script(OUTBOX_READ)
 
-    @staticmethod
-    def _make_client(url: str, timeout: float) -> redis.Redis:
-        """The one place the client is built (a cluster store builds its own here)."""
-        # Retries only reconnect; a commit sent twice is harmless (its token).
-        return redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout,
-                                    retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
+    def _connect(self, url: str, timeout: float) -> Any:
+        """The client for ``url`` (our own parameters removed); subclasses pick another."""
+        try:
+            # Retries only reconnect; a commit sent twice is harmless (its token).
+            return redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), 2))
+        except ValueError as exc:
+            raise StoreError(f"redis store {self.url}: {exc}") from None
 
     def __repr__(self) -> str:
-        return f"RedisStore({self.url!r}, prefix={self.prefix!r})"
+        return f"{type(self).__name__}({self.url!r}, prefix={self.prefix!r})"
 
     def _keys(self, user: str) -> tuple[str, ...]:
         base = f"{self.prefix}:{{{user}}}:"
@@ -215,7 +218,7 @@ class RedisStore:
     def _errors(self, what: str, user: str) -> Iterator[None]:
         try:
             yield
-        except (redis.ConnectionError, redis.TimeoutError) as exc:
+        except self.UNAVAILABLE as exc:
             raise StoreUnavailable(f"redis store {self.url} is unavailable: cannot {what} user "
                                    f"{user} ({type(exc).__name__}: {exc})") from None
         except redis.RedisError as exc:

@@ -1,5 +1,6 @@
-"""Fixtures: a real redis-server per test session, and one store fixture parametrised over
-memory, SQLite and Redis so that the same tests run against every store."""
+"""Fixtures: a real redis-server and a real six-node Redis Cluster per test session, and one
+store fixture parametrised over memory, SQLite, Redis and the cluster so that the same tests run
+against every store."""
 
 from __future__ import annotations
 
@@ -8,16 +9,21 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
 from pushrules.runtime.store import Store, open_store
-from pushrules.runtime.store.local_redis import LocalRedis, RedisServerMissing
+from pushrules.runtime.store.local_redis import (
+    LocalRedis,
+    LocalRedisCluster,
+    RedisServerMissing,
+)
 
 # The tests share helpers (traces.py) by plain import: pytest runs with import-mode=importlib.
 sys.path.insert(0, str(Path(__file__).parent))
 
-STORES = ("memory", "sqlite", "redis")
+STORES = ("memory", "sqlite", "redis", "cluster")
 _prefixes = itertools.count()
 
 
@@ -26,11 +32,25 @@ def start_redis(**kwargs: object) -> LocalRedis:
     try:
         server = LocalRedis(**kwargs)  # type: ignore[arg-type]
     except RedisServerMissing as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{exc}: the Redis tests never skip in CI")
-        pytest.skip(str(exc))
+        _missing(exc)
     server.start()
     return server
+
+
+def start_cluster(**kwargs: object) -> LocalRedisCluster:
+    """A started six-node LocalRedisCluster (3 masters, 3 replicas), all slots served."""
+    try:
+        cluster = LocalRedisCluster(**kwargs)  # type: ignore[arg-type]
+        cluster.start()
+    except RedisServerMissing as exc:
+        _missing(exc)
+    return cluster
+
+
+def _missing(exc: Exception) -> NoReturn:
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"{exc}: the Redis tests never skip in CI")
+    pytest.skip(str(exc))
 
 
 @pytest.fixture(scope="session")
@@ -38,6 +58,14 @@ def redis_server() -> Iterator[LocalRedis]:
     server = start_redis()
     yield server
     server.close()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[LocalRedisCluster]:
+    # Slow to declare a node failed: a busy CI machine must not fail over the shared cluster.
+    cluster = start_cluster(node_timeout=5000)
+    yield cluster
+    cluster.close()
 
 
 class StoreOpener:
@@ -71,6 +99,8 @@ def opener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[
     elif kind == "redis":
         server = request.getfixturevalue("redis_server")
         url = f"{server.url}?prefix=t{next(_prefixes)}"
+    elif kind == "cluster":
+        url = f"{request.getfixturevalue('redis_cluster').url}?prefix=t{next(_prefixes)}"
     else:
         url = "memory:"
     result = StoreOpener(kind, url)

@@ -16,10 +16,12 @@ BOB = "bob@example.org"
 SECRET = "hunter2-very-secret"
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
 def store_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'pushrules.db'}"
+    if request.param == "cluster":
+        return f"{request.getfixturevalue('redis_cluster').url}?prefix=cli"
     return f"{request.getfixturevalue('redis_server').url}?prefix=cli"
 
 

@@ -1,5 +1,6 @@
-"""Two nodes as two processes on one shared store (Redis, or one SQLite file), racing on the
-same user's events: no lost update, no duplicate push, and the outcome of a serial run."""
+"""Two nodes as two processes on one shared store (Redis, Redis Cluster, or one SQLite file),
+racing on the same user's events: no lost update, no duplicate push, and the outcome of a serial
+run. (tests/store/test_cluster.py races them on users of every cluster master.)"""
 
 from __future__ import annotations
 
@@ -31,10 +32,12 @@ def node(url: str, index: int, start: Any, results: Any) -> None:
     results.put((index, engine.conflicts, log))
 
 
-@pytest.fixture(params=["sqlite", "redis"])
+@pytest.fixture(params=["sqlite", "redis", "cluster"])
 def shared_url(request, tmp_path):
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'shared.db'}"
+    if request.param == "cluster":
+        return f"{request.getfixturevalue('redis_cluster').url}?prefix=nodes"
     return f"{request.getfixturevalue('redis_server').url}?prefix=nodes"
 
 

@@ -1,5 +1,5 @@
-"""The suite every store passes (memory, SQLite, real Redis): same decisions as the plain engine,
-restarts, audit trail, conflicts between nodes, lost replies."""
+"""The suite every store passes (memory, SQLite, real Redis, real Redis Cluster): same decisions
+as the plain engine, restarts, audit trail, conflicts between nodes, lost replies."""
 
 from __future__ import annotations
 

@@ -104,33 +104,34 @@ def store_state(store: Store, user: str) -> dict[str, Any]:
             "audit": audit}
 
 
-def setup_orphans(engine: Any, nodes: range) -> None:
-    """bob enables each node from its own session, then every session ends: all orphaned."""
+def setup_orphans(engine: Any, nodes: range, user: str = BOB) -> None:
+    """bob (or ``user``) enables each node from its own session, then every session ends: all
+    orphaned."""
     for n in nodes:
-        session = f"{BOB}/s{n}"
+        session = f"{user}/s{n}"
         engine.handle(EV["session-bind"](session))
         engine.handle(EV["push-enable"](session, PUSH, f"n{n}", secret="hunter2"))
         engine.handle(EV["session-destroyed"](session))
 
 
-def race_events(node: int, count: int) -> list[Any]:
+def race_events(node: int, count: int, user: str = BOB) -> list[Any]:
     """One node's share: shared stanza ids (both nodes see the same messages), counted errors,
     and its own session going through hibernation."""
-    session = f"{BOB}/node{node}"
+    session = f"{user}/node{node}"
     events: list[Any] = [EV["session-bind"](session),
                          EV["push-enable"](session, PUSH, f"live{node}", secret="x")]
     for i in range(count):
         kind = i % 6
         if kind == 0:
-            events.append(EV["message/offline/handle"](BOB, stanza(f"m{i // 2}", BOB)))
+            events.append(EV["message/offline/handle"](user, stanza(f"m{i // 2}", user)))
         elif kind == 1:
-            events.append(EV["archive-message-added"](BOB, stanza(f"a{i // 3}", BOB)))
+            events.append(EV["archive-message-added"](user, stanza(f"a{i // 3}", user)))
         elif kind == 2:
-            events.append(EV["push-result"](BOB, PUSH, f"n{i % 3}", False, "cancel"))
+            events.append(EV["push-result"](user, PUSH, f"n{i % 3}", False, "cancel"))
         elif kind == 3:
-            events.append(EV["smacks-hibernation-start"](session, (stanza(f"q{i}", BOB),)))
+            events.append(EV["smacks-hibernation-start"](session, (stanza(f"q{i}", user),)))
         elif kind == 4:
-            events.append(EV["stanza-queued"](session, stanza(f"m{i // 2}", BOB)))
+            events.append(EV["stanza-queued"](session, stanza(f"m{i // 2}", user)))
         else:
             events.append(EV["smacks-hibernation-end"](session))
     return events

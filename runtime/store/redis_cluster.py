@@ -1,0 +1,152 @@
+"""`redis+cluster://host:port[,host:port...]?prefix=pushrules&wait=1`: the Redis
+store on a Redis Cluster, for farms that outgrow one Redis or must survive losing a machine.
+
+The keys and scripts are the single-Redis store's (redis_store.py): every key of one user is
+hash-tagged ``{user}``, so each load and each commit is one Lua script on the one master that
+serves that user's slot, atomic there; different users spread over all masters. Only the client
+differs: redis-py's ``RedisCluster`` learns the slot map from any listed node, follows MOVED and
+ASK, reloads a script a promoted replica lacks (NOSCRIPT), and after a lost connection refreshes
+the map and sends the command once more. That second send is safe for a commit whose first may
+have applied: the script finds the commit's token among the user's recent commits (replicated
+with the data) and reports success without writing, and a commit whose version moved on is
+refused whole (the engine runs the event again). When the second send fails too (a master is
+down and its replica not yet promoted), the store raises StoreUnavailable: handle the same
+event again once the cluster is healthy and it lands exactly once.
+
+Replication in Redis is asynchronous: a master may acknowledge a commit and die before its
+replica has it. So with ``wait=N`` (default 1) a landed commit is confirmed before the engine
+returns its pushes: a small script on the user's master checks the commit's token is in that
+master's history and writes a marker, then WAIT (same connection) blocks until the master's
+online replicas (up to N) have everything up to the marker. Not
+confirmed within the store's timeout, or the token missing (the commit was lost in a failover),
+is StoreUnavailable: handle the event again and the commit is resent (a no-op if it is there,
+applied if it was lost, refused whole if the user moved on). ``wait=0`` skips the confirmation:
+faster, and a failover may then lose the last acknowledged commits of that master.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from redis.backoff import ExponentialBackoff
+from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import AskError, ClusterError, RedisClusterException, TryAgainError
+from redis.retry import Retry
+
+from .base import StoreError, StoreUnavailable, UserChanges
+from .redis_store import RedisStore
+
+# KEYS: meta, commits; ARGV: the commit's token. A write only when the commit is in this
+# master's history, so that WAIT after it covers the commit.
+CONFIRM = """
+if redis.call('LPOS', KEYS[2], ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'confirmed', ARGV[1])
+  return 1
+end
+return 0
+"""
+
+SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
+"""URL scheme -> TLS."""
+COMMAND_RETRIES = 1
+"""Sends after the first when a node cannot be reached or the cluster is down: once."""
+REPLICAS_TTL = 1.0
+"""Seconds a master's count of online replicas is reused before it is asked again."""
+
+
+class RedisClusterStore(RedisStore):
+    UNAVAILABLE = (*RedisStore.UNAVAILABLE, ClusterError, AskError, TryAgainError,
+                   RedisClusterException)
+    # ClusterError covers CLUSTERDOWN and an exhausted redirect budget; AskError covers MOVED;
+    # RedisClusterException (not a RedisError) is raised when no listed node answers or a slot
+    # has no master: all mean "not now", none means the request was wrong.
+
+    wait = 1
+    """Replicas (at most) every commit is confirmed on; ``?wait=N`` in the URL."""
+
+    def _connect(self, url: str, timeout: float) -> Any:
+        parts = urlsplit(url)
+        query = dict(parse_qsl(parts.query))
+        raw = query.pop("wait", str(self.wait))
+        if not raw.isdigit():
+            raise StoreError(f"redis store {self.url}: wait={raw!r} is not a number "
+                             "of replicas (0 or more)")
+        self.wait = int(raw)
+        self._wait_ms = max(1, int(timeout * 500))  # WAIT answers before the socket times out
+        self._replicas: dict[str, tuple[float, int]] = {}
+        nodes = _startup_nodes(self.url, parts.netloc.rpartition("@")[2])
+        if parts.path not in ("", "/", "/0"):
+            raise StoreError(f"redis store {self.url}: a cluster has only database 0, "
+                             f"not {parts.path.lstrip('/')!r}")
+        unknown = sorted(query)
+        if unknown:
+            raise StoreError(f"redis store {self.url}: unknown parameter(s) "
+                             f"{', '.join(unknown)} (known: prefix, wait)")
+        try:
+            client = RedisCluster(
+                startup_nodes=nodes, ssl=SCHEMES[parts.scheme],
+                username=unquote(parts.username) if parts.username else None,
+                password=unquote(parts.password) if parts.password else None,
+                socket_timeout=timeout, socket_connect_timeout=timeout,
+                retry=Retry(ExponentialBackoff(cap=0.2, base=0.02), COMMAND_RETRIES))
+        except self.UNAVAILABLE as exc:
+            raise StoreUnavailable(f"redis store {self.url} is unavailable: no listed "
+                                   f"node answered ({type(exc).__name__}: {exc})") from None
+        self._confirm = client.register_script(CONFIRM)
+        return client
+
+    def commit(self, changes: UserChanges) -> bool:
+        done = super().commit(changes)
+        if done and self.wait:
+            self._confirmed(changes.user, changes.token)
+        return done
+
+    def _confirmed(self, user: str, token: str) -> None:
+        """Return once the user's master has the commit and its replicas have it too; else
+        StoreUnavailable (the engine resends the same commit when the event comes again)."""
+        cluster = self._redis
+        meta, commits = self._keys(user)[0], self._keys(user)[4]
+        with self._errors("confirm a commit of", user):
+            node = cluster.get_node_from_key(meta)
+            client = cluster.get_redis_connection(node)
+            replicas = min(self.wait, self._online_replicas(node.name, client))
+            pipe = client.pipeline(transaction=False)
+            self._confirm(keys=[meta, commits], args=[token], client=pipe)
+            pipe.execute_command("WAIT", replicas, self._wait_ms)
+            found, acked = pipe.execute()
+        if not found:
+            raise StoreUnavailable(f"redis store {self.url} is unavailable: a commit of "
+                                   f"user {user} was lost in a failover; not applied")
+        if acked < replicas:
+            self._replicas.pop(node.name, None)
+            raise StoreUnavailable(f"redis store {self.url} is unavailable: a commit of "
+                                   f"user {user} reached {acked} of {replicas} replica(s) in "
+                                   f"{self._wait_ms} ms (wait={self.wait}); outcome unknown")
+
+    def _online_replicas(self, name: str, client: Any) -> int:
+        """How many replicas the master ``name`` streams to now (its INFO, kept a second): a
+        master without one (just promoted, its old master lost) is not waited on."""
+        now = time.monotonic()
+        known = self._replicas.get(name)
+        if known is None or now - known[0] > REPLICAS_TTL:
+            info = client.info("replication")
+            online = sum(1 for key, value in info.items() if key.startswith("slave")
+                         and isinstance(value, dict) and value.get("state") == "online")
+            known = self._replicas[name] = (now, online)
+        return known[1]
+
+
+def _startup_nodes(url: str, hosts: str) -> list[ClusterNode]:
+    """``host:port,host:port``; each a node to learn the cluster from (one that answers will
+    do, so list several)."""
+    nodes = []
+    for item in hosts.split(","):
+        host, _, port = item.strip().rpartition(":")
+        host = host.strip("[]")  # [::1]:7000
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise StoreError(f"redis store {url}: {item!r} is not host:port "
+                             "(list the nodes as host:port,host:port)")
+        nodes.append(ClusterNode(host, int(port)))
+    return nodes
