@@ -185,15 +185,14 @@ class Step:
     max_errors: int
     max_devices: int
     stanzas: tuple = field(init=False)
+    kind: str = field(init=False)
     _targets: list[int | None] | None = field(init=False, default=None)
+    _known: list[tuple[int, Any]] | None = field(init=False, default=None)
     _pushed_to: dict[int, set[str]] | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.stanzas = _event_stanzas(self.event)
-
-    @property
-    def kind(self) -> str:
-        return self.key[0]
+        self.kind = self.key[0]
 
     def targets(self) -> list[int | None]:
         """Per push, the index of the registration it goes to (None: not one of the world's)."""
@@ -204,8 +203,10 @@ class Step:
 
     def known_pushes(self) -> list[tuple[int, Any]]:
         """(registration index, push) of each push to a registration of the world."""
-        return [(j, p) for j, p in zip(self.targets(), self.pushes, strict=True)
-                if j is not None]
+        if self._known is None:
+            self._known = [(j, p) for j, p in zip(self.targets(), self.pushes, strict=True)
+                           if j is not None]
+        return self._known
 
     def pushed_to(self) -> dict[int, set[str]]:
         """Per registration pushed by this event, the stanza ids pushed to it."""
@@ -462,7 +463,7 @@ def _enabled(step: Step) -> int:
 
 def check_transition(step: Step) -> list[str]:
     """The names of the transition properties ``step`` violates, sorted."""
-    return sorted(name for name, violated in TRANSITION_PROPERTIES.items() if violated(step))
+    return sorted([name for name, violated in TRANSITION_PROPERTIES.items() if violated(step)])
 
 
 def _event_stanzas(event: Any) -> tuple:
