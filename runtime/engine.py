@@ -56,7 +56,8 @@ def _routes(rows: dict[str, dict[str, tuple]]) -> dict[str, tuple]:
 
 def _reason(state: str, event: str) -> str:
     """Why the session machine rejects ``event`` in ``state`` (no row was enabled)."""
-    return tables.SESSION_REJECTIONS.get((state, event), UNDECLARED)
+    reason: str = tables.SESSION_REJECTIONS.get((state, event), UNDECLARED)
+    return reason
 
 
 class Engine(WorldBase):
