@@ -35,20 +35,43 @@ import networkx as nx
 import numpy as np
 
 from pushrules.model.records import RegistrationRecord, SessionRecord
-from pushrules.model.world import ImpossibleEvent
+from pushrules.model.world import ImpossibleEvent, UndeclaredRejection
 
 from .bounded import APP, USER, BoundedWorld, Bounds, zero_clock
+from .environment import (
+    QUEUE_EVENTS,
+    ghost_touched,
+    ghost_writes,
+    is_session_event,
+    queue_after,
+    raised,
+    recency_after,
+    result_outcome,
+    result_raised,
+)
 from .explore import Result, Violation, coverage, record, timed_run
-from .lazyworld import LazyRegistration, LazySession, LazyState, SeqField
-from .packed import BoundExceeded, Layout, Records, Visited
-from .properties import ENABLED, PROPERTIES, check_state, check_transition
-from .tableworld import UNDECLARED, TableWorld
+from .lazyworld import LazyRegistration, LazySession, LazyState, LazyWorld
+from .packed import (
+    BoundExceeded,
+    GhostFields,
+    Layout,
+    Records,
+    RegistrationFields,
+    SessionFields,
+    View,
+    Visited,
+)
+from .parts import ABSENT_SESSION, ENABLED, GhostPart, RegistrationPart, SessionPart
+from .progress import Progress
+from .properties import PROPERTIES, Step, check_state, check_transition
+from .tableworld import TableWorld
 
 _U64 = np.uint64
 _SKIP, _REJECTED, _ERROR, _OK = 0, 1, 2, 3
 _UNKNOWN = -1
 _CHUNK = 1 << 15  # frontier states per vectorized batch: bounds the working memory
-_ABSENT_SESSION = ("offline", -1)
+_SCALAR_REGISTRATION_FIELDS = RegistrationPart._fields[:3]  # pushed: a dedup set, below
+_GHOST_FIELD = {name: k for k, name in enumerate(GhostPart._fields)}
 
 
 class Leaf:
@@ -81,10 +104,11 @@ class CompiledExplorer:
         self._stanza_bit = {s.id: 1 << k for k, s in enumerate(w.stanzas) if s.id is not None}
         self.tracked = [i for i in range(bounds.sessions) if w.node_of(i) is not None]
         self.layout = Layout(w, world_cls.tables, self.tracked, word_bits)
-        self.lazy_cls = type("Lazy" + world_cls.__name__, (world_cls,), {"_seq": SeqField()})
+        self.lazy_cls = type("Lazy" + world_cls.__name__, (LazyWorld, world_cls), {})
         self.taken: set[tuple[str, str, str, int]] = set()
         self.leaves: list[Leaf] = []
         self.computed = 0
+        self.progress: Progress | None = None  # set to report progress (checker/progress.py)
         words = self.layout.words
         # the tries: node -> field read, first slot; a slot holds a node, ~leaf or _UNKNOWN
         self._node_field = np.zeros(1024, dtype=np.int64)
@@ -147,8 +171,8 @@ class CompiledExplorer:
     def model(self, code: tuple[int, ...]) -> tuple:
         """The model part ``(sessions, registrations, order)`` of a packed state."""
         lay = self.layout
-        return (tuple(tuple(lay.value(code, f) for f in fs) for fs in lay.s),
-                tuple(tuple(lay.value(code, f) for f in fs) for fs in lay.r),
+        return (tuple(SessionPart(*(lay.value(code, f) for f in fs)) for fs in lay.s),
+                tuple(RegistrationPart(*(lay.value(code, f) for f in fs)) for fs in lay.r),
                 lay.value(code, lay.order))
 
     def queue(self, code: tuple[int, ...], session: int) -> tuple:
@@ -157,7 +181,7 @@ class CompiledExplorer:
 
     def event_at(self, code: tuple[int, ...], e: int) -> Any:
         key = self.keys[e]
-        if key[0] in ("ackd", "hibs"):
+        if key[0] in QUEUE_EVENTS:
             return self.world.event(key, self.queue(code, key[1]))
         return self.world.event(key)
 
@@ -166,67 +190,75 @@ class CompiledExplorer:
         """The transition of event key ``e`` from ``code``, and the fields it read."""
         self.computed += 1
         st = LazyState(self, code)
-        view, lay, wd = st.view, self.layout, self.world
+        view = st.view
         if e == self.invariants:
-            leaf = Leaf(_SKIP, ("invariants",))
-            model = (Records(view, lay.s), Records(view, lay.r), None)
-            bad = check_state(model, self.bounds.max_devices)
-            if bad:
-                leaf.bad.append((bad, ""))
-            return leaf, view.reads
+            return self._invariants(view), view.reads
         key = self.keys[e]
-        kind = key[0]
-        # the environment: is the event raised here, and with which queue
-        if kind in ("ackd", "hibs"):
-            field = lay.q.get(key[1])
-            event = wd.event(key, () if field is None else view(field))
-        else:
-            event = wd.event(key)
-            if kind == "queued":
-                field = lay.q.get(key[1])
-                if field is not None and key[2] in view(field):
-                    return Leaf(_SKIP, key), view.reads
-            elif kind == "offline":
-                if any(view(fs[0]) == "active" for fs in lay.s):
-                    return Leaf(_SKIP, key), view.reads
-            elif kind == "result":
-                j = key[1]
-                if view(lay.r[j][0]) != "absent" and not view(lay.g[j][2]):
-                    return Leaf(_SKIP, key), view.reads
+        event = self._raised(key, view)
+        if event is None:
+            return Leaf(_SKIP, key), view.reads
         leaf = Leaf(_OK, key, event)
         leaf.code = code
+        try:
+            self._take(st, leaf)
+        except BoundExceeded as out:
+            self._outside(leaf, out)
+        return leaf, view.reads
+
+    def _invariants(self, view: View) -> Leaf:
+        lay = self.layout
+        leaf = Leaf(_SKIP, ("invariants",))
+        model = (Records(view, lay.s, SessionFields), Records(view, lay.r, RegistrationFields),
+                 None)
+        bad = check_state(model, self.bounds.max_devices)
+        if bad:
+            leaf.bad.append((bad, ""))
+        return leaf
+
+    def _raised(self, key: tuple, view: View) -> Any:
+        """The event the environment raises for ``key`` here (with its session's queue), or
+        None when it is not raised (environment.py)."""
+        lay, kind = self.layout, key[0]
+        field = lay.q.get(key[1]) if is_session_event(kind) else None
+
+        def queue() -> tuple:
+            return () if field is None else view(field)
+
+        if kind == "result":
+            j = key[1]
+            if not result_raised(view(lay.r[j][0]), lambda: view(lay.g[j][2])):
+                return None
+        elif not raised(key, queue, Records(view, lay.s, SessionFields)):
+            return None
+        return self.world.event(key, queue()) if kind in QUEUE_EVENTS else self.world.event(key)
+
+    def _take(self, st: LazyState, leaf: Leaf) -> None:
+        """Run the event on the lazy world; the leaf's outcome, writes and violations."""
+        event, view = leaf.event, st.view
         world = st.world()
         try:
             pushes = world.handle(event)
         except ImpossibleEvent as exc:
-            reason = str(exc)
-            try:
-                writes, _, _ = self._writes(st)
-            except BoundExceeded as out:
-                return self._outside(leaf, out), view.reads
-            if UNDECLARED in reason or "no enabled transition" in reason:
+            writes, _, _ = self._writes(st)
+            if isinstance(exc, UndeclaredRejection):
                 leaf.kind = _ERROR
-                leaf.bad.append((["every_event_handled"], f"undeclared rejection: {reason}"))
+                leaf.bad.append((["every_event_handled"], f"undeclared rejection: {exc}"))
             elif any(view(f) != v for f, v in writes.items()):
                 leaf.kind = _ERROR
                 leaf.bad.append((["every_event_handled"],
-                                 f"a rejected event changed the state: {reason}"))
+                                 f"a rejected event changed the state: {exc}"))
             else:
                 leaf.kind = _REJECTED
-            return leaf, view.reads
+            return
         except Exception as exc:  # a model defect: reported as a property violation
             leaf.kind = _ERROR
             leaf.bad.append((["every_event_handled"],
                              f"{event.EVENT} raised {type(exc).__name__}: {exc}"))
-            return leaf, view.reads
+            return
         self.taken |= world.taken
-        try:
-            writes, changed_s, changed_r = self._writes(st)
-        except BoundExceeded as out:
-            return self._outside(leaf, out), view.reads
-        self._properties(st, world, leaf, key, event, pushes, writes, changed_s, changed_r)
+        writes, changed_s, changed_r = self._writes(st)
+        self._properties(st, world, leaf, pushes, writes, changed_s, changed_r)
         leaf.writes = writes
-        return leaf, view.reads
 
     @staticmethod
     def _outside(leaf: Leaf, exc: BoundExceeded) -> Leaf:
@@ -238,40 +270,46 @@ class CompiledExplorer:
     def _writes(self, st: LazyState) -> tuple[dict[int, Any], list[int], list[int]]:
         """The model fields the step wrote ({field: value after}), and the sessions and
         registrations it may have changed."""
-        lay, wd, view = self.layout, self.world, st.view
         writes: dict[int, Any] = {}
-        sessions = st.sessions
-        unknown = set(dict.keys(sessions)) - set(wd.sids)
-        if unknown:
-            raise ValueError(f"unexpected sessions {sorted(unknown)}")
-        changed_s, changed_r = [], []
-        for i in sorted(sessions.loaded):
-            rec = dict.get(sessions, wd.sids[i])
+        changed_s = self._session_writes(st, writes)
+        changed_r, reorder = self._registration_writes(st, writes)
+        if reorder:
+            self._order_write(st, writes)
+        return writes, changed_s, changed_r
+
+    def _session_writes(self, st: LazyState, writes: dict[int, Any]) -> list[int]:
+        lay, wd, view = self.layout, self.world, st.view
+        if st.unknown_sessions:
+            raise ValueError(f"unexpected sessions {sorted(st.unknown_sessions)}")
+        changed = []
+        for i in sorted(st.sessions):
+            rec = st.sessions[i]
             fields = lay.s[i]
             if isinstance(rec, LazySession):
-                new = {fields[k]: rec.vals[name] for k, name in enumerate(("state", "binding"))
+                new = {fields[k]: rec.vals[name] for k, name in enumerate(SessionPart._fields)
                        if name in rec.dirty}
             elif rec is None:
                 existed = view(fields[0]) != "offline" or view(fields[1]) >= 0
-                new = dict(zip(fields, _ABSENT_SESSION, strict=True)) if existed else {}
+                new = dict(zip(fields, ABSENT_SESSION, strict=True)) if existed else {}
             else:
                 new = dict(zip(fields, _session_value(wd, rec), strict=True))
             if new:
                 writes.update(new)
-                changed_s.append(i)
-        regs = st.regs
+                changed.append(i)
+        return changed
+
+    def _registration_writes(self, st: LazyState, writes: dict[int, Any]
+                             ) -> tuple[list[int], bool]:
+        """The registrations changed, and whether the enabling order may have changed."""
+        lay, wd, view = self.layout, self.world, st.view
         reorder = st._order is not None or st.enables > 0
-        for j in sorted(regs.loaded):
-            rec = dict.get(regs, (APP, wd.nodes[j]))
+        changed = []
+        for j in sorted(st.regs):
+            rec = st.regs[j]
             fields = lay.r[j]
             before = view(fields[0])
             if isinstance(rec, LazyRegistration):
-                new = {fields[k]: rec.vals[name] for k, name in
-                       enumerate(("state", "owner", "errors")) if name in rec.dirty}
-                if rec._pushed is not None:
-                    mask = self._mask(rec._pushed)
-                    if mask != view(fields[3]):
-                        new[fields[3]] = mask
+                new = self._lazy_registration_writes(rec, fields, view)
                 after = rec.vals["state"]
                 reorder = reorder or "seq" in rec.dirty
             else:
@@ -288,85 +326,96 @@ class CompiledExplorer:
                 reorder = True
             if new:
                 writes.update(new)
-                changed_r.append(j)
-        if reorder:
-            order = st.order()
-            enabled = []
-            for j in range(len(wd.nodes)):
-                if j in regs.loaded:
-                    reg = dict.get(regs, (APP, wd.nodes[j]))
-                    if reg is not None and reg.state in ENABLED:
-                        enabled.append((reg.seq, j))
-                elif j in order:
-                    enabled.append((order.index(j) + 1, j))
-            new_order = tuple(j for _, j in sorted(enabled))
-            if new_order != order:
-                writes[lay.order] = new_order
-        return writes, changed_s, changed_r
+                changed.append(j)
+        return changed, reorder
 
-    def _properties(self, st: LazyState, world: TableWorld, leaf: Leaf, key: tuple, event: Any,
-                    pushes: list, writes: dict[int, Any], changed_s: list[int],
-                    changed_r: list[int]) -> None:
-        """Transition properties, then the queue and ghost updates (into ``writes``)."""
+    def _lazy_registration_writes(self, rec: LazyRegistration, fields: list[int],
+                                  view: View) -> dict[int, Any]:
+        new = {fields[k]: rec.vals[name] for k, name in enumerate(_SCALAR_REGISTRATION_FIELDS)
+               if name in rec.dirty}
+        if rec._pushed is not None:
+            mask = self._mask(rec._pushed)
+            if mask != view(fields[3]):
+                new[fields[3]] = mask
+        return new
+
+    def _order_write(self, st: LazyState, writes: dict[int, Any]) -> None:
+        """The enabling order after the step, from the registrations' ranks."""
+        lay, wd, regs = self.layout, self.world, st.regs
+        order = st.order()
+        enabled = []
+        for j in range(len(wd.nodes)):
+            if j in regs:
+                reg = regs[j]
+                if reg is not None and reg.state in ENABLED:
+                    enabled.append((reg.seq, j))
+            elif j in order:
+                enabled.append((order.index(j) + 1, j))
+        new_order = tuple(j for _, j in sorted(enabled))
+        if new_order != order:
+            writes[lay.order] = new_order
+
+    def _properties(self, st: LazyState, world: TableWorld, leaf: Leaf, pushes: list,
+                    writes: dict[int, Any], changed_s: list[int], changed_r: list[int]) -> None:
+        """The step's properties, then the environment's and the checker's updates (into
+        ``writes``)."""
         lay, wd, view = self.layout, self.world, st.view
-        kind = key[0]
-        pre = (Records(view, lay.s), Records(view, lay.r))
-        after = (Records(view, lay.s, writes), Records(view, lay.r, writes))
-        masks = wd.push_masks(pushes)
+        key, event = leaf.key, leaf.event
+        pre_r = Records(view, lay.r, RegistrationFields)
+        post_r = Records(view, lay.r, RegistrationFields, writes)
         if world.nondeterministic:
             leaf.bad.append((["deterministic"],
                              f"several rows enabled: {world.nondeterministic[0]}"))
         left = sorted(wd.nodes[j] for j in changed_r
-                      if pre[1][j][0] in ENABLED and after[1][j][0] not in ENABLED)
+                      if pre_r[j].state in ENABLED and post_r[j].state not in ENABLED)
         if left != sorted(entry.node for entry in world.audit_log):
             leaf.bad.append((["disable_recorded"], "the audit trail does not record each "
                              "registration disabled by this event exactly once"))
-        bad = check_transition(wd, pre, after, (changed_s, changed_r),
-                               Records(view, lay.g), lambda: view(lay.recency), key, event,
-                               pushes, self.bounds.max_errors, self.bounds.max_devices)
+        step = Step(wd, Records(view, lay.s, SessionFields), pre_r,
+                    Records(view, lay.s, SessionFields, writes), post_r, changed_s, changed_r,
+                    Records(view, lay.g, GhostFields), lambda: view(lay.recency), key, event,
+                    pushes, self.bounds.max_errors, self.bounds.max_devices)
+        bad = check_transition(step)
         if bad:
             shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
             leaf.bad.append((bad, f"{event.EVENT} gave: {shown}"))
-        # the smacks queues (environment): a bind, an ack or a destroy empties the session's
-        # queue, stanza-queued adds to it, and a session that went offline has none
-        session_event = kind not in ("archive", "offline", "result")
-        if session_event and key[1] in lay.q:
-            field = lay.q[key[1]]
-            if kind in ("bind", "ackr", "destroy"):
-                writes[field] = ()
-            elif kind == "queued":
-                writes[field] = tuple(sorted((*view(field), key[2])))
+        self._queue_writes(view, key, changed_s, step.post_sessions, writes)
+        self._ghost_writes(view, key, changed_r, wd.push_masks(pushes), pre_r, post_r, writes)
+
+    def _queue_writes(self, view: View, key: tuple, changed_s: list[int], post_s: Records,
+                      writes: dict[int, Any]) -> None:
+        """The smacks queues after the step (environment.py): the event's session's, and
+        none for a session that went offline."""
+        lay = self.layout
+        session_event = is_session_event(key[0])
+        if session_event:
+            field = lay.q.get(key[1])
+            new = queue_after(key, field is not None, lambda: view(field))
+            if new is not None:
+                writes[field] = new  # type: ignore[index]
         for i in {*changed_s, *((key[1],) if session_event else ())}:
             field = lay.q.get(i)
-            if field is not None and after[0][i][0] == "offline":
+            if field is not None and post_s[i].state == "offline":
                 writes[field] = ()
-        # ghost fields: pushed since enabled, counted errors in a row, a push pending
-        result_j = key[1] if kind == "result" else -1
+
+    def _ghost_writes(self, view: View, key: tuple, changed_r: list[int], masks: list[int],
+                      pre_r: Records, post_r: Records, writes: dict[int, Any]) -> None:
+        """The ghost fields and the recency after the step (environment.py)."""
+        lay = self.layout
+        ghosts = Records(view, lay.g, GhostFields)
         same_enabled = True
-        for j in sorted({*changed_r, *(j for j, m in enumerate(masks) if m),
-                         *((result_j,) if result_j >= 0 else ())}):
-            delivered, count, pending = lay.g[j]
-            enabled = after[1][j][0] in ENABLED
-            if (pre[1][j][0] in ENABLED) != enabled:
+        for j in ghost_touched(key, changed_r, masks):
+            enabled = post_r[j].state in ENABLED
+            if (pre_r[j].state in ENABLED) != enabled:
                 same_enabled = False
-            if masks[j]:
-                writes[pending] = 1
-            if j == result_j:
-                writes[pending] = 0
-            if not enabled:
-                writes[delivered] = 0
-                writes[count] = 0
-                continue
-            if masks[j]:
-                writes[delivered] = view(delivered) | masks[j]
-            if j == result_j and key[2] != "wait":
-                writes[count] = 0 if key[2] == "ok" else view(count) + 1
-        if kind == "enable" or not same_enabled:
-            recency = view(lay.recency)
-            if kind == "enable":
-                j = wd.reg_index[(USER, APP, key[2])]
-                recency = (*(x for x in recency if x != j), j)
-            recency = tuple(x for x in recency if after[1][x][0] in ENABLED)
+            fields = lay.g[j]
+            for name, value in ghost_writes(ghosts[j], enabled, masks[j],
+                                            result_outcome(key, j)).items():
+                writes[fields[_GHOST_FIELD[name]]] = value
+        enabled_j = self.world.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
+        recency = recency_after(key, lambda: view(lay.recency), enabled_j,
+                                lambda x: post_r[x].state in ENABLED, same_enabled)
+        if recency is not None:
             writes[lay.recency] = recency
 
     # --- the tries -------------------------------------------------------------------------
@@ -534,6 +583,7 @@ class CompiledExplorer:
 
         check_states(self._codes[:1], 0)
         level_start, level_end = 0, 1
+        depth = 0
         limit = max_states if max_states is not None else -1
         while level_start < level_end and not result.stopped_early:
             for chunk in range(level_start, level_end, _CHUNK):
@@ -583,10 +633,14 @@ class CompiledExplorer:
                 self._via[total:need] = key
                 check_states(post, total)
                 total = need
+                if self.progress is not None:
+                    self.progress.update(total, max_states, f"{transitions:,} transitions, "
+                                         f"depth {depth}")
                 if (stop_at_first and violations) or result.stopped_early:
                     result.stopped_early = True
                     break
             level_start, level_end = level_end, total
+            depth += 1
         result.states = total
         result.transitions = transitions
         self._codes = self._codes[:total]
@@ -658,7 +712,7 @@ GRAPH_STATES = 200_000
 
 def _session_value(world: BoundedWorld, record: SessionRecord | None) -> tuple[str, int]:
     if record is None:
-        return _ABSENT_SESSION
+        return ABSENT_SESSION
     binding = -1 if record.binding is None else world.reg_index[record.binding]
     return (record.state, binding)
 

@@ -15,16 +15,59 @@ from array import array
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 
 from pushrules.model.records import RegistrationRecord, SessionRecord
-from pushrules.model.world import ImpossibleEvent, WorldBase
+from pushrules.model.world import ImpossibleEvent, UndeclaredRejection, WorldBase
 
 from .bounded import APP, USER, BoundedWorld, Bounds, zero_clock
-from .properties import ENABLED, PROPERTIES, check_state, check_transition
-from .tableworld import UNDECLARED, TableWorld
+from .environment import (
+    QUEUE_EVENTS,
+    ghost_touched,
+    ghost_writes,
+    is_session_event,
+    queue_after,
+    raised,
+    recency_after,
+    result_needs_pending,
+    result_outcome,
+)
+from .parts import (
+    ABSENT_REGISTRATION,
+    ABSENT_SESSION,
+    ENABLED,
+    NO_GHOST,
+    RegistrationPart,
+    SessionPart,
+)
+from .progress import Progress
+from .properties import PROPERTIES, Step, check_state, check_transition
+from .tableworld import TableWorld
+
+
+class Taken(NamedTuple):
+    """A model step that took the event, computed once per (model part, event)."""
+
+    pushes: list
+    post: int                      # the model part after (its id)
+    masks: tuple[int, ...]         # per registration, the stanzas pushed to it (bits)
+    nondeterministic: Any          # the first (machine, state, event, rows) with several rows
+    audit_ok: bool                 # the audit trail records each registration disabled, once
+    pushed_any: bool
+    same_enabled: bool             # no registration entered or left the enabled states
+    offline: tuple[int, ...]       # sessions offline after the step
+    changed_sessions: tuple[int, ...]
+    changed_regs: tuple[int, ...]
+
+
+class Refused(NamedTuple):
+    """A model step that did not take the event: ``outcome`` is "rejected" (a declared
+    rejection, nothing changed) or "error" (a property violation, ``detail`` says which)."""
+
+    outcome: str
+    detail: str
 
 
 @dataclass
@@ -117,6 +160,7 @@ class Explorer:
         self._gids: dict[tuple[tuple, tuple], int] = {}
         self._pending: list[int] = []  # per ghost part: bit j set while a push to j is pending
         self.taken: set[tuple[str, str, str, int]] = set()
+        self.progress: Progress | None = None  # set to report progress (checker/progress.py)
 
     # --- encoding ----------------------------------------------------------------------------
     def new_world(self) -> WorldBase:
@@ -139,22 +183,22 @@ class Explorer:
         """Put the model part ``model`` into a fresh world of any engine."""
         sessions, regs, order = model
         wd = self.world
-        for i, (sstate, binding) in enumerate(sessions):
-            if sstate != "offline" or binding >= 0:
-                record = SessionRecord(wd.sids[i], USER, sstate)
-                record.binding = wd.reg_keys[binding] if binding >= 0 else None
+        for i, part in enumerate(sessions):
+            if part.state != "offline" or part.binding >= 0:
+                record = SessionRecord(wd.sids[i], USER, part.state)
+                record.binding = wd.reg_keys[part.binding] if part.binding >= 0 else None
                 world.sessions[record.sid] = record
         table: dict[tuple[str, str], RegistrationRecord] = {}
         ranks = {j: n + 1 for n, j in enumerate(order)}
-        for j, (rstate, owner, errors, pushed) in enumerate(regs):
-            if rstate == "absent":
+        for j, part in enumerate(regs):
+            if part.state == "absent":
                 continue
-            reg = RegistrationRecord(USER, APP, wd.nodes[j], rstate)
-            reg.session = wd.all_sids[owner] if owner >= 0 else None
-            reg.errors = errors
+            reg = RegistrationRecord(USER, APP, wd.nodes[j], part.state)
+            reg.session = wd.all_sids[part.owner] if part.owner >= 0 else None
+            reg.errors = part.errors
             reg.seq = ranks.get(j, 0)
             reg.pushed = {sid: None for k, sid in enumerate(self._stanza_ids)
-                          if (pushed >> k) & 1}
+                          if (part.pushed >> k) & 1}
             table[(APP, wd.nodes[j])] = reg
         if table:
             world.users[USER] = table
@@ -171,23 +215,23 @@ class Explorer:
         for sid in wd.sids:
             record = world.sessions.get(sid)
             if record is None:
-                sessions.append(("offline", -1))
+                sessions.append(ABSENT_SESSION)
             else:
                 binding = -1 if record.binding is None else self._reg_index[record.binding]
-                sessions.append((record.state, binding))
+                sessions.append(SessionPart(record.state, binding))
         table = world.users.get(USER, {})
         regs = []
         enabled = []
         for j, node in enumerate(wd.nodes):
             reg = table.get((APP, node))
             if reg is None:
-                regs.append(("absent", -1, 0, 0))
+                regs.append(ABSENT_REGISTRATION)
                 continue
             owner = -1 if reg.session is None else self._sid_index[reg.session]
             mask = 0
             for sid in reg.pushed:
                 mask |= self._stanza_bit[sid]
-            regs.append((reg.state, owner, reg.errors, mask))
+            regs.append(RegistrationPart(reg.state, owner, reg.errors, mask))
             if reg.state in ENABLED:
                 enabled.append((reg.seq, j))
         return (tuple(sessions), tuple(regs), tuple(j for _, j in sorted(enabled)))
@@ -199,124 +243,93 @@ class Explorer:
         mid = self.model_id(self.encode(world))
         model = self.models[mid]
         intern = self._intern
-        parts = (((),) * len(self.world.sids), ((0, 0, 0),) * len(self.world.nodes),
+        parts = (((),) * len(self.world.sids), (NO_GHOST,) * len(self.world.nodes),
                  tuple(model[2]))
         return (mid, *(intern.setdefault(p, p) for p in parts))
 
     # --- environment -------------------------------------------------------------------------
     def events(self, model: tuple, queues: tuple) -> list[tuple[tuple, Any]]:
         """(key, typed event) the server can raise in a state with this model part and these
-        queues. A push-result for an enabled registration is raised only while a push to it
-        is pending (ghost part): `_bfs` filters those."""
-        sessions = model[0]
-        any_active = any(s[0] == "active" for s in sessions)
+        queues (environment.py). A push-result for a stored registration is raised only while
+        a push to it is pending (ghost part): `_bfs` filters those."""
         out = []
         event = self.world.event
         for key in self.keys:
             kind = key[0]
-            if kind in ("ackd", "hibs"):
-                out.append((key, event(key, queues[key[1]])))
-            elif kind == "queued":
-                if key[2] not in queues[key[1]]:
-                    out.append((key, event(key)))
-            elif kind == "offline":
-                if not any_active:
-                    out.append((key, event(key)))
-            else:
-                out.append((key, event(key)))
+            queue = queues[key[1]] if is_session_event(kind) else ()
+            if kind != "result" and not raised(key, lambda q=queue: q, model[0]):
+                continue
+            out.append((key, event(key, queue) if kind in QUEUE_EVENTS else event(key)))
         return out
 
     # --- one model step ----------------------------------------------------------------------
-    def step(self, mid: int, event: Any, key: tuple) -> tuple:
-        """The model's step from model part ``mid`` on ``event``, computed once:
-        ("ok", pushes, post_mid, push_masks, nondeterministic, audit_ok, pushed_any,
-        same_enabled, offline_sessions, (changed sessions, changed registrations)) or
-        ("rejected"|"error", detail)."""
+    def step(self, mid: int, event: Any, key: tuple) -> Taken | Refused:
+        """The model's step from model part ``mid`` on ``event``, computed once."""
         cache_key = (mid, id(event))
         found = self._steps.get(cache_key)
-        if found is not None:
-            return found
-        model = self.models[mid]
+        if found is None:
+            found = self._steps[cache_key] = self._compute_step(self.models[mid], event)
+        return found
+
+    def _compute_step(self, model: tuple, event: Any) -> Taken | Refused:
         world = self.restore(model)
         try:
             pushes = world.handle(event)
+        except UndeclaredRejection as exc:
+            return Refused("error", f"undeclared rejection: {exc}")
         except ImpossibleEvent as exc:
-            reason = str(exc)
-            if UNDECLARED in reason or "no enabled transition" in reason:
-                found = ("error", f"undeclared rejection: {reason}")
-            elif self.encode(world) != model:
-                found = ("error", f"a rejected event changed the state: {reason}")
-            else:
-                found = ("rejected", reason)
+            if self.encode(world) != model:
+                return Refused("error", f"a rejected event changed the state: {exc}")
+            return Refused("rejected", str(exc))
         except Exception as exc:  # a model defect: reported as a property violation
-            found = ("error", f"{event.EVENT} raised {type(exc).__name__}: {exc}")
-        else:
-            masks = self.world.push_masks(pushes)
-            nondet = None
-            if isinstance(world, TableWorld):
-                self.taken |= world.taken
-                if world.nondeterministic:
-                    nondet = world.nondeterministic[0]
-            post_mid = self.model_id(self.encode(world))
-            left = sorted(self.world.nodes[j] for j, (a, b) in enumerate(
-                zip(model[1], self.models[post_mid][1], strict=True))
-                if a[0] in ENABLED and b[0] not in ENABLED)
-            recorded = sorted(entry.node for entry in world.audit_log)
-            post = self.models[post_mid]
-            same_enabled = all((a[0] in ENABLED) == (b[0] in ENABLED)
-                               for a, b in zip(model[1], post[1], strict=True))
-            offline = tuple(i for i, x in enumerate(post[0]) if x[0] == "offline")
-            offline = self._intern.setdefault(offline, offline)
-            changed = (tuple(i for i, (a, b) in enumerate(zip(model[0], post[0], strict=True))
-                             if a != b),
-                       tuple(j for j, (a, b) in enumerate(zip(model[1], post[1], strict=True))
-                             if a != b))
-            found = ("ok", pushes, post_mid, tuple(masks), nondet, left == recorded,
-                     any(masks), same_enabled, offline, changed)
-        self._steps[cache_key] = found
-        return found
+            return Refused("error", f"{event.EVENT} raised {type(exc).__name__}: {exc}")
+        masks = self.world.push_masks(pushes)
+        nondet = None
+        if isinstance(world, TableWorld):
+            self.taken |= world.taken
+            if world.nondeterministic:
+                nondet = world.nondeterministic[0]
+        post_mid = self.model_id(self.encode(world))
+        post = self.models[post_mid]
+        pairs = list(zip(model[1], post[1], strict=True))
+        left = sorted(self.world.nodes[j] for j, (a, b) in enumerate(pairs)
+                      if a.state in ENABLED and b.state not in ENABLED)
+        recorded = sorted(entry.node for entry in world.audit_log)
+        same_enabled = all((a.state in ENABLED) == (b.state in ENABLED) for a, b in pairs)
+        offline = tuple(i for i, x in enumerate(post[0]) if x.state == "offline")
+        changed_s = tuple(i for i, (a, b) in enumerate(zip(model[0], post[0], strict=True))
+                          if a != b)
+        changed_r = tuple(j for j, (a, b) in enumerate(pairs) if a != b)
+        intern = self._intern
+        return Taken(pushes, post_mid, tuple(masks), nondet, left == recorded, any(masks),
+                     same_enabled, intern.setdefault(offline, offline), changed_s, changed_r)
 
     def _next_queues(self, queues: tuple, key: tuple, offline: tuple) -> tuple:
-        kind = key[0]
-        if kind in ("bind", "ackr", "destroy") or kind == "queued":
-            q = list(queues)
+        """The smacks queues after the step (environment.py); a session offline has none."""
+        if is_session_event(key[0]):
             i = key[1]
-            if kind != "queued":
-                q[i] = ()
-            elif i in self._tracked:
-                q[i] = tuple(sorted((*q[i], key[2])))
-            queues = tuple(q)
+            new = queue_after(key, i in self._tracked, lambda: queues[i])
+            if new is not None:
+                queues = (*queues[:i], new, *queues[i + 1:])
         if any(queues[i] for i in offline):
             queues = tuple(() if i in offline else q for i, q in enumerate(queues))
         return self._intern.setdefault(queues, queues)
 
     def _next_ghosts(self, ghosts: tuple, recency: tuple, key: tuple,
-                     step: tuple) -> tuple[tuple, tuple]:
-        masks = step[3]
-        post_regs = self.models[step[2]][1]
-        kind = key[0]
-        if kind == "result" or step[6] or not step[7]:
-            new = []
-            for j, (r, (delivered, count, pending)) in enumerate(zip(post_regs, ghosts,
-                                                                     strict=True)):
-                if masks[j]:
-                    pending = 1
-                if kind == "result" and key[1] == j:
-                    pending = 0
-                    if key[2] == "ok":
-                        count = 0
-                    elif key[2] != "wait":
-                        count += 1
-                if r[0] not in ENABLED:
-                    new.append((0, 0, pending))
-                else:
-                    new.append((delivered | masks[j], count, pending))
-            ghosts = tuple(new)
-        if kind == "enable":
-            j = self._reg_index[(USER, APP, key[2])]
-            recency = (*(x for x in recency if x != j), j)
-        if kind == "enable" or not step[7]:
-            recency = tuple(x for x in recency if post_regs[x][0] in ENABLED)
+                     step: Taken) -> tuple[tuple, tuple]:
+        """The ghost part after the step (environment.py)."""
+        post_regs = self.models[step.post][1]
+        new = list(ghosts)
+        for j in ghost_touched(key, step.changed_regs, step.masks):
+            changes = ghost_writes(ghosts[j], post_regs[j].state in ENABLED, step.masks[j],
+                                   result_outcome(key, j))
+            new[j] = ghosts[j]._replace(**changes)
+        ghosts = tuple(new)
+        enabled_j = self._reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
+        after = recency_after(key, lambda: recency, enabled_j,
+                              lambda x: post_regs[x].state in ENABLED, step.same_enabled)
+        if after is not None:
+            recency = after
         intern = self._intern
         return intern.setdefault(ghosts, ghosts), intern.setdefault(recency, recency)
 
@@ -344,7 +357,7 @@ class Explorer:
     def _gid(self, pair: tuple[tuple, tuple]) -> int:
         found = self._number(self._gids, self._grids, pair, "ghost parts")
         if found == len(self._pending):
-            self._pending.append(sum(1 << j for j, g in enumerate(pair[0]) if g[2]))
+            self._pending.append(sum(1 << j for j, g in enumerate(pair[0]) if g.pending))
         return found
 
     def state(self, code: int) -> tuple:
@@ -363,36 +376,36 @@ class Explorer:
         moves = []
         for key, event in self.events(model, queues):
             step = self.step(mid, event, key)
-            if step[0] == "rejected":
+            if isinstance(step, Refused) and step.outcome == "rejected":
                 continue
             need = 0
-            if key[0] == "result" and model[1][key[1]][0] != "absent":
+            if key[0] == "result" and result_needs_pending(model[1][key[1]].state):
                 need = 1 << key[1]
             uid = self._uids.get((mid, id(event)))
             if uid is None:
                 uid = self._uids[(mid, id(event))] = len(self._step_of)
                 self._step_of.append((mid, key, event, step))
-            if step[0] == "error":
+            if isinstance(step, Refused):
                 moves.append((need, uid, -1, True))
                 continue
-            qkey = (qid, id(event), id(step[8]))
+            qkey = (qid, id(event), id(step.offline))
             post_qid = self._queue_memo.get(qkey)
             if post_qid is None:
                 post_qid = self._queue_memo[qkey] = self._qid(
-                    self._next_queues(queues, key, step[8]))
-            flagged = step[4] is not None or not step[5]
-            moves.append((need, uid, (step[2] << _BITS | post_qid) << _BITS, flagged))
+                    self._next_queues(queues, key, step.offline))
+            flagged = step.nondeterministic is not None or not step.audit_ok
+            moves.append((need, uid, (step.post << _BITS | post_qid) << _BITS, flagged))
         return moves
 
     def _step_flags(self, uid: int, fail: Callable[..., None], n: int) -> bool:
         """Report the step-level violations of a flagged step; True if it has a successor."""
         _, _, event, step = self._step_of[uid]
-        if step[0] == "error":
-            fail(["every_event_handled"], n, event, step[1])
+        if isinstance(step, Refused):
+            fail(["every_event_handled"], n, event, step.detail)
             return False
-        if step[4] is not None:
-            fail(["deterministic"], n, event, f"several rows enabled: {step[4]}")
-        if not step[5]:
+        if step.nondeterministic is not None:
+            fail(["deterministic"], n, event, f"several rows enabled: {step.nondeterministic}")
+        if not step.audit_ok:
             fail(["disable_recorded"], n, event, "the audit trail does not record each "
                  "registration disabled by this event exactly once")
         return True
@@ -403,12 +416,13 @@ class Explorer:
         mid, key, event, step = self._step_of[uid]
         ghosts, recency = self._grids[gid]
         models = self.models
-        pre, post = models[mid], models[step[2]]
-        bad = check_transition(self.world, pre[:2], post[:2], step[9], ghosts,
-                               lambda: recency, key, event, step[1], self.bounds.max_errors,
-                               self.bounds.max_devices)
+        pre, post = models[mid], models[step.post]
+        bad = check_transition(Step(self.world, pre[0], pre[1], post[0], post[1],
+                                    step.changed_sessions, step.changed_regs, ghosts,
+                                    lambda: recency, key, event, step.pushes,
+                                    self.bounds.max_errors, self.bounds.max_devices))
         if bad:
-            shown = "; ".join(json.dumps(p.to_json()) for p in step[1]) or "no push"
+            shown = "; ".join(json.dumps(p.to_json()) for p in step.pushes) or "no push"
             fail(bad, n, event, f"{event.EVENT} gave: {shown}")
         return self._gid(self._next_ghosts(ghosts, recency, key, step))
 
@@ -496,6 +510,8 @@ class Explorer:
             if result.stopped_early:
                 break
             n += 1
+            if self.progress is not None and not n & 0xFFF:
+                self.progress.update(len(codes), max_states, f"{transitions:,} transitions")
         result.states = len(codes)
         result.transitions = transitions
         result.models = len(models)
@@ -507,8 +523,8 @@ class Explorer:
 
     def _coverage(self, result: Result, taken: set) -> None:
         coverage(result, self.world_cls, taken,
-                 {s[0] for model in self.models for s in model[0]},
-                 {r[0] for model in self.models for r in model[1]})
+                 {s.state for model in self.models for s in model[0]},
+                 {r.state for model in self.models for r in model[1]})
 
     def _graph(self, result: Result, codes: array, moves_of: dict[int, list[tuple]],
                progress: bytearray, path: Callable[[int], list[Any]]) -> None:
@@ -530,7 +546,7 @@ class Explorer:
                              for _, _, post, _ in moves if post >= 0)
         models = self.models
         quiet = [part for part in moves_of
-                 if all(x[0] == "offline" for x in models[part >> _BITS][0])]
+                 if all(x.state == "offline" for x in models[part >> _BITS][0])]
         graph.add_edges_from((q, "quiet") for q in quiet)
         reach = nx.ancestors(graph, "quiet") | set(quiet)
         for n, code in enumerate(codes):

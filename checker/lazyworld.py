@@ -1,17 +1,23 @@
 """A world whose records read their fields from a packed state lazily, recording each read.
 
-checker/compiled.py runs one transition on such a world: WorldBase and the model's guards and
-actions see ordinary dicts and records, but a record is materialized only when looked up, and
-each field is read from the packed state only when used. What was read, in order, is the
-View's ``reads``; what was written is in the records' ``dirty`` sets.
+checker/compiled.py runs one transition on such a world. WorldBase reads and writes its records
+only through its storage methods (``session``, ``registration``, ``registrations_of``,
+``_has_registrations``, ``_store_session``, ``_forget_session``, ``_store_registration``); the
+lazy world overrides exactly those, so a record is materialized only when looked up, and each
+field is read from the packed state only when used. The containers are not subclassed: the
+world's ``sessions`` and ``users`` are None here, so code that bypassed the storage methods
+would fail loudly (an ``every_event_handled`` violation) instead of exploring a wrong world.
+
+What was read, in order, is the View's ``reads``. What the step changed is its effects: the
+records it looked up, stored or forgot (``LazyState.sessions`` / ``regs``: index -> record, or
+None when not stored) and, per record, the fields it wrote (the records' ``dirty`` sets).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from pushrules.model.records import RegistrationRecord, SessionRecord
+from pushrules.model.records import RegistrationRecord, RegKey, SessionRecord
 
 from .bounded import APP, USER, zero_clock
 from .packed import View
@@ -108,126 +114,6 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
         self._set("seq", value)
 
 
-class _LazyDict(dict):
-    """A dict of records materialized from the state on first access to a key."""
-
-    def __init__(self, state: LazyState) -> None:
-        super().__init__()
-        self._st = state
-        self.loaded: set[int] = set()
-
-    def _load(self, key: Any) -> None:
-        raise NotImplementedError
-
-    def _all(self) -> None:
-        raise NotImplementedError
-
-    def get(self, key: Any, default: Any = None) -> Any:
-        self._load(key)
-        return dict.get(self, key, default)
-
-    def __getitem__(self, key: Any) -> Any:
-        self._load(key)
-        return dict.__getitem__(self, key)
-
-    def __contains__(self, key: object) -> bool:
-        self._load(key)
-        return dict.__contains__(self, key)
-
-    def __setitem__(self, key: Any, value: Any) -> None:
-        self._load(key)
-        dict.__setitem__(self, key, value)
-
-    def __delitem__(self, key: Any) -> None:
-        self._load(key)
-        dict.__delitem__(self, key)
-
-    def pop(self, key: Any, *default: Any) -> Any:
-        self._load(key)
-        return dict.pop(self, key, *default)
-
-    def __iter__(self) -> Iterator[Any]:
-        self._all()
-        return dict.__iter__(self)
-
-    def __len__(self) -> int:
-        self._all()
-        return dict.__len__(self)
-
-    def keys(self):  # type: ignore[no-untyped-def]
-        self._all()
-        return dict.keys(self)
-
-    def values(self):  # type: ignore[no-untyped-def]
-        self._all()
-        return dict.values(self)
-
-    def items(self):  # type: ignore[no-untyped-def]
-        self._all()
-        return dict.items(self)
-
-
-class _Sessions(_LazyDict):
-    """``world.sessions``: a session exists unless it is offline and holds no registration."""
-
-    def _load(self, sid: Any) -> None:
-        wd = self._st.explorer.world
-        i = wd.session_index.get(sid)
-        if i is None or i >= len(wd.sids) or i in self.loaded:
-            return
-        self.loaded.add(i)
-        view, fields = self._st.view, self._st.layout.s[i]
-        state = view(fields[0])
-        vals: dict[str, Any] = {"state": state}
-        if state == "offline":
-            vals["binding"] = view(fields[1])
-            if vals["binding"] < 0:
-                return
-        record = LazySession.__new__(LazySession)
-        record.sid, record.user = sid, USER
-        record._st, record._fields, record.vals, record.dirty = self._st, fields, vals, set()
-        dict.__setitem__(self, sid, record)
-
-    def _all(self) -> None:
-        for sid in self._st.explorer.world.sids:
-            self._load(sid)
-
-
-class _Registrations(_LazyDict):
-    """The user's registrations: one exists unless its state is absent."""
-
-    def _load(self, key: Any) -> None:
-        wd = self._st.explorer.world
-        j = wd.reg_index.get((USER, *key)) if isinstance(key, tuple) else None
-        if j is None or j in self.loaded:
-            return
-        self.loaded.add(j)
-        state = self._st.view(self._st.layout.r[j][0])
-        if state == "absent":
-            return
-        reg = LazyRegistration.__new__(LazyRegistration)
-        reg.user, reg.jid, reg.node = USER, APP, key[1]
-        reg.options, reg.reason, reg.disabled_at = {}, None, None
-        reg._st, reg._fields, reg._j = self._st, self._st.layout.r[j], j
-        reg.vals, reg.dirty, reg._pushed = {"state": state}, set(), None
-        dict.__setitem__(self, key, reg)
-
-    def _all(self) -> None:
-        for node in self._st.explorer.world.nodes:
-            self._load((APP, node))
-
-
-class _Users(dict):
-    """``world.users``: the one user of the bounded world."""
-
-    def __init__(self, regs: _Registrations) -> None:
-        super().__init__()
-        dict.__setitem__(self, USER, regs)
-
-    def __setitem__(self, user: str, regs: Any) -> None:
-        raise ValueError(f"unexpected user {user!r} in the bounded world")
-
-
 class SeqField:
     """``world._seq`` of a lazy world: the enables so far, i.e. the enabling order's length
     (read from the state only when a registration is enabled) plus the enables since."""
@@ -242,8 +128,66 @@ class SeqField:
             state.enables = value - len(state.order())
 
 
+class LazyWorld:
+    """The storage methods of WorldBase over a LazyState (mixed into a TableWorld class:
+    ``type(name, (LazyWorld, world_cls), {})``)."""
+
+    _lazy: LazyState
+    _seq = SeqField()
+
+    def session(self, sid: str) -> SessionRecord | None:
+        st = self._lazy
+        i = st.session_index(sid)
+        return None if i is None else st.load_session(i)
+
+    def _store_session(self, record: SessionRecord) -> None:
+        st = self._lazy
+        i = st.session_index(record.sid)
+        if i is None:
+            st.unknown_sessions.add(record.sid)
+            return
+        st.load_session(i)
+        st.sessions[i] = record
+
+    def _forget_session(self, sid: str) -> None:
+        st = self._lazy
+        i = st.session_index(sid)
+        if i is None:
+            st.unknown_sessions.discard(sid)
+            return
+        st.load_session(i)
+        st.sessions[i] = None
+
+    def registration(self, key: RegKey) -> RegistrationRecord | None:
+        j = self._lazy.explorer.world.reg_index.get(key)
+        return None if j is None else self._lazy.load_registration(j)
+
+    def registrations_of(self, user: str) -> list[RegistrationRecord]:
+        st = self._lazy
+        if user != USER:
+            return []
+        st.load_registrations()
+        return list(st.stored_regs.values())
+
+    def _has_registrations(self, user: str) -> bool:
+        return bool(self.registrations_of(user))
+
+    def _store_registration(self, reg: RegistrationRecord) -> None:
+        st = self._lazy
+        j = st.explorer.world.reg_index.get(reg.key)
+        if j is None:
+            raise ValueError(f"unexpected registration {reg.key} in the bounded world")
+        st.load_registration(j)
+        st.regs[j] = reg
+        st.stored_regs[j] = reg
+
+
 class LazyState:
-    """One packed state under computation: the view, and the world materialized from it."""
+    """One packed state under computation: the view, and the records materialized from it.
+
+    ``sessions`` and ``regs`` map the index of every record looked up to the record, or None
+    when it is not stored (``loaded_*`` are their keys); ``stored_regs`` holds the stored
+    registrations in the order a dict of them would (first lookup or store)."""
 
     def __init__(self, explorer: CompiledExplorer, code: tuple[int, ...]) -> None:
         self.explorer = explorer
@@ -251,17 +195,63 @@ class LazyState:
         self.view = View(explorer.layout, code)
         self._order: tuple[int, ...] | None = None
         self.enables = 0
+        self.sessions: dict[int, SessionRecord | None] = {}
+        self.regs: dict[int, RegistrationRecord | None] = {}
+        self.stored_regs: dict[int, RegistrationRecord] = {}
+        self.unknown_sessions: set[str] = set()
 
     def order(self) -> tuple[int, ...]:
         if self._order is None:
             self._order = self.view(self.layout.order)
         return self._order
 
+    def session_index(self, sid: str) -> int | None:
+        """The index of a session of the explored world (not a setup session's)."""
+        wd = self.explorer.world
+        i = wd.session_index.get(sid)
+        return i if i is not None and i < len(wd.sids) else None
+
+    def load_session(self, i: int) -> SessionRecord | None:
+        """Session i as stored: it exists unless it is offline and holds no registration."""
+        if i in self.sessions:
+            return self.sessions[i]
+        view, fields = self.view, self.layout.s[i]
+        state = view(fields[0])
+        vals: dict[str, Any] = {"state": state}
+        record: LazySession | None = None
+        if state != "offline" or view(fields[1]) >= 0:
+            if state == "offline":
+                vals["binding"] = view(fields[1])
+            record = LazySession.__new__(LazySession)
+            record.sid, record.user = self.explorer.world.sids[i], USER
+            record._st, record._fields, record.vals, record.dirty = self, fields, vals, set()
+        self.sessions[i] = record
+        return record
+
+    def load_registration(self, j: int) -> RegistrationRecord | None:
+        """Registration j as stored: it exists unless its state is absent."""
+        if j in self.regs:
+            return self.regs[j]
+        fields = self.layout.r[j]
+        state = self.view(fields[0])
+        reg: LazyRegistration | None = None
+        if state != "absent":
+            reg = LazyRegistration.__new__(LazyRegistration)
+            reg.user, reg.jid, reg.node = USER, APP, self.explorer.world.nodes[j]
+            reg.options, reg.reason, reg.disabled_at = {}, None, None
+            reg._st, reg._fields, reg._j = self, fields, j
+            reg.vals, reg.dirty, reg._pushed = {"state": state}, set(), None
+            self.stored_regs[j] = reg
+        self.regs[j] = reg
+        return reg
+
+    def load_registrations(self) -> None:
+        for j in range(len(self.explorer.world.nodes)):
+            self.load_registration(j)
+
     def world(self) -> TableWorld:
         explorer = self.explorer
         world = explorer.lazy_cls(explorer.world.config, clock=zero_clock)
         world.__dict__["_lazy"] = self
-        self.sessions = world.sessions = _Sessions(self)
-        self.regs = _Registrations(self)
-        world.users = _Users(self.regs)
+        world.sessions = world.users = None  # type: ignore[assignment]  # storage methods only
         return world

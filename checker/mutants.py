@@ -2,23 +2,29 @@
 template `pushrules render` uses, and explore. A mutant is killed when some property fails.
 
 Operators: drop a guard, retarget a transition (every other state), drop an action, duplicate
-an action, swap a push rule between the registration states bound and orphaned (e.g. rule (b)
-pushing the bound registrations instead of the orphaned ones).
+an action, and move the push of a row to another state that receives pushes (in this model:
+between the registration states bound and orphaned, e.g. rule (b) pushing the bound
+registrations instead of the orphaned ones). Every operator reads the model IR: the states,
+rows and actions come from it, and the push action is the model's own ``send_push``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from pushrules.model.actions import send_push
 from pushrules.model.extract import MachineIR, ModelIR, TransitionIR, extract
 
 from .bounded import Bounds
 from .compiled import CompiledExplorer
 from .explore import Result
+from .tablegen import build_tables
 from .tableworld import world_class
+
+PUSH_ACTION = send_push.__name__
+"""The model's action that emits a push (by the name the IR's rows use)."""
 
 # Mutants that no property can kill because they do not change behaviour, with the reason.
 # Matched by mutant id; a survivor not listed here is a failure.
@@ -101,35 +107,35 @@ def mutants(ir: ModelIR | None = None) -> Iterator[Mutant]:
         yield from _swaps(ir, machine)
 
 
+def pushing_states(machine: MachineIR) -> list[str]:
+    """The states of ``machine`` with a row that runs the push action (in this model the
+    registration's bound and orphaned), in the machine's order."""
+    return [state for state in machine.states
+            if any(t.source == state and PUSH_ACTION in t.actions for t in machine.transitions)]
+
+
 def _swaps(ir: ModelIR, machine: MachineIR) -> Iterator[Mutant]:
-    """Move the push action of a rule's rows from one registration state to the other
-    (bound <-> orphaned): the rule then pushes the wrong registrations."""
-    if machine.name != "registration":
+    """Move the push action of a row to the rows of the same event in another pushing state
+    that do not push: the rule then pushes the wrong records."""
+    receivers = pushing_states(machine)
+    if len(receivers) < 2:
         return
-    pairs = {"bound": "orphaned", "orphaned": "bound"}
     for t in machine.transitions:
-        if "send_push" not in t.actions or t.source not in pairs:
+        if PUSH_ACTION not in t.actions or t.source not in receivers:
             continue
-        others = [o for o in machine.rows(pairs[t.source], t.event) if "send_push" not in o.actions]
-        if not others:
-            continue
-        index = machine.rows(t.source, t.event).index(t)
-        stripped = dataclasses.replace(
-            t, actions=tuple(a for a in t.actions if a != "send_push"))
-        extra = {id(o): dataclasses.replace(o, actions=(*o.actions, "send_push"))
-                 for o in others}
-        yield Mutant(f"swap-registrations {_row_id(t, index)} -> {pairs[t.source]}",
-                     _replace(ir, machine, t, stripped, extra))
-
-
-def build_tables(ir: ModelIR) -> types.ModuleType:
-    """The tables module `pushrules render` would generate from ``ir``, built in memory."""
-    from pushrules.render import _environment
-
-    source = _environment().get_template("tables.py.j2").render(ir=ir)
-    module = types.ModuleType("pushrules_mutant_tables")
-    exec(compile(source, "<mutant tables>", "exec"), module.__dict__)  # noqa: S102
-    return module
+        for other in receivers:
+            if other == t.source:
+                continue
+            others = [o for o in machine.rows(other, t.event) if PUSH_ACTION not in o.actions]
+            if not others:
+                continue
+            index = machine.rows(t.source, t.event).index(t)
+            stripped = dataclasses.replace(
+                t, actions=tuple(a for a in t.actions if a != PUSH_ACTION))
+            extra = {id(o): dataclasses.replace(o, actions=(*o.actions, PUSH_ACTION))
+                     for o in others}
+            yield Mutant(f"swap-{machine.name}s {_row_id(t, index)} -> {other}",
+                         _replace(ir, machine, t, stripped, extra))
 
 
 @dataclass

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from itertools import permutations
+from operator import itemgetter
 from typing import Any
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from pushrules.model.errors import PushrulesError
 
 from .bounded import BoundedWorld
+from .parts import GhostPart, RegistrationPart, SessionPart
 
 _U64 = np.uint64
 
@@ -49,18 +51,21 @@ class Layout:
             sizes.append(size)
             return len(sizes) - 1
 
-        self.s = [[add(f"{world.sids[i]} state", len(tables.SESSION_STATES)),
-                   add(f"{world.sids[i]} binding", m + 1)] for i in range(n)]
-        self.r = [[add(f"{node} state", len(tables.REGISTRATION_STATES)),
-                   add(f"{node} owner", owners),
-                   add(f"{node} errors", errors), add(f"{node} pushed", 2 ** ids)]
-                  for node in world.nodes]
+        def record(prefix: str, part: type, size: dict[str, int]) -> list[int]:
+            """A record's fields, in the order of its part's fields (checker/parts.py)."""
+            return [add(f"{prefix} {name}", size[name]) for name in part._fields]
+
+        session = {"state": len(tables.SESSION_STATES), "binding": m + 1}
+        registration = {"state": len(tables.REGISTRATION_STATES), "owner": owners,
+                        "errors": errors, "pushed": 2 ** ids}
+        ghost = {"delivered": 2 ** ids, "errors": errors, "pending": 2}
+        self.s = [record(world.sids[i], SessionPart, session) for i in range(n)]
+        self.r = [record(node, RegistrationPart, registration) for node in world.nodes]
         self.order = add("enabling order", orders)
         self.model_fields = len(sizes)
         self.q = {i: add(f"smacks queue of {world.sids[i]}", 2 ** len(world.incoming))
                   for i in tracked}
-        self.g = [[add(f"{node} ghost delivered", 2 ** ids), add(f"{node} ghost errors", errors),
-                   add(f"{node} ghost pending", 2)] for node in world.nodes]
+        self.g = [record(f"{node} ghost", GhostPart, ghost) for node in world.nodes]
         self.recency = add("recency", orders)
         self.bits = [max(1, (size - 1).bit_length()) for size in sizes]
         self.word: list[int] = []
@@ -148,19 +153,34 @@ class Fields:
         return writes[field] if field in writes else self.view(field)
 
 
+def _named(name: str, part: type) -> type[Fields]:
+    """Fields also read by the names of ``part``'s fields (``reg.owner`` for ``reg[1]``)."""
+    attrs: dict[str, Any] = {"__slots__": ()}
+    for k, field in enumerate(part._fields):
+        attrs[field] = property(itemgetter(k), doc=f"The {field} field, read when used.")
+    return type(name, (Fields,), attrs)
+
+
+SessionFields = _named("SessionFields", SessionPart)
+RegistrationFields = _named("RegistrationFields", RegistrationPart)
+GhostFields = _named("GhostFields", GhostPart)
+
+
 class Records:
-    """The sessions or registrations of a state as a lazy sequence of Fields."""
+    """The sessions, registrations or ghost records of a state as a lazy sequence of
+    ``kind`` (SessionFields, RegistrationFields or GhostFields)."""
 
-    __slots__ = ("view", "fields", "writes")
+    __slots__ = ("view", "fields", "writes", "kind")
 
-    def __init__(self, view: View, fields: list[list[int]],
+    def __init__(self, view: View, fields: list[list[int]], kind: type[Fields],
                  writes: dict[int, Any] | None = None) -> None:
         self.view = view
         self.fields = fields
+        self.kind = kind
         self.writes = writes if writes is not None else {}
 
     def __getitem__(self, index: int) -> Fields:
-        return Fields(self.view, self.fields[index], self.writes)
+        return self.kind(self.view, self.fields[index], self.writes)
 
     def __len__(self) -> int:
         return len(self.fields)

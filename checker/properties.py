@@ -1,19 +1,30 @@
 """The named properties, checked on every explored transition and state (see PROPERTIES.md).
 
-The model part of a state (explore.py) is ``(sessions, registrations, order)`` with
-``sessions[i] = (state, bound_registration_or_-1)`` and
-``registrations[j] = (state, session_or_-1, errors, pushed_mask)``. Beside it the checker keeps
-ghost state per registration, ``(delivered_mask, ghost_errors)``: the stanzas pushed to it since
-it was last enabled anew, and the counted errors in a row as the contract defines them, both
-kept from the pushes and push-results the checker saw, independently of the model's fields.
+``PROPERTIES`` names and documents all of them. Those decided by one transition are small
+functions in ``TRANSITION_PROPERTIES``, those decided by one state in ``STATE_PROPERTIES``
+(registered with ``@transition_property`` / ``@state_property``, as model/guards.py registers
+guards); each returns True when the property is violated. The others are decided by the
+explorers: ``every_event_handled``, ``deterministic``, ``disable_recorded`` (from the step
+itself), ``fields_in_domain`` (the packed layout), the coverage and graph properties.
+
+They read the records of a state by name (checker/parts.py): a session's ``state`` and
+``binding``, a registration's ``state``, ``owner``, ``errors`` and ``pushed``, and the
+checker's ghost fields of a registration, ``delivered`` (the stanzas pushed to it since it was
+last enabled anew) and ``errors`` (the counted errors in a row as the contract defines them),
+both kept from the pushes and push-results the checker saw, independently of the model.
+
+Each reads only what it needs, and only when it applies: compiled.py memoizes the properties on
+the fields they read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from .bounded import USER, BoundedWorld
+from .parts import ENABLED, LIVE
 
 PROPERTIES: dict[str, str] = {
     "no_push_to_active":
@@ -85,182 +96,374 @@ PROPERTIES: dict[str, str] = {
         "every (state, event) of both machines has rows or a declared rejection, never both",
 }
 
-ENABLED = ("bound", "orphaned")
-LIVE = ("active", "ack_delayed", "hibernated")
 RULE_OF = {"ackd": "a/ack-delayed", "hibs": "a/hibernation-start", "queued": "a/queued",
            "archive": "b/archive", "offline": "c/offline"}
+"""The push rule of each event kind's path; other events push nothing."""
+SESSION_TARGET = {"bind": "active", "ackr": "active", "hibe": "active", "ackd": "ack_delayed",
+                  "hibs": "hibernated", "destroy": "offline"}
+"""The session state the contract puts a session in after each session event kind."""
+RULE_A = ("ackd", "hibs", "queued")
+"""Event kinds of rule (a): the session's registration is pushed."""
+
+
+# --- state properties ----------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class State:
+    """The model part of a state as the state properties see it."""
+
+    sessions: Sequence[Any]
+    regs: Sequence[Any]
+    max_devices: int
+
+
+StateProperty = Callable[[State], bool]
+STATE_PROPERTIES: dict[str, StateProperty] = {}
+
+
+def state_property(fn: StateProperty) -> StateProperty:
+    """Register ``fn`` (True when violated) as the state property of its name."""
+    assert fn.__name__ in PROPERTIES, fn.__name__
+    STATE_PROPERTIES[fn.__name__] = fn
+    return fn
+
+
+@state_property
+def binding_consistent(st: State) -> bool:
+    """A bound registration is held by exactly its owner, a live session; any other by none."""
+    sessions, regs = st.sessions, st.regs
+    for j in range(len(regs)):
+        reg = regs[j]
+        rstate, owner = reg.state, reg.owner
+        holders = [i for i in range(len(sessions)) if sessions[i].binding == j]
+        if rstate == "bound":
+            if len(holders) != 1 or holders[0] != owner or sessions[owner].state not in LIVE:
+                return True
+        elif holders or owner != -1:
+            return True
+    for i in range(len(sessions)):
+        binding = sessions[i].binding
+        if binding >= 0 and (sessions[i].state not in LIVE or regs[binding].state != "bound"):
+            return True
+    return False
+
+
+@state_property
+def max_devices(st: State) -> bool:
+    """More registrations enabled than max_devices allows."""
+    return sum(1 for j in range(len(st.regs)) if st.regs[j].state in ENABLED) > st.max_devices
 
 
 def check_state(model: tuple, max_devices: int) -> list[str]:
-    """Invariants of the model part of a state. Reads only the states, bindings and owners
-    (compiled.py memoizes it on what it read)."""
-    sessions, regs, _ = model
-    bad: list[str] = []
-    enabled = 0
-    consistent = True
-    for j in range(len(regs)):
-        rstate, owner = regs[j][0], regs[j][1]
-        if rstate in ENABLED:
-            enabled += 1
-        holders = [i for i in range(len(sessions)) if sessions[i][1] == j]
-        if rstate == "bound":
-            if (len(holders) != 1 or holders[0] != owner
-                    or sessions[owner][0] not in LIVE):
-                consistent = False
-        elif holders or owner != -1:
-            consistent = False
-    for i in range(len(sessions)):
-        binding = sessions[i][1]
-        if binding >= 0 and (sessions[i][0] not in LIVE or regs[binding][0] != "bound"):
-            consistent = False
-    if not consistent:
-        bad.append("binding_consistent")
-    if enabled > max_devices:
-        bad.append("max_devices")
-    return bad
+    """The state properties violated by the model part ``(sessions, registrations, _)``."""
+    st = State(model[0], model[1], max_devices)
+    return [name for name, violated in STATE_PROPERTIES.items() if violated(st)]
 
 
-SESSION_TARGET = {"bind": "active", "ackr": "active", "hibe": "active", "ackd": "ack_delayed",
-                  "hibs": "hibernated", "destroy": "offline"}
+# --- transition properties -----------------------------------------------------------------
 
+@dataclass(slots=True)
+class Step:
+    """One taken transition as the transition properties see it: the model part before
+    (``pre_sessions``, ``pre_regs``) and after (``post_*``), the sessions and registrations
+    whose part may differ (at least), the checker's ghost fields before (``ghosts``) and
+    ``recency()`` (enabled registrations, least recently enabled first), the event key and
+    event, and the pushes decided."""
 
-def check_transition(world: BoundedWorld, pre: tuple[Sequence, Sequence],
-                     post: tuple[Sequence, Sequence], changed: tuple[Iterable[int], Iterable[int]],
-                     ghosts: Sequence, recency: Callable[[], tuple], key: tuple, event: Any,
-                     pushes: list, max_errors: int, max_devices: int) -> list[str]:
-    """Properties of one taken transition: model part ``pre`` (sessions, registrations) with
-    ghost state ``ghosts`` and ``recency()`` (enabled registrations, least recently enabled
-    first), event, pushes, model part ``post``. ``changed`` holds (at least) the sessions and
-    registrations whose part may differ between ``pre`` and ``post``.
+    world: BoundedWorld
+    pre_sessions: Sequence[Any]
+    pre_regs: Sequence[Any]
+    post_sessions: Sequence[Any]
+    post_regs: Sequence[Any]
+    changed_sessions: Iterable[int]
+    changed_regs: Iterable[int]
+    ghosts: Sequence[Any]
+    recency: Callable[[], tuple]
+    key: tuple
+    event: Any
+    pushes: list
+    max_errors: int
+    max_devices: int
+    stanzas: tuple = field(init=False)
+    kind: str = field(init=False)
+    _targets: list[int | None] | None = field(init=False, default=None)
+    _known: list[tuple[int, Any]] | None = field(init=False, default=None)
+    _pushed_to: dict[int, set[str]] | None = field(init=False, default=None)
 
-    Each check reads only the parts it needs (compiled.py memoizes this function on what it
-    read). Who holds a registration is read from its owner field, before and after, and from
-    the changed sessions: binding_consistent, checked on every state, makes those the only
-    sessions that can hold it."""
-    bad: set[str] = set()
-    psess, pregs = pre
-    qsess, qregs = post
-    changed_s, changed_r = changed
-    kind = key[0]
-    reg_index = world.reg_index
-    stanza_index = world.stanza_index
-    live_sessions = len(world.sids)
-    pushed_to: dict[int, set[str]] = {}
-    event_stanzas = _event_stanzas(event)
-    by_id = {s.id: s for s in event_stanzas}
-    order = [s.id for s in event_stanzas]
+    def __post_init__(self) -> None:
+        self.stanzas = _event_stanzas(self.event)
+        self.kind = self.key[0]
 
-    def holders(j: int) -> set[int]:
-        """Sessions that may hold registration j before or after the event."""
-        found = {i for i in changed_s if psess[i][1] == j or qsess[i][1] == j}
-        found |= {o for o in (pregs[j][1], qregs[j][1]) if 0 <= o < live_sessions}
+    def targets(self) -> list[int | None]:
+        """Per push, the index of the registration it goes to (None: not one of the world's)."""
+        if self._targets is None:
+            index = self.world.reg_index
+            self._targets = [index.get((p.user, p.jid, p.node)) for p in self.pushes]
+        return self._targets
+
+    def known_pushes(self) -> list[tuple[int, Any]]:
+        """(registration index, push) of each push to a registration of the world."""
+        if self._known is None:
+            self._known = [(j, p) for j, p in zip(self.targets(), self.pushes, strict=True)
+                           if j is not None]
+        return self._known
+
+    def pushed_to(self) -> dict[int, set[str]]:
+        """Per registration pushed by this event, the stanza ids pushed to it."""
+        if self._pushed_to is None:
+            out: dict[int, set[str]] = {}
+            for j, push in self.known_pushes():
+                out.setdefault(j, set()).update(s for s in push.stanzas if s is not None)
+            self._pushed_to = out
+        return self._pushed_to
+
+    def delivered_before(self, j: int, sid: str) -> bool:
+        """Stanza ``sid`` was pushed to registration j since it was last enabled anew."""
+        return bool((self.ghosts[j].delivered >> self.world.stanza_index[sid]) & 1)
+
+    def delivered(self, j: int, sid: str) -> bool:
+        """... before, or by this event."""
+        return sid in self.pushed_to().get(j, ()) or self.delivered_before(j, sid)
+
+    def holders(self, j: int) -> set[int]:
+        """Sessions that may hold registration j before or after the event: its owner
+        before and after, and the changed sessions bound to it (binding_consistent, checked
+        on every state, makes those the only sessions that can hold it)."""
+        pre, post = self.pre_sessions, self.post_sessions
+        found = {i for i in self.changed_sessions if pre[i].binding == j or post[i].binding == j}
+        live = len(self.world.sids)
+        found |= {o for o in (self.pre_regs[j].owner, self.post_regs[j].owner) if 0 <= o < live}
         return found
 
-    def held_live(j: int) -> bool:
+    def held_live(self, j: int) -> bool:
         """Registration j is bound to a live session before the event."""
-        o = pregs[j][1]
-        return 0 <= o < live_sessions and psess[o][1] == j and psess[o][0] in LIVE
+        o = self.pre_regs[j].owner
+        if not 0 <= o < len(self.world.sids):
+            return False
+        session = self.pre_sessions[o]
+        return session.binding == j and session.state in LIVE
 
-    for push in pushes:
-        j = reg_index.get((push.user, push.jid, push.node))
-        if push.user != USER or j is None or pregs[j][0] == "absent":
-            bad.add("pushes_only_to_user")
-            if j is None:
-                continue
-        if pregs[j][0] not in ENABLED:
-            bad.add("never_disabled_or_removed")
-        if push.rule != RULE_OF.get(kind):
-            bad.add("rule_matches_path")
-        if j in pushed_to:
-            bad.add("at_most_once")
-        seen = pushed_to.setdefault(j, set())
+    def enabled_before(self, j: int) -> bool:
+        return self.pre_regs[j].state in ENABLED
+
+    def enabled_after(self, j: int) -> bool:
+        return self.post_regs[j].state in ENABLED
+
+
+TransitionProperty = Callable[[Step], bool]
+TRANSITION_PROPERTIES: dict[str, TransitionProperty] = {}
+
+
+def transition_property(fn: TransitionProperty) -> TransitionProperty:
+    """Register ``fn`` (True when violated) as the transition property of its name."""
+    assert fn.__name__ in PROPERTIES, fn.__name__
+    TRANSITION_PROPERTIES[fn.__name__] = fn
+    return fn
+
+
+@transition_property
+def pushes_only_to_user(step: Step) -> bool:
+    """A push to another user, or to a registration that does not exist."""
+    return any(p.user != USER or j is None or step.pre_regs[j].state == "absent"
+               for j, p in zip(step.targets(), step.pushes, strict=True))
+
+
+@transition_property
+def never_disabled_or_removed(step: Step) -> bool:
+    """A push to a registration that was not enabled."""
+    return any(not step.enabled_before(j) for j, _ in step.known_pushes())
+
+
+@transition_property
+def rule_matches_path(step: Step) -> bool:
+    """A push whose rule is not its event's path, or a push from an event with no path."""
+    rule = RULE_OF.get(step.kind)
+    if rule is None:
+        return bool(step.pushes)
+    return any(p.rule != rule for _, p in step.known_pushes())
+
+
+@transition_property
+def at_most_once(step: Step) -> bool:
+    """Two pushes to one registration in one event, or a stanza pushed to it again."""
+    seen: dict[int, set[str]] = {}
+    for j, push in step.known_pushes():
+        if j in seen:
+            return True
+        sent = seen[j] = set()
         for sid in push.stanzas:
             if sid is None:
                 continue
-            if sid in seen or (ghosts[j][0] >> stanza_index[sid]) & 1:
-                bad.add("at_most_once")
-            seen.add(sid)
-        if any(qsess[i][0] == "active" for i in holders(j)):
-            bad.add("no_push_to_active")
-        if kind in ("ackd", "hibs", "queued") and psess[key[1]][1] != j:
-            bad.add("no_push_unbound")
-        if kind == "archive" and held_live(j):
-            bad.add("no_push_unbound")
-        if (not push.stanzas or any(sid not in by_id for sid in push.stanzas)
-                or [o for o in order if o in push.stanzas] != list(push.stanzas)
-                or push.important != any(by_id[sid].important for sid in push.stanzas
+            if sid in sent or step.delivered_before(j, sid):
+                return True
+            sent.add(sid)
+    return False
+
+
+@transition_property
+def no_push_to_active(step: Step) -> bool:
+    """A push to a registration held by a session that is active after the event."""
+    post = step.post_sessions
+    return any(any(post[i].state == "active" for i in step.holders(j))
+               for j, _ in step.known_pushes())
+
+
+@transition_property
+def no_push_unbound(step: Step) -> bool:
+    """A rule (a) push to another registration than the session's; a b/archive push to a
+    registration bound to a live session."""
+    kind = step.kind
+    for j, _ in step.known_pushes():
+        if kind in RULE_A and step.pre_sessions[step.key[1]].binding != j:
+            return True
+        if kind == "archive" and step.held_live(j):
+            return True
+    return False
+
+
+@transition_property
+def push_content(step: Step) -> bool:
+    """A push with no stanza, a stanza not of its event, out of order, or an importance
+    that is not whether one of its stanzas is important."""
+    by_id = {s.id: s for s in step.stanzas}
+    order = [s.id for s in step.stanzas]
+    for _, push in step.known_pushes():
+        stanzas = push.stanzas
+        if (not stanzas or any(sid not in by_id for sid in stanzas)
+                or [o for o in order if o in stanzas] != list(stanzas)
+                or push.important != any(by_id[sid].important for sid in stanzas
                                          if sid in by_id)):
-            bad.add("push_content")
+            return True
+    return False
 
-    def delivered(j: int, sid: str) -> bool:
-        return sid in pushed_to.get(j, ()) or bool((ghosts[j][0] >> stanza_index[sid]) & 1)
 
-    # no loss of important stanzas
-    if kind in ("ackd", "hibs", "queued"):
-        i = key[1]
-        j = psess[i][1]
-        woken = kind != "queued" or psess[i][0] in ("ack_delayed", "hibernated")
-        if j >= 0 and woken:
-            for s in event_stanzas:
-                if s.important and s.id is not None and not delivered(j, s.id):
-                    bad.add("no_loss")
-    elif kind in ("archive", "offline"):
-        s = event_stanzas[0]
-        if s.important and (kind == "offline" or s.to_bare == USER):
-            for j in range(len(world.nodes)):
-                if pregs[j][0] not in ENABLED:
-                    continue
-                if kind == "archive" and held_live(j):
-                    continue
-                if not delivered(j, s.id):
-                    bad.add("no_loss")
+@transition_property
+def no_loss(step: Step) -> bool:
+    """An important stanza that the event's path must push and that was not pushed."""
+    kind = step.kind
+    if kind in RULE_A:
+        return _session_loses(step)
+    if kind in ("archive", "offline"):
+        return _fan_out_loses(step)
+    return False
 
-    # registrations leave the enabled states only for a reason
-    for j in changed_r:
-        if pregs[j][0] in ENABLED and qregs[j][0] not in ENABLED:
-            allowed = (kind == "disable" or kind == "enable"
-                       or (kind == "result" and key[1] == j))
-            if not allowed:
-                bad.add("disable_only_after_max_errors")
-    if kind == "result":
-        j, outcome = key[1], key[2]
-        before, after = pregs[j], qregs[j]
-        if before[0] in ENABLED:
-            count = 0 if outcome == "ok" else ghosts[j][1] + (outcome != "wait")
-            if (after[0] == "disabled") != (count >= max_errors):
-                bad.add("disable_only_after_max_errors")
-            if after[0] != "absent" and after[2] != count:
-                bad.add("disable_only_after_max_errors")
-            if outcome == "wait" and (after[0] != before[0] or after[2] != before[2]):
-                bad.add("wait_never_counts")
-    if kind in SESSION_TARGET or kind in ("queued", "enable", "disable"):
-        i = key[1]
-        expected = SESSION_TARGET.get(kind, psess[i][0])
-        if qsess[i][0] != expected:
-            bad.add("session_follows_contract")
-    if kind == "enable":
-        i, j = key[1], reg_index[(USER, event.jid, event.node)]
-        if qsess[i][1] != j or qregs[j][0] != "bound" or qregs[j][1] != i:
-            bad.add("enable_disable_follow_contract")
-        newest = [x for x in recency() if x != j] + [j]
-        keep = set(newest[max(len(newest) - max_devices, 0):])
-        if {x for x in range(len(world.nodes)) if qregs[x][0] in ENABLED} != keep:
-            bad.add("eviction_least_recent")
-    elif kind == "disable":
-        node = event.node
-        for j in range(len(world.nodes)):
-            before, after = pregs[j], qregs[j]
-            matches = (before[0] in ENABLED
-                       and (node is None or world.nodes[j] == node))
-            if (after[0] in ENABLED) if matches else (after[0] != before[0]):
-                bad.add("enable_disable_follow_contract")
-    if kind == "hibe" and (pushes or qsess[key[1]][0] != "active"):
-        bad.add("resume_stops_pushes")
-    if kind == "queued" and psess[key[1]][0] == "active" and pushes:
-        bad.add("resume_stops_pushes")
-    if kind not in RULE_OF and pushes:
-        bad.add("rule_matches_path")
-    return sorted(bad)
+
+def _session_loses(step: Step) -> bool:
+    """Rule (a): the bound registration of a woken session misses an important stanza of
+    the event (stanza-queued wakes only an ack_delayed or hibernated session)."""
+    session = step.pre_sessions[step.key[1]]
+    j = session.binding
+    woken = step.kind != "queued" or session.state in ("ack_delayed", "hibernated")
+    if j < 0 or not woken:
+        return False
+    return any(s.important and s.id is not None and not step.delivered(j, s.id)
+               for s in step.stanzas)
+
+
+def _fan_out_loses(step: Step) -> bool:
+    """Rules (b), (c): an enabled registration (for b/archive, one not bound to a live
+    session) misses an important stanza for the user."""
+    stanza = step.stanzas[0]
+    archive = step.kind == "archive"
+    if not stanza.important or (archive and stanza.to_bare != USER):
+        return False
+    for j in range(len(step.world.nodes)):
+        if not step.enabled_before(j) or (archive and step.held_live(j)):
+            continue
+        if not step.delivered(j, stanza.id):
+            return True
+    return False
+
+
+@transition_property
+def disable_only_after_max_errors(step: Step) -> bool:
+    """A registration leaving the enabled states for no reason (only push-disable,
+    push-enable's eviction and its own push-result may); a push-result disabling other than
+    exactly at max_errors counted errors in a row, or leaving another error count."""
+    kind, key = step.kind, step.key
+    for j in step.changed_regs:
+        allowed = kind in ("disable", "enable") or (kind == "result" and key[1] == j)
+        if not allowed and step.enabled_before(j) and not step.enabled_after(j):
+            return True
+    if kind != "result" or not step.enabled_before(key[1]):
+        return False
+    j, outcome = key[1], key[2]
+    after = step.post_regs[j]
+    count = 0 if outcome == "ok" else step.ghosts[j].errors + (outcome != "wait")
+    if (after.state == "disabled") != (count >= step.max_errors):
+        return True
+    return after.state != "absent" and after.errors != count
+
+
+@transition_property
+def wait_never_counts(step: Step) -> bool:
+    """A wait error changing an enabled registration's state or error count."""
+    key = step.key
+    if step.kind != "result" or key[2] != "wait" or not step.enabled_before(key[1]):
+        return False
+    before, after = step.pre_regs[key[1]], step.post_regs[key[1]]
+    return after.state != before.state or after.errors != before.errors
+
+
+@transition_property
+def session_follows_contract(step: Step) -> bool:
+    """A session event leaving its session in another state than the contract says."""
+    kind = step.kind
+    if kind not in SESSION_TARGET and kind not in ("queued", "enable", "disable"):
+        return False
+    i = step.key[1]
+    expected = SESSION_TARGET.get(kind) or step.pre_sessions[i].state
+    return step.post_sessions[i].state != expected
+
+
+@transition_property
+def enable_disable_follow_contract(step: Step) -> bool:
+    """push-enable not leaving its registration bound to the enabling session; push-disable
+    not disabling exactly the enabled registrations it matches."""
+    if step.kind == "enable":
+        i, j = step.key[1], _enabled(step)
+        reg = step.post_regs[j]
+        return step.post_sessions[i].binding != j or reg.state != "bound" or reg.owner != i
+    if step.kind == "disable":
+        node = step.event.node
+        for j in range(len(step.world.nodes)):
+            before, after = step.pre_regs[j].state, step.post_regs[j].state
+            matches = before in ENABLED and (node is None or step.world.nodes[j] == node)
+            if (after in ENABLED) if matches else (after != before):
+                return True
+    return False
+
+
+@transition_property
+def eviction_least_recent(step: Step) -> bool:
+    """push-enable keeping other registrations than the max_devices most recently
+    enabled (recency as the checker saw the enables)."""
+    if step.kind != "enable":
+        return False
+    j = _enabled(step)
+    newest = [x for x in step.recency() if x != j] + [j]
+    keep = set(newest[max(len(newest) - step.max_devices, 0):])
+    return {x for x in range(len(step.world.nodes)) if step.enabled_after(x)} != keep
+
+
+@transition_property
+def resume_stops_pushes(step: Step) -> bool:
+    """smacks-hibernation-end pushing or leaving its session not active; a stanza queued to
+    an active session pushed."""
+    kind, i = step.kind, step.key[1] if len(step.key) > 1 else -1
+    if kind == "hibe":
+        return bool(step.pushes) or step.post_sessions[i].state != "active"
+    return kind == "queued" and step.pre_sessions[i].state == "active" and bool(step.pushes)
+
+
+def _enabled(step: Step) -> int:
+    """The registration a push-enable enables."""
+    return step.world.reg_index[(USER, step.event.jid, step.event.node)]
+
+
+def check_transition(step: Step) -> list[str]:
+    """The names of the transition properties ``step`` violates, sorted."""
+    return sorted([name for name, violated in TRANSITION_PROPERTIES.items() if violated(step)])
 
 
 def _event_stanzas(event: Any) -> tuple:

@@ -13,9 +13,7 @@ from typing import Any
 from pushrules.generated import tables as generated_tables
 from pushrules.model.context import Ctx
 from pushrules.model.records import RegistrationRecord, SessionRecord
-from pushrules.model.world import WorldBase
-
-UNDECLARED = "no enabled transition and no declared rejection"
+from pushrules.model.world import UNDECLARED, WorldBase
 
 
 def enabled_rows(rows: tuple | None, ctx: Ctx) -> list[int]:

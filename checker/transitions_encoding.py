@@ -20,7 +20,7 @@ from pushrules.model.guards import GUARDS
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.registration import REJECTIONS as REGISTRATION_REASONS
 from pushrules.model.session import REJECTIONS as SESSION_REASONS
-from pushrules.model.world import WorldBase
+from pushrules.model.world import UNDECLARED, WorldBase
 
 LIVE = ["active", "ack_delayed", "hibernated"]
 ENABLED = ["bound", "orphaned"]
@@ -163,7 +163,7 @@ class TransitionsWorld(WorldBase):
             cursor.record = saved
         if allowed:
             return None
-        return SESSION_REASONS.get((record.state, event), "no enabled transition")
+        return SESSION_REASONS.get((record.state, event), UNDECLARED)
 
     def _session_step(self, record: SessionRecord, event: str, ctx: Ctx) -> None:
         cursor = self._session

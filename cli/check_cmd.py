@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from pushrules.checker.bounded import Bounds
+from pushrules.checker.progress import Progress
 
 MUTANT_BOUNDS = Bounds(sessions=2, push_sessions=2, orphans=0, stanzas=3, max_errors=2,
                        max_devices=1)
@@ -38,8 +39,11 @@ def _bound_options(fn):  # type: ignore[no-untyped-def]
 @click.option("--reference", is_flag=True,
               help="Explore with the reference explorer (explore.py: the model run once per "
                    "model state and event; exact but about 20x slower), to cross-check.")
+@click.option("--progress", "show_progress", is_flag=True,
+              help="Report progress on stderr (states so far, rate; mutants done and ETA) "
+                   "even when stderr is not a terminal (on a terminal it is reported anyway).")
 def check(run_mutants: bool, only: str | None, as_json: bool, trace_dir: Path | None,
-          reference: bool, **bounds: int | None) -> None:
+          reference: bool, show_progress: bool, **bounds: int | None) -> None:
     """Explore every interleaving of a bounded world over the generated tables and check the
     properties (see checker/PROPERTIES.md). Exit 1 on any failure; a violated property prints
     its shortest counterexample as a trace for `pushrules replay --strict`."""
@@ -49,19 +53,25 @@ def check(run_mutants: bool, only: str | None, as_json: bool, trace_dir: Path | 
         limits = Bounds(**{**{f.name: getattr(base, f.name) for f in fields(Bounds)}, **chosen})
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    progress = show_progress or sys.stderr.isatty()
     if run_mutants:
-        sys.exit(_mutants(limits, only, as_json))
-    sys.exit(_check(limits, as_json, trace_dir, reference))
+        sys.exit(_mutants(limits, only, as_json, progress))
+    sys.exit(_check(limits, as_json, trace_dir, reference, progress))
 
 
-def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: bool) -> int:
+def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: bool,
+           progress: bool = False) -> int:
     if reference:
         from pushrules.checker.explore import Explorer as explorer_cls
     else:
         from pushrules.checker.compiled import CompiledExplorer as explorer_cls
 
     explorer = explorer_cls(limits)
+    if progress:
+        explorer.progress = Progress(sys.stderr)
     result = explorer.run()
+    if explorer.progress is not None:
+        explorer.progress.close()
     if trace_dir is not None:
         trace_dir.mkdir(parents=True, exist_ok=True)
         for name, violation in result.violations.items():
@@ -90,7 +100,7 @@ def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: boo
     return 0 if result.ok else 1
 
 
-def _mutants(limits: Bounds, only: str | None, as_json: bool) -> int:
+def _mutants(limits: Bounds, only: str | None, as_json: bool, progress: bool = False) -> int:
     from pushrules.checker.mutants import mutants, run_mutant
 
     selected = [m for m in mutants() if only is None or only in m.id]
@@ -98,7 +108,10 @@ def _mutants(limits: Bounds, only: str | None, as_json: bool) -> int:
         raise click.BadParameter(f"no mutant id contains {only!r}", param_hint="--mutant")
     killed = 0
     survivors: list[dict[str, str | None]] = []
-    for mutant in selected:
+    report = Progress(sys.stderr, "mutants") if progress else None
+    for done, mutant in enumerate(selected):
+        if report is not None:
+            report.update(done, len(selected), f"{killed} killed")
         outcome, result, explorer = run_mutant(mutant, limits)
         if outcome.killed_by:
             killed += 1
@@ -113,6 +126,8 @@ def _mutants(limits: Bounds, only: str | None, as_json: bool) -> int:
                 violation = result.violations[outcome.killed_by[0]]
                 if violation.trace:
                     click.echo(violation.as_trace(explorer.world, f"mutant {mutant.id}"))
+    if report is not None:
+        report.close()
     unexplained = [s for s in survivors if not s["equivalent"]]
     if as_json:
         click.echo(json.dumps({"mutants": len(selected), "killed": killed,

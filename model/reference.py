@@ -16,7 +16,7 @@ from .registration import REJECTIONS as REGISTRATION_REJECTIONS
 from .registration import Registration
 from .session import REJECTIONS as SESSION_REJECTIONS
 from .session import PushSession
-from .world import WorldBase
+from .world import UNDECLARED, WorldBase
 
 
 class _Tracing:
@@ -64,7 +64,7 @@ class ReferenceWorld(WorldBase):
         enabled = {e.id for e in machine.enabled_events(ctx=ctx)}
         if event in enabled:
             return None
-        return SESSION_REJECTIONS.get((record.state, event), "no enabled transition")
+        return SESSION_REJECTIONS.get((record.state, event), UNDECLARED)
 
     def _session_step(self, record: SessionRecord, event: str, ctx: Ctx) -> None:
         self._sm(record, ReferenceSession, record.sid).send(event, ctx=ctx)

@@ -12,27 +12,67 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from sys import intern
-from typing import Any
+from typing import Any, NamedTuple
 
 from .config import Config
 from .context import Ctx
 from .errors import PushrulesError
-from .events import EVENTS_BY_NAME, REGISTRATION, SESSION, USER_REGISTRATIONS
+from .events import EVENTS, REGISTRATION, SESSION, USER_REGISTRATIONS
 from .records import Push, RegistrationRecord, RegKey, SessionRecord
 from .rules import PUSH_RULES
 
 
 class ImpossibleEvent(PushrulesError, ValueError):
     """A well-formed event that the current state does not allow; nothing was changed.
-    ``field`` names the event field the state contradicts (for error messages)."""
+    ``field`` names the event field the state contradicts (for error messages). Raised as one
+    of the kinds below, which callers (the checker) tell apart by type."""
 
     def __init__(self, message: str, field: str = "event") -> None:
         super().__init__(message)
         self.field = field
 
 
+class DeclaredRejection(ImpossibleEvent):
+    """The model declares the (state, event) impossible, with the reason in the message."""
+
+
+class UndeclaredRejection(ImpossibleEvent):
+    """No row is enabled and the model declares no rejection: a gap in model/ (the checker's
+    ``every_event_handled`` reports it); nothing was changed."""
+
+
+class UnknownRegistration(ImpossibleEvent):
+    """A push-result for a registration the user does not have."""
+
+
 class ModelError(PushrulesError, RuntimeError):
     """The model has no transition for an event its own actions raised: a defect in model/."""
+
+
+UNDECLARED = "no enabled transition and no declared rejection"
+"""The reason an engine gives when no row is enabled and the model declares no rejection."""
+
+
+def session_rejection(event: Any, state: str, reason: str) -> ImpossibleEvent:
+    """The one place a rejected session event's error is built: ``reason`` is the declared
+    rejection of (state, event), or UNDECLARED."""
+    kind = UndeclaredRejection if reason == UNDECLARED else DeclaredRejection
+    return kind(f"{event.EVENT} for session {event.session} in state {state}: {reason}")
+
+
+class Route(NamedTuple):
+    """How WorldBase.handle routes one contract event (from the model's event specs):
+    ``target`` is SESSION, USER_REGISTRATIONS or REGISTRATION; ``user_field`` names the
+    event field holding the user of a fan-out."""
+
+    target: str
+    machine_event: str
+    user_field: str
+
+
+ROUTES: dict[str, Route] = {spec.name: Route(spec.target, spec.machine_event, spec.user_field)
+                            for spec in EVENTS}
+"""Contract event name -> its route: the one router, also the engine's fast path's source."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +100,28 @@ class WorldBase(ABC):
         self._seq = 0
         self.last_notes: list[str] = []
 
-    # --- World protocol used by actions ------------------------------------------------------
+    # --- storage: WorldBase reads and writes ``sessions`` and ``users`` only here ------------
+    # (a checker's world overrides these to load records from a packed state and to know what
+    # a step changed: checker/lazyworld.py; the containers themselves are plain dicts)
     def session(self, sid: str) -> SessionRecord | None:
         return self.sessions.get(sid)
+
+    def _store_session(self, record: SessionRecord) -> None:
+        self.sessions[record.sid] = record
+
+    def _forget_session(self, sid: str) -> None:
+        del self.sessions[sid]
+
+    def _has_registrations(self, user: str) -> bool:
+        return bool(self.users.get(user))
+
+    def _store_registration(self, reg: RegistrationRecord) -> None:
+        regs = self.users.get(reg.user)
+        if regs is None:
+            regs = self.users[reg.user] = {}
+        regs[(reg.jid, reg.node)] = reg
+
+    # --- World protocol used by actions ------------------------------------------------------
 
     def registration(self, key: RegKey) -> RegistrationRecord | None:
         regs = self.users.get(key[0])
@@ -86,14 +145,10 @@ class WorldBase(ABC):
         self.audit_log.append(AuditEntry(self.now(), reg.user, reg.jid, reg.node, action, reason))
 
     def fire_registration(self, key: RegKey, event: str, ctx: Ctx) -> None:
-        user, jid, node = key
-        regs = self.users.get(user)
-        if regs is None:
-            regs = self.users[user] = {}
-        reg = regs.get((jid, node))
+        reg = self.registration(key)
         if reg is None:
-            reg = self._new_registration(user, jid, node)
-            regs[(jid, node)] = reg
+            reg = self._new_registration(*key)
+            self._store_registration(reg)
         self._fire(reg, event, ctx)
 
     def _fire(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> None:
@@ -105,41 +160,40 @@ class WorldBase(ABC):
     def handle(self, event: Any) -> list[Push]:
         """Apply one contract event; return the pushes decided. Raises ImpossibleEvent (and
         changes nothing) when the current state does not allow the event."""
-        spec = EVENTS_BY_NAME[event.EVENT]
+        route = ROUTES[event.EVENT]
         self._pushes = pushes = list[Push]()
         notes: list[str] | None = [] if self.explain else None
-        target = spec.target
+        target = route.target
         if target == USER_REGISTRATIONS and notes is None \
-                and not self.users.get(getattr(event, spec.user_field)):
+                and not self._has_registrations(getattr(event, route.user_field)):
             return pushes  # no registration to fan out to (the note below is for --explain)
         ctx = Ctx(self, event, None, None, "", (), notes)
         if target == SESSION:
-            self._handle_session(event, spec.machine_event, ctx)
+            self._handle_session(event, route.machine_event, ctx)
         elif target == USER_REGISTRATIONS:
             ctx.stanzas = (event.stanza,)
-            user = getattr(event, spec.user_field)
+            user = getattr(event, route.user_field)
             regs = self.registrations_of(user)
             if not regs:
                 ctx.note(f"{user} has no push registration: nothing to push")
             for each in regs:
-                self._fire(each, spec.machine_event, ctx)
+                self._fire(each, route.machine_event, ctx)
         elif target == REGISTRATION:
             key = (event.user, event.jid, event.node)
             reg = self.registration(key)
             if reg is None:
                 known_jid = any(r.jid == event.jid for r in self.registrations_of(event.user))
-                raise ImpossibleEvent(f"push-result for {event.jid} {event.node}: no such "
-                                      f"registration of {event.user}",
-                                      "node" if known_jid else "jid")
-            self._fire(reg, spec.machine_event, ctx)
+                raise UnknownRegistration(f"push-result for {event.jid} {event.node}: no such "
+                                          f"registration of {event.user}",
+                                          "node" if known_jid else "jid")
+            self._fire(reg, route.machine_event, ctx)
         if notes is not None:
             self.last_notes = notes
         return pushes
 
     def _handle_session(self, event: Any, machine_event: str, ctx: Ctx) -> None:
         sid = event.session
-        sessions = self.sessions
-        record = sessions.get(sid)
+        record = self.session(sid)
         fresh = record is None
         if record is None:
             record = self._open_session(sid)  # stored while the step runs
@@ -147,20 +201,20 @@ class WorldBase(ABC):
         reason = self._session_apply(record, machine_event, ctx)
         if reason is not None:
             if fresh:
-                del sessions[sid]  # removed: it is rejected
-            raise ImpossibleEvent(f"{event.EVENT} for session {sid} in state "
-                                  f"{record.state}: {reason}")
+                self._forget_session(sid)  # removed: it is rejected
+            raise session_rejection(event, record.state, reason)
         self._drop_if_ended(sid, record)
 
     def _open_session(self, sid: str) -> SessionRecord:
         """A new session record, stored under ``sid``."""
         # Interned: a user's sessions and registrations share one string for the user.
-        record = self.sessions[sid] = self._new_session(sid, intern(sid.split("/", 1)[0]))
+        record = self._new_session(sid, intern(sid.split("/", 1)[0]))
+        self._store_session(record)
         return record
 
     def _drop_if_ended(self, sid: str, record: SessionRecord) -> None:
         if record.state == "offline" and record.binding is None:
-            del self.sessions[sid]  # a destroyed session is the same as one never bound
+            self._forget_session(sid)  # a destroyed session is the same as one never bound
 
     def _session_apply(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
         """Take the session transition, or change nothing and say why it is impossible. An
@@ -189,7 +243,8 @@ class WorldBase(ABC):
     # An engine implements either these two, used by the default ``_session_apply``, or
     # ``_session_apply`` itself (the generated Engine decides and takes in one step).
     def _session_rejection(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
-        """None when the session machine can take the event now, else why not."""
+        """None when the session machine can take the event now, else why not: the declared
+        rejection, or UNDECLARED."""
         raise NotImplementedError
 
     def _session_step(self, record: SessionRecord, event: str, ctx: Ctx) -> None:

@@ -6,10 +6,10 @@ from typing import Any
 
 from pushrules.generated import tables
 from pushrules.model.context import Ctx
-from pushrules.model.events import EVENTS, SESSION, USER_REGISTRATIONS
+from pushrules.model.events import SESSION, USER_REGISTRATIONS
 from pushrules.model.records import Push, RegistrationRecord, SessionRecord
 from pushrules.model.rules import PUSH_RULES
-from pushrules.model.world import WorldBase
+from pushrules.model.world import ROUTES, UNDECLARED, WorldBase, session_rejection
 
 Row = tuple[tuple[tuple[Any, bool], ...], str, tuple[Any, ...], str, str]
 
@@ -37,21 +37,27 @@ def _routes(rows: dict[str, dict[str, tuple]]) -> dict[str, tuple]:
     the field naming its user). A session event: ({state: target} of the cells that only
     change the state of a live session, its machine event, {state: (rows, whether a row can
     end the session, the target when the one row only changes the state)}). Derived from the
-    model's event specs and the generated table (no rule is written here); any other case
-    takes ``WorldBase.handle``."""
+    router WorldBase uses (``ROUTES``) and the generated table (no rule is written here); any
+    other case takes ``WorldBase.handle``."""
     out: dict[str, tuple] = {}
-    for spec in EVENTS:
-        if spec.target == USER_REGISTRATIONS:
-            out[spec.name] = (None, spec.user_field)
-        elif spec.target == SESSION:
+    for name, route in ROUTES.items():
+        if route.target == USER_REGISTRATIONS:
+            out[name] = (None, route.user_field)
+        elif route.target == SESSION:
             cells = {state: (cell, any(row[1] == tables.SESSION_INITIAL for row in cell),
                              _plain_target(cell))
                      for state, by_event in rows.items()
-                     if (cell := by_event.get(spec.machine_event))}
+                     if (cell := by_event.get(route.machine_event))}
             state_only = {state: plain for state, (_, may_end, plain) in cells.items()
                           if plain is not None and not may_end}
-            out[spec.name] = (state_only, spec.machine_event, cells)
+            out[name] = (state_only, route.machine_event, cells)
     return out
+
+
+def _reason(state: str, event: str) -> str:
+    """Why the session machine rejects ``event`` in ``state`` (no row was enabled)."""
+    reason: str = tables.SESSION_REJECTIONS.get((state, event), UNDECLARED)
+    return reason
 
 
 class Engine(WorldBase):
@@ -87,11 +93,12 @@ class Engine(WorldBase):
                 return []  # nothing was emitted: WorldBase's list of pushes is not needed
             cell = route[2].get(state)
             if cell is None:
-                return super().handle(event)  # rejected: WorldBase says why
+                raise session_rejection(event, state, _reason(state, route[1]))
         else:
             cell = route[2].get(tables.SESSION_INITIAL)
             if cell is None:
-                return super().handle(event)  # rejected: WorldBase says why
+                initial = tables.SESSION_INITIAL
+                raise session_rejection(event, initial, _reason(initial, route[1]))
             record = self._open_session(sid)
             state = None
         rows, may_end, plain = cell
@@ -100,10 +107,10 @@ class Engine(WorldBase):
             record.state = plain  # one row, no guard, action or push rule: no context needed
         elif not self._take_first(rows, record, "session", route[1],
                                   Ctx(self, event, record, None, "", (), None)):
-            # Nothing changed: the general way raises ImpossibleEvent with the reason.
+            # No row enabled, nothing changed (guards run before any action).
             if state is None:
-                del self.sessions[sid]  # the record opened above
-            return super().handle(event)
+                self._forget_session(sid)  # the record opened above
+            raise session_rejection(event, record.state, _reason(record.state, route[1]))
         if may_end:
             self._drop_if_ended(sid, record)
         return pushes
@@ -113,7 +120,7 @@ class Engine(WorldBase):
         rows = self._SESSION_ROWS[record.state].get(event)
         if rows is not None and self._take_first(rows, record, "session", event, ctx):
             return None
-        return tables.SESSION_REJECTIONS.get((record.state, event), "no enabled transition")
+        return _reason(record.state, event)
 
     def _fire(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> None:
         # WorldBase._fire in one call less; without a row (nothing changed) it goes the

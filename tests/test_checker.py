@@ -15,7 +15,7 @@ from pushrules.check_cmd import MUTANT_BOUNDS, check
 from pushrules.checker import mutants as mutants_module
 from pushrules.checker.bounded import Bounds
 from pushrules.checker.compiled import CompiledExplorer
-from pushrules.checker.explore import Explorer, Result
+from pushrules.checker.explore import Explorer, Result, Taken
 from pushrules.checker.mutants import build_tables, mutants, run_mutant
 from pushrules.checker.properties import PROPERTIES
 from pushrules.checker.tableworld import TableWorld, world_class
@@ -74,14 +74,14 @@ def test_small_bound_explores_an_orphan_beside_a_bound_registration(
     seen = []
     for mid, key, event, step in explorer._step_of:
         regs, sessions = explorer.models[mid][1], explorer.models[mid][0]
-        orphans = {explorer.world.nodes[j] for j, r in enumerate(regs) if r[0] == "orphaned"}
-        live_bound = {explorer.world.nodes[s[1]] for s in sessions
-                      if s[1] >= 0 and s[0] in ("active", "ack_delayed", "hibernated")}
-        if key[0] != "archive" or step[0] != "ok" or not orphans or not live_bound:
+        orphans = {explorer.world.nodes[j] for j, r in enumerate(regs) if r.state == "orphaned"}
+        live_bound = {explorer.world.nodes[s.binding] for s in sessions
+                      if s.binding >= 0 and s.state in ("active", "ack_delayed", "hibernated")}
+        if key[0] != "archive" or not isinstance(step, Taken) or not orphans or not live_bound:
             continue
         if not event.stanza.important or event.stanza.to_bare != "u@example.org":
             continue
-        pushed = {(p.node, p.rule) for p in step[1]}
+        pushed = {(p.node, p.rule) for p in step.pushes}
         assert pushed <= {(node, "b/archive") for node in orphans}, (explorer.models[mid], pushed)
         if pushed:  # empty when the orphan already had this stanza (deduplicated)
             seen.append(mid)

@@ -1,0 +1,119 @@
+"""The environment and the checker's ghost fields: one definition for both explorers.
+
+The environment is what a real server raises when (bounded.py's docstring gives the reasons):
+which events are raised in a state, and how the smacks queues it keeps for the sessions change.
+The ghost fields are the checker's own record of each registration (parts.GhostPart), kept from
+the pushes and push-results it saw, and ``recency``, the enabled registrations by their last
+enable as the checker saw it. explore.py applies these to named tuples, compiled.py to the
+fields of a packed state; both read only what the functions below read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .parts import ENABLED
+
+QUEUE_EVENTS = ("ackd", "hibs")
+"""Event kinds that carry the session's smacks queue."""
+EMPTIES_QUEUE = ("bind", "ackr", "destroy")
+"""Session event kinds after which the session's smacks queue is empty."""
+FAN_OUT = ("archive", "offline", "result")
+"""Event kinds that are not session events (they carry no session index)."""
+
+
+def is_session_event(kind: str) -> bool:
+    return kind not in FAN_OUT
+
+
+def raised(key: tuple, queue: Callable[[], tuple], sessions: Sequence[Any]) -> bool:
+    """Whether the server raises ``key`` in a state whose session ``key[1]`` has the smacks
+    queue ``queue()`` (a stanza-queued event adds a stanza not in it yet), and whose sessions
+    are ``sessions``: ``message/offline/handle`` only while none of them is active. push-result
+    is gated by the ghost part: see ``result_raised``."""
+    kind = key[0]
+    if kind == "queued":
+        return key[2] not in queue()
+    if kind == "offline":
+        return not any(sessions[i].state == "active" for i in range(len(sessions)))
+    return True
+
+
+def result_needs_pending(registration_state: str) -> bool:
+    """A push-result for a stored registration is raised only while a push to it is pending
+    (ghost ``pending``); one for a registration never stored is raised any time (the model
+    must reject it)."""
+    return registration_state != "absent"
+
+
+def result_raised(registration_state: str, pending: Callable[[], int]) -> bool:
+    return not result_needs_pending(registration_state) or bool(pending())
+
+
+def queue_after(key: tuple, tracked: bool, queue: Callable[[], tuple]) -> tuple | None:
+    """The smacks queue of the event's own session after the event (None: unchanged): a
+    bind, an ack or a destroy empties it, stanza-queued adds its stanza (queues are tracked
+    only for sessions that enable push)."""
+    kind = key[0]
+    if not tracked or not is_session_event(kind):
+        return None
+    if kind in EMPTIES_QUEUE:
+        return ()
+    if kind == "queued":
+        return tuple(sorted((*queue(), key[2])))
+    return None
+
+
+def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None
+                 ) -> dict[str, int]:
+    """The ghost fields of one registration that change ({name: value}): ``mask`` holds the
+    stanzas this event pushed to it, ``outcome`` the push-result's outcome when the event is
+    its push-result. A push makes a push-result pending, the push-result answers it; a
+    registration not enabled after the event starts afresh; the count of counted errors in a
+    row follows the contract (ok resets it, wait leaves it, any other error adds one)."""
+    out: dict[str, int] = {}
+    if mask:
+        out["pending"] = 1
+    if outcome is not None:
+        out["pending"] = 0
+    if not enabled_after:
+        out["delivered"] = 0
+        out["errors"] = 0
+        return out
+    if mask:
+        out["delivered"] = ghost.delivered | mask
+    if outcome is not None and outcome != "wait":
+        out["errors"] = 0 if outcome == "ok" else ghost.errors + 1
+    return out
+
+
+def ghost_touched(key: tuple, changed_regs: Sequence[int], masks: Sequence[int]) -> list[int]:
+    """The registrations whose ghost fields an event may change: those it changed, those it
+    pushed and the one its push-result answers (the others keep theirs: a registration not
+    enabled already has empty ghost fields)."""
+    touched = {*changed_regs, *(j for j, m in enumerate(masks) if m)}
+    if key[0] == "result":
+        touched.add(key[1])
+    return sorted(touched)
+
+
+def result_outcome(key: tuple, j: int) -> str | None:
+    """The outcome of the push-result ``key`` for registration j (None: not its result)."""
+    return key[2] if key[0] == "result" and key[1] == j else None
+
+
+def recency_after(key: tuple, recency: Callable[[], tuple], enabled_index: int | None,
+                  enabled_after: Callable[[int], bool], same_enabled: bool) -> tuple | None:
+    """The recency after the event (None: unchanged): an enable makes its registration the
+    most recent; registrations no longer enabled leave it."""
+    if key[0] != "enable" and same_enabled:
+        return None
+    order = recency()
+    if key[0] == "enable":
+        order = (*(x for x in order if x != enabled_index), enabled_index)
+    return tuple(x for x in order if enabled_after(x))
+
+
+def enabled_changed(j: int, pre_regs: Sequence[Any], post_regs: Sequence[Any]) -> bool:
+    return (pre_regs[j].state in ENABLED) != (post_regs[j].state in ENABLED)

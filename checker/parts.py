@@ -1,0 +1,49 @@
+"""The parts of an explored state, by name: what a session, a registration and the checker's
+ghost fields of a registration hold. explore.py keeps them as these named tuples; compiled.py
+reads the same names from a packed state (packed.py's views), so properties and the
+environment (environment.py) read ``reg.owner``, never ``reg[1]``.
+
+The order of each tuple's fields is also the order of the packed layout's fields."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+ENABLED = ("bound", "orphaned")
+"""Registration states that receive pushes."""
+LIVE = ("active", "ack_delayed", "hibernated")
+"""Session states of a live session (one that can hold a registration)."""
+
+
+class SessionPart(NamedTuple):
+    """A session: its machine state and the registration it holds (an index, or -1)."""
+
+    state: str
+    binding: int
+
+
+class RegistrationPart(NamedTuple):
+    """A registration: its machine state, the session that owns it (an index, or -1), its
+    counted errors and the stanzas pushed to it (its dedup set, one bit per stanza)."""
+
+    state: str
+    owner: int
+    errors: int
+    pushed: int
+
+
+class GhostPart(NamedTuple):
+    """The checker's own record of a registration, kept from the pushes and push-results it
+    saw: the stanzas delivered since it was last enabled anew (bits), the counted errors in a
+    row as the contract defines them, and whether a push to it awaits its push-result."""
+
+    delivered: int
+    errors: int
+    pending: int
+
+
+ABSENT_SESSION = SessionPart("offline", -1)
+"""A session not stored (never bound, or ended)."""
+ABSENT_REGISTRATION = RegistrationPart("absent", -1, 0, 0)
+"""A registration not stored."""
+NO_GHOST = GhostPart(0, 0, 0)
