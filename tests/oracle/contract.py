@@ -389,6 +389,8 @@ class Oracle:
 
     # --- registrations -------------------------------------------------------------------
     def on_enable(self, e: dict[str, Any]) -> None:
+        if self.opt.version == 1:  # READING (v1): `<enable/>` needs a connected session
+            self.live(e["session"], "active", "ack_delayed")
         user = bare(e["session"]) or ""
         key = (user, e["jid"], e["node"])
         reg = self.regs.get(key)
@@ -397,10 +399,19 @@ class Oracle:
         self.seq += 1
         reg.enabled_seq = self.seq
         live = e["session"] in self.sessions
+        if live:
+            self.unbind_session(e["session"], keep=reg)
         reg.session = e["session"] if live else None
         reg.orphan_since = None if live else self.now
         self.known.add(key)
         self.evict_beyond_max(user, keep=reg)
+
+    def unbind_session(self, session: str, keep: Registration) -> None:
+        """business_rules.markdown: a session holds one push_identifier, so enabling another
+        registration unbinds the one it held (READING: that one is orphaned from now)."""
+        for other in self.regs.values():
+            if other.session == session and other is not keep:
+                other.session, other.orphan_since = None, self.now
 
     def fresh_registration(self, key: tuple[str, str, str]) -> Registration:
         """Created, or enabled anew after a disable: no errors, dedup, calls or window."""
@@ -423,6 +434,8 @@ class Oracle:
             enabled.remove(oldest)
 
     def on_disable(self, e: dict[str, Any]) -> None:
+        # READING: `<disable/>` needs a connected session (a hibernated one has no link).
+        self.live(e["session"], "active", "ack_delayed")
         user = bare(e["session"]) or ""
         node = e.get("node")
         for key in [k for k in self.regs if k[0] == user and k[1] == e["jid"]

@@ -68,6 +68,16 @@ def engine_replay(text: str, options: dict[str, Any] | None = None) -> Outcome:
     return Outcome(pushes, [int(n) for n in WARNING_LINE.findall(result.stderr)])
 
 
+def per_registration(pushes: list[Push]) -> dict[tuple[str, str, str], list[Push]]:
+    """Each registration's pushes in order. The contract does not order the pushes of one event
+    to different registrations (the engine keeps a registration's first place after a disable
+    and re-enable, the oracle puts it last), so the differential tests compare this."""
+    lanes: dict[tuple[str, str, str], list[Push]] = {}
+    for push in pushes:
+        lanes.setdefault((push["user"], push["jid"], push["node"]), []).append(push)
+    return lanes
+
+
 def expected_of(trace: Path) -> list[Push]:
     expected = trace.with_suffix(".expected").read_text(encoding="utf-8")
     return [json.loads(line) for line in expected.splitlines() if line.strip()]
