@@ -130,8 +130,8 @@ def _text_of(raw: bytes | bytearray | str, line: int) -> str:
                 MAX_LINE_BYTES:
             raise TraceError(line, f"line too long (more than {MAX_LINE_BYTES} bytes)")
         return raw
-    if len(raw) > MAX_LINE_BYTES:
-        raise TraceError(line, f"line too long: {len(raw)} bytes (at most {MAX_LINE_BYTES})")
+    if len(raw) > MAX_LINE_BYTES and len(raw.rstrip(b"\r\n")) > MAX_LINE_BYTES:
+        raise TraceError(line, f"line too long: more than {MAX_LINE_BYTES} bytes")
     try:
         return bytes(raw).decode("utf-8-sig" if line == 1 else "utf-8")
     except UnicodeDecodeError as exc:
