@@ -11,7 +11,9 @@ import re
 import sys
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from xml.etree.ElementTree import Element, ParseError, XMLPullParser
 from xml.parsers import expat
 
@@ -89,9 +91,10 @@ _SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 class _StanzaReader:
     def __init__(self) -> None:
-        self.parser = XMLPullParser(events=("start", "pi", "comment"))
+        self.parser: Any = XMLPullParser(events=("start", "pi", "comment"))
         self.parser.feed("<wrapper>")
-        self.root: Element = next(iter(self.parser.read_events()))[1]
+        started: Any = next(iter(self.parser.read_events()))
+        self.root: Element = started[1]
 
     def read(self, xml: str) -> Element | None:
         """The stanza's element, or None (the reader is then replaced) when the XML is not
@@ -131,7 +134,7 @@ class _Forbidden(Exception):
     pass
 
 
-def _forbid(what: str) -> object:
+def _forbid(what: str) -> Callable[..., None]:
     def handler(*_: object) -> None:
         raise _Forbidden(what)
     return handler

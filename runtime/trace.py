@@ -255,7 +255,7 @@ CONVERTERS: dict[str, Callable[[Any], Any]] = {
 Step = tuple[str, bool, Callable[[Any], Any]]
 
 
-def _plan(spec: ev.EventSpec) -> tuple[type, tuple[Step, ...]]:
+def _plan(spec: ev.EventSpec) -> tuple[Any, tuple[Step, ...]]:
     """The event class and one step per field, in the order of the class's fields (so the
     values are passed positionally)."""
     cls = EVENT_CLASSES[spec.name]
@@ -295,12 +295,12 @@ def _event(data: Any, line: int) -> Any:
     if plan is None:
         raise _bad_name(name, line)
     cls, steps = plan
-    values = []
+    values: list[Any] = []
     for field, required, convert in steps:
         raw = data.get(field)
         if raw is None:
             if required:
-                raise TraceError(line, f"missing (required by {cls.EVENT})", field)
+                raise TraceError(line, f"missing (required by {name})", field)
             values.append(None)
             continue
         try:
