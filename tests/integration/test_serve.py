@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from harness import APP_JIDS, PUSH_JID, PUSH_SECRET, AppServer, enable_events, offline_event
 
+from pushrules.runtime.trace import MAX_LINE_BYTES
+
 pytestmark = pytest.mark.integration
 
 APP = APP_JIDS[0]
