@@ -128,7 +128,8 @@ class Store(Protocol):
 
     def outbox_pending(self) -> list[StoredPush]:
         """Every pending outbox entry of every user (after a restart: what to send again).
-        Per user in decided order (``key`` order); users in any order."""
+        Per user in decided order (``key`` order); users in any order. A store several nodes
+        share (Redis) returns, and leases to this node, only the entries no live node sends."""
         ...
 
     def outbox_attempt(self, user: str, key: str, attempts: int) -> None:

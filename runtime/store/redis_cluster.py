@@ -83,7 +83,7 @@ class RedisClusterStore(RedisStore):
         unknown = sorted(query)
         if unknown:
             raise StoreError(f"redis store {self.url}: unknown parameter(s) "
-                             f"{', '.join(unknown)} (known: prefix, wait)")
+                             f"{', '.join(unknown)} (known: prefix, wait, node, lease)")
         try:
             client = RedisCluster(
                 startup_nodes=nodes, ssl=SCHEMES[parts.scheme],

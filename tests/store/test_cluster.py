@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
-from conftest import start_cluster
+from conftest import meta_key, start_cluster, users_on_every_master
 from traces import PUSH, engine_state, outcome, race_events, setup_orphans, store_state
 
 from pushrules.cli import main
@@ -32,25 +32,6 @@ from pushrules.runtime.store.redis_cluster import RedisClusterStore
 
 CONFIG = Config(max_errors=100_000, dedup_window=100_000)
 EVENTS_PER_USER = 120
-
-
-def meta_key(prefix: str, user: str) -> str:
-    return f"{prefix}:{{{user}}}:meta"
-
-
-def users_on_every_master(cluster: LocalRedisCluster, prefix: str, per_master: int) -> list[str]:
-    """Users whose slots lie on each of the masters, ``per_master`` each."""
-    by_master: dict[int, list[str]] = defaultdict(list)
-    masters = cluster.masters()
-    for i in range(1000):
-        user = f"u{i}@example.org"
-        port = cluster.master_of(meta_key(prefix, user)).port
-        if len(by_master[port]) < per_master:
-            by_master[port].append(user)
-        if all(len(by_master[p]) == per_master for p in masters):
-            break
-    assert set(by_master) == set(masters)
-    return [user for users in by_master.values() for user in users]
 
 
 def interleaved(node: int, users: list[str], count: int) -> list[Any]:
