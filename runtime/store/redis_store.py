@@ -323,8 +323,10 @@ class RedisStore:
         payload = {
             "token": changes.token, "base": changes.base_version, "seq": changes.seq,
             "ttl": ttl,
-            "must_exist": [_reg_id(r) for r in changes.previous_states],
-            "must_live": [_reg_id(r) for r in changes.live_timers],
+            "must_exist": [_reg_id(r) for r in {**changes.previous_states,
+                                                **dict.fromkeys(changes.known_registrations)}],
+            "must_live": [_reg_id(r) for r in dict.fromkeys(
+                [*changes.live_timers, *changes.known_timers])],
             # New registrations start with no dedup ids, whatever an expired one left.
             "fresh": [_reg_id(r) for r in changes.registrations_put
                       if r not in changes.previous_states],

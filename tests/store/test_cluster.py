@@ -80,6 +80,9 @@ def test_two_node_processes_racing_on_users_of_every_master(redis_cluster):
             index, position = entry[2], entry[3]
             per_user[event_user(events[index][position])].append(entry)
     store = open_store(url)
+    outbox = defaultdict(list)
+    for entry in store.outbox_pending():
+        outbox[entry.user].append(entry)
     per_node = EVENTS_PER_USER // 6
     for user in users:
         log = per_user[user]
@@ -87,6 +90,9 @@ def test_two_node_processes_racing_on_users_of_every_master(redis_cluster):
         counts = Counter((p["node"], sid) for *_, pushes in log for p in pushes
                          for sid in p["stanzas"])
         assert counts and max(counts.values()) == 1, f"{user}: a stanza was pushed twice"
+        # The decided pushes are exactly the outbox's (neither node settled any): none lost.
+        assert counts == Counter((p.row["node"], sid) for p in outbox[user]
+                                 for sid in p.row["stanzas"])
         regs = store.load(user).registrations
         assert sum(regs[(PUSH, f"n{i}")]["errors"] for i in range(3)) == 2 * per_node
         ref = Engine(CONFIG)
@@ -207,6 +213,8 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
     probe_events: list[Any] = []
     failures: Counter[int] = Counter()
     recovered = None
+    before = {(p.user, p.key) for p in store.outbox_pending()}
+    decided: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
     for i, event in enumerate(events):
         if i == kill_at:
             engine.before_commit = land_then_kill
@@ -225,6 +233,8 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
         if failures[i] and recovered is None:
             recovered = time.monotonic()
         assert pushes == outcome(ref, event), f"event {i}: {event}"
+        if isinstance(pushes, list):
+            decided.update((p["user"], p["node"], tuple(p["stanzas"])) for p in pushes)
 
     assert "at" in killed and recovered is not None
     outage = recovered - killed["at"]
@@ -237,6 +247,12 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
     probe.store.close()
     for user in users:
         assert store_state(store, user) == engine_state(ref, user), user
+    # Every decided push is in the outbox once (none was settled): none lost, none doubled.
+    stored = Counter((p.user, p.row["node"], tuple(p.row["stanzas"]))
+                     for p in store.outbox_pending()
+                     if (p.user, p.key) not in before and p.user != probe_user)
+    assert stored == decided, (stored - decided, decided - stored)
+    assert any(user == victim_user for user, *_ in decided)
     # Every commit landed once: one token per version.
     client = redis.RedisCluster(host="127.0.0.1", port=cluster.running()[0].port)
     tokens = client.lrange(f"fo:{{{victim_user}}}:commits", 0, -1)
