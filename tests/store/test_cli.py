@@ -82,8 +82,8 @@ def test_store_help_names_every_store_url():
 
 
 def test_serve_store_retry_budget_is_an_option_and_a_config_key(tmp_path):
-    from pushrules.serve_cmd import SettingsError, build_settings, read_toml
     from pushrules.runtime.xmpp.sidecar import STORE_RETRY_SECONDS
+    from pushrules.serve_cmd import SettingsError, build_settings, read_toml
 
     flags = {"component_jid": "push.example.org", "component_secret": "s"}
     assert build_settings(flags, {}, {}).store_retry_seconds == STORE_RETRY_SECONDS >= 10
