@@ -196,8 +196,7 @@ class StoredEngine(Engine):
                 return pushes
             self._cache.pop(user, None)
             snapshot = None
-            if verified:
-                self.conflicts += 1
+            self.conflicts += 1
             # Randomised backoff: nodes that keep colliding on one user spread out.
             time.sleep(random.random() * min(0.05, 0.0005 * 2 ** attempt))
         raise StoreConflict(f"{self.store.url}: user {user} changed under every one of "

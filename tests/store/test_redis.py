@@ -43,7 +43,10 @@ def test_a_store_that_goes_away_fails_clearly_and_the_event_lands_after_it_is_ba
     own_redis.stop()  # down before the event: nothing applied, the caller is told
     with pytest.raises(StoreUnavailable, match=f"redis store {own_redis.url} is unavailable: "
                                                f"cannot load user {BOB}"):
-        engine.handle(offline("m1"))
+        StoredEngine(engine.store, Config()).handle(offline("m1"))  # nothing cached: a load
+    with pytest.raises(StoreUnavailable, match=f"redis store {own_redis.url} is unavailable: "
+                                               f"cannot commit user {BOB}"):
+        engine.handle(offline("m1"))  # run on its cached copy: the commit finds it down
     own_redis.start()
     assert engine.store.load(BOB) == before
     assert [p.stanzas for p in engine.handle(offline("m1"))] == [("m1",)]  # the retry
