@@ -68,53 +68,60 @@ LEASE_SECONDS = 60
 # ARGV: the registration key prefix, then the version and token the caller already holds:
 # if they are current (and no registration expired since), only {version, token} comes back.
 LOAD = """
+local P = ARGV[1]
+local SESSIONS, REGS, COMMITS = P .. 'sessions', P .. 'regs', P .. 'commits'
+local REG, PUSHED = P .. 'reg:', P .. 'pushed:'
 local meta = redis.call('HMGET', KEYS[1], 'version', 'seq')
 local version = meta[1] or '0'
-local token = redis.call('LINDEX', KEYS[4], 0) or ''
-local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
+local token = redis.call('LINDEX', COMMITS, 0) or ''
+local ids = redis.call('ZRANGE', REGS, 0, -1)
 if version == ARGV[2] and token == ARGV[3] then
   local current = true
   for _, id in ipairs(ids) do
-    if redis.call('EXISTS', ARGV[1] .. id) == 0 then current = false break end
+    if redis.call('EXISTS', REG .. id) == 0 then current = false break end
   end
-  for _, id in ipairs(redis.call('SMEMBERS', ARGV[5] .. 'timers')) do
-    if redis.call('EXISTS', ARGV[5] .. 'ttl:' .. id) == 0 then current = false break end
+  for _, id in ipairs(redis.call('SMEMBERS', P .. 'timers')) do
+    if redis.call('EXISTS', P .. 'ttl:' .. id) == 0 then current = false break end
   end
   if current then return {version, token} end
 end
 local regs = {}
 for _, id in ipairs(ids) do
   regs[#regs + 1] = id
-  regs[#regs + 1] = redis.call('GET', ARGV[1] .. id)
-  local pushed = redis.call('LRANGE', ARGV[4] .. id, 0, -1)
+  regs[#regs + 1] = redis.call('GET', REG .. id)
+  local pushed = redis.call('LRANGE', PUSHED .. id, 0, -1)
   regs[#regs + 1] = #pushed == 0 and '' or '\\0' .. table.concat(pushed, '\\0')
   local timer = 0  -- no orphan TTL; 1: running; 2: fired
-  if redis.call('SISMEMBER', ARGV[5] .. 'timers', id) == 1 then
-    timer = 2 - redis.call('EXISTS', ARGV[5] .. 'ttl:' .. id)
+  if redis.call('SISMEMBER', P .. 'timers', id) == 1 then
+    timer = 2 - redis.call('EXISTS', P .. 'ttl:' .. id)
   end
   regs[#regs + 1] = timer
 end
-return {version, meta[2] or '0', redis.call('HGETALL', KEYS[2]), regs, token}
+return {version, meta[2] or '0', redis.call('HGETALL', SESSIONS), regs, token}
 """
 
 # Checks everything before the first write: Redis does not roll a script back.
 COMMIT = """
+local P = ARGV[2]
+local SESSIONS, REGS, AUDIT, COMMITS = P .. 'sessions', P .. 'regs', P .. 'audit', P .. 'commits'
+local OUTBOX, TRIES, LEASE = P .. 'outbox', P .. 'tries', P .. 'lease'
+local REG, PUSHED = P .. 'reg:', P .. 'pushed:'
 local c = cjson.decode(ARGV[1])
-if redis.call('LPOS', KEYS[5], c.token) then return 1 end
+if redis.call('LPOS', COMMITS, c.token) then return 1 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if current ~= c.base then return 0 end
 for _, id in ipairs(c.must_exist) do
-  if redis.call('EXISTS', ARGV[2] .. id) == 0 then return 0 end
+  if redis.call('EXISTS', REG .. id) == 0 then return 0 end
 end
 -- An orphan TTL that fired since the load: run the event again, expiring it first.
 for _, id in ipairs(c.must_live) do
-  if redis.call('EXISTS', ARGV[5] .. 'ttl:' .. id) == 0 then return 0 end
+  if redis.call('EXISTS', P .. 'ttl:' .. id) == 0 then return 0 end
 end
-for _, s in ipairs(c.s_put) do redis.call('HSET', KEYS[2], s[1], s[2]) end
-for _, sid in ipairs(c.s_del) do redis.call('HDEL', KEYS[2], sid) end
-for _, id in ipairs(c.fresh) do redis.call('DEL', ARGV[4] .. id) end
+for _, s in ipairs(c.s_put) do redis.call('HSET', SESSIONS, s[1], s[2]) end
+for _, sid in ipairs(c.s_del) do redis.call('HDEL', SESSIONS, sid) end
+for _, id in ipairs(c.fresh) do redis.call('DEL', PUSHED .. id) end
 for _, p in ipairs(c.p_ops) do
-  local key = ARGV[4] .. p[1]
+  local key = PUSHED .. p[1]
   if p[2] > 0 then redis.call('LTRIM', key, p[2], -1) end
   local ids = p[3]
   for i = 1, #ids, 1000 do
@@ -122,40 +129,40 @@ for _, p in ipairs(c.p_ops) do
   end
 end
 for _, r in ipairs(c.r_put) do
-  redis.call('SET', ARGV[2] .. r[1], r[2])
+  redis.call('SET', REG .. r[1], r[2])
   if r[3] == 'ttl' then
-    redis.call('SET', ARGV[5] .. 'ttl:' .. r[1], '1', 'EX', c.ttl)
-    redis.call('SADD', ARGV[5] .. 'timers', r[1])
+    redis.call('SET', P .. 'ttl:' .. r[1], '1', 'EX', c.ttl)
+    redis.call('SADD', P .. 'timers', r[1])
   elseif r[3] ~= 'keep' then
-    redis.call('DEL', ARGV[5] .. 'ttl:' .. r[1])
-    redis.call('SREM', ARGV[5] .. 'timers', r[1])
+    redis.call('DEL', P .. 'ttl:' .. r[1])
+    redis.call('SREM', P .. 'timers', r[1])
   end
-  if not redis.call('ZSCORE', KEYS[3], r[1]) then
-    redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'regno', 1), r[1])
+  if not redis.call('ZSCORE', REGS, r[1]) then
+    redis.call('ZADD', REGS, redis.call('HINCRBY', KEYS[1], 'regno', 1), r[1])
   end
 end
 for _, id in ipairs(c.r_del) do
-  redis.call('DEL', ARGV[2] .. id, ARGV[4] .. id, ARGV[5] .. 'ttl:' .. id)
-  redis.call('SREM', ARGV[5] .. 'timers', id)
-  redis.call('ZREM', KEYS[3], id)
+  redis.call('DEL', REG .. id, PUSHED .. id, P .. 'ttl:' .. id)
+  redis.call('SREM', P .. 'timers', id)
+  redis.call('ZREM', REGS, id)
 end
-for _, a in ipairs(c.audit) do redis.call('RPUSH', KEYS[4], a) end
+for _, a in ipairs(c.audit) do redis.call('RPUSH', AUDIT, a) end
 if #c.o_put > 0 then
   local t = redis.call('TIME')
   local lease = c.node .. ' ' .. (t[1] * 1000 + math.floor(t[2] / 1000) + c.lease_ms)
   for _, o in ipairs(c.o_put) do
-    redis.call('HSET', KEYS[6], o[1], o[2])
-    redis.call('HSET', KEYS[8], o[1], lease)
+    redis.call('HSET', OUTBOX, o[1], o[2])
+    redis.call('HSET', LEASE, o[1], lease)
   end
 end
 for _, key in ipairs(c.o_del) do
-  redis.call('HDEL', KEYS[6], key)
-  redis.call('HDEL', KEYS[7], key)
-  redis.call('HDEL', KEYS[8], key)
+  redis.call('HDEL', OUTBOX, key)
+  redis.call('HDEL', TRIES, key)
+  redis.call('HDEL', LEASE, key)
 end
 redis.call('HSET', KEYS[1], 'version', current + 1, 'seq', c.seq)
-redis.call('LPUSH', KEYS[5], c.token)
-redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[3]) - 1)
+redis.call('LPUSH', COMMITS, c.token)
+redis.call('LTRIM', COMMITS, 0, tonumber(ARGV[3]) - 1)
 return 1
 """
 
@@ -259,12 +266,6 @@ class RedisStore:
     def _outbox_keys(self, user: str) -> list[str]:
         return list(self._keys(user)[5:])
 
-    def _reg_prefix(self, user: str) -> str:
-        return f"{self.prefix}:{{{user}}}:reg:"
-
-    def _pushed_prefix(self, user: str) -> str:
-        return f"{self.prefix}:{{{user}}}:pushed:"
-
     def _user_prefix(self, user: str) -> str:
         return f"{self.prefix}:{{{user}}}:"
 
@@ -280,12 +281,12 @@ class RedisStore:
                              f"({type(exc).__name__}: {exc})") from None
 
     def load(self, user: str, known: tuple[int, str] | None = None) -> UserSnapshot | None:
-        keys = self._keys(user)
         version, token = known or (-1, "")
         with self._errors("load", user):
-            reply = self._load(keys=(*keys[:3], keys[4]),
-                               args=[self._reg_prefix(user), version, token,
-                                     self._pushed_prefix(user), self._user_prefix(user)])
+            # One key (the user's slot); the script names the others after the user prefix:
+            # fewer arguments to pack per event.
+            base = self._user_prefix(user)
+            reply = self._load(keys=[base + "meta"], args=[base, version, token])
         if len(reply) == 2:
             return None
         version, seq, sessions, regs, token = reply
@@ -342,10 +343,9 @@ class RedisStore:
         }
         user = changes.user
         with self._errors("commit", user):
-            done = self._commit(keys=self._keys(user),
-                                args=[json.dumps(payload), self._reg_prefix(user),
-                                      RECENT_TOKENS, self._pushed_prefix(user),
-                                      self._user_prefix(user)])
+            done = self._commit(keys=[self._user_prefix(user) + "meta"],
+                                args=[json.dumps(payload), self._user_prefix(user),
+                                      RECENT_TOKENS])
         return bool(done)
 
     def audit_trail(self, user: str) -> list[AuditEntry]:
