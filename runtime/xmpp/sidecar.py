@@ -161,8 +161,8 @@ class Sidecar:
             except self._transient as exc:
                 delay = min(0.05 * 2 ** attempt, 1.0, give_up - time.monotonic())
                 if delay <= 0:
-                    self._reject(f"{where} line {number}: {event.EVENT} not applied after "
-                                 f"{self.settings.store_retry_seconds:g} s of retries: {exc}")
+                    self._reject(f"{where} line {number}: {event.EVENT} not applied: {exc} "
+                                 f"(retried for {self.settings.store_retry_seconds:g} s)")
                     return
                 await asyncio.sleep(delay)
             except ImpossibleEvent as exc:
