@@ -22,7 +22,8 @@ def _when(timestamp: float | None) -> str:
 @click.argument("user")
 @click.option("--store", "store_url", required=True, envvar="PUSHRULES_STORE",
               help="Store URL: sqlite:///path/to.db, redis://host:port/db?prefix=pushrules, "
-                   "or memory: (env PUSHRULES_STORE).")
+                   "redis+cluster://host:port[,host:port...]?prefix=pushrules, or memory: "
+                   "(env PUSHRULES_STORE).")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object instead of text.")
 def registrations(user: str, store_url: str, as_json: bool) -> None:
     """List USER's push registrations (state, bound session, counted errors, why and when

@@ -22,7 +22,7 @@ SECTIONS: dict[str, dict[str, str]] = {
                  "backoff_initial": "backoff_initial", "backoff_max": "backoff_max",
                  "connect_timeout": "connect_timeout", "shutdown_grace": "shutdown_grace",
                  "max_in_flight": "max_in_flight", "max_outbox": "max_outbox"},
-    "store": {"url": "store"},
+    "store": {"url": "store", "retry_seconds": "store_retry_seconds"},
     "input": {"socket": "socket", "socket_group": "socket_group",
               "allowed_uids": "allowed_uids"},
     "prosody": {"socket": "prosody"},
@@ -32,6 +32,7 @@ DEFAULTS: dict[str, Any] = {
     "host": "127.0.0.1", "port": 5347, "iq_timeout": 10.0, "max_attempts": 6,
     "backoff_initial": 0.5, "backoff_max": 30.0, "connect_timeout": 30.0,
     "shutdown_grace": 30.0, "max_in_flight": 512, "max_outbox": 10_000, "store": "memory:",
+    "store_retry_seconds": 15.0,
 }
 
 
@@ -107,6 +108,7 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
         port = int(merged["port"])
         max_in_flight = int(merged["max_in_flight"])
         max_outbox = int(merged["max_outbox"])
+        store_retry = float(merged["store_retry_seconds"])
         allowed_uids = tuple(int(uid) for uid in merged.get("allowed_uids") or ())
     except (TypeError, ValueError) as exc:
         raise SettingsError(str(exc)) from None
@@ -119,6 +121,8 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
             raise SettingsError(str(exc)) from None
     if numbers["iq_timeout"] <= 0 or max_in_flight < 1:
         raise SettingsError("iq_timeout must be positive and max_in_flight at least 1")
+    if not 0 <= store_retry <= 3600:
+        raise SettingsError(f"store_retry_seconds must be from 0 to 3600, not {store_retry:g}")
     if max_outbox < 1:
         raise SettingsError(f"max_outbox must be at least 1, not {max_outbox}")
     group = merged.get("socket_group")
@@ -131,7 +135,7 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
         socket=merged.get("socket"), socket_group=None if group is None else str(group),
         allowed_uids=allowed_uids,
         prosody=merged.get("prosody"),
-        metrics=merged.get("metrics"),
+        metrics=merged.get("metrics"), store_retry_seconds=store_retry,
     )
 
 
@@ -163,6 +167,9 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
 @click.option("--max-outbox", type=int,
               help="Pending pushes above which reading waits (backpressure) [10000].")
 @click.option("--store", help="Where state lives: memory: (default) or a store URL.")
+@click.option("--store-retry-seconds", type=float,
+              help="How long an event is retried while the store is unavailable (a Redis "
+                   "Cluster failover) before it is rejected [15].")
 @click.option("--socket", type=click.Path(dir_okay=False),
               help="Read events from this Unix socket (created 0600) instead of stdin.")
 @click.option("--socket-group",

@@ -94,6 +94,11 @@ class UserChanges:
     the dedup ids that decided them, until answered."""
     outbox_del: list[str] = field(default_factory=list)
     """Keys of the user's outbox entries this event settles (the push-result answering one)."""
+    known_registrations: list[RegId] = field(default_factory=list)
+    known_timers: list[RegId] = field(default_factory=list)
+    """Set when the event ran on a cached copy not checked first: a store whose rows or
+    timers can go by themselves (Redis key TTLs) refuses the commit unless every one of these
+    registrations still exists and these orphan TTLs still run (the copy is current)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +133,8 @@ class Store(Protocol):
 
     def outbox_pending(self) -> list[StoredPush]:
         """Every pending outbox entry of every user (after a restart: what to send again).
-        Per user in decided order (``key`` order); users in any order."""
+        Per user in decided order (``key`` order); users in any order. A store several nodes
+        share (Redis) returns, and leases to this node, only the entries no live node sends."""
         ...
 
     def outbox_attempt(self, user: str, key: str, attempts: int) -> None:

@@ -171,20 +171,31 @@ class StoredEngine(Engine):
             if self._commit(pending.changes, event, pending.pushes, settle):
                 self.last_entries = self._entries(pending.changes, pending.pushes)
                 return pending.pushes
+        # A cached user is run on the cached copy without asking first (one round trip per
+        # event): a commit is refused unless that copy is still current, and an event that
+        # changes nothing asks then whether it ran on the current copy.
+        snapshot: UserSnapshot | None = self._cache.get(user)
+        verified = False
         for attempt in range(self.max_attempts):
-            snapshot = self._load(user)
+            if snapshot is None:
+                snapshot, verified = self._load(user), True
             self._install(snapshot)
             pushes = super().handle(event)
-            changes = self._changes(snapshot, pushes, settle)
+            changes = self._changes(snapshot, pushes, settle, verified)
             if changes is None:
-                self.last_version = snapshot.version
-                self.last_entries = [OutboxEntry(push) for push in pushes]
-                return pushes
+                fresh = None if verified else self._fresher(snapshot)
+                if fresh is None:
+                    self.last_version = snapshot.version
+                    self.last_entries = [OutboxEntry(push) for push in pushes]
+                    return pushes
+                snapshot, verified = fresh, True
+                continue
             if self._commit(changes, event, pushes, settle):
                 self._remember(self._next)
                 self.last_entries = self._entries(changes, pushes)
                 return pushes
             self._cache.pop(user, None)
+            snapshot = None
             self.conflicts += 1
             # Randomised backoff: nodes that keep colliding on one user spread out.
             time.sleep(random.random() * min(0.05, 0.0005 * 2 ** attempt))
@@ -250,6 +261,15 @@ class StoredEngine(Engine):
             self.last_version = changes.base_version + 1
         return done
 
+    def _fresher(self, snapshot: UserSnapshot) -> UserSnapshot | None:
+        """None while ``snapshot`` is what the store holds, else the store's (cached)."""
+        fresh = self.store.load(snapshot.user, snapshot.identity)
+        if fresh is None:
+            self._cache.move_to_end(snapshot.user)
+        else:
+            self._remember(fresh)
+        return fresh
+
     def _load(self, user: str) -> UserSnapshot:
         cached = self._cache.get(user)
         snapshot = self.store.load(user, None if cached is None else cached.identity)
@@ -292,7 +312,7 @@ class StoredEngine(Engine):
             self.fire_registration((user, *reg), TIMER_EVENT, Ctx(self, Timer()))
 
     def _changes(self, snapshot: UserSnapshot, pushes: list[Push],
-                 settle: tuple[str, ...]) -> UserChanges | None:
+                 settle: tuple[str, ...], verified: bool = True) -> UserChanges | None:
         """What the event changed (with the pushes for the outbox), or None; also leaves in
         ``_next`` the snapshot the commit makes (for the cache)."""
         user = snapshot.user
@@ -324,6 +344,9 @@ class StoredEngine(Engine):
                 and not changes.outbox_put and not changes.outbox_del):
             self._next = None
             return None
+        if not verified:
+            changes.known_registrations = list(snapshot.registrations)
+            changes.known_timers = list(snapshot.timers)
         changes.token = uuid.uuid4().hex
         # The records are installed afresh for every event: their dedup sets can be handed on.
         pushed = {reg: rec.pushed for reg, rec in self.users.get(user, {}).items()}

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 from redis.backoff import NoBackoff
@@ -204,7 +205,8 @@ class LocalRedisCluster:
             self.stop()
             raise
 
-    def _client(self, node: LocalRedis) -> redis.Redis:
+    def _client(self, node: LocalRedis) -> Any:
+        # Any: redis-py leaves execute_command unannotated.
         return redis.Redis(host="127.0.0.1", port=node.port, socket_connect_timeout=0.5,
                            socket_timeout=1.0, retry=Retry(NoBackoff(), 0),
                            decode_responses=True)
@@ -226,7 +228,8 @@ class LocalRedisCluster:
             replication = client.info("replication")
         finally:
             client.close()
-        return replication["role"] == "master" or replication["master_link_status"] == "up"
+        return bool(replication["role"] == "master"
+                    or replication["master_link_status"] == "up")
 
     def wait_healthy(self, timeout: float = 60.0) -> float:
         """Wait until every running node says the cluster is ok (all slots served) and every

@@ -83,7 +83,7 @@ class RedisClusterStore(RedisStore):
         unknown = sorted(query)
         if unknown:
             raise StoreError(f"redis store {self.url}: unknown parameter(s) "
-                             f"{', '.join(unknown)} (known: prefix, wait)")
+                             f"{', '.join(unknown)} (known: prefix, wait, node, lease)")
         try:
             client = RedisCluster(
                 startup_nodes=nodes, ssl=SCHEMES[parts.scheme],
@@ -148,5 +148,11 @@ def _startup_nodes(url: str, hosts: str) -> list[ClusterNode]:
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
             raise StoreError(f"redis store {url}: {item!r} is not host:port "
                              "(list the nodes as host:port,host:port)")
-        nodes.append(ClusterNode(host, int(port)))
+        nodes.append(_cluster_node(host, int(port)))
     return nodes
+
+
+def _cluster_node(host: str, port: int) -> ClusterNode:
+    make: Any = ClusterNode  # redis-py leaves its __init__ unannotated
+    node: ClusterNode = make(host, port)
+    return node

@@ -15,9 +15,15 @@ Keys of one user (all hash-tagged ``{user}`` so they stay on one Redis Cluster s
   PREFIX:{user}:commits    list of the last commit tokens (a repeated commit is a no-op)
   PREFIX:{user}:outbox     hash: outbox key -> JSON push decided but not answered yet
   PREFIX:{user}:tries      hash: outbox key -> sends started so far (over all runs)
+  PREFIX:{user}:lease      hash: outbox key -> "NODE EXPIRY_MS": the node sending it, until when
 
 After a restart the pending outbox entries are found with SCAN on ``PREFIX:{*}:outbox`` (per
-node on a cluster: no key ever spans users).
+master on a cluster: no key ever spans users). Several nodes share one store, so each entry is
+leased to the node that decided it (``?node=NAME``, default the host name) for ``?lease=SECONDS``
+(default 60, renewed by every send attempt; server time). At start a node claims, in one
+script on the user's slot, the entries that are its own (it restarted: its sends died with it)
+or whose lease ran out (their node died): a live node's in-flight pushes are not sent again by
+another node. Nodes on one host sharing a store need distinct ``node=`` names.
 
 Loads and commits are Lua scripts, each atomic on the server: a commit applies only if the
 user's version is still the one loaded (optimistic concurrency), else the caller runs the event
@@ -32,6 +38,7 @@ audit entry) before the event, in the same commit.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -55,57 +62,66 @@ from .base import (
 )
 
 RECENT_TOKENS = 64
+LEASE_SECONDS = 60
+"""How long a node's claim on an outbox entry lasts without a send attempt renewing it."""
 
 # ARGV: the registration key prefix, then the version and token the caller already holds:
 # if they are current (and no registration expired since), only {version, token} comes back.
 LOAD = """
+local P = ARGV[1]
+local SESSIONS, REGS, COMMITS = P .. 'sessions', P .. 'regs', P .. 'commits'
+local REG, PUSHED = P .. 'reg:', P .. 'pushed:'
 local meta = redis.call('HMGET', KEYS[1], 'version', 'seq')
 local version = meta[1] or '0'
-local token = redis.call('LINDEX', KEYS[4], 0) or ''
-local ids = redis.call('ZRANGE', KEYS[3], 0, -1)
+local token = redis.call('LINDEX', COMMITS, 0) or ''
+local ids = redis.call('ZRANGE', REGS, 0, -1)
 if version == ARGV[2] and token == ARGV[3] then
   local current = true
   for _, id in ipairs(ids) do
-    if redis.call('EXISTS', ARGV[1] .. id) == 0 then current = false break end
+    if redis.call('EXISTS', REG .. id) == 0 then current = false break end
   end
-  for _, id in ipairs(redis.call('SMEMBERS', ARGV[5] .. 'timers')) do
-    if redis.call('EXISTS', ARGV[5] .. 'ttl:' .. id) == 0 then current = false break end
+  for _, id in ipairs(redis.call('SMEMBERS', P .. 'timers')) do
+    if redis.call('EXISTS', P .. 'ttl:' .. id) == 0 then current = false break end
   end
   if current then return {version, token} end
 end
 local regs = {}
 for _, id in ipairs(ids) do
   regs[#regs + 1] = id
-  regs[#regs + 1] = redis.call('GET', ARGV[1] .. id)
-  local pushed = redis.call('LRANGE', ARGV[4] .. id, 0, -1)
+  regs[#regs + 1] = redis.call('GET', REG .. id)
+  local pushed = redis.call('LRANGE', PUSHED .. id, 0, -1)
   regs[#regs + 1] = #pushed == 0 and '' or '\\0' .. table.concat(pushed, '\\0')
   local timer = 0  -- no orphan TTL; 1: running; 2: fired
-  if redis.call('SISMEMBER', ARGV[5] .. 'timers', id) == 1 then
-    timer = 2 - redis.call('EXISTS', ARGV[5] .. 'ttl:' .. id)
+  if redis.call('SISMEMBER', P .. 'timers', id) == 1 then
+    timer = 2 - redis.call('EXISTS', P .. 'ttl:' .. id)
   end
   regs[#regs + 1] = timer
 end
-return {version, meta[2] or '0', redis.call('HGETALL', KEYS[2]), regs, token}
+return {version, meta[2] or '0', redis.call('HGETALL', SESSIONS), regs, token}
 """
 
 # Checks everything before the first write: Redis does not roll a script back.
 COMMIT = """
+local P = ARGV[2]
+local SESSIONS, REGS, AUDIT, COMMITS = P .. 'sessions', P .. 'regs', P .. 'audit', P .. 'commits'
+local OUTBOX, TRIES, LEASE = P .. 'outbox', P .. 'tries', P .. 'lease'
+local REG, PUSHED = P .. 'reg:', P .. 'pushed:'
 local c = cjson.decode(ARGV[1])
-if redis.call('LPOS', KEYS[5], c.token) then return 1 end
+if redis.call('LPOS', COMMITS, c.token) then return 1 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if current ~= c.base then return 0 end
 for _, id in ipairs(c.must_exist) do
-  if redis.call('EXISTS', ARGV[2] .. id) == 0 then return 0 end
+  if redis.call('EXISTS', REG .. id) == 0 then return 0 end
 end
 -- An orphan TTL that fired since the load: run the event again, expiring it first.
 for _, id in ipairs(c.must_live) do
-  if redis.call('EXISTS', ARGV[5] .. 'ttl:' .. id) == 0 then return 0 end
+  if redis.call('EXISTS', P .. 'ttl:' .. id) == 0 then return 0 end
 end
-for _, s in ipairs(c.s_put) do redis.call('HSET', KEYS[2], s[1], s[2]) end
-for _, sid in ipairs(c.s_del) do redis.call('HDEL', KEYS[2], sid) end
-for _, id in ipairs(c.fresh) do redis.call('DEL', ARGV[4] .. id) end
+for _, s in ipairs(c.s_put) do redis.call('HSET', SESSIONS, s[1], s[2]) end
+for _, sid in ipairs(c.s_del) do redis.call('HDEL', SESSIONS, sid) end
+for _, id in ipairs(c.fresh) do redis.call('DEL', PUSHED .. id) end
 for _, p in ipairs(c.p_ops) do
-  local key = ARGV[4] .. p[1]
+  local key = PUSHED .. p[1]
   if p[2] > 0 then redis.call('LTRIM', key, p[2], -1) end
   local ids = p[3]
   for i = 1, #ids, 1000 do
@@ -113,46 +129,83 @@ for _, p in ipairs(c.p_ops) do
   end
 end
 for _, r in ipairs(c.r_put) do
-  redis.call('SET', ARGV[2] .. r[1], r[2])
+  redis.call('SET', REG .. r[1], r[2])
   if r[3] == 'ttl' then
-    redis.call('SET', ARGV[5] .. 'ttl:' .. r[1], '1', 'EX', c.ttl)
-    redis.call('SADD', ARGV[5] .. 'timers', r[1])
+    redis.call('SET', P .. 'ttl:' .. r[1], '1', 'EX', c.ttl)
+    redis.call('SADD', P .. 'timers', r[1])
   elseif r[3] ~= 'keep' then
-    redis.call('DEL', ARGV[5] .. 'ttl:' .. r[1])
-    redis.call('SREM', ARGV[5] .. 'timers', r[1])
+    redis.call('DEL', P .. 'ttl:' .. r[1])
+    redis.call('SREM', P .. 'timers', r[1])
   end
-  if not redis.call('ZSCORE', KEYS[3], r[1]) then
-    redis.call('ZADD', KEYS[3], redis.call('HINCRBY', KEYS[1], 'regno', 1), r[1])
+  if not redis.call('ZSCORE', REGS, r[1]) then
+    redis.call('ZADD', REGS, redis.call('HINCRBY', KEYS[1], 'regno', 1), r[1])
   end
 end
 for _, id in ipairs(c.r_del) do
-  redis.call('DEL', ARGV[2] .. id, ARGV[4] .. id, ARGV[5] .. 'ttl:' .. id)
-  redis.call('SREM', ARGV[5] .. 'timers', id)
-  redis.call('ZREM', KEYS[3], id)
+  redis.call('DEL', REG .. id, PUSHED .. id, P .. 'ttl:' .. id)
+  redis.call('SREM', P .. 'timers', id)
+  redis.call('ZREM', REGS, id)
 end
-for _, a in ipairs(c.audit) do redis.call('RPUSH', KEYS[4], a) end
-for _, o in ipairs(c.o_put) do redis.call('HSET', KEYS[6], o[1], o[2]) end
+for _, a in ipairs(c.audit) do redis.call('RPUSH', AUDIT, a) end
+if #c.o_put > 0 then
+  local t = redis.call('TIME')
+  local lease = c.node .. ' ' .. (t[1] * 1000 + math.floor(t[2] / 1000) + c.lease_ms)
+  for _, o in ipairs(c.o_put) do
+    redis.call('HSET', OUTBOX, o[1], o[2])
+    redis.call('HSET', LEASE, o[1], lease)
+  end
+end
 for _, key in ipairs(c.o_del) do
-  redis.call('HDEL', KEYS[6], key)
-  redis.call('HDEL', KEYS[7], key)
+  redis.call('HDEL', OUTBOX, key)
+  redis.call('HDEL', TRIES, key)
+  redis.call('HDEL', LEASE, key)
 end
 redis.call('HSET', KEYS[1], 'version', current + 1, 'seq', c.seq)
-redis.call('LPUSH', KEYS[5], c.token)
-redis.call('LTRIM', KEYS[5], 0, tonumber(ARGV[3]) - 1)
+redis.call('LPUSH', COMMITS, c.token)
+redis.call('LTRIM', COMMITS, 0, tonumber(ARGV[3]) - 1)
 return 1
 """
 
-# KEYS: outbox, tries. ARGV: key, attempts. Only for an entry still there (no stray count).
+# KEYS: outbox, tries, lease. ARGV: key, attempts, node, lease ms. Only for an entry still
+# there (no stray count); the sending node's lease is renewed.
 OUTBOX_ATTEMPT = """
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then
+  local t = redis.call('TIME')
   redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+  redis.call('HSET', KEYS[3], ARGV[1],
+             ARGV[3] .. ' ' .. (t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[4])))
 end
 return 1
 """
 
-# KEYS: outbox, tries. Both hashes of one user, read at once.
-OUTBOX_READ = """
-return {redis.call('HGETALL', KEYS[1]), redis.call('HGETALL', KEYS[2])}
+# KEYS: outbox, tries, lease. ARGV: node, lease ms. The entries this node may send again (its
+# own, unleased, or whose lease ran out), claimed for it; with their send counts.
+OUTBOX_CLAIM = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local entries = redis.call('HGETALL', KEYS[1])
+local claimed = {}
+for i = 1, #entries, 2 do
+  local lease = redis.call('HGET', KEYS[3], entries[i])
+  local owner, expiry = '', 0
+  if lease then owner, expiry = string.match(lease, '^(.*) (%d+)$') end
+  if owner == ARGV[1] or tonumber(expiry or 0) <= now then
+    redis.call('HSET', KEYS[3], entries[i], ARGV[1] .. ' ' .. (now + tonumber(ARGV[2])))
+    claimed[#claimed + 1] = entries[i]
+    claimed[#claimed + 1] = entries[i + 1]
+  end
+end
+return {claimed, redis.call('HGETALL', KEYS[2])}
+"""
+
+# KEYS: outbox, tries, lease. ARGV: the keys of the entries to forget.
+OUTBOX_REMOVE = """
+for _, key in ipairs(ARGV) do
+  redis.call('HDEL', KEYS[1], key)
+  redis.call('HDEL', KEYS[2], key)
+  redis.call('HDEL', KEYS[3], key)
+end
+return 1
 """
 
 OUR_PARAMS = ("prefix",)
@@ -168,6 +221,13 @@ class RedisStore:
         parts = urlsplit(url)
         query = dict(parse_qsl(parts.query))
         prefix = query.pop("prefix", prefix)
+        self.node = query.pop("node", "") or socket.gethostname()
+        """This node's name in the outbox leases (a restarted node reclaims its own)."""
+        lease = query.pop("lease", str(LEASE_SECONDS))
+        if not lease.isdigit() or int(lease) < 1:
+            raise StoreError(f"redis store {_mask(url)}: lease={lease!r} is not a whole number "
+                             "of seconds (1 or more)")
+        self.lease_ms = int(lease) * 1000
         if "orphan_ttl" in query:
             raise StoreError(f"redis store {_mask(url)}: orphan_ttl is a rule option of the "
                              "model, not of the store: pass --set orphan_ttl=SECONDS (or "
@@ -182,7 +242,8 @@ class RedisStore:
         self._load = self._redis.register_script(LOAD)
         self._commit = self._redis.register_script(COMMIT)
         self._outbox_attempt = self._redis.register_script(OUTBOX_ATTEMPT)
-        self._outbox_read = self._redis.register_script(OUTBOX_READ)
+        self._outbox_claim = self._redis.register_script(OUTBOX_CLAIM)
+        self._outbox_remove = self._redis.register_script(OUTBOX_REMOVE)
 
     def _connect(self, url: str, timeout: float) -> Any:
         """The client for ``url`` (our own parameters removed); subclasses pick another."""
@@ -200,16 +261,10 @@ class RedisStore:
     def _keys(self, user: str) -> tuple[str, ...]:
         base = f"{self.prefix}:{{{user}}}:"
         return tuple(base + name for name in ("meta", "sessions", "regs", "audit", "commits",
-                                              "outbox", "tries"))
+                                              "outbox", "tries", "lease"))
 
     def _outbox_keys(self, user: str) -> list[str]:
         return list(self._keys(user)[5:])
-
-    def _reg_prefix(self, user: str) -> str:
-        return f"{self.prefix}:{{{user}}}:reg:"
-
-    def _pushed_prefix(self, user: str) -> str:
-        return f"{self.prefix}:{{{user}}}:pushed:"
 
     def _user_prefix(self, user: str) -> str:
         return f"{self.prefix}:{{{user}}}:"
@@ -226,12 +281,12 @@ class RedisStore:
                              f"({type(exc).__name__}: {exc})") from None
 
     def load(self, user: str, known: tuple[int, str] | None = None) -> UserSnapshot | None:
-        keys = self._keys(user)
         version, token = known or (-1, "")
         with self._errors("load", user):
-            reply = self._load(keys=(*keys[:3], keys[4]),
-                               args=[self._reg_prefix(user), version, token,
-                                     self._pushed_prefix(user), self._user_prefix(user)])
+            # One key (the user's slot); the script names the others after the user prefix:
+            # fewer arguments to pack per event.
+            base = self._user_prefix(user)
+            reply = self._load(keys=[base + "meta"], args=[base, version, token])
         if len(reply) == 2:
             return None
         version, seq, sessions, regs, token = reply
@@ -269,8 +324,10 @@ class RedisStore:
         payload = {
             "token": changes.token, "base": changes.base_version, "seq": changes.seq,
             "ttl": ttl,
-            "must_exist": [_reg_id(r) for r in changes.previous_states],
-            "must_live": [_reg_id(r) for r in changes.live_timers],
+            "must_exist": [_reg_id(r) for r in {**changes.previous_states,
+                                                **dict.fromkeys(changes.known_registrations)}],
+            "must_live": [_reg_id(r) for r in dict.fromkeys(
+                [*changes.live_timers, *changes.known_timers])],
             # New registrations start with no dedup ids, whatever an expired one left.
             "fresh": [_reg_id(r) for r in changes.registrations_put
                       if r not in changes.previous_states],
@@ -282,14 +339,13 @@ class RedisStore:
                       for r, (drop, added) in changes.pushed_ops.items()],
             "audit": [json.dumps(audit_dict(a)) for a in changes.audit],
             "o_put": [[key, json.dumps(row)] for key, row in changes.outbox_put.items()],
-            "o_del": changes.outbox_del,
+            "o_del": changes.outbox_del, "node": self.node, "lease_ms": self.lease_ms,
         }
         user = changes.user
         with self._errors("commit", user):
-            done = self._commit(keys=self._keys(user),
-                                args=[json.dumps(payload), self._reg_prefix(user),
-                                      RECENT_TOKENS, self._pushed_prefix(user),
-                                      self._user_prefix(user)])
+            done = self._commit(keys=[self._user_prefix(user) + "meta"],
+                                args=[json.dumps(payload), self._user_prefix(user),
+                                      RECENT_TOKENS])
         return bool(done)
 
     def audit_trail(self, user: str) -> list[AuditEntry]:
@@ -306,7 +362,8 @@ class RedisStore:
             for raw in self._redis.scan_iter(match=pattern, count=1000, _type="hash"):
                 name = raw.decode()
                 user = name[len(head):-len(tail)]
-                entries, tries = self._outbox_read(keys=self._outbox_keys(user))
+                entries, tries = self._outbox_claim(keys=self._outbox_keys(user),
+                                                    args=[self.node, self.lease_ms])
                 counts = {tries[i].decode(): int(tries[i + 1]) for i in range(0, len(tries), 2)}
                 rows = {entries[i].decode(): entries[i + 1] for i in range(0, len(entries), 2)}
                 out += [StoredPush(user, key, json.loads(rows[key]), counts.get(key, 0))
@@ -315,18 +372,15 @@ class RedisStore:
 
     def outbox_attempt(self, user: str, key: str, attempts: int) -> None:
         with self._errors("record a send in the outbox of", user):
-            self._outbox_attempt(keys=self._outbox_keys(user), args=[key, attempts])
+            self._outbox_attempt(keys=self._outbox_keys(user),
+                                 args=[key, attempts, self.node, self.lease_ms])
 
     def outbox_remove(self, user: str, keys: list[str]) -> None:
         if not keys:
             return
-        outbox, tries = self._outbox_keys(user)
         with self._errors("remove outbox entries of", user):
-            # One transaction; both keys are on the user's slot.
-            pipe = self._redis.pipeline(transaction=True)
-            pipe.hdel(outbox, *keys)
-            pipe.hdel(tries, *keys)
-            pipe.execute()
+            # A script, not MULTI: atomic on the user's slot on a cluster too.
+            self._outbox_remove(keys=self._outbox_keys(user), args=keys)
 
     def ttl_ms(self, user: str, reg: RegId) -> int:
         """Milliseconds before the registration's orphan TTL fires (-2: no TTL running)."""

@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
 import signal
 import stat
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
@@ -47,7 +49,9 @@ from .unixsocket import Listener, SocketPathError, open_listener, peer_uid
 log = logging.getLogger(__name__)
 
 MEMORY_STORES = ("", "memory", "memory:")
-STORE_ATTEMPTS = 5
+STORE_RETRY_SECONDS = 15.0
+"""Default retry budget for an event the store refuses as unavailable: covers a Redis Cluster
+failover at cluster-node-timeout 5 s (failure detection plus election, ~7 s)."""
 MAX_LINE_BYTES: int = trace.MAX_LINE_BYTES
 """The longest input line accepted, in bytes (the trace module's limit when it has one)."""
 READ_CHUNK = 64 * 1024
@@ -77,6 +81,8 @@ class SidecarSettings:
     prosody: str | None = None  # mod_pushrules' Unix socket: events in, publishes out
     metrics: str | None = None
     """HOST:PORT of the /metrics and /healthz listener (none without)."""
+    store_retry_seconds: float = STORE_RETRY_SECONDS
+    """How long an event the store refuses as unavailable is retried before it is rejected."""
 
 
 def make_engine(store_url: str, rules: Config) -> Engine:
@@ -147,15 +153,18 @@ class Sidecar:
         event = self._parse(raw, number, where)
         if event is None:
             return
-        for attempt in range(STORE_ATTEMPTS):
+        give_up = time.monotonic() + self.settings.store_retry_seconds
+        for attempt in itertools.count():
             try:
                 self.dispatcher.handle(event)
                 break
             except self._transient as exc:
-                if attempt + 1 == STORE_ATTEMPTS:
-                    self._reject(f"{where} line {number}: {event.EVENT} not applied: {exc}")
+                delay = min(0.05 * 2 ** attempt, 1.0, give_up - time.monotonic())
+                if delay <= 0:
+                    self._reject(f"{where} line {number}: {event.EVENT} not applied: {exc} "
+                                 f"(retried for {self.settings.store_retry_seconds:g} s)")
                     return
-                await asyncio.sleep(0.1 * 2 ** attempt)
+                await asyncio.sleep(delay)
             except ImpossibleEvent as exc:
                 self._say(f"warning: {where} line {number}: skipped impossible event: {exc}")
                 return

@@ -323,7 +323,8 @@ def test_a_redis_outage_mid_run_rejects_lines_by_name_and_loses_nothing_decided(
         app = await AppServer(APP, prosody.port).start()
         try:
             proc = await start_serve(write_config(tmp_path, prosody), "--store",
-                                     f"{server.url}?prefix=outage")
+                                     f"{server.url}?prefix=outage",
+                                     "--store-retry-seconds", "1.5")
             assert proc.stdin is not None
             proc.stdin.write(lines(*enable_events(user, node, secret=SECRET),
                                    offline_event(user, "before")))
@@ -332,7 +333,7 @@ def test_a_redis_outage_mid_run_rejects_lines_by_name_and_loses_nothing_decided(
             server.stop()
             proc.stdin.write(lines(offline_event(user, "during")))
             await proc.stdin.drain()
-            await asyncio.sleep(5)  # the line's store retries (about 1.5 s) run out
+            await asyncio.sleep(5)  # the line's store retries (1.5 s) run out
             server.start()
             proc.stdin.write(lines(offline_event(user, "after")))
             await proc.stdin.drain()

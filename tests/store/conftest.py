@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -66,6 +67,25 @@ def redis_cluster() -> Iterator[LocalRedisCluster]:
     cluster = start_cluster(node_timeout=5000)
     yield cluster
     cluster.close()
+
+
+def meta_key(prefix: str, user: str) -> str:
+    return f"{prefix}:{{{user}}}:meta"
+
+
+def users_on_every_master(cluster: LocalRedisCluster, prefix: str, per_master: int) -> list[str]:
+    """Users whose slots lie on each of the masters, ``per_master`` each."""
+    by_master: dict[int, list[str]] = defaultdict(list)
+    masters = cluster.masters()
+    for i in range(1000):
+        user = f"u{i}@example.org"
+        port = cluster.master_of(meta_key(prefix, user)).port
+        if len(by_master[port]) < per_master:
+            by_master[port].append(user)
+        if all(len(by_master[p]) == per_master for p in masters):
+            break
+    assert set(by_master) == set(masters)
+    return [user for users in by_master.values() for user in users]
 
 
 class StoreOpener:

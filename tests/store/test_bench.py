@@ -10,11 +10,13 @@ from pushrules.benchmarks.stores import run_store_bench
 def test_store_bench_measures_every_store(redis_server):
     result = run_store_bench(quick=True)
     assert set(result["events_per_s"]) == {
-        "engine (no store)", "memory", "sqlite", "redis", "redis cluster (1 node)",
+        "engine (no store)", "memory", "sqlite", "redis", "redis round-trip floor",
+        "redis cluster (1 node)",
         "redis cluster wait=0 (1 node)", "redis cluster (2 nodes)"}
     assert all(rate > 0 for rate in result["events_per_s"].values())
     assert result["events"] > 1000 and result["pushes"] > 100
     assert "not_measured" not in result
+    assert result["redis_floor_ratio"] > 0
     assert set(result["scale_out"]) == {"cluster 2 nodes / cluster 1 node",
                                         "cluster 1 node / redis 1 node",
                                         "cluster wait=0 / wait=1"}

@@ -71,3 +71,27 @@ def test_bad_user_missing_file_and_unreachable_store_are_clear_errors(tmp_path):
                                   "redis://:pw-xyz@127.0.0.1:1/0"])
     assert result.exit_code == 1 and "is unavailable" in result.output
     assert "pw-xyz" not in result.output
+
+
+def test_store_help_names_every_store_url():
+    result = CliRunner().invoke(main, ["registrations", "--help"], terminal_width=200)
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    for scheme in ("sqlite:///", "redis://", "redis+cluster://", "memory:"):
+        assert scheme in text, scheme
+
+
+def test_serve_store_retry_budget_is_an_option_and_a_config_key(tmp_path):
+    from pushrules.runtime.xmpp.sidecar import STORE_RETRY_SECONDS
+    from pushrules.serve_cmd import SettingsError, build_settings, read_toml
+
+    flags = {"component_jid": "push.example.org", "component_secret": "s"}
+    assert build_settings(flags, {}, {}).store_retry_seconds == STORE_RETRY_SECONDS >= 10
+    config = tmp_path / "serve.toml"
+    config.write_text('[store]\nurl = "memory:"\nretry_seconds = 30\n')
+    values, rules = read_toml(config)
+    assert build_settings(flags, values, rules).store_retry_seconds == 30
+    assert build_settings({**flags, "store_retry_seconds": 2.5}, values,
+                          rules).store_retry_seconds == 2.5
+    with pytest.raises(SettingsError, match="store_retry_seconds must be from 0 to 3600"):
+        build_settings({**flags, "store_retry_seconds": -1}, {}, {})

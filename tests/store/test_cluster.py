@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import redis
 from click.testing import CliRunner
-from conftest import start_cluster
+from conftest import meta_key, start_cluster, users_on_every_master
 from traces import PUSH, engine_state, outcome, race_events, setup_orphans, store_state
 
 from pushrules.cli import main
@@ -32,25 +32,6 @@ from pushrules.runtime.store.redis_cluster import RedisClusterStore
 
 CONFIG = Config(max_errors=100_000, dedup_window=100_000)
 EVENTS_PER_USER = 120
-
-
-def meta_key(prefix: str, user: str) -> str:
-    return f"{prefix}:{{{user}}}:meta"
-
-
-def users_on_every_master(cluster: LocalRedisCluster, prefix: str, per_master: int) -> list[str]:
-    """Users whose slots lie on each of the masters, ``per_master`` each."""
-    by_master: dict[int, list[str]] = defaultdict(list)
-    masters = cluster.masters()
-    for i in range(1000):
-        user = f"u{i}@example.org"
-        port = cluster.master_of(meta_key(prefix, user)).port
-        if len(by_master[port]) < per_master:
-            by_master[port].append(user)
-        if all(len(by_master[p]) == per_master for p in masters):
-            break
-    assert set(by_master) == set(masters)
-    return [user for users in by_master.values() for user in users]
 
 
 def interleaved(node: int, users: list[str], count: int) -> list[Any]:
@@ -99,6 +80,9 @@ def test_two_node_processes_racing_on_users_of_every_master(redis_cluster):
             index, position = entry[2], entry[3]
             per_user[event_user(events[index][position])].append(entry)
     store = open_store(url)
+    outbox = defaultdict(list)
+    for entry in store.outbox_pending():
+        outbox[entry.user].append(entry)
     per_node = EVENTS_PER_USER // 6
     for user in users:
         log = per_user[user]
@@ -106,6 +90,9 @@ def test_two_node_processes_racing_on_users_of_every_master(redis_cluster):
         counts = Counter((p["node"], sid) for *_, pushes in log for p in pushes
                          for sid in p["stanzas"])
         assert counts and max(counts.values()) == 1, f"{user}: a stanza was pushed twice"
+        # The decided pushes are exactly the outbox's (neither node settled any): none lost.
+        assert counts == Counter((p.row["node"], sid) for p in outbox[user]
+                                 for sid in p.row["stanzas"])
         regs = store.load(user).registrations
         assert sum(regs[(PUSH, f"n{i}")]["errors"] for i in range(3)) == 2 * per_node
         ref = Engine(CONFIG)
@@ -226,6 +213,8 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
     probe_events: list[Any] = []
     failures: Counter[int] = Counter()
     recovered = None
+    before = {(p.user, p.key) for p in store.outbox_pending()}
+    decided: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
     for i, event in enumerate(events):
         if i == kill_at:
             engine.before_commit = land_then_kill
@@ -244,6 +233,8 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
         if failures[i] and recovered is None:
             recovered = time.monotonic()
         assert pushes == outcome(ref, event), f"event {i}: {event}"
+        if isinstance(pushes, list):
+            decided.update((p["user"], p["node"], tuple(p["stanzas"])) for p in pushes)
 
     assert "at" in killed and recovered is not None
     outage = recovered - killed["at"]
@@ -256,6 +247,12 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
     probe.store.close()
     for user in users:
         assert store_state(store, user) == engine_state(ref, user), user
+    # Every decided push is in the outbox once (none was settled): none lost, none doubled.
+    stored = Counter((p.user, p.row["node"], tuple(p.row["stanzas"]))
+                     for p in store.outbox_pending()
+                     if (p.user, p.key) not in before and p.user != probe_user)
+    assert stored == decided, (stored - decided, decided - stored)
+    assert any(user == victim_user for user, *_ in decided)
     # Every commit landed once: one token per version.
     client = redis.RedisCluster(host="127.0.0.1", port=cluster.running()[0].port)
     tokens = client.lrange(f"fo:{{{victim_user}}}:commits", 0, -1)
@@ -290,3 +287,40 @@ def test_cluster_url_errors_are_clear():
     result = CliRunner().invoke(main, ["registrations", "bob@example.org", "--store",
                                        "redis+cluster://127.0.0.1:1"])
     assert result.exit_code == 1 and "is unavailable" in result.output
+
+
+def test_serve_holds_an_event_through_a_failover_within_its_retry_budget(own_cluster):
+    """`pushrules serve`'s store retry budget (default 15 s) outlasts a failover (~2.5 s here,
+    longer than the 1.5 s it used to retry): the event of a user whose master was killed is
+    applied once its replica is promoted, not rejected."""
+    import asyncio
+    import io
+    import json
+
+    from pushrules.runtime.xmpp.sidecar import Sidecar, SidecarSettings
+
+    cluster = own_cluster
+    cluster.wait_healthy()
+    url = f"{cluster.url}?prefix=serve"
+    user = "frank@example.org"
+    engine = StoredEngine(open_store(url), CONFIG)
+    setup_orphans(engine, range(1), user)
+    err = io.StringIO()
+    car = Sidecar(SidecarSettings(component_jid="p.example.org", component_secret="x"),
+                  io.StringIO(), err, engine=engine)
+    victim = cluster.master_of(meta_key("serve", user))
+    victim.kill()
+    killed = time.monotonic()
+    try:
+        line = json.dumps({"event": "session-bind", "session": f"{user}/after"})
+        asyncio.run(car.feed(line, 1))
+        held = time.monotonic() - killed
+        assert (car.accepted, car.rejected) == (1, 0), err.getvalue()
+        assert f"{user}/after" in open_store(url).load(user).sessions
+        # Applied on the promoted replica: the event did wait out the failover.
+        assert cluster.master_of(meta_key("serve", user)).port != victim.port
+        print(f"serve held the event {held:.2f} s through the failover")
+    finally:
+        victim.start()
+        cluster.wait_healthy()
+    engine.store.close()

@@ -3,6 +3,8 @@ per send, settled by the push-result that answers it, and found again by a new p
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from traces import BOB, CONFIG, PUSH, stanza
 
@@ -126,3 +128,77 @@ def test_redis_outbox_keys_are_the_users_and_found_by_scan(redis_server):
     assert other.outbox_pending() == []
     store.close()
     other.close()
+
+
+@pytest.fixture(params=["redis", "cluster"])
+def shared_url(request) -> str:
+    """A fresh prefix on the single Redis or on the cluster (both keep outbox leases)."""
+    server = request.getfixturevalue("redis_cluster" if request.param == "cluster"
+                                     else "redis_server")
+    return f"{server.url}?prefix=lease{request.param}{request.node.name[-12:-1]}"
+
+
+def lease_users() -> list[str]:
+    """Users spread over the slots (on a cluster: over every master)."""
+    return [f"lease{i}@example.org" for i in range(12)]
+
+
+def test_a_node_starting_leaves_a_live_nodes_pushes_and_takes_a_dead_ones(shared_url):
+    """Several nodes on one store: at start each claims only its own entries (it restarted)
+    and those whose node's lease ran out, atomically per user: no push is sent by two live
+    nodes, none is left behind when its node died."""
+    from pushrules.runtime.store import open_store
+
+    users = lease_users()
+    live = StoredEngine(open_store(f"{shared_url}&node=live&lease=60"), CONFIG)
+    dying = StoredEngine(open_store(f"{shared_url}&node=dying&lease=1"), CONFIG)
+    for i, user in enumerate(users):
+        engine = live if i % 2 else dying
+        enabled(engine, user)
+        engine.handle(offline(user, "m1"))
+    live_users = sorted(users[1::2])
+    dead_users = sorted(users[0::2])
+    starting = open_store(f"{shared_url}&node=starting")
+    deadline = time.monotonic() + 10
+    claimed = sorted(p.user for p in starting.outbox_pending())
+    while time.monotonic() < deadline and claimed != dead_users:
+        time.sleep(0.2)  # the dying node's 1 s leases run out
+        # What it claimed is its own now: returned again with the rest (one entry each).
+        claimed = sorted(p.user for p in starting.outbox_pending())
+    assert claimed == dead_users
+    assert open_store(f"{shared_url}&node=another").outbox_pending() == []
+    # The live node restarted (same name): its own entries come back at once, only those.
+    restarted = open_store(f"{shared_url}&node=live")
+    assert sorted(p.user for p in restarted.outbox_pending()) == live_users
+    # A send attempt renews the lease; a settled entry is gone for every node.
+    entry = StoredEngine(restarted, CONFIG).outbox_pending()[0]
+    restarted.outbox_attempt(entry.push.user, entry.key or "", 1)
+    restarted.outbox_remove(entry.push.user, [entry.key or ""])
+    assert entry.push.user not in [p.user for p in open_store(
+        f"{shared_url}&node=live").outbox_pending()]
+    for store in (live.store, dying.store, starting, restarted):
+        store.close()
+
+
+def test_cluster_outbox_is_found_on_every_master_and_removed_by_script(redis_cluster):
+    from conftest import users_on_every_master
+
+    from pushrules.runtime.store import open_store
+
+    url = f"{redis_cluster.url}?prefix=obxc"
+    users = users_on_every_master(redis_cluster, "obxc", 2)
+    engine = StoredEngine(open_store(url), CONFIG)
+    for user in users:
+        enabled(engine, user)
+        engine.handle(offline(user, "m1"))
+        engine.outbox_attempt(engine.last_entries[0])
+    found = open_store(url).outbox_pending()
+    assert sorted(p.user for p in found) == sorted(users)
+    assert all(p.attempts == 1 for p in found)
+    for push in found:
+        engine.store.outbox_remove(push.user, [push.key])
+    assert open_store(url).outbox_pending() == []
+    client = engine.store._redis
+    assert not [k for k in client.scan_iter(match="obxc:*:tries")]
+    assert not [k for k in client.scan_iter(match="obxc:*:lease")]
+    engine.store.close()

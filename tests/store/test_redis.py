@@ -43,7 +43,10 @@ def test_a_store_that_goes_away_fails_clearly_and_the_event_lands_after_it_is_ba
     own_redis.stop()  # down before the event: nothing applied, the caller is told
     with pytest.raises(StoreUnavailable, match=f"redis store {own_redis.url} is unavailable: "
                                                f"cannot load user {BOB}"):
-        engine.handle(offline("m1"))
+        StoredEngine(engine.store, Config()).handle(offline("m1"))  # nothing cached: a load
+    with pytest.raises(StoreUnavailable, match=f"redis store {own_redis.url} is unavailable: "
+                                               f"cannot commit user {BOB}"):
+        engine.handle(offline("m1"))  # run on its cached copy: the commit finds it down
     own_redis.start()
     assert engine.store.load(BOB) == before
     assert [p.stanzas for p in engine.handle(offline("m1"))] == [("m1",)]  # the retry
@@ -148,3 +151,34 @@ def test_a_registration_enabled_again_after_it_expired_starts_with_no_dedup_ids(
     other_node = StoredEngine(open_store(f"{redis_server.url}?prefix=fresh"), Config())
     assert [p.stanzas for p in other_node.handle(offline("m1"))] == [("m1",)]
     assert [a.action for a in store.audit_trail(BOB)] == ["expire"]
+
+
+def test_serve_retries_an_event_for_its_store_retry_budget(own_redis):
+    """The sidecar holds an event while the store is down (as during a cluster failover,
+    ~2.5 s) for --store-retry-seconds, then applies it once; past the budget it rejects it."""
+    import asyncio
+    import io
+    import json
+    import threading
+
+    from pushrules.runtime.xmpp.sidecar import Sidecar, SidecarSettings
+
+    def feed(budget: float, down_for: float) -> tuple[Sidecar, str]:
+        settings = SidecarSettings(component_jid="p.example.org", component_secret="x",
+                                   store_retry_seconds=budget)
+        err = io.StringIO()
+        car = Sidecar(settings, io.StringIO(), err,
+                      engine=StoredEngine(open_store(own_redis.url), Config()))
+        own_redis.stop()
+        threading.Timer(down_for, own_redis.start).start()
+        line = json.dumps({"event": "session-bind", "session": f"{BOB}/r{budget}"})
+        asyncio.run(car.feed(line, 1))
+        time.sleep(max(0.0, down_for - budget) + 0.5)
+        return car, err.getvalue()
+
+    car, err = feed(15.0, 2.5)
+    assert (car.accepted, car.rejected) == (1, 0), err
+    assert f"{BOB}/r15.0" in open_store(own_redis.url).load(BOB).sessions
+    car, err = feed(0.3, 2.0)
+    assert (car.accepted, car.rejected) == (0, 1)
+    assert "session-bind not applied: redis store" in err and "(retried for 0.3 s)" in err
