@@ -268,17 +268,12 @@ class Dispatcher:
         async def sleep(seconds: float) -> None:
             await self._until_aborted(self.sleep(seconds))
 
-        policy = self.policy
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts),
-            wait=wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
-            + wait_random(0, policy.jitter),
-            retry=retry_if_result(_transient),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-            sleep=sleep,
-            reraise=True,
-        )
-        answer = await retrying(attempt)
+        answer = await attempt()
+        if _transient(answer) and self.policy.max_attempts > 1:
+            # Most pushes are answered at once: tenacity's machinery (a retry object, its state
+            # and an iteration of actions per call) is only set up for the ones that retry.
+            # Its first attempt is the one already made, so schedule and count are unchanged.
+            answer = await self._retrying(sleep)(_first_then(answer, attempt))
         attempts = entry.attempts
         if isinstance(answer, str):
             return Outcome(push, DROPPED, attempts, answer)
@@ -295,6 +290,18 @@ class Dispatcher:
             return Outcome(push, GAVE_UP, attempts, answer.describe())
         await self._report(entry, False, answer.error_type)
         return Outcome(push, ERROR, attempts, answer.describe())
+
+    def _retrying(self, sleep: Callable[[float], Awaitable[None]]) -> AsyncRetrying:
+        policy = self.policy
+        return AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts),
+            wait=wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
+            + wait_random(0, policy.jitter),
+            retry=retry_if_result(_transient),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            sleep=sleep,
+            reraise=True,
+        )
 
     def _count_attempt(self, entry: OutboxEntry) -> None:
         if not self._durable:
@@ -383,3 +390,14 @@ class Dispatcher:
 def _transient(answer: Answer | str | None) -> bool:
     return isinstance(answer, Answer) and not answer.ok and (
         answer.timed_out or answer.error_type == TRANSIENT_ERROR)
+
+
+def _first_then(first: Answer | str, attempt: Callable[[], Awaitable[Answer | str]]
+                ) -> Callable[[], Awaitable[Answer | str]]:
+    """``attempt`` whose first call returns ``first`` (an answer already in hand)."""
+    given = [first]
+
+    async def again() -> Answer | str:
+        return given.pop() if given else await attempt()
+
+    return again

@@ -28,6 +28,7 @@ import os
 import signal
 import stat
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO, TextIO
@@ -41,6 +42,7 @@ from pushrules.runtime.trace import TraceError, parse_event
 from .dispatcher import Dispatcher, Outcome, RetryPolicy
 from .logs import format_line
 from .metrics import open_metrics
+from .outcomes import OutcomeWriter
 from .transport import ComponentRefused, PushTransport
 from .unixsocket import Listener, SocketPathError, open_listener, peer_uid
 
@@ -51,6 +53,8 @@ STORE_ATTEMPTS = 5
 MAX_LINE_BYTES: int = getattr(trace, "MAX_LINE_BYTES", 1024 * 1024)
 """The longest input line accepted, in bytes (the trace module's limit when it has one)."""
 READ_CHUNK = 64 * 1024
+LOOP_TURN = 0.001
+"""Seconds of reading after which the reader lets the other tasks (publishes, answers) run."""
 FAILED = 1
 
 
@@ -103,6 +107,7 @@ class Sidecar:
         self.settings = settings
         self.out = out
         self.err = err
+        self.outcomes = OutcomeWriter(out)
         self.engine = engine or make_engine(settings.store, settings.rules)
         if transport is None and settings.prosody:
             from pushrules.runtime.prosody.bridge import ProsodyBridge
@@ -206,8 +211,7 @@ class Sidecar:
         self.err.flush()
 
     def _print_outcome(self, outcome: Outcome) -> None:
-        self.out.write(json.dumps(outcome.to_json()) + "\n")
-        self.out.flush()
+        self.outcomes.write(outcome.to_json())
 
     # --- running -----------------------------------------------------------------------------
     def stop(self) -> None:
@@ -258,6 +262,7 @@ class Sidecar:
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)
         await self.transport.close()
+        self.outcomes.close()
         self.metrics.close()
         counts = ", ".join(f"{n} {k}" for k, n in self.dispatcher.counts.items())
         self._say(f"pushrules serve: {self.accepted} events applied, {self.rejected} lines "
@@ -389,31 +394,40 @@ def _quiet_loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
 
 # --- reading lines without holding an over-long one ---------------------------------------------
 
-async def split_lines(chunks: AsyncIterator[bytes],
-                      limit: int = MAX_LINE_BYTES) -> AsyncIterator[bytes | None]:
+async def split_lines(chunks: AsyncIterator[bytes], limit: int = MAX_LINE_BYTES,
+                      turn: float = LOOP_TURN) -> AsyncIterator[bytes | None]:
     """The lines of a byte stream (without their newline); None stands for a line longer than
-    ``limit``, yielded as soon as it is known, whose rest is then skipped unbuffered."""
+    ``limit``, yielded as soon as it is known, whose rest is then skipped unbuffered.
+
+    Gives the event loop a turn at least every ``turn`` seconds: a backlog of buffered input
+    must not hold back the publishes its lines already decided (a chunk holds hundreds of lines
+    and reading a buffered one never suspends)."""
     buffer = bytearray()
     skipping = False
+    clock = time.monotonic
+    last = clock()
     async for chunk in chunks:
         start = 0
-        while True:
-            end = chunk.find(b"\n", start)
-            piece = chunk[start:] if end < 0 else chunk[start:end]
-            if not skipping:
-                buffer += piece
-                if len(buffer) > limit:
-                    buffer.clear()
-                    skipping = True
-                    yield None
-                elif end >= 0:
-                    line = bytes(buffer)
-                    buffer.clear()
-                    yield line
-            if end < 0:
-                break
-            skipping = False
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if skipping:
+                skipping = False
+            elif buffer:  # the line began in an earlier chunk
+                buffer += chunk[start:end]
+                line = bytes(buffer) if len(buffer) <= limit else None
+                buffer.clear()
+                yield line
+            else:
+                yield chunk[start:end] if end - start <= limit else None
             start = end + 1
+            if clock() - last >= turn:
+                await asyncio.sleep(0)
+                last = clock()
+        if not skipping and start < len(chunk):
+            buffer += chunk[start:]
+            if len(buffer) > limit:
+                buffer.clear()
+                skipping = True
+                yield None
     if buffer and not skipping:
         yield bytes(buffer)
 
