@@ -201,6 +201,13 @@ class SqliteStore:
     def load(self, user: str, known: tuple[int, str] | None = None) -> UserSnapshot | None:
         with self._lock, self._errors("load", user):
             db = self._db
+            if known is not None:
+                # The engine's cached copy is usually current: one statement (atomic on its
+                # own) says so, without a transaction around it.
+                head = db.execute("SELECT version, token FROM users WHERE user = ?",
+                                  (user,)).fetchone()
+                if (head or (0, "")) == known:
+                    return None
             db.execute("BEGIN")
             try:
                 head = db.execute("SELECT version, seq, token FROM users WHERE user = ?",
