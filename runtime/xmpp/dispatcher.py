@@ -110,8 +110,13 @@ class Dispatcher:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  max_in_flight: int = 512,
                  ready: Callable[[], Awaitable[Any]] | None = None,
-                 metrics: Metrics = NO_METRICS) -> None:
+                 metrics: Metrics = NO_METRICS,
+                 flush: Callable[[], None] | None = None) -> None:
         self.engine = engine
+        self.flush = flush
+        """For a store that commits once per loop iteration: called (once per iteration)
+        before pushes are sent, so that each is durable, with its attempt counted, first."""
+        self._barrier: asyncio.Future[None] | None = None
         self.metrics = metrics
         self.ready = ready
         """Awaited before each send is counted (e.g. until the connection is up)."""
@@ -258,6 +263,8 @@ class Dispatcher:
             if reason is not None:
                 return reason
             self._count_attempt(entry)
+            if self.flush is not None:
+                await self._until_aborted(self._committed())
             async with self._slots:
                 answer: Answer = await self._until_aborted(
                     self.metrics.publish(self.send, push))
@@ -302,6 +309,26 @@ class Dispatcher:
             sleep=sleep,
             reraise=True,
         )
+
+    async def _committed(self) -> None:
+        """Until the store committed what this iteration wrote (one commit for all sends)."""
+        barrier = self._barrier
+        if barrier is None:
+            loop = asyncio.get_running_loop()
+            barrier = self._barrier = loop.create_future()
+            loop.call_soon(self._commit_barrier)
+        await asyncio.shield(barrier)
+
+    def _commit_barrier(self) -> None:
+        barrier, self._barrier = self._barrier, None
+        try:
+            assert self.flush is not None
+            self.flush()
+        except Exception as exc:  # the pushes were decided: sent rather than lost
+            log.error("pushes sent before their decision was committed: %s: %s",
+                      type(exc).__name__, exc)
+        if barrier is not None and not barrier.done():
+            barrier.set_result(None)
 
     def _count_attempt(self, entry: OutboxEntry) -> None:
         if not self._durable:

@@ -235,6 +235,7 @@ class Sidecar:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
+        self._defer_commits(loop)
         listener = self._open_socket() if self.settings.socket else None
         if self.fatal is not None or not self._resume():
             if listener is not None:
@@ -262,6 +263,7 @@ class Sidecar:
         connecting.cancel()
         await asyncio.gather(connecting, return_exceptions=True)
         await self.transport.close()
+        self._flush_store()
         self.outcomes.close()
         self.metrics.close()
         counts = ", ".join(f"{n} {k}" for k, n in self.dispatcher.counts.items())
@@ -269,6 +271,23 @@ class Sidecar:
                   f"rejected; pushes: {counts}"
                   + (f" ({self.resent} from an earlier run)" if self.resent else ""))
         return FAILED if self.fatal is not None else 0
+
+    def _defer_commits(self, loop: asyncio.AbstractEventLoop) -> None:
+        """A store that can: one commit per loop iteration instead of one per event (the
+        dispatcher flushes it before sending, so a decided push is durable before it goes)."""
+        store = getattr(self.engine, "store", None)
+        defer = getattr(store, "defer_commits", None)
+        if defer is not None and getattr(self.engine, "outbox", False):
+            defer(loop.call_soon)
+            self.dispatcher.flush = store.flush  # type: ignore[union-attr]
+
+    def _flush_store(self) -> None:
+        if self.dispatcher.flush is None:
+            return
+        try:
+            self.dispatcher.flush()
+        except Exception as exc:
+            self._say(f"error: store {self.settings.store}: the last events not recorded: {exc}")
 
     async def _finish_pushes(self) -> None:
         """Up to shutdown_grace for the decided pushes, unless the connection failed for good."""
