@@ -1,9 +1,9 @@
 """`sqlite:///path/to.db`: the embedded store (standard library sqlite3).
 
 One transaction per event: a crash between two writes rolls back to the previous event's state.
-With ``defer_commits(schedule)`` (the sidecar, on its event loop) the events of one loop iteration
+With ``defer_commits(schedule)`` (the sidecar, on its event loop) the events of a few milliseconds
 share one transaction instead, each in its own savepoint (a failed one is rolled back alone), and
-``flush()`` commits it at the end of the iteration: a crash loses at most that iteration's events,
+``flush()`` commits it at the end of that window: a crash loses at most the window's events,
 never half of one. Whoever sends what was decided calls ``flush()`` first (the dispatcher does).
 The file is recognised by PRAGMA application_id and versioned by PRAGMA user_version; a file
 that is not ours, of another schema version, or damaged is refused with the file named and
@@ -268,7 +268,8 @@ class SqliteStore:
     # --- one transaction per loop iteration --------------------------------------------------
     def defer_commits(self, schedule: Callable[[Callable[[], None]], object]) -> None:
         """From now on, commits (and outbox writes) join one transaction that ``flush()``
-        commits; ``schedule(flush)`` is called when it opens (e.g. ``loop.call_soon``)."""
+        commits; ``schedule(flush)`` is called when it opens (e.g. ``loop.call_soon``, or
+        ``call_later`` for a window of a few milliseconds)."""
         self._schedule = schedule
 
     def flush(self) -> None:

@@ -143,7 +143,7 @@ class Dispatcher:
     def handle(self, event: Any) -> list[Push]:
         """``engine.handle(event)`` and queue the pushes it decided (ImpossibleEvent passes)."""
         start = time.perf_counter()
-        pushes = self.engine.handle(event)
+        pushes: list[Push] = self.engine.handle(event)
         self.metrics.decide_seconds(time.perf_counter() - start)
         entries = getattr(self.engine, "last_entries", None) if self._durable else None
         if entries is not None and len(entries) == len(pushes):

@@ -55,6 +55,9 @@ MAX_LINE_BYTES: int = getattr(trace, "MAX_LINE_BYTES", 1024 * 1024)
 READ_CHUNK = 64 * 1024
 LOOP_TURN = 0.001
 """Seconds of reading after which the reader lets the other tasks (publishes, answers) run."""
+COMMIT_EVERY = 0.002
+"""Seconds a store that can (SQLite) holds events in one transaction; the dispatcher commits it
+sooner when it sends a push decided meanwhile."""
 FAILED = 1
 
 
@@ -278,7 +281,7 @@ class Sidecar:
         store = getattr(self.engine, "store", None)
         defer = getattr(store, "defer_commits", None)
         if defer is not None and getattr(self.engine, "outbox", False):
-            defer(loop.call_soon)
+            defer(lambda flush: loop.call_later(COMMIT_EVERY, flush))
             self.dispatcher.flush = store.flush  # type: ignore[union-attr]
 
     def _flush_store(self) -> None:
@@ -399,7 +402,7 @@ def _peer(writer: asyncio.StreamWriter) -> int | None:
     if sock is None:
         return None
     try:
-        return peer_uid(sock)  # type: ignore[arg-type]
+        return peer_uid(sock)
     except OSError:
         return None
 
@@ -505,6 +508,7 @@ async def _pipe_reader(fd: int) -> tuple[asyncio.StreamReader, asyncio.BaseTrans
 def run_sidecar(settings: SidecarSettings, out: TextIO = sys.stdout,
                 err: TextIO = sys.stderr, make: Callable[..., Any] = Sidecar) -> int:
     async def main() -> int:
-        return await make(settings, out, err).run()
+        code: int = await make(settings, out, err).run()
+        return code
 
     return asyncio.run(main())

@@ -75,7 +75,7 @@ class PushTransport(ComponentXMPP):
 
     def __init__(self, jid: str, secret: str, host: str, port: int, config: Config, *,
                  iq_timeout: float = 10.0, reconnect_delay: float = 1.0) -> None:
-        super().__init__(jid, secret, host, port)
+        super().__init__(jid, secret, host, port)  # type: ignore[no-untyped-call]
         self.rules = config
         self.iq_timeout = iq_timeout
         self.reconnect_delay = reconnect_delay
@@ -112,8 +112,8 @@ class PushTransport(ComponentXMPP):
                            f"within {timeout}s")
 
     def _on_stream_error(self, error: object) -> None:
-        condition = error["condition"] if hasattr(error, "__getitem__") else ""  # type: ignore
-        text = error["text"] if hasattr(error, "__getitem__") else ""  # type: ignore
+        condition = error["condition"] if hasattr(error, "__getitem__") else ""
+        text = error["text"] if hasattr(error, "__getitem__") else ""
         if self._ever_online:
             log.warning("component %s: stream error %s %s", self.boundjid, condition, text)
             return
