@@ -134,6 +134,7 @@ class Dispatcher:
         self._idle.set()
         self._changed = asyncio.Event()
         self._abort = asyncio.Event()
+        self._abortable: set[asyncio.Task[Any]] = set()
         self._pending = 0
         self._closed = False
         self._durable = bool(getattr(engine, "outbox", False)) and hasattr(engine,
@@ -197,6 +198,8 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.drain(), grace)
         self._abort.set()
+        for task in list(self._abortable):
+            task.cancel()
         tasks = [q.task for q in self._queues.values() if q.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         for key, queue in list(self._queues.items()):
@@ -238,26 +241,32 @@ class Dispatcher:
         return queue.entries.popleft()
 
     async def _until_aborted(self, awaitable: Awaitable[Any]) -> Any:
-        """``await awaitable`` unless close()'s grace runs out first (then _Aborted)."""
+        """``await awaitable`` unless close()'s grace runs out first (then _Aborted).
+
+        Awaited in this task (close() cancels the tasks waiting here): a task and a wait per
+        step cost a loop iteration each, and a busy reader makes every iteration long."""
         if self._abort.is_set():
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
             raise _Aborted
-        task = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self._abort.wait())
+        task = asyncio.current_task()
+        assert task is not None
+        self._abortable.add(task)
         try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            return await awaitable
+        except asyncio.CancelledError:
+            if not self._abort.is_set():
+                raise
+            task.uncancel()
+            raise _Aborted from None
         finally:
-            stop.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            raise _Aborted
-        return task.result()
+            self._abortable.discard(task)
 
     async def _deliver(self, entry: OutboxEntry) -> Outcome:
         push = entry.push
 
         async def attempt() -> Answer | str:
-            if self.ready is not None:
+            if self.ready is not None and not _already(self.ready):
                 await self._until_aborted(self.ready())
             reason = self._not_enabled(push)
             if reason is not None:
@@ -428,3 +437,9 @@ def _first_then(first: Answer | str, attempt: Callable[[], Awaitable[Answer | st
         return given.pop() if given else await attempt()
 
     return again
+
+
+def _already(ready: Callable[[], Awaitable[Any]]) -> bool:
+    """``ready`` is an asyncio.Event's ``wait`` and the event is set: nothing to wait for."""
+    event = getattr(ready, "__self__", None)
+    return isinstance(event, asyncio.Event) and event.is_set()
