@@ -95,7 +95,7 @@ def build_trace(users: int, seed: int = 5) -> Trace:
     for event in mix.events:
         if isinstance(event, PushResult):
             continue
-        data = event_json(event, lambda stanza: mix.xml[stanza.id])
+        data = event_json(event, lambda stanza: mix.xml[str(stanza.id)])
         if data.get("jid") == APP_SERVER:
             data["jid"] = APP
         lines.append((json.dumps(data) + "\n").encode())
@@ -207,7 +207,7 @@ async def ceiling(port: int, pushes: list[Any], in_flight: int = 512) -> dict[st
 
     from pushrules.runtime.xmpp.publish import fill_publish
 
-    sender = ComponentXMPP(PUSH_JID, PUSH_SECRET, "127.0.0.1", port)
+    sender = ComponentXMPP(PUSH_JID, PUSH_SECRET, "127.0.0.1", port)  # type: ignore[no-untyped-call]
     online = asyncio.Event()
     sender.add_event_handler("session_start", lambda _: online.set())
     config = Config()

@@ -36,7 +36,8 @@ CONDITIONS = {"wait": "resource-constraint", "cancel": "item-not-found",
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class Prosody:
@@ -131,7 +132,7 @@ class AppServer(ComponentXMPP):
     (slixmpp's Error plugin: the error in jabber:client) or "none"."""
 
     def __init__(self, jid: str, port: int, default: str = "result") -> None:
-        super().__init__(jid, APP_SECRET, "127.0.0.1", port)
+        super().__init__(jid, APP_SECRET, "127.0.0.1", port)  # type: ignore[no-untyped-call]
         self.default = default
         self.script: dict[str, deque[str]] = defaultdict(deque)
         self.delay: dict[str, float] = {}
@@ -140,7 +141,7 @@ class AppServer(ComponentXMPP):
         self.add_event_handler("session_start", lambda _: self.online.set())
         self.add_event_handler("disconnected", lambda _: self.online.clear())
         self.register_handler(Callback("publish", StanzaPath("iq@type=set/pubsub/publish"),
-                                       self._on_publish))
+                                       self._on_publish))  # type: ignore[arg-type]
 
     async def start(self) -> AppServer:
         self.connect()
@@ -179,7 +180,7 @@ class AppServer(ComponentXMPP):
     def _reply(self, iq: Iq, answer: str) -> None:
         if answer == "none" or not self.is_connected():
             return
-        reply = iq.reply(clear=True)
+        reply = iq.reply(clear=True)  # type: ignore[no-untyped-call]
         if answer == "client-ns-wait":
             # slixmpp's own Error plugin: <error xmlns='jabber:client' type='wait'>
             reply["type"] = "error"

@@ -188,3 +188,46 @@ def test_a_store_outage_while_sending_neither_loses_nor_reports_a_push_undeliver
         assert len(store.outbox_pending()) == 2  # the answers were not recorded: kept
 
     asyncio.run(main())
+
+
+def test_over_a_store_committing_per_iteration_each_push_is_committed_before_it_is_sent(
+        tmp_path):
+    """SQLite with deferred commits: when a publish goes out, its decision and its attempt
+    count are already in the file (read by another connection), and one commit serves all the
+    sends of an iteration."""
+    from pushrules.runtime.store.sqlite import SqliteStore
+
+    async def main():
+        path = tmp_path / "outbox.db"
+        store = SqliteStore(path)
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2", "n3"))
+        loop = asyncio.get_running_loop()
+        store.defer_commits(lambda flush: loop.call_later(60, flush))  # never on its own
+        flushes = []
+
+        def flush():
+            flushes.append(len(sender.sent))
+            store.flush()
+
+        dispatcher.flush = flush
+        reader = SqliteStore(path)
+        seen: list[list[tuple[str, int]]] = []
+        send = sender.__call__
+
+        async def checking(push):
+            seen.append(sorted((p.row["node"], p.attempts) for p in reader.outbox_pending()))
+            return await send(push)
+
+        dispatcher.send = checking
+        dispatcher.handle(offline("m1"))
+        assert reader.outbox_pending() == []  # not committed yet
+        await dispatcher.drain()
+        assert [o.status for o in outcomes] == ["delivered"] * 3
+        assert seen and all(s == [("n1", 1), ("n2", 1), ("n3", 1)] for s in seen)
+        assert flushes == [0]  # one commit before the three sends
+        store.flush()
+        assert reader.outbox_pending() == []
+        reader.close()
+        store.close()
+
+    asyncio.run(main())

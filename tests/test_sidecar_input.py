@@ -140,3 +140,64 @@ def test_outbox_bound_and_socket_settings_from_the_file_and_flags(tmp_path):
                           {}).max_outbox == 10_000
     with pytest.raises(SettingsError, match="max_outbox must be at least 1, not 0"):
         build_settings({"max_outbox": 0}, values, rules)
+
+
+EVENT_LINES = [f'{{"event": "session-bind", "session": "u{i}@x/r"}}\n'.encode()
+               for i in range(500)]
+
+
+def read_stdin_lines(stream) -> list[bytes | None]:
+    async def main():
+        return [line async for line in split_lines(stream_chunks(stream))]
+
+    return asyncio.run(main())
+
+
+def test_stdin_from_a_pipe_a_regular_file_and_dev_null(tmp_path):
+    import os
+    import threading
+
+    read_fd, write_fd = os.pipe()
+
+    def writer():
+        with os.fdopen(write_fd, "wb") as out:
+            out.writelines(EVENT_LINES)
+            out.write(b"last line without newline")
+
+    threading.Thread(target=writer).start()
+    with os.fdopen(read_fd, "rb") as stream:
+        got = read_stdin_lines(stream)
+    assert got == [line[:-1] for line in EVENT_LINES] + [b"last line without newline"]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(EVENT_LINES))
+    with path.open("rb") as stream:
+        assert read_stdin_lines(stream) == [line[:-1] for line in EVENT_LINES]
+    with open(os.devnull, "rb") as stream:
+        assert read_stdin_lines(stream) == []
+
+
+def test_a_buffered_backlog_gives_the_loop_turns():
+    """All 500 lines in one chunk: other tasks still run between lines, not only at its end."""
+    import time
+
+    async def main() -> list[int]:
+        turns = 0
+        seen: list[int] = []
+
+        async def other_task():
+            nonlocal turns
+            while True:
+                turns += 1
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(other_task())
+        await asyncio.sleep(0)
+        async for _line in split_lines(chunks_of([b"".join(EVENT_LINES)], [0]), turn=0.0005):
+            seen.append(turns)
+            time.sleep(0.0002)  # applying a line takes a while
+        task.cancel()
+        return seen
+
+    seen = asyncio.run(main())
+    assert len(seen) == len(EVENT_LINES)
+    assert len(set(seen)) >= len(seen) // 5

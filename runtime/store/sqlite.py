@@ -1,6 +1,10 @@
 """`sqlite:///path/to.db`: the embedded store (standard library sqlite3).
 
 One transaction per event: a crash between two writes rolls back to the previous event's state.
+With ``defer_commits(schedule)`` (the sidecar, on its event loop) the events of a few milliseconds
+share one transaction instead, each in its own savepoint (a failed one is rolled back alone), and
+``flush()`` commits it at the end of that window: a crash loses at most the window's events,
+never half of one. Whoever sends what was decided calls ``flush()`` first (the dispatcher does).
 The file is recognised by PRAGMA application_id and versioned by PRAGMA user_version; a file
 that is not ours, of another schema version, or damaged is refused with the file named and
 nothing written to it.
@@ -8,7 +12,9 @@ nothing written to it.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator
@@ -26,6 +32,8 @@ from .base import (
     UserChanges,
     UserSnapshot,
 )
+
+log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x70757368  # "push"
 SCHEMA_VERSION = 3  # 3: the outbox; 2: dedup ids in their own table (1 rewrote them per push)
@@ -101,6 +109,7 @@ class SqliteStore:
         self._lock = threading.Lock()
         self.after_write: Callable[[int], None] | None = None
         """Called after each write statement of a commit with its number (crash tests)."""
+        self._schedule: Callable[[Callable[[], None]], object] | None = None
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
                                        check_same_thread=False)
@@ -201,7 +210,16 @@ class SqliteStore:
     def load(self, user: str, known: tuple[int, str] | None = None) -> UserSnapshot | None:
         with self._lock, self._errors("load", user):
             db = self._db
-            db.execute("BEGIN")
+            if known is not None:
+                # The engine's cached copy is usually current: one statement (atomic on its
+                # own) says so, without a transaction around it.
+                head = db.execute("SELECT version, token FROM users WHERE user = ?",
+                                  (user,)).fetchone()
+                if (head or (0, "")) == known:
+                    return None
+            own = not db.in_transaction  # (else: inside the deferred transaction)
+            if own:
+                db.execute("BEGIN")
             try:
                 head = db.execute("SELECT version, seq, token FROM users WHERE user = ?",
                                   (user,)).fetchone()
@@ -228,12 +246,15 @@ class SqliteStore:
                         "SELECT id FROM pushed WHERE user = ? AND jid = ? AND node = ? "
                         "ORDER BY pos", (user, jid, node))]
             finally:
-                db.execute("COMMIT")
+                if own:
+                    db.execute("COMMIT")
             return snapshot
 
     def commit(self, changes: UserChanges) -> bool:
         user = changes.user
         with self._lock, self._errors("commit", user):
+            if self._schedule is not None:
+                return self._commit_deferred(changes)
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -243,6 +264,58 @@ class SqliteStore:
                 self._rollback()
                 raise
             return done is not False
+
+    # --- one transaction per loop iteration --------------------------------------------------
+    def defer_commits(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        """From now on, commits (and outbox writes) join one transaction that ``flush()``
+        commits; ``schedule(flush)`` is called when it opens (e.g. ``loop.call_soon``, or
+        ``call_later`` for a window of a few milliseconds)."""
+        self._schedule = schedule
+
+    def flush(self) -> None:
+        """Commit the open transaction, if any (StoreUnavailable naming the file if it fails:
+        then everything since the last flush is rolled back)."""
+        with self._lock, self._errors("commit the last events of", "any"):
+            if self._db.in_transaction:
+                try:
+                    self._db.execute("COMMIT")
+                except BaseException:
+                    self._rollback()
+                    raise
+
+    def _begin_deferred(self) -> None:
+        if not self._db.in_transaction:
+            self._db.execute("BEGIN IMMEDIATE")
+            assert self._schedule is not None
+            self._schedule(self._flush_scheduled)
+
+    def _flush_scheduled(self) -> None:
+        try:
+            self.flush()
+        except StoreError as exc:  # nobody to raise to: say what was lost
+            log.error("%s", exc)
+
+    def _commit_deferred(self, changes: UserChanges) -> bool:
+        db = self._db
+        self._begin_deferred()
+        db.execute("SAVEPOINT event")
+        try:
+            done = self._write(changes)
+        except BaseException:
+            self._undo_savepoint()
+            raise
+        if done is False:
+            self._undo_savepoint()
+        else:
+            db.execute("RELEASE event")
+        return done is not False
+
+    def _undo_savepoint(self) -> None:
+        try:
+            self._db.execute("ROLLBACK TO event")
+            self._db.execute("RELEASE event")
+        except sqlite3.Error:
+            self._rollback()
 
     def _write(self, changes: UserChanges) -> bool | None:
         """False: conflict; None: this token was committed already; True: written."""
@@ -335,16 +408,23 @@ class SqliteStore:
 
     def outbox_attempt(self, user: str, key: str, attempts: int) -> None:
         with self._lock, self._errors("record a send in the outbox of", user):
+            if self._schedule is not None:
+                self._begin_deferred()
             self._db.execute("UPDATE outbox SET attempts = ? WHERE user = ? AND key = ?",
                              (attempts, user, key))
 
     def outbox_remove(self, user: str, keys: list[str]) -> None:
         with self._lock, self._errors("remove outbox entries of", user):
+            if self._schedule is not None:
+                self._begin_deferred()
             self._db.executemany("DELETE FROM outbox WHERE user = ? AND key = ?",
                                  [(user, key) for key in keys])
 
     def close(self) -> None:
         with self._lock:
+            if self._db.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    self._db.execute("COMMIT")
             self._db.close()
 
     # --- helpers -------------------------------------------------------------------------------

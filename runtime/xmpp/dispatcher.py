@@ -110,8 +110,13 @@ class Dispatcher:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  max_in_flight: int = 512,
                  ready: Callable[[], Awaitable[Any]] | None = None,
-                 metrics: Metrics = NO_METRICS) -> None:
+                 metrics: Metrics = NO_METRICS,
+                 flush: Callable[[], None] | None = None) -> None:
         self.engine = engine
+        self.flush = flush
+        """For a store that commits once per loop iteration: called (once per iteration)
+        before pushes are sent, so that each is durable, with its attempt counted, first."""
+        self._barrier: asyncio.Future[None] | None = None
         self.metrics = metrics
         self.ready = ready
         """Awaited before each send is counted (e.g. until the connection is up)."""
@@ -129,6 +134,7 @@ class Dispatcher:
         self._idle.set()
         self._changed = asyncio.Event()
         self._abort = asyncio.Event()
+        self._abortable: set[asyncio.Task[Any]] = set()
         self._pending = 0
         self._closed = False
         self._durable = bool(getattr(engine, "outbox", False)) and hasattr(engine,
@@ -138,7 +144,7 @@ class Dispatcher:
     def handle(self, event: Any) -> list[Push]:
         """``engine.handle(event)`` and queue the pushes it decided (ImpossibleEvent passes)."""
         start = time.perf_counter()
-        pushes = self.engine.handle(event)
+        pushes: list[Push] = self.engine.handle(event)
         self.metrics.decide_seconds(time.perf_counter() - start)
         entries = getattr(self.engine, "last_entries", None) if self._durable else None
         if entries is not None and len(entries) == len(pushes):
@@ -192,6 +198,8 @@ class Dispatcher:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.drain(), grace)
         self._abort.set()
+        for task in list(self._abortable):
+            task.cancel()
         tasks = [q.task for q in self._queues.values() if q.task is not None]
         await asyncio.gather(*tasks, return_exceptions=True)
         for key, queue in list(self._queues.items()):
@@ -233,31 +241,39 @@ class Dispatcher:
         return queue.entries.popleft()
 
     async def _until_aborted(self, awaitable: Awaitable[Any]) -> Any:
-        """``await awaitable`` unless close()'s grace runs out first (then _Aborted)."""
+        """``await awaitable`` unless close()'s grace runs out first (then _Aborted).
+
+        Awaited in this task (close() cancels the tasks waiting here): a task and a wait per
+        step cost a loop iteration each, and a busy reader makes every iteration long."""
         if self._abort.is_set():
+            if asyncio.iscoroutine(awaitable):
+                awaitable.close()
             raise _Aborted
-        task = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self._abort.wait())
+        task = asyncio.current_task()
+        assert task is not None
+        self._abortable.add(task)
         try:
-            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+            return await awaitable
+        except asyncio.CancelledError:
+            if not self._abort.is_set():
+                raise
+            task.uncancel()
+            raise _Aborted from None
         finally:
-            stop.cancel()
-        if not task.done():
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
-            raise _Aborted
-        return task.result()
+            self._abortable.discard(task)
 
     async def _deliver(self, entry: OutboxEntry) -> Outcome:
         push = entry.push
 
         async def attempt() -> Answer | str:
-            if self.ready is not None:
+            if self.ready is not None and not _already(self.ready):
                 await self._until_aborted(self.ready())
             reason = self._not_enabled(push)
             if reason is not None:
                 return reason
             self._count_attempt(entry)
+            if self.flush is not None:
+                await self._until_aborted(self._committed())
             async with self._slots:
                 answer: Answer = await self._until_aborted(
                     self.metrics.publish(self.send, push))
@@ -268,17 +284,12 @@ class Dispatcher:
         async def sleep(seconds: float) -> None:
             await self._until_aborted(self.sleep(seconds))
 
-        policy = self.policy
-        retrying = AsyncRetrying(
-            stop=stop_after_attempt(policy.max_attempts),
-            wait=wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
-            + wait_random(0, policy.jitter),
-            retry=retry_if_result(_transient),
-            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
-            sleep=sleep,
-            reraise=True,
-        )
-        answer = await retrying(attempt)
+        answer = await attempt()
+        if _transient(answer) and self.policy.max_attempts > 1:
+            # Most pushes are answered at once: tenacity's machinery (a retry object, its state
+            # and an iteration of actions per call) is only set up for the ones that retry.
+            # Its first attempt is the one already made, so schedule and count are unchanged.
+            answer = await self._retrying(sleep)(_first_then(answer, attempt))
         attempts = entry.attempts
         if isinstance(answer, str):
             return Outcome(push, DROPPED, attempts, answer)
@@ -295,6 +306,38 @@ class Dispatcher:
             return Outcome(push, GAVE_UP, attempts, answer.describe())
         await self._report(entry, False, answer.error_type)
         return Outcome(push, ERROR, attempts, answer.describe())
+
+    def _retrying(self, sleep: Callable[[float], Awaitable[None]]) -> AsyncRetrying:
+        policy = self.policy
+        return AsyncRetrying(
+            stop=stop_after_attempt(policy.max_attempts),
+            wait=wait_exponential(multiplier=policy.backoff_initial, max=policy.backoff_max)
+            + wait_random(0, policy.jitter),
+            retry=retry_if_result(_transient),
+            retry_error_callback=lambda state: state.outcome.result() if state.outcome else None,
+            sleep=sleep,
+            reraise=True,
+        )
+
+    async def _committed(self) -> None:
+        """Until the store committed what this iteration wrote (one commit for all sends)."""
+        barrier = self._barrier
+        if barrier is None:
+            loop = asyncio.get_running_loop()
+            barrier = self._barrier = loop.create_future()
+            loop.call_soon(self._commit_barrier)
+        await asyncio.shield(barrier)
+
+    def _commit_barrier(self) -> None:
+        barrier, self._barrier = self._barrier, None
+        try:
+            assert self.flush is not None
+            self.flush()
+        except Exception as exc:  # the pushes were decided: sent rather than lost
+            log.error("pushes sent before their decision was committed: %s: %s",
+                      type(exc).__name__, exc)
+        if barrier is not None and not barrier.done():
+            barrier.set_result(None)
 
     def _count_attempt(self, entry: OutboxEntry) -> None:
         if not self._durable:
@@ -383,3 +426,20 @@ class Dispatcher:
 def _transient(answer: Answer | str | None) -> bool:
     return isinstance(answer, Answer) and not answer.ok and (
         answer.timed_out or answer.error_type == TRANSIENT_ERROR)
+
+
+def _first_then(first: Answer | str, attempt: Callable[[], Awaitable[Answer | str]]
+                ) -> Callable[[], Awaitable[Answer | str]]:
+    """``attempt`` whose first call returns ``first`` (an answer already in hand)."""
+    given = [first]
+
+    async def again() -> Answer | str:
+        return given.pop() if given else await attempt()
+
+    return again
+
+
+def _already(ready: Callable[[], Awaitable[Any]]) -> bool:
+    """``ready`` is an asyncio.Event's ``wait`` and the event is set: nothing to wait for."""
+    event = getattr(ready, "__self__", None)
+    return isinstance(event, asyncio.Event) and event.is_set()

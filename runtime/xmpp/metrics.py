@@ -105,12 +105,16 @@ class PrometheusMetrics(Metrics):
                                                        "store": lambda: True}
         self._store_ok = True
         self._server: WSGIServer | None = None
+        self._by_kind: dict[str, Any] = {}
         for part in self._health:
             self._up.labels(part).set_function(self._probe(part))
 
     # --- the interface -----------------------------------------------------------------------
     def event(self, kind: str) -> None:
-        self._events.labels(kind).inc()
+        counter = self._by_kind.get(kind)
+        if counter is None:  # labels() takes a lock and builds a key: once per kind
+            counter = self._by_kind[kind] = self._events.labels(kind)
+        counter.inc()
         if kind == "push-disable":
             self.disabled("client")
 

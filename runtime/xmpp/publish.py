@@ -8,6 +8,7 @@ decision, already in the ``Push``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 from slixmpp import Iq
 from slixmpp.plugins.xep_0004 import FieldOption, Form, FormField
@@ -29,7 +30,7 @@ class Notification(ElementBase):
     namespace = PUSH_NS
     name = "notification"
     plugin_attrib = "notification"
-    interfaces: set[str] = set()
+    interfaces: ClassVar[set[str]] = set()
 
 
 # What the xep_0004 plugin registers when loaded into a stream, so that parsing also works on
@@ -75,11 +76,11 @@ def summary_fields(push: Push, config: Config) -> dict[str, str]:
 
 
 def _form(form_type: str, values: dict[str, str]) -> Form:
-    form = Form()
+    form = Form()  # type: ignore[no-untyped-call]
     form["type"] = "submit"
-    form.add_field(var="FORM_TYPE", ftype="hidden", value=form_type)
+    form.add_field(var="FORM_TYPE", ftype="hidden", value=form_type)  # type: ignore[no-untyped-call]
     for var, value in values.items():
-        form.add_field(var=var, value=value)
+        form.add_field(var=var, value=value)  # type: ignore[no-untyped-call]
     return form
 
 
@@ -101,7 +102,7 @@ def fill_publish(iq: Iq, push: Push, config: Config) -> Iq:
 
 def build_publish(push: Push, config: Config, sender: str) -> Iq:
     """A stand-alone publish IQ (not bound to a stream), e.g. for tests and inspection."""
-    iq = Iq(sfrom=sender)
+    iq = Iq(sfrom=sender)  # type: ignore[no-untyped-call]
     return fill_publish(iq, push, config)
 
 
@@ -168,7 +169,7 @@ def parse_publish(iq: Iq) -> Published:
 
 
 def _form_values(form: Form, form_type: str, what: str) -> dict[str, str]:
-    values = {var: _text(value) for var, value in form.get_values().items()}
+    values = {var: _text(value) for var, value in form.get_values().items()}  # type: ignore[no-untyped-call]
     found = values.pop("FORM_TYPE", None)
     if found != form_type:
         raise PublishError(f"{what} form has FORM_TYPE {found!r}, not {form_type!r}")

@@ -5,6 +5,9 @@ every registered handler in turn: with 512 publishes in flight, each answer is m
 512 handlers. ``Replies`` registers one handler for all of them: a stanza is an answer when it is
 an ``<iq type='result'|'error'>`` whose id is waiting and whose sender is the JID the publish
 went to (an answer from anyone else is not one: the check slixmpp's own matcher makes).
+
+The IQs requested during one loop iteration are written together at its end (one socket write:
+a write per publish was a send() system call each, 16% of the sidecar's CPU in the profile).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from typing import Any
 from slixmpp.xmlstream import ET, StanzaBase
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher.base import MatcherBase
+from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 ANSWER_TYPES = ("result", "error")
 
@@ -53,6 +57,8 @@ class Replies:
     def __init__(self, stream: Any, name: str = "pushrules-replies") -> None:
         self.stream = stream
         self._waiting: dict[str, _Waiting] = {}
+        self._outgoing: list[str] = []
+        self._outgoing_ids: list[str] = []
         stream.register_handler(Callback(name, _AnswerMatcher(self._waiting), self._answer))
 
     @property
@@ -65,12 +71,28 @@ class Replies:
             entry.future.set_result(stanza.xml)
 
     async def request(self, xml: str, iq_id: str, to: str, timeout: float) -> ET.Element:
+        """NotConnectedError when the stream was down at the end of the iteration (not sent)."""
         if iq_id in self._waiting:
             raise ValueError(f"an IQ with id {iq_id!r} is already waiting for its answer")
-        future: asyncio.Future[ET.Element] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[ET.Element] = loop.create_future()
         self._waiting[iq_id] = _Waiting(future, to)
+        if not self._outgoing:
+            loop.call_soon(self._send_outgoing)
+        self._outgoing.append(xml)
+        self._outgoing_ids.append(iq_id)
         try:
-            self.stream.send_raw(xml)
             return await asyncio.wait_for(future, timeout)
         finally:
             self._waiting.pop(iq_id, None)
+
+    def _send_outgoing(self) -> None:
+        xml, ids = "".join(self._outgoing), self._outgoing_ids
+        self._outgoing, self._outgoing_ids = [], []
+        try:
+            self.stream.send_raw(xml)
+        except NotConnectedError:
+            for iq_id in ids:
+                entry = self._waiting.get(iq_id)
+                if entry is not None and not entry.future.done():
+                    entry.future.set_exception(NotConnectedError())

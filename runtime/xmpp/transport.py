@@ -8,14 +8,15 @@ import logging
 from dataclasses import dataclass
 
 from slixmpp import ComponentXMPP
-from slixmpp.exceptions import IqError, IqTimeout
 from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.xmlstream import NotConnectedError
 
 from pushrules.model.config import Config
 from pushrules.model.events import ERROR_TYPES
 from pushrules.model.records import Push
 
-from .publish import fill_publish
+from .publish import publish_xml
+from .replies import Replies
 from .secrets import install_secret_mask
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ class PushTransport(ComponentXMPP):
 
     def __init__(self, jid: str, secret: str, host: str, port: int, config: Config, *,
                  iq_timeout: float = 10.0, reconnect_delay: float = 1.0) -> None:
-        super().__init__(jid, secret, host, port)
+        super().__init__(jid, secret, host, port)  # type: ignore[no-untyped-call]
         self.rules = config
         self.iq_timeout = iq_timeout
         self.reconnect_delay = reconnect_delay
@@ -84,6 +85,7 @@ class PushTransport(ComponentXMPP):
         self._refused = asyncio.Event()
         self._ever_online = False
         self._closing = False
+        self.replies = Replies(self)
         self.add_event_handler("session_start", self._on_online)
         self.add_event_handler("disconnected", self._on_offline)
         self.add_event_handler("stream_error", self._on_stream_error)
@@ -110,8 +112,8 @@ class PushTransport(ComponentXMPP):
                            f"within {timeout}s")
 
     def _on_stream_error(self, error: object) -> None:
-        condition = error["condition"] if hasattr(error, "__getitem__") else ""  # type: ignore
-        text = error["text"] if hasattr(error, "__getitem__") else ""  # type: ignore
+        condition = error["condition"] if hasattr(error, "__getitem__") else ""
+        text = error["text"] if hasattr(error, "__getitem__") else ""
         if self._ever_online:
             log.warning("component %s: stream error %s %s", self.boundjid, condition, text)
             return
@@ -150,15 +152,20 @@ class PushTransport(ComponentXMPP):
             self.connect()
 
     async def publish(self, push: Push) -> Answer:
-        """Send one publish and return the answer (never raises for an app-server answer)."""
-        await self.online.wait()
-        iq = self.Iq()
-        iq["from"] = self.boundjid
-        fill_publish(iq, push, self.rules)
-        try:
-            await iq.send(timeout=self.iq_timeout)
-        except IqError as exc:
-            return read_error(exc.iq.xml)
-        except IqTimeout:
-            return TIMEOUT
-        return RESULT
+        """Send one publish and return the answer (never raises for an app-server answer).
+
+        The IQ is written as a string (``publish_xml``: the bytes the stanza classes write) and
+        its answer matched by id (``Replies``): building and serialising a stanza tree, and
+        slixmpp's one handler per IQ in flight, were most of the sidecar's CPU per push."""
+        while True:
+            await self.online.wait()
+            iq_id = self.new_id()
+            xml = publish_xml(push, self.rules, self.boundjid.full, iq_id)
+            try:
+                reply = await self.replies.request(xml, iq_id, push.jid, self.iq_timeout)
+            except NotConnectedError:
+                self.online.clear()  # not sent: the link went down meanwhile; wait for it
+                continue
+            except TimeoutError:
+                return TIMEOUT
+            return RESULT if reply.get("type") == "result" else read_error(reply)

@@ -236,3 +236,49 @@ def test_a_locked_file_fails_clearly_and_the_event_lands_once_when_released(tmp_
     after = store.load("bob@example.org")
     assert after.registrations[("push.example.net", "n1")]["errors"] == 1
     assert after.version == before.version + 1
+
+
+def test_deferred_commits_share_a_transaction_and_a_failed_event_is_rolled_back_alone(tmp_path):
+    """defer_commits: events join one transaction (another connection sees none of them until
+    flush()), the engine reads its own writes meanwhile, and an event whose write fails is
+    undone alone (its savepoint), the others of the batch kept."""
+    path = tmp_path / "registrations.db"
+    clock = Clock()
+    store = SqliteStore(path)
+    scheduled: list = []
+    store.defer_commits(scheduled.append)
+    engine = StoredEngine(store, CONFIG, clock=clock)
+    ref = Engine(CONFIG, clock=clock)
+    other = SqliteStore(path)
+    failures = flushes = 0
+    flushed = [store_state(other, u) for u in USERS]
+    for i, event in enumerate(random_events(11, 400, USERS)):
+        clock.now = 1e9 + i
+        if i % 7 == 3:
+            def fail(step: int) -> None:
+                if step == 2:
+                    raise OSError("disk pulled out")
+            store.after_write = fail
+            try:
+                engine.handle(event)
+            except OSError:
+                failures += 1
+            except ImpossibleEvent:
+                pass
+            store.after_write = None
+            engine = StoredEngine(store, CONFIG, clock=clock)  # forget the pending commit
+        assert outcome(engine, event) == outcome(ref, event), f"event {i}"
+        if i % 50 == 49:
+            assert scheduled, "an open transaction schedules its flush"
+            assert [store_state(other, u) for u in USERS] == flushed  # nothing yet
+            scheduled.pop()()  # the loop runs the scheduled flush
+            scheduled.clear()
+            flushes += 1
+            flushed = [store_state(other, u) for u in USERS]
+            assert flushed == [engine_state(ref, u) for u in USERS]
+    store.flush()
+    assert failures > 10 and flushes == 8
+    for user in USERS:
+        assert store_state(other, user) == engine_state(ref, user)
+    other.close()
+    store.close()
