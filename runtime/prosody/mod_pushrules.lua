@@ -25,6 +25,8 @@
 --   {"kind":"ack","upto":N}                       events up to N are applied: forget them
 --   {"kind":"applied","seq":N,"ok":bool,"error":…} for an event sent with "reply": the IQ answer
 --   {"kind":"publish","id":…,"iq":"<iq …/>","timeout":S}  send from this host, answer with "answer"
+--   {"kind":"pause"} / {"kind":"resume"}          flow control: while paused, numbered lines
+--       are only kept (the bounded buffer), and written at "resume"; answers are still written
 
 local json = require "util.json";
 local array = require "util.array";
@@ -65,6 +67,7 @@ local boot = uuid.generate(); -- names this run of the module: the sidecar's rep
 -- at once while connected, written again after a reconnection. Full: a new event is still written
 -- when connected (just not kept), otherwise dropped and counted in the log.
 local conn, connected = nil, false;
+local paused, written = false, 0; -- the sidecar's flow control; the last seq written
 local pending, pending_head, pending_tail = {}, 1, 0;
 local seq = 0;
 local dropped, dropped_logged = 0, 0;
@@ -106,8 +109,9 @@ local function send_numbered(message)
 	message.seq = seq;
 	local entry = { seq = seq, line = json.encode(message) };
 	local kept = keep(entry);
-	if connected then
+	if connected and not paused then
 		conn:write(entry.line .. "\n");
+		written = seq;
 	elseif not kept then
 		count_drop();
 	end
@@ -173,6 +177,14 @@ function handlers.applied(msg)
 	if waiter then waiters[n] = nil; waiter.reply(msg.ok == true, msg.error); end
 end
 handlers.publish = handle_publish;
+function handlers.pause() paused = true; end
+function handlers.resume()
+	paused = false;
+	for i = pending_head, pending_tail do
+		local entry = pending[i];
+		if entry.seq > written then conn:write(entry.line .. "\n"); written = entry.seq; end
+	end
+end
 
 local function on_line(line)
 	if line == "" then return; end
@@ -199,7 +211,9 @@ function listeners.onconnect(c)
 	unreachable_since, dropped, dropped_logged = nil, 0, 0;
 	c:write(json.encode({ kind = "hello", host = host, boot = boot, shadow = shadow,
 		shadow_window = shadow_window, version = 1 }) .. "\n");
+	paused = false;
 	for i = pending_head, pending_tail do c:write(pending[i].line .. "\n"); end
+	written = seq; -- what is not in the buffer was dropped (and counted)
 end
 function listeners.onincoming(_, data)
 	local chunk = partial .. data;
