@@ -27,8 +27,8 @@ PUSH_NS = "urn:xmpp:push:0"
 DATA_NS = "jabber:x:data"
 PASSWORD = "pw"
 APP = "app.localhost"
-MAIN, RESTART, SHADOW, TINY = ("localhost", "restart.localhost", "shadow.localhost",
-                               "tiny.localhost")
+MAIN, RESTART, SHADOW, TINY, KILL = ("localhost", "restart.localhost", "shadow.localhost",
+                                     "tiny.localhost", "kill.localhost")
 ADAPTER_MODULES = ("roster", "saslauth", "disco", "smacks", "mam", "offline", "carbons",
                    "csi_simple", "ping")
 
@@ -300,6 +300,12 @@ class Serve:
             self.process.kill()
             return await self.process.wait()
 
+    async def kill(self) -> int:
+        """SIGKILL: no grace, nothing flushed (what a crash or the OOM killer does)."""
+        assert self.process is not None
+        self.process.kill()
+        return await self.process.wait()
+
     def for_user(self, user: str) -> list[dict]:
         return [o for o in self.outcomes if o["user"] == user]
 
@@ -315,5 +321,5 @@ async def until(predicate, timeout: float = 30.0, what: str = "condition") -> No
         await asyncio.sleep(0.05)
 
 
-__all__ = ["APP", "TINY", "AdapterProsody", "AppServer", "Device", "Relay", "Sender", "Serve",
-           "until"]
+__all__ = ["APP", "KILL", "TINY", "AdapterProsody", "AppServer", "Device", "Relay", "Sender",
+           "Serve", "until"]

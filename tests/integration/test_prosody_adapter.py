@@ -22,6 +22,7 @@ import pytest
 from harness import in_ci
 from prosody_adapter import (
     APP,
+    KILL,
     MAIN,
     RESTART,
     SHADOW,
@@ -62,7 +63,8 @@ class Live:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.sockets = {MAIN: root / "main.sock", RESTART: root / "restart.sock",
-                        SHADOW: root / "main.sock", TINY: root / "tiny.sock"}
+                        SHADOW: root / "main.sock", TINY: root / "tiny.sock",
+                        KILL: root / "kill.sock"}
         self.prosody = AdapterProsody(root, self.sockets, shadow_hosts=[SHADOW],
                                       host_options={TINY: ["pushrules_buffer_size = 3"]})
         self.main: Serve | None = None
@@ -370,6 +372,31 @@ async def sidecar_restart(live: Live, rec: Record) -> None:
     await live.pushes(node, 4)
 
 
+@scenario("sidecar-killed", "killed@kill.localhost")
+async def sidecar_killed(live: Live, rec: Record) -> None:
+    """The sidecar of kill.localhost (SQLite) is SIGKILLed while a push it decided and sent is
+    unanswered: the next run sends it again from the outbox (it waits for the module to come
+    back), and the events raised while it was dead arrive from the module's buffer."""
+    user, node = "killed@kill.localhost", "node-killed"
+    store = f"sqlite:///{live.root}/killed.db"
+    assert live.app is not None
+    live.app.answer(node, "none")  # the first publish is never answered
+    first = await live.serve(live.sockets[KILL], store, "killed-1", "--iq-timeout", "60")
+    bob = await phone(live, user, node)
+    alice = await sender(live, "alice@kill.localhost")
+    await hibernate(bob)
+    alice.say(user, "m1")
+    await live.pushes(node, 1)
+    await asyncio.sleep(0.5)  # the event's ack reaches the module
+    rec.marks["first exit"] = await first.kill()
+    rec.marks["first outcomes"] = list(first.outcomes)
+    alice.say(user, "m2")
+    await asyncio.sleep(1.0)
+    rec.marks["while dead"] = len(live.received(node))
+    await live.serve(live.sockets[KILL], store, "killed-2")
+    await live.pushes(node, 3)
+
+
 @scenario("buffer-overflow", "tiny@tiny.localhost")
 async def buffer_overflow(live: Live, rec: Record) -> None:
     """No sidecar for tiny.localhost yet, and a buffer of 3 events: what overflows is dropped
@@ -484,7 +511,7 @@ async def _run_all(root: Path) -> dict[str, Record]:
             live.account(user)
     for name in SCENARIOS:
         live.account(f"alice-{SCENARIOS[name][0][0]}")
-    for user in ("alice@restart.localhost", "alice@shadow.localhost"):
+    for user in ("alice@restart.localhost", "alice@shadow.localhost", "alice@kill.localhost"):
         live.account(user)
     live.prosody.start()
     try:
@@ -616,6 +643,21 @@ def test_sidecar_restart_and_buffered_events(live):
                             ("a/queued", ["m3"], True), ("b/archive", ["m4"], True)]
     rec.outcomes = [o for o in rec.outcomes if o["user"].startswith("restart@")]
     assert_published_as_decided(rec, host=RESTART)
+
+
+def test_sigkilled_sidecar_loses_no_decided_push(live):
+    rec = record(live, "sidecar-killed")
+    assert rec.marks["first exit"] == -9
+    assert rec.marks["first outcomes"] == []  # killed before m1 was answered
+    assert rec.marks["while dead"] == 1
+    # m1 sent again by the second run (from the outbox), then m2 (from the module's buffer).
+    assert len(rec.received) == 3
+    assert decided(rec) == [("a/queued", ["m1"], True), ("a/queued", ["m2"], True)]
+    assert [o["status"] for o in rec.outcomes] == ["delivered", "delivered"]
+    logs = str(rec.marks["logs"])
+    assert "sending again 1 decided push(es) an earlier run left in the outbox" in logs
+    rec.received = rec.received[1:]  # the first, unanswered send belongs to the killed run
+    assert_published_as_decided(rec, host=KILL)
 
 
 def test_events_beyond_the_buffer_are_dropped_and_counted_then_the_rest_arrives(live):
