@@ -343,10 +343,12 @@ def test_serve_prosody_needs_no_component_and_names_bad_options(tmp_path):
 
 def test_prosody_socket_from_the_config_file(tmp_path):
     config = tmp_path / "serve.toml"
-    config.write_text('[prosody]\nsocket = "/run/p.sock"\n[rules]\nmax_errors = 3\n')
+    config.write_text('[prosody]\nsocket = "/run/p.sock"\nsocket_group = "prosody"\n'
+                      'allowed_uids = [108]\n[rules]\nmax_errors = 3\n')
     values, rules = read_toml(config)
     settings = build_settings({}, values, rules)
     assert settings.prosody == "/run/p.sock" and settings.rules.max_errors == 3
+    assert (settings.socket_group, settings.allowed_uids) == ("prosody", (108,))
 
 
 def test_pushes_resumed_from_the_outbox_wait_for_the_module(tmp_path):
