@@ -247,7 +247,7 @@ class ProsodyBridge:
                     or not isinstance(boot, str):
                 hello = "not mod_pushrules' hello (kind, host and boot)"
         if not isinstance(hello, dict):
-            if line:
+            if line != b"":  # (an empty first line or none: a probe, said nothing)
                 self._reject(f"{where} line 1: {hello}; connection closed")
             return None
         link = _Link(str(host), str(boot), hello.get("shadow") is True, writer)
