@@ -27,9 +27,11 @@ from prosody_adapter import (
     RESTART,
     SHADOW,
     TINY,
+    V2,
     AdapterProsody,
     AppServer,
     Device,
+    ModuleRecorder,
     Sender,
     Serve,
     until,
@@ -64,9 +66,10 @@ class Live:
         self.root = root
         self.sockets = {MAIN: root / "main.sock", RESTART: root / "restart.sock",
                         SHADOW: root / "main.sock", TINY: root / "tiny.sock",
-                        KILL: root / "kill.sock"}
-        self.prosody = AdapterProsody(root, self.sockets, shadow_hosts=[SHADOW],
-                                      host_options={TINY: ["pushrules_buffer_size = 3"]})
+                        KILL: root / "kill.sock", V2: root / "v2.sock"}
+        self.prosody = AdapterProsody(root, self.sockets, shadow_hosts=[SHADOW], host_options={
+            TINY: ["pushrules_buffer_size = 3"],
+            V2: ["pushrules_contract_v2 = true", 'modules_enabled = { "pep" }']})
         self.main: Serve | None = None
         self.app: AppServer | None = None
         self.clients: list[Device] = []
@@ -397,6 +400,37 @@ async def sidecar_killed(live: Live, rec: Record) -> None:
     await live.pushes(node, 3)
 
 
+BOOKMARK = """<iq xmlns='jabber:client' type='set' id='bm1'>
+<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:bookmarks:1'>
+<item id='room@muc.v2.localhost'><conference xmlns='urn:xmpp:bookmarks:1' autojoin='true'>
+<nick>bob</nick><extensions><notify xmlns='urn:xmpp:notification-settings:1'><on-mention/>
+</notify></extensions></conference></item></publish></pubsub></iq>"""
+
+
+@scenario("contract-v2", "v2@v2.localhost")
+async def contract_v2(live: Live, rec: Record) -> None:
+    """pushrules_contract_v2 = true: the module raises csi-state, message/bare/groupchat and
+    chat-settings (from a XEP-0402 bookmark with XEP-0492's <notify/>), every event with `at`.
+    Its peer is a recorder: the engine learns version 2 in another branch."""
+    user = "v2@v2.localhost"
+    recorder = await ModuleRecorder(live.sockets[V2]).start()
+    try:
+        await until(lambda: recorder.hello is not None, 10, "the module's hello")
+        bob = await phone(live, user, "node-v2")
+        bob.send_raw("<inactive xmlns='urn:xmpp:csi:0'/>")
+        bob.send_raw("<active xmlns='urn:xmpp:csi:0'/>")
+        bob.send_raw(BOOKMARK)
+        alice = await sender(live, "alice@v2.localhost")
+        alice.say(user, "g1", kind="groupchat")
+        await until(lambda: recorder.named("message/bare/groupchat")
+                    and len(recorder.named("csi-state")) == 2
+                    and recorder.named("chat-settings"), 15, "the v2 events")
+        rec.marks["hello"] = recorder.hello
+        rec.marks["events"] = list(recorder.events)
+    finally:
+        await recorder.stop()
+
+
 @scenario("buffer-overflow", "tiny@tiny.localhost")
 async def buffer_overflow(live: Live, rec: Record) -> None:
     """No sidecar for tiny.localhost yet, and a buffer of 3 events: what overflows is dropped
@@ -511,7 +545,8 @@ async def _run_all(root: Path) -> dict[str, Record]:
             live.account(user)
     for name in SCENARIOS:
         live.account(f"alice-{SCENARIOS[name][0][0]}")
-    for user in ("alice@restart.localhost", "alice@shadow.localhost", "alice@kill.localhost"):
+    for user in ("alice@restart.localhost", "alice@shadow.localhost", "alice@kill.localhost",
+                 "alice@v2.localhost"):
         live.account(user)
     live.prosody.start()
     try:
@@ -658,6 +693,25 @@ def test_sigkilled_sidecar_loses_no_decided_push(live):
     assert "sending again 1 decided push(es) an earlier run left in the outbox" in logs
     rec.received = rec.received[1:]  # the first, unanswered send belongs to the killed run
     assert_published_as_decided(rec, host=KILL)
+
+
+def test_contract_v2_events_from_prosody(live):
+    rec = record(live, "contract-v2")
+    assert rec.marks["hello"]["version"] == 2
+    events = rec.marks["events"]
+    assert [e for e in events if e["event"] == "csi-state"] == [
+        {"event": "csi-state", "session": "v2@v2.localhost/phone", "state": s, "at": e["at"]}
+        for s, e in zip(("inactive", "active"),
+                        [e for e in events if e["event"] == "csi-state"], strict=True)]
+    [groupchat] = [e for e in events if e["event"] == "message/bare/groupchat"]
+    assert groupchat["user"] == "v2@v2.localhost"
+    assert "id='g1'" in groupchat["stanza"] and "type='groupchat'" in groupchat["stanza"]
+    [setting] = [e for e in events if e["event"] == "chat-settings"]
+    assert {k: v for k, v in setting.items() if k != "at"} == {
+        "event": "chat-settings", "user": "v2@v2.localhost", "chat": "room@muc.v2.localhost",
+        "notify": "on-mention", "nick": "bob"}
+    times = [e["at"] for e in events]
+    assert all(isinstance(t, int | float) for t in times) and times == sorted(times)
 
 
 def test_events_beyond_the_buffer_are_dropped_and_counted_then_the_rest_arrives(live):
