@@ -686,11 +686,15 @@ def test_sigkilled_sidecar_loses_no_decided_push(live):
     assert rec.marks["first outcomes"] == []  # killed before m1 was answered
     assert rec.marks["while dead"] == 1
     # m1 sent again by the second run (from the outbox), then m2 (from the module's buffer).
-    assert len(rec.received) == 3
-    assert decided(rec) == [("a/queued", ["m1"], True), ("a/queued", ["m2"], True)]
-    assert [o["status"] for o in rec.outcomes] == ["delivered", "delivered"]
+    # (Under load the client may ack its enable result late: one more push, of that IQ, is
+    # then decided at the hibernation and waits behind m1 in the outbox too.)
+    pushed = [p for p in decided(rec) if p[0] == "a/queued"]
+    assert pushed[-2:] == [("a/queued", ["m1"], True), ("a/queued", ["m2"], True)]
+    assert len(rec.received) == len(rec.outcomes) + 1
+    assert {o["status"] for o in rec.outcomes} == {"delivered"}
     logs = str(rec.marks["logs"])
-    assert "sending again 1 decided push(es) an earlier run left in the outbox" in logs
+    resent = len(rec.outcomes) - 1  # all but m2 were decided by the killed run
+    assert f"sending again {resent} decided push(es) an earlier run left in the outbox" in logs
     rec.received = rec.received[1:]  # the first, unanswered send belongs to the killed run
     assert_published_as_decided(rec, host=KILL)
 
