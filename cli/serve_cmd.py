@@ -25,7 +25,8 @@ SECTIONS: dict[str, dict[str, str]] = {
     "store": {"url": "store", "retry_seconds": "store_retry_seconds"},
     "input": {"socket": "socket", "socket_group": "socket_group",
               "allowed_uids": "allowed_uids"},
-    "prosody": {"socket": "prosody"},
+    "prosody": {"socket": "prosody", "socket_group": "socket_group",
+                "allowed_uids": "allowed_uids"},
     "metrics": {"listen": "metrics"},
 }
 DEFAULTS: dict[str, Any] = {
@@ -173,9 +174,11 @@ def build_settings(flags: dict[str, Any], file_values: dict[str, Any],
 @click.option("--socket", type=click.Path(dir_okay=False),
               help="Read events from this Unix socket (created 0600) instead of stdin.")
 @click.option("--socket-group",
-              help="Group that may also connect to --socket (the socket is then 0660).")
+              help="Group that may also connect to --socket or --prosody (the socket is then "
+                   "0660), e.g. prosody.")
 @click.option("--allowed-uid", "allowed_uids", type=int, multiple=True,
-              help="Only this uid (repeatable; our own always) may send on --socket.")
+              help="Only this uid (repeatable; our own always) may send on --socket or "
+                   "--prosody.")
 @click.option("--prosody", type=click.Path(dir_okay=False),
               help="Listen on this Unix socket for Prosody's mod_pushrules (pushrules_socket): "
                    "events in, publishes sent from the user's host; no component needed.")

@@ -4,10 +4,15 @@ module's wire (the real module runs in tests/integration/test_prosody_adapter.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import os
+import shutil
 import stat
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,10 +22,10 @@ from slixmpp.xmlstream import ET
 
 from pushrules.cli import main
 from pushrules.model.records import Push
-from pushrules.runtime.prosody.bridge import open_listener, read_answer
+from pushrules.runtime.prosody.bridge import read_answer
 from pushrules.runtime.prosody.shadow import ShadowLog
 from pushrules.runtime.xmpp.publish import parse_publish
-from pushrules.runtime.xmpp.sidecar import Sidecar, SidecarSettings
+from pushrules.runtime.xmpp.sidecar import MAX_LINE_BYTES, Sidecar, SidecarSettings
 from pushrules.serve_cmd import build_settings, read_toml
 
 HOST = "example.org"
@@ -69,14 +74,21 @@ class FakeModule:
             if line["kind"] == kind:
                 return line
 
+    async def expect_any(self, kinds: set[str], timeout: float = 5.0) -> dict:
+        while True:
+            line = await asyncio.wait_for(self.lines.get(), timeout)
+            if line["kind"] in kinds:
+                return line
+
     async def close(self) -> None:
         self.writer.close()
         self.task.cancel()
 
 
-def sidecar(path: Path) -> tuple[Sidecar, io.StringIO, io.StringIO]:
+def sidecar(path: Path, **options: object) -> tuple[Sidecar, io.StringIO, io.StringIO]:
     settings = SidecarSettings(component_jid="", component_secret="-", prosody=str(path),
-                               connect_timeout=5, shutdown_grace=2, iq_timeout=2)
+                               connect_timeout=5, shutdown_grace=2, iq_timeout=2,
+                               **options)  # type: ignore[arg-type]
     out, err = io.StringIO(), io.StringIO()
     return Sidecar(settings, out, err), out, err
 
@@ -91,8 +103,8 @@ def registered(module: FakeModule) -> None:
                  secret="s3cret")
 
 
-async def run(body, path: Path) -> tuple[Sidecar, io.StringIO, io.StringIO]:
-    car, out, err = sidecar(path)
+async def run(body, path: Path, **options: object) -> tuple[Sidecar, io.StringIO, io.StringIO]:
+    car, out, err = sidecar(path, **options)
     task = asyncio.get_running_loop().create_task(car.run())
     try:
         await asyncio.wait_for(body(car), 20)
@@ -153,13 +165,17 @@ def test_events_sent_again_after_a_reconnection_are_applied_once(tmp_path):
     asyncio.run(run(body, path))
 
 
-def test_bad_lines_are_reported_and_the_connection_goes_on(tmp_path, caplog):
+def test_bad_lines_are_rejected_one_by_one_and_the_connection_goes_on(tmp_path):
     path = tmp_path / "p.sock"
 
     async def body(car: Sidecar) -> None:
         module = await FakeModule(path).connect()
         module.send("{not json")
         module.send({"kind": "mystery"})
+        module.writer.write(b'{"kind": "event", "seq": 1, "event": "\xff"}\n')
+        module.send("[" * 200_000)
+        module.send({"kind": "event", "seq": "one", "event": {}})
+        module.writer.write(b'{"kind": "event", "pad": "' + b"x" * MAX_LINE_BYTES + b'"}\n')
         # A malformed event (session not a full JID): rejected by the sidecar's parser.
         module.event(reply=True, event="push-enable", session=BOB, jid=APP, node="n1")
         applied = await module.expect("applied")
@@ -168,10 +184,20 @@ def test_bad_lines_are_reported_and_the_connection_goes_on(tmp_path, caplog):
         assert (await module.expect("applied"))["ok"] is True
         await module.close()
 
-    _, _, err = asyncio.run(run(body, path))
-    assert "prosody example.org (connection 1) line 1" in err.getvalue()
-    assert "not a mod_pushrules line" in caplog.text
-    assert "unknown line kind 'mystery'" in caplog.text
+    car, _, err = asyncio.run(run(body, path))
+    where = "error: prosody example.org (connection 1) line"
+    for problem in ("2: not a mod_pushrules line: not valid JSON",
+                    "3: unknown line kind 'mystery'",
+                    "4: not a mod_pushrules line: not valid UTF-8 at byte",
+                    "5: not a mod_pushrules line: not accepted JSON: nested too deeply",
+                    "6: event line without an integer seq and an event object",
+                    f"7: longer than {MAX_LINE_BYTES} bytes (skipped to its end)"):
+        assert f"{where} {problem}" in err.getvalue()
+    # The malformed push-enable: the sidecar's own message, naming the module's seq too.
+    assert "error: prosody example.org (connection 1, event 1) line 8, field 'session'" \
+        in err.getvalue()
+    assert car.rejected == 7 and car.accepted == 2
+    assert "Traceback" not in err.getvalue()
 
 
 def test_shadow_mode_sends_nothing_and_logs_differences(tmp_path):
@@ -187,8 +213,9 @@ def test_shadow_mode_sends_nothing_and_logs_differences(tmp_path):
         module.event(event="stanza-queued", session=PHONE, stanza=msg("m1"))
         module.event(event="stanza-queued", session=PHONE, stanza=msg("m2"))
         for mid in ("m1", "m3"):
-            module.send({"kind": "observed", "user": BOB, "jid": APP, "node": "n1",
-                         "stanza": mid, "important": True})
+            module.seq += 1  # numbered like events: kept by the module until acked
+            module.send({"kind": "observed", "seq": module.seq, "user": BOB, "jid": APP,
+                         "node": "n1", "stanza": mid, "important": True})
         while len(reports) < 2:
             await asyncio.sleep(0.1)
         await module.close()
@@ -238,20 +265,66 @@ def test_module_answers_become_transport_answers(line, describe):
     assert read_answer(line).describe() == describe
 
 
-def test_listener_is_private_replaces_a_stale_socket_and_refuses_other_files(tmp_path):
+def test_socket_is_private_and_a_plain_file_there_is_a_clear_fatal_error(tmp_path):
     path = tmp_path / "p.sock"
-    first = open_listener(str(path))
-    first.close()  # a stale socket left behind
-    second = open_listener(str(path))
-    try:
+
+    async def body(car: Sidecar) -> None:
         assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
-    finally:
-        second.close()
+        await (await FakeModule(path).connect()).close()
+
+    asyncio.run(run(body, path))
+    assert not path.exists()
     plain = tmp_path / "file"
     plain.write_text("keep me")
-    with pytest.raises(ValueError, match="exists and is not a socket"):
-        open_listener(str(plain))
+    car, _, err = sidecar(plain)
+    assert asyncio.run(car.run()) == 1
+    assert f"error: socket {plain}: the path exists and is not a socket" in err.getvalue()
     assert plain.read_text() == "keep me"
+
+
+NOBODY = 65534
+SYSTEM_PYTHON = "/usr/bin/python3"  # not the venv's: another user may not reach it
+PEER = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+try:
+    s.sendall(b'{"kind": "hello", "host": "example.org", "boot": "b"}\\n')
+    said = s.recv(100)
+except OSError:
+    said = b""
+print("closed" if said == b"" else "open")
+"""
+
+
+@pytest.mark.skipif(os.getuid() != 0 or not os.path.exists(SYSTEM_PYTHON),
+                    reason="needs root (and a system python) to connect as another user")
+def test_socket_group_and_allowed_uids_hold_for_prosody(tmp_path_factory):
+    """--socket-group and --allowed-uid apply to --prosody: the socket is 0660 in that group,
+    and a process of that group whose uid is not allowed is closed without a word."""
+    folder = Path(tempfile.mkdtemp(prefix="pushrules-uid-"))
+    try:
+        folder.chmod(0o755)
+        path = folder / "p.sock"
+
+        async def body(car: Sidecar) -> None:
+            assert stat.S_IMODE(os.stat(path).st_mode) == 0o660
+            assert os.stat(path).st_gid == NOBODY
+            for uid, want in ((NOBODY, "closed"), (0, "open")):
+                peer = await asyncio.create_subprocess_exec(
+                    SYSTEM_PYTHON, "-c", PEER, str(path), stdout=asyncio.subprocess.PIPE,
+                    user=uid, group=NOBODY if uid else 0)
+                with contextlib.suppress(TimeoutError):
+                    said, _ = await asyncio.wait_for(peer.communicate(), 2)
+                    assert said.decode().strip() == want
+                if peer.returncode is None:  # still open: the allowed peer
+                    assert want == "open"
+                    peer.kill()
+                    await peer.wait()
+
+        asyncio.run(run(body, path, socket_group=str(NOBODY), allowed_uids=(4242,)))
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_serve_prosody_needs_no_component_and_names_bad_options(tmp_path):
@@ -259,14 +332,91 @@ def test_serve_prosody_needs_no_component_and_names_bad_options(tmp_path):
     both = runner.invoke(main, ["serve", "--prosody", str(tmp_path / "a.sock"), "--socket",
                                 str(tmp_path / "b.sock")])
     assert both.exit_code == 2 and "--prosody and --socket" in both.output
-    nowhere = runner.invoke(main, ["serve", "--prosody", str(tmp_path / "no" / "a.sock")])
-    assert nowhere.exit_code == 1
-    assert "cannot listen" in nowhere.output and "Traceback" not in nowhere.output
+    nowhere = subprocess.run([sys.executable, "-m", "pushrules.cli", "serve", "--prosody",
+                              str(tmp_path / "no" / "a.sock")], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL, timeout=60)
+    assert nowhere.returncode == 1
+    said = nowhere.stderr
+    assert f"error: socket {tmp_path / 'no' / 'a.sock'}: directory " in said
+    assert "does not exist" in said and "Traceback" not in said
 
 
 def test_prosody_socket_from_the_config_file(tmp_path):
     config = tmp_path / "serve.toml"
-    config.write_text('[prosody]\nsocket = "/run/p.sock"\n[rules]\nmax_errors = 3\n')
+    config.write_text('[prosody]\nsocket = "/run/p.sock"\nsocket_group = "prosody"\n'
+                      'allowed_uids = [108]\n[rules]\nmax_errors = 3\n')
     values, rules = read_toml(config)
     settings = build_settings({}, values, rules)
     assert settings.prosody == "/run/p.sock" and settings.rules.max_errors == 3
+    assert (settings.socket_group, settings.allowed_uids) == ("prosody", (108,))
+
+
+def test_pushes_resumed_from_the_outbox_wait_for_the_module(tmp_path):
+    """A push decided and sent, never answered (the sidecar stopped): the next run over the
+    same store sends it again once the module connects, and it is delivered, not failed."""
+    path = tmp_path / "p.sock"
+    store = f"sqlite:///{tmp_path / 'state.db'}"
+
+    async def first(car: Sidecar) -> None:
+        module = await FakeModule(path).connect()
+        registered(module)
+        await module.expect("applied")
+        module.event(event="smacks-hibernation-start", session=PHONE, queue=[msg("m1")])
+        await module.expect("publish")  # never answered
+        await module.close()
+
+    _, out1, _ = asyncio.run(run(first, path, store=store))
+    assert [o["status"] for o in outcomes(out1)] == ["undelivered"]
+
+    async def second(car: Sidecar) -> None:
+        await asyncio.sleep(1.0)  # no module yet: the resumed push waits, it does not fail
+        assert car.dispatcher.pending == 1 and sum(car.dispatcher.counts.values()) == 0
+        assert not car.transport.online.is_set()
+        module = await FakeModule(path, boot="boot-2").connect()
+        publish = await module.expect("publish")
+        assert parse_publish(Iq(xml=ET.fromstring(publish["iq"]))).node == "n1"
+        module.send({"kind": "answer", "id": publish["id"], "ok": True})
+        while not car.dispatcher.counts["delivered"]:
+            await asyncio.sleep(0.02)
+        await module.close()
+
+    car, out2, err2 = asyncio.run(run(second, path, store=store))
+    assert [(o["stanzas"], o["status"]) for o in outcomes(out2)] == [(["m1"], "delivered")]
+    assert "sending again 1 decided push(es)" in err2.getvalue()
+    assert car.resent == 1
+
+
+def test_answers_are_read_while_events_wait_for_room_and_the_module_is_paused(tmp_path,
+                                                                           monkeypatch):
+    """Backpressure (--max-outbox) holds events back, never the answers that make room: the
+    module is told to pause, then to resume, and every event is applied in order."""
+    from pushrules.runtime.prosody import bridge
+
+    monkeypatch.setattr(bridge, "PAUSE_AT", 3)  # m3 waits for room; m4, m5 behind it
+    monkeypatch.setattr(bridge, "RESUME_AT", 0)
+    path = tmp_path / "p.sock"
+    seen: list[str] = []
+
+    async def body(car: Sidecar) -> None:
+        module = await FakeModule(path).connect()
+        registered(module)
+        await module.expect("applied")
+        module.event(event="smacks-hibernation-start", session=PHONE, queue=[])
+        for i in range(1, 6):
+            module.event(event="stanza-queued", session=PHONE, stanza=msg(f"m{i}"))
+        while seen.count("publish") < 5 or "resume" not in seen:
+            line = await module.expect_any({"publish", "pause", "resume"})
+            if line["kind"] == "publish":
+                module.send({"kind": "answer", "id": line["id"], "ok": True})
+                seen.append("publish")
+            else:
+                seen.append(line["kind"])
+        while car.dispatcher.counts["delivered"] < 5:
+            await asyncio.sleep(0.02)
+        await module.close()
+
+    car, out, _ = asyncio.run(run(body, path, max_outbox=1))
+    assert [o["stanzas"] for o in outcomes(out)] == [[f"m{i}"] for i in range(1, 6)]
+    assert "pause" in seen and "resume" in seen
+    assert seen.index("pause") < seen.index("resume")
+    assert car.accepted == 8

@@ -15,13 +15,13 @@ unacknowledged ones again after a reconnection; this side skips the ones it alre
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import json
 import logging
 import os
-import socket
-import stat
+import uuid
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -32,23 +32,29 @@ from pushrules.model.config import Config
 from pushrules.model.events import ERROR_TYPES
 from pushrules.model.records import Push
 from pushrules.runtime.xmpp.publish import build_publish
+from pushrules.runtime.xmpp.sidecar import MAX_LINE_BYTES, READ_CHUNK, split_lines
 from pushrules.runtime.xmpp.transport import RESULT, TIMEOUT, Answer
+from pushrules.runtime.xmpp.unixsocket import Listener, peer_uid
 
 from .shadow import ShadowLog
 
 log = logging.getLogger(__name__)
 
-LINE_LIMIT = 16 * 1024 * 1024
 ACK_INTERVAL = 0.1
 ANSWER_MARGIN = 5.0  # beyond the module's own IQ timeout: its answer (or its timeout) comes first
+PAUSE_AT = 1000  # events read and not yet applied at which the module is asked to hold them
+RESUME_AT = 100
 
 
 class Feeder(Protocol):
-    """What the bridge needs of the sidecar: ``feed`` one line and the count of applied ones."""
+    """What the bridge needs of the sidecar: ``feed`` one line, ``reject`` a line it could not
+    read, and the count of applied ones."""
 
     accepted: int
 
     async def feed(self, raw: bytes | str, number: int, where: str = ...) -> None: ...
+
+    def reject(self, message: str) -> None: ...
 
 
 class ShadowAnswer(Answer):
@@ -63,28 +69,13 @@ class ShadowAnswer(Answer):
 SHADOW = ShadowAnswer(ok=True)
 
 
-def open_listener(path: str, mode: int = 0o600, group: int | None = None) -> socket.socket:
-    """A listening Unix socket at ``path`` (a stale socket there is replaced; any other file is
-    an error), readable by its owner only unless ``mode``/``group`` say otherwise."""
-    with contextlib.suppress(FileNotFoundError):
-        if not stat.S_ISSOCK(os.lstat(path).st_mode):
-            raise ValueError(f"--prosody {path}: exists and is not a socket")
-        os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_umask = os.umask(0o777 & ~mode)  # never world-connectable, not even for an instant
-    try:
-        sock.bind(path)
-    except OSError as exc:
-        sock.close()
-        raise ValueError(f"--prosody {path}: cannot listen: {exc.strerror}") from None
-    finally:
-        os.umask(old_umask)
-    os.chmod(path, mode)
-    if group is not None:
-        os.chown(path, -1, group)
-    sock.listen(16)
-    sock.setblocking(False)
-    return sock
+@dataclass(frozen=True, slots=True)
+class _Numbered:
+    """One numbered line of the module (an event or, in shadow mode, an observed push)."""
+
+    seq: int
+    line: int
+    message: dict[str, Any]
 
 
 @dataclass
@@ -96,6 +87,11 @@ class _Link:
     shadow: bool
     writer: asyncio.StreamWriter
     waiting: dict[str, asyncio.Future[Answer]] = field(default_factory=dict)
+    inbox: deque[_Numbered] = field(default_factory=deque)
+    """Read, not yet applied (answers are read meanwhile: an event waiting for room in the
+    outbox must not hold back the answers that make room)."""
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    paused: bool = False
     applied: int = 0
     acked: int = 0
 
@@ -105,54 +101,69 @@ class _Link:
 
 
 class ProsodyBridge:
-    """``await bridge.serve_events(sidecar)`` listens at ``path`` until cancelled;
-    ``await bridge.publish(push)`` sends through the module of the push's host."""
+    """The sidecar's transport for mod_pushrules. ``await bridge.serve_events(sidecar,
+    listener)`` accepts module connections until cancelled; ``online`` is set while at least
+    one module is connected; ``await bridge.publish(push)`` waits for the module of the push's
+    host, sends through it and returns the answer."""
 
     def __init__(self, path: str, rules: Config, *, iq_timeout: float = 10.0,
-                 shadow_window: float = 10.0, mode: int = 0o600,
-                 group: int | None = None) -> None:
+                 shadow_window: float = 10.0, allowed_uids: Iterable[int] = ()) -> None:
         self.path = path
         self.rules = rules
         self.iq_timeout = iq_timeout
+        self.allowed_uids = frozenset(allowed_uids)
         self.shadow = ShadowLog(window=shadow_window)
+        self.online = asyncio.Event()
         self._links: dict[str, _Link] = {}
-        self._online: dict[str, asyncio.Event] = {}
+        self._host_online: dict[str, asyncio.Event] = {}
         self._applied: dict[str, tuple[str, int]] = {}  # host -> (module boot, last seq applied)
+        # Publish ids unique across runs: a late answer to an earlier run's publish (the module
+        # outlives a killed sidecar) must not answer this run's.
+        self._run = uuid.uuid4().hex[:8]
         self._ids = itertools.count(1)
         self._connections = 0
         self._sidecar: Feeder | None = None
-        self._first = asyncio.Event()
-        # Bound now, so that a bad path fails the start with its reason, before anything runs.
-        self._sock = open_listener(path, mode, group)
+        self._reading = False
+        self._feeding = asyncio.Lock()  # one event at a time: ``accepted`` says if it applied
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # --- the sidecar's transport interface ----------------------------------------------------
     async def start(self, timeout: float | None = 10.0) -> None:
-        """Wait for a first module to connect; only warn when none does (it may come later)."""
+        """Wait for a first module to connect; only warn when none does (Prosody may start
+        later: pushes wait for it). Never raises."""
         try:
-            await asyncio.wait_for(self._first.wait(), timeout)
+            await asyncio.wait_for(self.online.wait(), timeout)
         except TimeoutError:
             log.warning("no Prosody (mod_pushrules) connected to %s after %ss; pushes wait for "
-                        "it (is pushrules_socket = %r in Prosody's config?)", self.path,
-                        timeout, self.path)
+                        "it (is pushrules_socket = %r in Prosody's config, and may Prosody's "
+                        "user connect: --socket-group?)", self.path, timeout, self.path)
 
     async def close(self) -> None:
+        self.online.clear()
         for link in list(self._links.values()):
+            _unanswered(link)
             link.writer.close()
+        self._links.clear()
         self.shadow.flush()
 
-    async def serve_events(self, sidecar: Feeder) -> None:
-        """Accept module connections and feed their events to ``sidecar`` until cancelled."""
+    async def serve_events(self, sidecar: Feeder, listener: Listener) -> None:
+        """Accept module connections on ``listener`` and feed their events to ``sidecar`` until
+        cancelled; then stop applying events (those not applied are not acknowledged: the
+        module sends them to the next run) while publishes go on being answered."""
         self._sidecar = sidecar
-        server = await asyncio.start_unix_server(self._on_connection, sock=self._sock,
-                                                 limit=LINE_LIMIT)
+        self._reading = True
+        server = await asyncio.start_unix_server(self._on_connection, sock=listener.sock,
+                                                 limit=READ_CHUNK)
         sweeper = asyncio.get_running_loop().create_task(self._sweep_shadow())
         try:
             await asyncio.Event().wait()  # until cancelled
         finally:
+            self._reading = False
+            for task in list(self._tasks):
+                task.cancel()
             sweeper.cancel()
             server.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path)
+            listener.close()
 
     async def publish(self, push: Push) -> Answer:
         """Send one publish from the user's host through its module; the answer (never raises)."""
@@ -161,7 +172,7 @@ class ProsodyBridge:
         if link.shadow:
             self.shadow.decided(push)
             return SHADOW
-        pid = f"p{next(self._ids)}"
+        pid = f"{self._run}-{next(self._ids)}"
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         link.waiting[pid] = answer
         iq = build_publish(push, self.rules, sender=host)
@@ -175,7 +186,7 @@ class ProsodyBridge:
 
     async def _link(self, host: str) -> _Link:
         while (link := self._links.get(host)) is None or link.writer.is_closing():
-            await self._online.setdefault(host, asyncio.Event()).wait()
+            await self._host_online.setdefault(host, asyncio.Event()).wait()
         return link
 
     # --- one module connection ----------------------------------------------------------------
@@ -184,106 +195,166 @@ class ProsodyBridge:
         self._connections += 1
         where = f"prosody connection {self._connections}"
         link: _Link | None = None
-        acker: asyncio.Task[None] | None = None
+        tasks: list[asyncio.Task[None]] = []
+        lines = split_lines(_chunks(reader))
         try:
-            link = await self._hello(reader, writer, where)
+            if not self._allowed(writer, where):
+                return
+            link = await self._hello(lines, writer, where)
             if link is None:
                 return
             where = f"prosody {link.host} (connection {self._connections})"
-            acker = asyncio.get_running_loop().create_task(self._ack_loop(link))
-            await self._read_lines(reader, link, where)
-        except (ValueError, asyncio.LimitOverrunError):
-            log.error("%s: a line longer than %d bytes; connection closed", where, LINE_LIMIT)
+            loop = asyncio.get_running_loop()
+            tasks = [loop.create_task(self._ack_loop(link)),
+                     loop.create_task(self._apply_loop(link, where))]
+            self._tasks.update(tasks)
+            number = 1
+            async for line in lines:
+                number += 1
+                self._on_line(link, line, number, where)
         except ConnectionError as exc:
             log.warning("%s: %s", where, exc)
         finally:
-            if acker is not None:
-                acker.cancel()
+            for task in tasks:
+                task.cancel()
+                self._tasks.discard(task)
             if link is not None:
                 self._drop(link, where)
             writer.close()
 
-    async def _hello(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                     where: str) -> _Link | None:
-        line = await reader.readline()
+    def _allowed(self, writer: asyncio.StreamWriter, where: str) -> bool:
+        """Whether the peer may talk to us (--allowed-uid; our own uid always may)."""
+        if not self.allowed_uids:
+            return True
+        sock = writer.get_extra_info("socket")
         try:
-            hello = json.loads(line)
-            host, boot = str(hello["host"]), str(hello["boot"])
-            if hello.get("kind") != "hello" or not host:
-                raise KeyError("kind")
-        except (ValueError, KeyError, TypeError):
-            log.error("%s: the first line is not mod_pushrules' hello: %.200r", where, line)
+            uid = None if sock is None else peer_uid(sock)
+        except OSError:
+            uid = None
+        if uid is not None and uid in self.allowed_uids | {os.getuid()}:
+            return True
+        log.error("%s: uid %s is not allowed to connect (allowed_uids); connection closed",
+                  where, uid)
+        return False
+
+    async def _hello(self, lines: AsyncIterator[bytes | None], writer: asyncio.StreamWriter,
+                     where: str) -> _Link | None:
+        line = await anext(lines, b"")
+        hello = _decode(line) if line is not None else f"longer than {MAX_LINE_BYTES} bytes"
+        if isinstance(hello, dict):
+            host, boot = hello.get("host"), hello.get("boot")
+            if hello.get("kind") != "hello" or not isinstance(host, str) or not host \
+                    or not isinstance(boot, str):
+                hello = "not mod_pushrules' hello (kind, host and boot)"
+        if not isinstance(hello, dict):
+            if line != b"":  # (an empty first line or none: a probe, said nothing)
+                self._reject(f"{where} line 1: {hello}; connection closed")
             return None
-        link = _Link(host, boot, bool(hello.get("shadow")), writer)
+        link = _Link(str(host), str(boot), hello.get("shadow") is True, writer)
         window = hello.get("shadow_window")
         if link.shadow and isinstance(window, int | float) and window > 0:
             self.shadow.window = float(window)
-        old = self._links.get(host)
-        if old is not None and old is not link:
+        old = self._links.get(link.host)
+        if old is not None:
             old.writer.close()
-        self._links[host] = link
-        self._online.setdefault(host, asyncio.Event()).set()
-        self._first.set()
-        log.info("mod_pushrules of %s connected%s", host, " (shadow mode)" if link.shadow else "")
+        self._links[link.host] = link
+        self._host_online.setdefault(link.host, asyncio.Event()).set()
+        self.online.set()
+        log.info("mod_pushrules of %s connected%s", link.host,
+                 " (shadow mode)" if link.shadow else "")
         return link
 
-    async def _read_lines(self, reader: asyncio.StreamReader, link: _Link, where: str) -> None:
-        while line := await reader.readline():
-            try:
-                message = json.loads(line)
-                kind = message["kind"]
-            except (ValueError, KeyError, TypeError):
-                log.error("%s: not a mod_pushrules line: %.200r", where, line)
-                continue
-            if kind == "event":
-                await self._on_event(link, message, where)
-            elif kind == "answer":
-                self._on_answer(link, message)
-            elif kind == "observed":
-                if self._first_time(link, message.get("seq")):
-                    self.shadow.observed(message)
-                    self._done(link, message.get("seq"))
-            else:
-                log.error("%s: unknown line kind %r", where, kind)
+    def _on_line(self, link: _Link, line: bytes | None, number: int, where: str) -> None:
+        """Handle one line at once: answers now, numbered lines into the inbox (in order)."""
+        if line is None:
+            self._reject(f"{where} line {number}: longer than {MAX_LINE_BYTES} bytes "
+                         "(skipped to its end)")
+            return
+        if not line.strip():
+            return
+        message = _decode(line)
+        if isinstance(message, str):
+            self._reject(f"{where} line {number}: not a mod_pushrules line: {message}")
+            return
+        kind = message.get("kind")
+        if kind == "answer":
+            self._on_answer(link, message)
+        elif kind in ("event", "observed"):
+            seq = message.get("seq")
+            if not isinstance(seq, int) or isinstance(seq, bool) or (
+                    kind == "event" and not isinstance(message.get("event"), dict)):
+                self._reject(f"{where} line {number}: {kind} line without an integer seq"
+                             + (" and an event object" if kind == "event" else ""))
+                return
+            self._enqueue(link, _Numbered(seq, number, message))
+        else:
+            self._reject(f"{where} line {number}: unknown line kind {kind!r}")
 
-    async def _on_event(self, link: _Link, message: dict[str, Any], where: str) -> None:
-        seq = message.get("seq")
-        data = message.get("event")
-        if not isinstance(seq, int) or not isinstance(data, dict):
-            log.error("%s: an event line without seq or event: %.200r", where, message)
+    def _enqueue(self, link: _Link, item: _Numbered) -> None:
+        link.inbox.append(item)
+        link.wake.set()
+        if not link.paused and len(link.inbox) >= PAUSE_AT:
+            link.paused = True  # the module holds new events in its bounded buffer
+            link.send({"kind": "pause"})
+
+    async def _apply_loop(self, link: _Link, where: str) -> None:
+        while self._reading:
+            if not link.inbox:
+                link.wake.clear()
+                await link.wake.wait()
+                continue
+            item = link.inbox[0]
+            async with self._feeding:
+                if self._reading:
+                    await self._apply(link, item, where)
+            link.inbox.popleft()
+            if link.paused and len(link.inbox) <= RESUME_AT:
+                link.paused = False
+                link.send({"kind": "resume"})
+
+    async def _apply(self, link: _Link, item: _Numbered, where: str) -> None:
+        if not self._first_time(link, item.seq):
             return
-        if not self._first_time(link, seq):
+        message = item.message
+        if message.get("kind") == "observed":
+            self.shadow.observed(message)
+            self._done(link, item.seq)
             return
-        assert self._sidecar is not None
-        before = self._sidecar.accepted
-        await self._sidecar.feed(json.dumps(data), seq, where)
-        ok = self._sidecar.accepted > before
-        self._done(link, seq)
+        sidecar = self._feeder()
+        before = sidecar.accepted
+        where = f"{where[:-1]}, event {item.seq})"  # "prosody HOST (connection N, event S)"
+        await sidecar.feed(json.dumps(message["event"]), item.line, where)
+        ok = sidecar.accepted > before
+        self._done(link, item.seq)
         if message.get("reply"):
-            link.send({"kind": "applied", "seq": seq, "ok": ok,
+            link.send({"kind": "applied", "seq": item.seq, "ok": ok,
                        **({} if ok else {"error": "rejected by the push service (see its log)"})})
 
-    def _first_time(self, link: _Link, seq: object) -> bool:
+    def _feeder(self) -> Feeder:
+        assert self._sidecar is not None, "serve_events() sets the sidecar"
+        return self._sidecar
+
+    def _reject(self, message: str) -> None:
+        self._feeder().reject(message)
+
+    def _first_time(self, link: _Link, seq: int) -> bool:
         """Whether the numbered line ``seq`` is new; a line sent again after a reconnection of
         the same module run was applied already (it is acked again, not applied)."""
-        if not isinstance(seq, int):
-            return True
         boot, last = self._applied.get(link.host, ("", 0))
         if boot == link.boot and seq <= last:
             link.applied = max(link.applied, seq)
             return False
         return True
 
-    def _done(self, link: _Link, seq: object) -> None:
+    def _done(self, link: _Link, seq: int) -> None:
         """The numbered line ``seq`` is applied: acked from now on, never applied again."""
-        if isinstance(seq, int):
-            self._applied[link.host] = (link.boot, seq)
-            link.applied = max(link.applied, seq)
+        self._applied[link.host] = (link.boot, seq)
+        link.applied = max(link.applied, seq)
 
     def _on_answer(self, link: _Link, message: dict[str, Any]) -> None:
         waiter = link.waiting.get(str(message.get("id")))
         if waiter is None or waiter.done():
-            return  # answered after our own timeout
+            return  # answered after our own timeout, or to an earlier run
         waiter.set_result(read_answer(message))
 
     async def _ack_loop(self, link: _Link) -> None:
@@ -296,16 +367,44 @@ class ProsodyBridge:
     def _drop(self, link: _Link, where: str) -> None:
         if self._links.get(link.host) is link:
             del self._links[link.host]
-            self._online.setdefault(link.host, asyncio.Event()).clear()
+            self._host_online.setdefault(link.host, asyncio.Event()).clear()
+            if not self._links:
+                self.online.clear()
             log.warning("%s: disconnected; its pushes wait for it to come back", where)
-        for waiter in link.waiting.values():
-            if not waiter.done():
-                waiter.set_result(TIMEOUT)  # sent or not, unanswered: the dispatcher retries
+        _unanswered(link)
 
     async def _sweep_shadow(self) -> None:
         while True:
             await asyncio.sleep(1.0)
             self.shadow.sweep()
+
+
+def _unanswered(link: _Link) -> None:
+    for waiter in link.waiting.values():
+        if not waiter.done():
+            waiter.set_result(TIMEOUT)  # sent or not, unanswered: the dispatcher retries
+
+
+def _decode(line: bytes) -> dict[str, Any] | str:
+    """One line's JSON object, or why it is not one."""
+    try:
+        message = json.loads(line)
+    except UnicodeDecodeError as exc:
+        return f"not valid UTF-8 at byte {exc.start + 1}"
+    except json.JSONDecodeError as exc:
+        return f"not valid JSON: {exc.msg} at column {exc.colno}"
+    except RecursionError:
+        return "not accepted JSON: nested too deeply"
+    except ValueError as exc:  # e.g. an integer longer than Python converts
+        return f"not accepted JSON: {exc}"
+    if not isinstance(message, dict):
+        return f"not a JSON object but {type(message).__name__}"
+    return message
+
+
+async def _chunks(reader: asyncio.StreamReader) -> AsyncIterator[bytes]:
+    while chunk := await reader.read(READ_CHUNK):
+        yield chunk
 
 
 def read_answer(message: dict[str, Any]) -> Answer:

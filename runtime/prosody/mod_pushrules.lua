@@ -14,6 +14,9 @@
 --   pushrules_ack_timeout = 10       -- seconds an <enable/>/<disable/> waits for the sidecar
 --   pushrules_iq_timeout = 10        -- default publish timeout (the sidecar may send its own)
 --   pushrules_shadow_window = 10     -- seconds the sidecar waits to match both sides' pushes
+--   pushrules_contract_v2 = false    -- true: also raise the contract's version-2 events
+--                                    -- (message/bare/groupchat, csi-state, chat-settings) and
+--                                    -- an "at" time on every event; needs a v2 engine
 --
 -- Wire (one JSON object a line). Module -> sidecar:
 --   {"kind":"hello","host":…,"boot":…,"shadow":bool,"shadow_window":S,"version":1}
@@ -25,6 +28,8 @@
 --   {"kind":"ack","upto":N}                       events up to N are applied: forget them
 --   {"kind":"applied","seq":N,"ok":bool,"error":…} for an event sent with "reply": the IQ answer
 --   {"kind":"publish","id":…,"iq":"<iq …/>","timeout":S}  send from this host, answer with "answer"
+--   {"kind":"pause"} / {"kind":"resume"}          flow control: while paused, numbered lines
+--       are only kept (the bounded buffer), and written at "resume"; answers are still written
 
 local json = require "util.json";
 local array = require "util.array";
@@ -34,6 +39,8 @@ local xml = require "util.xml";
 local uuid = require "util.uuid";
 local filters = require "util.filters";
 local server = require "net.server";
+
+local time_now = require "util.time".now;
 
 local have_unix, unix = pcall(require, "socket.unix");
 if have_unix and type(unix) == "function" then unix = { stream = unix }; end -- older LuaSocket
@@ -50,6 +57,7 @@ local reconnect_interval = module:get_option_number("pushrules_reconnect_interva
 local ack_timeout = module:get_option_number("pushrules_ack_timeout", 10);
 local default_iq_timeout = module:get_option_number("pushrules_iq_timeout", 10);
 local shadow_window = module:get_option_number("pushrules_shadow_window", 10);
+local contract_v2 = module:get_option_boolean("pushrules_contract_v2", false);
 
 if not socket_path then
 	module:log_status("error", "pushrules_socket is not set: where does `pushrules serve --prosody PATH` listen?");
@@ -65,6 +73,7 @@ local boot = uuid.generate(); -- names this run of the module: the sidecar's rep
 -- at once while connected, written again after a reconnection. Full: a new event is still written
 -- when connected (just not kept), otherwise dropped and counted in the log.
 local conn, connected = nil, false;
+local paused, written = false, 0; -- the sidecar's flow control; the last seq written
 local pending, pending_head, pending_tail = {}, 1, 0;
 local seq = 0;
 local dropped, dropped_logged = 0, 0;
@@ -106,8 +115,9 @@ local function send_numbered(message)
 	message.seq = seq;
 	local entry = { seq = seq, line = json.encode(message) };
 	local kept = keep(entry);
-	if connected then
+	if connected and not paused then
 		conn:write(entry.line .. "\n");
+		written = seq;
 	elseif not kept then
 		count_drop();
 	end
@@ -116,8 +126,14 @@ end
 
 -- Raise one contract event. `reply` (optional) is called with (ok, error_text) once the sidecar
 -- has applied it, or with (false, why) when it cannot be reached in time.
+local last_at = 0;
 local function emit(event, reply)
 	if reply and not connected then reply(false, "push service unreachable"); return; end
+	if contract_v2 then
+		-- The server's clock in seconds; never earlier than the event before (a clock step back).
+		last_at = math.max(last_at, time_now());
+		event.at = last_at;
+	end
 	local n = send_numbered({ kind = "event", reply = reply ~= nil, event = event });
 	if reply then waiters[n] = { reply = reply, deadline = os.time() + ack_timeout }; end
 end
@@ -173,6 +189,14 @@ function handlers.applied(msg)
 	if waiter then waiters[n] = nil; waiter.reply(msg.ok == true, msg.error); end
 end
 handlers.publish = handle_publish;
+function handlers.pause() paused = true; end
+function handlers.resume()
+	paused = false;
+	for i = pending_head, pending_tail do
+		local entry = pending[i];
+		if entry.seq > written then conn:write(entry.line .. "\n"); written = entry.seq; end
+	end
+end
 
 local function on_line(line)
 	if line == "" then return; end
@@ -198,8 +222,10 @@ function listeners.onconnect(c)
 	end
 	unreachable_since, dropped, dropped_logged = nil, 0, 0;
 	c:write(json.encode({ kind = "hello", host = host, boot = boot, shadow = shadow,
-		shadow_window = shadow_window, version = 1 }) .. "\n");
+		shadow_window = shadow_window, version = contract_v2 and 2 or 1 }) .. "\n");
+	paused = false;
 	for i = pending_head, pending_tail do c:write(pending[i].line .. "\n"); end
+	written = seq; -- what is not in the buffer was dropped (and counted)
 end
 function listeners.onincoming(_, data)
 	local chunk = partial .. data;
@@ -343,9 +369,66 @@ module:hook("message/offline/handle", function (event)
 	emit({ event = "message/offline/handle", user = bare_of(username), stanza = stanza_xml(stanza) });
 end, 1);
 
--- v2 hook points (a later issue): message/bare/groupchat -> "message/bare/groupchat",
--- csi-client-active/inactive -> "csi-state", and an "at" on every event. Each is one more
--- module:hook calling emit() as above.
+-- --- version-2 events (pushrules_contract_v2) -----------------------------------------------------
+local xmlns_bookmarks = "urn:xmpp:bookmarks:1";
+local notify_namespaces = { "urn:xmpp:notification-settings:1", "urn:xmpp:notification-settings:0" };
+local notify_settings = { ["always"] = true, ["on-mention"] = true, ["never"] = true };
+
+-- XEP-0492's <notify/> in a XEP-0402 bookmark's <extensions/>: "always", "on-mention" or
+-- "never" (its first such child: the setting for every client type), or nil.
+local function bookmark_notify(conference)
+	local extensions = conference and conference:get_child("extensions");
+	if not extensions then return nil; end
+	for _, xmlns in ipairs(notify_namespaces) do
+		local notify = extensions:get_child("notify", xmlns);
+		if notify then
+			for setting in notify:childtags() do
+				if notify_settings[setting.name] then return setting.name; end
+			end
+		end
+	end
+	return nil;
+end
+
+local function on_bookmark_published(event)
+	local username = event.service and event.service.config and event.service.config.pep_username;
+	local chat = event.id and jid_util.prep(event.id);
+	local conference = event.item and event.item:get_child("conference", xmlns_bookmarks);
+	local notify = bookmark_notify(conference);
+	if not username or not chat or not notify then return; end -- no XEP-0492 setting: nothing to say
+	local nick = conference:get_child_text("nick");
+	emit({ event = "chat-settings", user = bare_of(username), chat = chat, notify = notify,
+		nick = (nick and nick ~= "") and nick or nil });
+end
+
+local function on_csi(state)
+	return function (event)
+		local session = event.origin;
+		if session.type ~= "c2s" or not session.full_jid then return; end
+		emit({ event = "csi-state", session = session.full_jid, state = state });
+	end;
+end
+
+if contract_v2 then
+	-- mod_message fires it for a groupchat message to the bare JID (or to a resource that is
+	-- gone) of an existing user; nobody receives it. Observed only: the result is left alone,
+	-- so the sender still gets what it got before.
+	module:hook("message/bare/groupchat", function (event)
+		local to = event.stanza.attr.to;
+		local username = to and jid_util.node(to);
+		if not username then return; end
+		emit({ event = "message/bare/groupchat", user = bare_of(username), stanza = stanza_xml(event.stanza) });
+	end, 1);
+	module:hook("csi-client-active", on_csi("active"), 1);
+	module:hook("csi-client-inactive", on_csi("inactive"), 1);
+	-- Each user's PEP service (mod_pep): a bookmark published or replaced. A bookmark removed
+	-- has no contract event (the setting stays until replaced).
+	module:handle_items("pep-service", function (event)
+		module:hook_object_event(event.item.service.events, "item-published/" .. xmlns_bookmarks, on_bookmark_published);
+	end, function (event)
+		module:unhook_object_event(event.item.service.events, "item-published/" .. xmlns_bookmarks, on_bookmark_published);
+	end, true);
+end
 
 -- --- XEP-0357 enable/disable --------------------------------------------------------------------
 local function publish_options(enable)

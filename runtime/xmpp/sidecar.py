@@ -123,7 +123,8 @@ class Sidecar:
             from pushrules.runtime.prosody.bridge import ProsodyBridge
 
             transport = ProsodyBridge(settings.prosody, settings.rules,
-                                      iq_timeout=settings.iq_timeout)
+                                      iq_timeout=settings.iq_timeout,
+                                      allowed_uids=settings.allowed_uids)
         self.transport = transport or PushTransport(
             settings.component_jid, settings.component_secret, settings.host, settings.port,
             settings.rules, iq_timeout=settings.iq_timeout)
@@ -213,6 +214,10 @@ class Sidecar:
         self.metrics.rejected(message)
         self._say(f"error: {message} (line rejected)")
 
+    def reject(self, message: str) -> None:
+        """Reject a line read elsewhere (the Prosody bridge), counted like every other."""
+        self._reject(message)
+
     def _say(self, message: str) -> None:
         self.err.write(format_line(message) + "\n")
         self.err.flush()
@@ -243,7 +248,7 @@ class Sidecar:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.stop)
         self._defer_commits(loop)
-        listener = self._open_socket() if self.settings.socket else None
+        listener = self._open_socket() if self.settings.socket or self.settings.prosody else None
         if self.fatal is not None or not self._resume():
             if listener is not None:
                 listener.close()
@@ -254,7 +259,7 @@ class Sidecar:
         reader: asyncio.Task[None]
         serve_events = getattr(self.transport, "serve_events", None)  # e.g. the Prosody bridge
         if serve_events is not None:
-            reader = loop.create_task(serve_events(self))
+            reader = loop.create_task(serve_events(self, listener))
         elif listener is not None:
             reader = loop.create_task(self._serve_socket(listener))
         else:
@@ -325,7 +330,7 @@ class Sidecar:
         return True
 
     def _open_socket(self) -> Listener | None:
-        path = self.settings.socket
+        path = self.settings.socket or self.settings.prosody  # --prosody: mod_pushrules' socket
         assert path is not None
         try:
             return open_listener(path, group=self.settings.socket_group)

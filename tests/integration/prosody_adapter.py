@@ -27,8 +27,8 @@ PUSH_NS = "urn:xmpp:push:0"
 DATA_NS = "jabber:x:data"
 PASSWORD = "pw"
 APP = "app.localhost"
-MAIN, RESTART, SHADOW, TINY = ("localhost", "restart.localhost", "shadow.localhost",
-                               "tiny.localhost")
+MAIN, RESTART, SHADOW, TINY, KILL, V2 = ("localhost", "restart.localhost", "shadow.localhost",
+                                         "tiny.localhost", "kill.localhost", "v2.localhost")
 ADAPTER_MODULES = ("roster", "saslauth", "disco", "smacks", "mam", "offline", "carbons",
                    "csi_simple", "ping")
 
@@ -87,6 +87,41 @@ class AdapterProsody(Prosody):
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"{_encode(node)}.dat").write_text(
             f'return {{\n\t["password"] = "{PASSWORD}";\n}};\n')
+
+
+class ModuleRecorder:
+    """Listens where one VirtualHost's mod_pushrules connects, in place of the sidecar: records
+    the hello and every event, acknowledges them and applies every enable (the module under
+    test is real; this is only its peer, for events the engine does not know yet)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.hello: dict | None = None
+        self.events: list[dict] = []
+        self._server: asyncio.base_events.Server | None = None
+
+    async def start(self) -> ModuleRecorder:
+        self._server = await asyncio.start_unix_server(self._client, path=str(self.path))
+        return self
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while line := await reader.readline():
+            message = json.loads(line)
+            if message["kind"] == "hello":
+                self.hello = message
+            elif message["kind"] == "event":
+                self.events.append(message["event"])
+                writer.write(json.dumps({"kind": "ack", "upto": message["seq"]}).encode() + b"\n")
+                if message.get("reply"):
+                    writer.write(json.dumps({"kind": "applied", "seq": message["seq"],
+                                             "ok": True}).encode() + b"\n")
+
+    def named(self, event: str) -> list[dict]:
+        return [e for e in self.events if e["event"] == event]
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
 
 
 # --- the relay ------------------------------------------------------------------------------------
@@ -300,6 +335,12 @@ class Serve:
             self.process.kill()
             return await self.process.wait()
 
+    async def kill(self) -> int:
+        """SIGKILL: no grace, nothing flushed (what a crash or the OOM killer does)."""
+        assert self.process is not None
+        self.process.kill()
+        return await self.process.wait()
+
     def for_user(self, user: str) -> list[dict]:
         return [o for o in self.outcomes if o["user"] == user]
 
@@ -315,5 +356,5 @@ async def until(predicate, timeout: float = 30.0, what: str = "condition") -> No
         await asyncio.sleep(0.05)
 
 
-__all__ = ["APP", "TINY", "AdapterProsody", "AppServer", "Device", "Relay", "Sender", "Serve",
-           "until"]
+__all__ = ["APP", "KILL", "TINY", "V2", "AdapterProsody", "AppServer", "Device",
+           "ModuleRecorder", "Relay", "Sender", "Serve", "until"]

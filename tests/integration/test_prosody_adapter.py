@@ -22,13 +22,16 @@ import pytest
 from harness import in_ci
 from prosody_adapter import (
     APP,
+    KILL,
     MAIN,
     RESTART,
     SHADOW,
     TINY,
+    V2,
     AdapterProsody,
     AppServer,
     Device,
+    ModuleRecorder,
     Sender,
     Serve,
     until,
@@ -62,9 +65,11 @@ class Live:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.sockets = {MAIN: root / "main.sock", RESTART: root / "restart.sock",
-                        SHADOW: root / "main.sock", TINY: root / "tiny.sock"}
-        self.prosody = AdapterProsody(root, self.sockets, shadow_hosts=[SHADOW],
-                                      host_options={TINY: ["pushrules_buffer_size = 3"]})
+                        SHADOW: root / "main.sock", TINY: root / "tiny.sock",
+                        KILL: root / "kill.sock", V2: root / "v2.sock"}
+        self.prosody = AdapterProsody(root, self.sockets, shadow_hosts=[SHADOW], host_options={
+            TINY: ["pushrules_buffer_size = 3"],
+            V2: ["pushrules_contract_v2 = true", 'modules_enabled = { "pep" }']})
         self.main: Serve | None = None
         self.app: AppServer | None = None
         self.clients: list[Device] = []
@@ -370,6 +375,62 @@ async def sidecar_restart(live: Live, rec: Record) -> None:
     await live.pushes(node, 4)
 
 
+@scenario("sidecar-killed", "killed@kill.localhost")
+async def sidecar_killed(live: Live, rec: Record) -> None:
+    """The sidecar of kill.localhost (SQLite) is SIGKILLed while a push it decided and sent is
+    unanswered: the next run sends it again from the outbox (it waits for the module to come
+    back), and the events raised while it was dead arrive from the module's buffer."""
+    user, node = "killed@kill.localhost", "node-killed"
+    store = f"sqlite:///{live.root}/killed.db"
+    assert live.app is not None
+    live.app.answer(node, "none")  # the first publish is never answered
+    first = await live.serve(live.sockets[KILL], store, "killed-1", "--iq-timeout", "60")
+    bob = await phone(live, user, node)
+    alice = await sender(live, "alice@kill.localhost")
+    await hibernate(bob)
+    alice.say(user, "m1")
+    await live.pushes(node, 1)
+    await asyncio.sleep(0.5)  # the event's ack reaches the module
+    rec.marks["first exit"] = await first.kill()
+    rec.marks["first outcomes"] = list(first.outcomes)
+    alice.say(user, "m2")
+    await asyncio.sleep(1.0)
+    rec.marks["while dead"] = len(live.received(node))
+    await live.serve(live.sockets[KILL], store, "killed-2")
+    await live.pushes(node, 3)
+
+
+BOOKMARK = """<iq xmlns='jabber:client' type='set' id='bm1'>
+<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:bookmarks:1'>
+<item id='room@muc.v2.localhost'><conference xmlns='urn:xmpp:bookmarks:1' autojoin='true'>
+<nick>bob</nick><extensions><notify xmlns='urn:xmpp:notification-settings:1'><on-mention/>
+</notify></extensions></conference></item></publish></pubsub></iq>"""
+
+
+@scenario("contract-v2", "v2@v2.localhost")
+async def contract_v2(live: Live, rec: Record) -> None:
+    """pushrules_contract_v2 = true: the module raises csi-state, message/bare/groupchat and
+    chat-settings (from a XEP-0402 bookmark with XEP-0492's <notify/>), every event with `at`.
+    Its peer is a recorder: the engine learns version 2 in another branch."""
+    user = "v2@v2.localhost"
+    recorder = await ModuleRecorder(live.sockets[V2]).start()
+    try:
+        await until(lambda: recorder.hello is not None, 10, "the module's hello")
+        bob = await phone(live, user, "node-v2")
+        bob.send_raw("<inactive xmlns='urn:xmpp:csi:0'/>")
+        bob.send_raw("<active xmlns='urn:xmpp:csi:0'/>")
+        bob.send_raw(BOOKMARK)
+        alice = await sender(live, "alice@v2.localhost")
+        alice.say(user, "g1", kind="groupchat")
+        await until(lambda: recorder.named("message/bare/groupchat")
+                    and len(recorder.named("csi-state")) == 2
+                    and recorder.named("chat-settings"), 15, "the v2 events")
+        rec.marks["hello"] = recorder.hello
+        rec.marks["events"] = list(recorder.events)
+    finally:
+        await recorder.stop()
+
+
 @scenario("buffer-overflow", "tiny@tiny.localhost")
 async def buffer_overflow(live: Live, rec: Record) -> None:
     """No sidecar for tiny.localhost yet, and a buffer of 3 events: what overflows is dropped
@@ -484,7 +545,8 @@ async def _run_all(root: Path) -> dict[str, Record]:
             live.account(user)
     for name in SCENARIOS:
         live.account(f"alice-{SCENARIOS[name][0][0]}")
-    for user in ("alice@restart.localhost", "alice@shadow.localhost"):
+    for user in ("alice@restart.localhost", "alice@shadow.localhost", "alice@kill.localhost",
+                 "alice@v2.localhost"):
         live.account(user)
     live.prosody.start()
     try:
@@ -616,6 +678,44 @@ def test_sidecar_restart_and_buffered_events(live):
                             ("a/queued", ["m3"], True), ("b/archive", ["m4"], True)]
     rec.outcomes = [o for o in rec.outcomes if o["user"].startswith("restart@")]
     assert_published_as_decided(rec, host=RESTART)
+
+
+def test_sigkilled_sidecar_loses_no_decided_push(live):
+    rec = record(live, "sidecar-killed")
+    assert rec.marks["first exit"] == -9
+    assert rec.marks["first outcomes"] == []  # killed before m1 was answered
+    assert rec.marks["while dead"] == 1
+    # m1 sent again by the second run (from the outbox), then m2 (from the module's buffer).
+    # (Under load the client may ack its enable result late: one more push, of that IQ, is
+    # then decided at the hibernation and waits behind m1 in the outbox too.)
+    pushed = [p for p in decided(rec) if p[0] == "a/queued"]
+    assert pushed[-2:] == [("a/queued", ["m1"], True), ("a/queued", ["m2"], True)]
+    assert len(rec.received) == len(rec.outcomes) + 1
+    assert {o["status"] for o in rec.outcomes} == {"delivered"}
+    logs = str(rec.marks["logs"])
+    resent = len(rec.outcomes) - 1  # all but m2 were decided by the killed run
+    assert f"sending again {resent} decided push(es) an earlier run left in the outbox" in logs
+    rec.received = rec.received[1:]  # the first, unanswered send belongs to the killed run
+    assert_published_as_decided(rec, host=KILL)
+
+
+def test_contract_v2_events_from_prosody(live):
+    rec = record(live, "contract-v2")
+    assert rec.marks["hello"]["version"] == 2
+    events = rec.marks["events"]
+    assert [e for e in events if e["event"] == "csi-state"] == [
+        {"event": "csi-state", "session": "v2@v2.localhost/phone", "state": s, "at": e["at"]}
+        for s, e in zip(("inactive", "active"),
+                        [e for e in events if e["event"] == "csi-state"], strict=True)]
+    [groupchat] = [e for e in events if e["event"] == "message/bare/groupchat"]
+    assert groupchat["user"] == "v2@v2.localhost"
+    assert "id='g1'" in groupchat["stanza"] and "type='groupchat'" in groupchat["stanza"]
+    [setting] = [e for e in events if e["event"] == "chat-settings"]
+    assert {k: v for k, v in setting.items() if k != "at"} == {
+        "event": "chat-settings", "user": "v2@v2.localhost", "chat": "room@muc.v2.localhost",
+        "notify": "on-mention", "nick": "bob"}
+    times = [e["at"] for e in events]
+    assert all(isinstance(t, int | float) for t in times) and times == sorted(times)
 
 
 def test_events_beyond_the_buffer_are_dropped_and_counted_then_the_rest_arrives(live):
