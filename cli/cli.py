@@ -95,12 +95,27 @@ def render(check: bool, root: Path | None) -> None:
 @click.option("--explain", is_flag=True, help="Say, for every event, what was decided and why.")
 @click.option("--strict", is_flag=True, help="Reject impossible events (exit 2) instead of "
                                              "warning and skipping them.")
-def replay(trace, settings: tuple[str, ...], explain: bool, strict: bool) -> None:
+@click.option("--store", "store_url", metavar="URL",
+              help="Apply the trace to a store and keep the state there (sqlite:///path/to.db, "
+                   "redis://host:port/db?prefix=pushrules, memory:); then try "
+                   "`pushrules registrations USER --store URL`. Default: in memory, not kept.")
+def replay(trace, settings: tuple[str, ...], explain: bool, strict: bool,
+           store_url: str | None) -> None:
     """Replay a TRACE of server events (JSON Lines; - for stdin); print the pushes."""
+    from pushrules.runtime.replay import EXIT_BAD_INPUT, open_engine
     from pushrules.runtime.replay import replay as run
 
     config = parse_settings(settings)
-    status = run(trace, sys.stdout, sys.stderr, config=config, explain=explain, strict=strict)
+    try:
+        engine, close = open_engine(store_url, config, explain=explain)
+    except ValueError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(EXIT_BAD_INPUT)
+    try:
+        status = run(trace, sys.stdout, sys.stderr, config=config, explain=explain,
+                     strict=strict, engine=engine)
+    finally:
+        close()
     sys.stdout.flush()
     sys.exit(status)
 

@@ -13,9 +13,13 @@ TRANSIENT_ERROR = "wait"
 """The one error type that is retried and never counted (XEP-0357 section 7: transient)."""
 
 # Field kinds: how a JSON value is checked and converted.
+# JIDs are checked as RFC 7622 says (slixmpp's JID class) and kept as the server wrote them;
+# text that reaches the wire as XML (node, secret, publish-options) must be valid XML text.
 FULL_JID = "full_jid"      # user@host/resource
 BARE_JID = "bare_jid"      # user@host
-TEXT = "text"              # non-empty string
+JID = "jid"                # any JID: host, user@host or a full JID (a push service)
+NODE = "node"              # a pubsub node name: non-empty XML text, length-capped
+TEXT = "text"              # non-empty XML text, length-capped
 STANZA = "stanza"          # XML string -> Stanza
 QUEUE = "queue"            # list of XML strings -> tuple[Stanza, ...]
 BOOL = "bool"
@@ -95,8 +99,8 @@ EVENTS: tuple[EventSpec, ...] = _timed(
         "push-enable", "PushEnable",
         (
             FieldSpec("session", FULL_JID),
-            FieldSpec("jid", TEXT, doc="the app server (push service) JID"),
-            FieldSpec("node", TEXT, doc="the pubsub node on the app server"),
+            FieldSpec("jid", JID, doc="the app server (push service) JID"),
+            FieldSpec("node", NODE, doc="the pubsub node on the app server"),
             FieldSpec("secret", TEXT, required=False, doc="publish-options secret"),
             FieldSpec("publish_options", OPTIONS, required=False,
                       doc="further publish-options fields"),
@@ -106,8 +110,8 @@ EVENTS: tuple[EventSpec, ...] = _timed(
     ),
     EventSpec(
         "push-disable", "PushDisable",
-        (FieldSpec("session", FULL_JID), FieldSpec("jid", TEXT),
-         FieldSpec("node", TEXT, required=False)),
+        (FieldSpec("session", FULL_JID), FieldSpec("jid", JID),
+         FieldSpec("node", NODE, required=False)),
         SESSION, "push_disable", "session",
         "XEP-0357 <disable/>: remove that registration, or all with that jid when node is absent",
     ),
@@ -157,7 +161,7 @@ EVENTS: tuple[EventSpec, ...] = _timed(
     EventSpec(
         "push-result", "PushResult",
         (
-            FieldSpec("user", BARE_JID), FieldSpec("jid", TEXT), FieldSpec("node", TEXT),
+            FieldSpec("user", BARE_JID), FieldSpec("jid", JID), FieldSpec("node", NODE),
             FieldSpec("ok", BOOL), FieldSpec("error_type", ERROR_TYPE, required=False),
         ),
         REGISTRATION, "push_result", "user",
@@ -188,7 +192,7 @@ EVENTS: tuple[EventSpec, ...] = _timed(
     ),
     EventSpec(
         "push-remote-disable", "PushRemoteDisable",
-        (FieldSpec("user", BARE_JID), FieldSpec("jid", TEXT), FieldSpec("node", TEXT)),
+        (FieldSpec("user", BARE_JID), FieldSpec("jid", JID), FieldSpec("node", NODE)),
         KNOWN_REGISTRATION, "remote_disable", "user",
         "XEP-0357 section 8: the push service revoked the user's affiliation to that node",
         version=2,

@@ -157,3 +157,119 @@ def test_impossible_first_event_leaves_no_session_behind() -> None:
         ev("smacks-ack-received", session=PHONE), ev("session-bind", session=PHONE)]))
     assert run.status == 0
     assert run.err.count("warning") == 1
+
+
+# --- hostile input: every one is one line's clean error, exit 2, never a traceback ------------
+
+DEEP = "[" * 1000 + "]" * 1000
+HOSTILE = {
+    "JSON nested 1,000 deep": ('{"event": "session-bind", "x": ' + DEEP + "}", None,
+                               "nested deeper than 32"),
+    "JSON object nested deep": ('{"a":' * 5000 + "1" + "}" * 5000, None, "nested deeper"),
+    "4,301-digit integer": ('{"event": "session-bind", "session": "' + PHONE + '", "n": '
+                            + "9" * 4301 + "}", None, "a number of 4301 digits"),
+    "NaN": ('{"event": "session-bind", "session": "' + PHONE + '", "n": NaN}', None,
+            "NaN is not a JSON number"),
+    "DTD attribute default sets an id": (ev("stanza-queued", session=PHONE, stanza=(
+        "<!DOCTYPE message [<!ATTLIST message id CDATA 'evil'>]>"
+        "<message xmlns='jabber:client'><body>hi</body></message>")), "stanza", "a DTD"),
+    "processing instruction": (ev("stanza-queued", session=PHONE, stanza=(
+        "<message xmlns='jabber:client' id='m2'><?php x?><body>hi</body></message>")),
+        "stanza", "a processing instruction"),
+    "forged end marker": (ev("stanza-queued", session=PHONE,
+                             stanza='<message id="a"/><pushrules-stanza-end>'),
+                          "stanza", "not well-formed XML"),
+    "foreign namespace": (ev("stanza-queued", session=PHONE, stanza=(
+        "<message xmlns='urn:example:not-xmpp' id='m2'><body>hi</body></message>")),
+        "stanza", "in namespace 'urn:example:not-xmpp' is not a stanza"),
+    "lone surrogate in a stanza": ('{"event": "stanza-queued", "session": "' + PHONE +
+                                   '", "stanza": "<message id=\'m2\'>\\ud800</message>"}',
+                                   "stanza", "lone surrogate"),
+    "over-long id": (ev("stanza-queued", session=PHONE, stanza=msg("x" * 2000)), "stanza",
+                     "id too long"),
+    "double @ in session": (ev("session-bind", session="bob@@x.org/phone"), "session",
+                            "not a valid JID"),
+    "space in localpart": (ev("session-bind", session="bo b@example.org/phone"), "session",
+                           "not a valid JID"),
+    "3,000-char localpart": (ev("session-bind", session="a" * 3000 + "@example.org/p"),
+                             "session", "longer than 1023 bytes"),
+    "NUL in user": (ev("message/offline/handle", user="bo\x00b@example.org", stanza=msg("m2")),
+                    "user", "not a valid JID"),
+    "bad for_user": (ev("archive-message-added", for_user="@example.org", stanza=msg("m2")),
+                     "for_user", "not a valid JID"),
+    "push jid": (ev("push-enable", session=PHONE, jid="not a jid <>@@", node="n2"), "jid",
+                 "not a valid JID"),
+    "push jid in a result": (ev("push-result", user=BOB, jid="a@@b", node="n1", ok=True),
+                             "jid", "not a valid JID"),
+    "NUL in node": (ev("push-enable", session=PHONE, jid=PUSH, node="n\x002"), "node",
+                    "which XML cannot carry"),
+    "empty node": (ev("push-disable", session=PHONE, jid=PUSH, node=""), "node",
+                   "must not be empty"),
+    "over-long node": (ev("push-enable", session=PHONE, jid=PUSH, node="n" * 1025), "node",
+                       "too long: 1025 characters"),
+    "control character in secret": (ev("push-enable", session=PHONE, jid=PUSH, node="n2",
+                                       secret="a\x07b"), "secret", "which XML cannot carry"),
+    "NUL in a publish option": (ev("push-enable", session=PHONE, jid=PUSH, node="n2",
+                                   publish_options={"endpoint": "x\x00"}),
+                                "publish_options['endpoint']", "which XML cannot carry"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(HOSTILE))
+def test_hostile_line_is_a_clean_error(case: str) -> None:
+    bad, field, words = HOSTILE[case]
+    run = cli("replay", "-", input="\n".join([*PREFIX, BEFORE, bad, AFTER]) + "\n")
+    assert run.status == 2, run.err
+    where = "line 5" + (f", field {field!r}" if field else "")
+    assert run.err.startswith(f"error: {where}: "), run.err
+    assert words in run.err, run.err
+    assert run.err.count("\n") == 1 and len(run.err) < 500, "one short error, nothing else"
+    assert "Traceback" not in run.err
+    assert [json.loads(x)["stanzas"] for x in run.out.splitlines()] == [["m1"]]
+
+
+def test_bad_utf8_mid_line_names_the_byte() -> None:
+    bad = b'{"event": "session-bind", "session": "bob@example.org/\xc3\x28"}'
+    data = ("\n".join([*PREFIX, BEFORE]) + "\n").encode() + bad + b"\n"
+    run = cli("replay", "-", input=data)
+    assert run.status == 2
+    byte = bad.index(b"\xc3") + 1
+    assert run.err.startswith(f"error: line 5: not UTF-8: byte {byte} (0xc3)"), run.err
+
+
+def test_over_long_line_is_refused_without_reading_it_whole(tmp_path, monkeypatch) -> None:
+    from pushrules.runtime import replay as replay_module
+    from pushrules.runtime import trace
+
+    monkeypatch.setattr(trace, "MAX_LINE_BYTES", 1000)
+    monkeypatch.setattr(replay_module, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "long.jsonl"
+    long_line = ev("stanza-queued", session=PHONE, stanza=msg("m2", "x" * 2000))
+    path.write_text("\n".join([*PREFIX, BEFORE, long_line, AFTER]) + "\n")
+    run = cli("replay", str(path))
+    assert run.status == 2
+    assert run.err.startswith("error: line 5: line too long: more than 1000 bytes"), run.err
+    assert [json.loads(x)["stanzas"] for x in run.out.splitlines()] == [["m1"]]
+    # exactly at the limit (newline not counted) is still a line
+    fits = ev("stanza-queued", session=PHONE, stanza=msg("m2", ""))
+    fits = fits.replace("<body></body>", "<body>" + "x" * (1000 - len(fits)) + "</body>")
+    assert len(fits) == 1000
+    path.write_text("\n".join([*PREFIX, BEFORE, fits]) + "\r\n")
+    run = cli("replay", str(path))
+    assert run.status == 0, run.err
+    assert [json.loads(x)["stanzas"] for x in run.out.splitlines()] == [["m1"], ["m2"]]
+
+
+def test_valid_jids_of_every_form_are_accepted() -> None:
+    """RFC 7622 allows more than user@host/resource: IDN domains, IP literals, spaces and
+    slashes in the resource; the push service is often a bare domain."""
+    sessions = ["bob@example.org/ph one", "bob@bücher.example/r/with/slash", "bob@[::1]/r",
+                "bob@192.0.2.1/r"]
+    lines = []
+    for session in sessions:
+        lines += [ev("session-bind", session=session),
+                  ev("push-enable", session=session, jid="push.example.net", node="n1"),
+                  ev("push-enable", session=session, jid="app@push.example.net/x", node="n2")]
+    run = cli("replay", "-", input="\n".join(lines) + "\n")
+    assert run.status == 0, run.err
+    assert run.err == ""

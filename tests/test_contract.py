@@ -225,3 +225,40 @@ def test_bad_set_is_a_usage_error(setting: str, needle: str) -> None:
     assert run.status == 2
     assert needle in run.err
     assert run.out == ""
+
+
+def test_every_field_kind_has_one_converter() -> None:
+    """The trace parser converts each field by its declared kind, in one place."""
+    from pushrules.model import events as kinds
+    from pushrules.runtime.trace import CONVERTERS
+
+    declared = {f.kind for spec in EVENTS for f in spec.fields}
+    assert declared <= set(CONVERTERS)
+    jid_fields = {(spec.name, f.name): f.kind for spec in EVENTS for f in spec.fields
+                  if f.name in ("session", "user", "for_user", "jid")}
+    assert all(kind in (kinds.FULL_JID, kinds.BARE_JID, kinds.JID)
+               for kind in jid_fields.values()), jid_fields
+    assert {f.kind for spec in EVENTS for f in spec.fields if f.name == "node"} == {kinds.NODE}
+
+
+@pytest.mark.parametrize("field, value, words", [
+    ("session", "bob@example.org", "not a full JID"),
+    ("session", "example.org/phone", "not a full JID"),
+    ("session", "bob@@example.org/phone", "not a valid JID"),
+])
+def test_session_must_be_a_valid_full_jid(field: str, value: str, words: str) -> None:
+    status, out, err = replay(ev("session-bind", **{field: value}))
+    assert status == 2 and out == []
+    assert err.startswith(f"error: line 1, field {field!r}: ") and words in err
+
+
+def test_jids_are_kept_as_the_server_wrote_them() -> None:
+    """Validated, not rewritten: the server normalises (RFC 7622 section 3), and the rules
+    compare a stanza's `to` with the user as given."""
+    session = "bob@example.org/Phone"
+    status, out, err = replay(ev("session-bind", session=session),
+                              ev("push-enable", session=session, jid="Push.example.net",
+                                 node="n1"),
+                              ev("smacks-ack-delayed", session=session, queue=[Q("m1")]))
+    assert status == 0, err
+    assert json.loads(out[0])["jid"] == "Push.example.net"

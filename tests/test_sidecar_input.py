@@ -85,8 +85,8 @@ def test_bad_lines_are_named_and_good_ones_applied():
     car, err = asyncio.run(main())
     assert car.accepted == len(good) and car.rejected == len(bad)
     assert "Traceback" not in err
-    for expected in ("stdin line 2: not accepted JSON: nested too deeply",
-                     "stdin line 4: not accepted JSON: Exceeds the limit",
+    for expected in ("stdin line 2: not valid JSON: nested deeper than 32 levels",
+                     "stdin line 4: not valid JSON: a number of",
                      "stdin line 6: not valid UTF-8 at byte 39 (0xff)",
                      "stdin line 8: not valid JSON",
                      "stdin line 10, field 'session': missing",

@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from replaykit import msg
 
+from pushrules.model import stanza as st_mod
 from pushrules.model.stanza import StanzaError, parse_stanza
 
 CS = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
@@ -107,3 +108,84 @@ TEXT = st.text(alphabet=st.characters(categories=["L", "N", "P", "Zs"],
 def test_a_body_is_important_unless_blank_or_headline(body: str, type_: str) -> None:
     expected = bool(body.strip()) and type_ != "headline"
     assert parse_stanza(msg("m", body, type_=type_)).important is expected
+
+
+# --- what XMPP forbids, other namespaces, caps, the cache -------------------------------------
+
+@pytest.mark.parametrize("xml, words", [
+    ("<!DOCTYPE message [<!ATTLIST message id CDATA 'evil'>]><message xmlns='jabber:client'/>",
+     "a DTD"),
+    ("<!DOCTYPE message SYSTEM 'http://example.org/x.dtd'><message/>", "a DTD"),
+    ("<message xmlns='jabber:client'><?pi x?><body>hi</body></message>",
+     "a processing instruction"),
+    ("<message xmlns='jabber:client'/><?pi x?>", "a processing instruction"),
+    ("<?xml version='1.0'?><message xmlns='jabber:client'/>", "an XML declaration"),
+    ("<message xmlns='jabber:client'><!-- c --><body>hi</body></message>", "a comment"),
+])
+def test_forbidden_xml_is_refused(xml: str, words: str) -> None:
+    with pytest.raises(StanzaError, match=words) as caught:
+        parse_stanza(xml)
+    assert "forbidden in XMPP" in str(caught.value)
+
+
+def test_a_dtd_never_sets_an_id() -> None:
+    with pytest.raises(StanzaError):
+        parse_stanza("<!DOCTYPE message [<!ATTLIST message id CDATA 'evil'>]><message/>")
+    assert parse_stanza("<message xmlns='jabber:client'/>").id is None
+
+
+@pytest.mark.parametrize("xml", [
+    '<message id="a"/><pushrules-stanza-end/>', '<message id="a"/><pushrules-stanza-end>',
+    '<message id="a"><pushrules-stanza-end>', "<message/><![CDATA[]]>", "<![CDATA[]]><message/>",
+    "<message/></wrapper>", "<message/><message/>",
+])
+def test_the_reader_accepts_nothing_a_parse_alone_refuses(xml: str) -> None:
+    with pytest.raises(StanzaError, match="not well-formed XML"):
+        parse_stanza(xml)
+    assert parse_stanza(msg("after")).id == "after"  # and the next stanza still reads
+
+
+@pytest.mark.parametrize("ns", ["urn:example", "jabber:component:accept", "http://jabber.org/"])
+def test_a_message_in_another_namespace_is_not_a_message(ns: str) -> None:
+    with pytest.raises(StanzaError, match="is not a stanza"):
+        parse_stanza(f"<message xmlns='{ns}' id='m'><body>hi</body></message>")
+
+
+def test_stanza_namespaces() -> None:
+    server = parse_stanza("<message xmlns='jabber:server' id='s'><body>hi</body></message>")
+    bare = parse_stanza("<message id='d'><body>hi</body></message>")  # the stream's default
+    assert (server.kind, server.important, server.body) == ("message", True, "hi")
+    assert (bare.kind, bare.important, bare.body) == ("message", True, "hi")
+
+
+def test_a_carbon_of_a_foreign_message_is_not_important() -> None:
+    foreign = CARBON.format(d="received", inner="<body>x</body>").replace(
+        "<message xmlns='jabber:client' id='inner'", "<message xmlns='urn:example' id='inner'")
+    assert parse_stanza(msg("m", inner=foreign)).important is False
+
+
+def test_id_and_body_caps() -> None:
+    assert parse_stanza(msg("i" * st_mod.MAX_ID_CHARS)).id == "i" * st_mod.MAX_ID_CHARS
+    with pytest.raises(StanzaError, match="id too long"):
+        parse_stanza(msg("i" * (st_mod.MAX_ID_CHARS + 1)))
+    long_body = " " * 5000 + "x"  # important: the whole body decides, not the kept part
+    s = parse_stanza(msg("m", long_body))
+    assert s.body == long_body[:st_mod.MAX_BODY_CHARS] and s.important is True
+    with pytest.raises(StanzaError, match="too long"):
+        parse_stanza(msg("m", "b" * st_mod.MAX_STANZA_BYTES))
+    with pytest.raises(StanzaError, match="too long"):  # bytes, not characters
+        parse_stanza(msg("m", "\u00e9" * (st_mod.MAX_STANZA_BYTES // 2)))
+
+
+def test_parse_cache_is_bounded_in_bytes() -> None:
+    cache = st_mod._cache
+    cache.clear()
+    big = [msg(f"big{n}", "x" * 400_000) for n in range(100)]  # 100 distinct 400 KB stanzas
+    for xml in big:
+        assert parse_stanza(xml).id == xml.split("'")[3]
+    assert cache.held <= cache.budget
+    assert sum(len(x) for x in cache.entries) <= cache.budget
+    assert len(cache.entries) < len(big)
+    small = msg("small")
+    assert parse_stanza(small) is parse_stanza(small)  # a repeat is parsed once
+    cache.clear()

@@ -347,9 +347,8 @@ class Oracle:
         # rule e for the user's other ones. A call's end is always rule e (only where the
         # propose went).
         in_queue = self.bound_to(e["session"]) if queued and msg.call == "propose" else None
-        if self.call_rule(user, msg, skip=in_queue):
-            if in_queue is None:
-                return
+        if self.call_rule(user, msg, skip=in_queue) and in_queue is None:
+            return
         if queued:
             for reg in self.pushable(user, self.bound_to(e["session"])):
                 self.deliver(reg, [(msg, "a/queued")])
