@@ -242,3 +242,17 @@ def test_tick_changes_nothing_and_times_reach_push_lines(make: Any) -> None:
     assert d.send("tick", at=5) == []
     d.offline(msg("m1"))
     assert d.pushes[-1].at == 5 and d.pushes[-1].to_json()["at"] == 5
+
+
+def test_explain_says_why_a_muted_chat_a_non_mention_and_an_echo_were_not_pushed() -> None:
+    from replaykit import EXAMPLES, cli
+
+    run = cli("replay", "--explain", str(EXAMPLES / "v2" / "groupchat-settings.jsonl"))
+    assert run.status == 0, run.err
+    notes = {int(line.split()[2]): line for line in run.out.splitlines()
+             if line.startswith("# line ")}
+    assert "the setting for room@muc.example.org is never [chat/settings]" in notes[9]
+    assert "is on-mention and it does not mention bob@example.org [chat/settings]" in notes[11]
+    assert "g5" in notes[14] and "does not mention" in notes[14]  # a nested reference
+    assert "echo of bob@example.org's own message" in notes[15] and "[chat/echo]" in notes[15]
+    assert "no push" in notes[15]
