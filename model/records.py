@@ -116,7 +116,8 @@ class Push(tuple[Any, ...]):
 
     # Not NotImplemented for other types: tuple's reflected comparison would then answer.
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self._compared() == other._compared()  # type: ignore[attr-defined]
+        return isinstance(other, Push) and type(other) is type(self) \
+            and self._compared() == other._compared()
 
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)

@@ -256,12 +256,12 @@ class WorldBase(ABC):
                 machine_event = CALL_EVENTS[stanza.call]  # rule e takes calls (v2)
             self._fan_out(getattr(event, route.user_field), machine_event, ctx)
         elif target == KNOWN_REGISTRATION:
-            reg = self.registration((event.user, event.jid, event.node))
-            if reg is None:
+            known = self.registration((event.user, event.jid, event.node))
+            if known is None:
                 ctx.note(f"{event.jid} {event.node}: no such registration of {event.user}: "
                          f"a routine no-op")
             else:
-                self._fire(reg, route.machine_event, ctx)
+                self._fire(known, route.machine_event, ctx)
         elif target in (USER_FACT, CLOCK):
             FACTS[event.EVENT].apply(ctx)
 

@@ -252,7 +252,7 @@ def _options(raw: Any) -> dict[str, str]:
 
 def _time(raw: Any) -> float:
     if type(raw) is int or (type(raw) is float and math.isfinite(raw)):
-        return raw  # type: ignore[no-any-return]
+        return raw
     raise _Invalid(f"must be a number of seconds, got {_shown(raw)}")
 
 
