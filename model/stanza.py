@@ -26,6 +26,18 @@ STANZA_NAMESPACES = (CLIENT_NS, SERVER_NS, "")
 server writes a stanza cut out of its stream without it)."""
 CARBONS_NS = "urn:xmpp:carbons:2"
 FORWARD_NS = "urn:xmpp:forward:0"
+JINGLE_MESSAGE_NS = ("urn:xmpp:jingle-message:0", "urn:xmpp:jingle-message:1")
+REFERENCE_NS = "urn:xmpp:reference:0"
+REPLY_NS = "urn:xmpp:reply:0"
+
+PROPOSE = "propose"
+CALL_END = "end"
+"""Stanza.call: an XEP-0353 <propose/> starts a call (rule e/call); <retract/> or <reject/>
+ends it (rule e/call-end)."""
+_CALL_TAGS = {f"{{{ns}}}{name}": (PROPOSE if name == "propose" else CALL_END)
+              for ns in JINGLE_MESSAGE_NS for name in ("propose", "retract", "reject")}
+_REFERENCE_TAG = f"{{{REFERENCE_NS}}}reference"
+_REPLY_TAG = f"{{{REPLY_NS}}}reply"
 
 # Caps a server puts on what it relays (Prosody 0.12's defaults: c2s_stanza_size_limit 256 KiB,
 # s2s_stanza_size_limit 512 KiB; a push payload carries at most 4 KB to APNs or FCM).
@@ -71,10 +83,28 @@ class Stanza:
     to: str | None
     important: bool
     body: str | None = None
+    call: str | None = None
+    """PROPOSE or CALL_END when an XEP-0353 call element is a direct child of <message>."""
+    call_id: str | None = None
+    """The call element's ``id`` attribute (call ids are per user)."""
+    mentions: tuple[str, ...] = ()
+    """``uri`` of each XEP-0372 <reference type='mention'/> that is a direct child."""
+    replies: tuple[str, ...] = ()
+    """``to`` of each XEP-0461 <reply/> that is a direct child."""
 
     @property
     def to_bare(self) -> str | None:
         return None if self.to is None else self.to.split("/", 1)[0]
+
+    @property
+    def chat(self) -> str | None:
+        """The chat a stanza belongs to (for chat settings): the bare JID of its ``from``."""
+        return None if self.sender is None else self.sender.split("/", 1)[0]
+
+    @property
+    def notify_type(self) -> str:
+        """The message type chat settings go by: a message without ``type`` is ``normal``."""
+        return self.type or "normal"
 
 
 # --- parsing -----------------------------------------------------------------------------------
@@ -237,11 +267,39 @@ def _stanza(root: Element) -> Stanza:
     if ident is not None and len(ident) > MAX_ID_CHARS:
         raise StanzaError(f"id too long: {len(ident)} characters (at most {MAX_ID_CHARS})")
     body = _body(root)
-    important = local == "message" and _important(root, body)
-    if body is not None and len(body) > MAX_BODY_CHARS:
-        body = body[:MAX_BODY_CHARS]
-    return Stanza(  # positional: id, kind, type, sender, to, important, body
-        ident, local, get("type"), get("from"), get("to"), important, body)
+    if local != "message":
+        return Stanza(ident, local, get("type"), get("from"), get("to"), False,
+                      _clip(body))
+    important = _important(root, body)
+    call, call_id, mentions, replies = _v2_children(root)
+    return Stanza(  # positional: id, kind, type, sender, to, important, body, v2 children
+        ident, local, get("type"), get("from"), get("to"), important, _clip(body),
+        call, call_id, mentions, replies)
+
+
+def _clip(body: str | None) -> str | None:
+    return body if body is None or len(body) <= MAX_BODY_CHARS else body[:MAX_BODY_CHARS]
+
+
+def _v2_children(root: Element) -> tuple[str | None, str | None, tuple[str, ...],
+                                         tuple[str, ...]]:
+    """(call kind, call id, mention uris, reply tos) from the direct children of <message>
+    only: a call or mention nested in another element (a forward, a wrapper) does not count."""
+    call = call_id = None
+    mentions: list[str] = []
+    replies: list[str] = []
+    for child in root:
+        tag = child.tag
+        kind = _CALL_TAGS.get(tag)
+        if kind is not None:
+            if call is None:  # the first call element decides
+                call, call_id = kind, child.get("id")
+        elif tag == _REFERENCE_TAG:
+            if child.get("type") == "mention":
+                mentions.append(child.get("uri", ""))
+        elif tag == _REPLY_TAG:
+            replies.append(child.get("to", ""))
+    return call, call_id, tuple(mentions), tuple(replies)
 
 
 def is_important(root: Element) -> bool:

@@ -8,6 +8,7 @@ the input, the only exception that leaves ``parse_event`` is ``TraceError``.
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
@@ -249,10 +250,30 @@ def _options(raw: Any) -> dict[str, str]:
     return dict(raw)
 
 
+def _time(raw: Any) -> float:
+    if type(raw) is int or (type(raw) is float and math.isfinite(raw)):
+        return raw
+    raise _Invalid(f"must be a number of seconds, got {_shown(raw)}")
+
+
+def _choice_of(kind: str) -> Callable[[Any], str]:
+    choices = ev.CHOICES[kind]
+
+    def choice(raw: Any) -> str:
+        if type(raw) is str and raw in choices:
+            return raw
+        if type(raw) is not str:
+            raise _Invalid(f"must be a string, got {type(raw).__name__}")
+        raise _Invalid(f"{_shown(raw)} is not one of {', '.join(choices)}")
+
+    return choice
+
+
 CONVERTERS: dict[str, Callable[[Any], Any]] = {
     ev.FULL_JID: _jid_of(ev.FULL_JID), ev.BARE_JID: _jid_of(ev.BARE_JID),
     ev.JID: _jid_of(ev.JID), ev.NODE: _node, ev.TEXT: _text, ev.BOOL: _bool,
     ev.ERROR_TYPE: _error_type, ev.STANZA: _stanza, ev.QUEUE: _queue, ev.OPTIONS: _options,
+    ev.TIME: _time, ev.NOTIFY: _choice_of(ev.NOTIFY), ev.CSI: _choice_of(ev.CSI),
 }
 """Field kind -> converter (model/events.py names the kinds)."""
 
@@ -347,7 +368,15 @@ def read_trace(lines: Iterable[str | bytes]) -> Iterator[TraceLine]:
     """Typed events, in order; raises TraceError at the first malformed line (lazily, so the
     events before it can be processed first). Byte lines are decoded one by one as UTF-8, so a
     bad byte is reported on its own line instead of failing a whole read-ahead buffer."""
+    last_at: float = 0
     for number, raw in enumerate(lines, start=1):
         event = parse_event(raw, number)
-        if event is not None:
-            yield TraceLine(number, event)
+        if event is None:
+            continue
+        at = event.at
+        if at is not None:
+            if at < last_at:  # contract v2: times never decrease within a trace
+                raise TraceError(number, f"{at!r} is earlier than the previous event's "
+                                         f"{last_at!r} (times never decrease)", "at")
+            last_at = at
+        yield TraceLine(number, event)

@@ -57,7 +57,41 @@ CASES = {
     "full JID as user": (ev("message/offline/handle", user=PHONE, stanza=msg("m2")),
                          "user", "not a bare JID"),
     "empty jid": (ev("push-enable", session=PHONE, jid="", node="n2"), "jid", "must not be empty"),
+    # version 2 fields
+    "bad notify value": (ev("chat-settings", user=BOB, chat="room@muc.example.org",
+                            notify="mentions"), "notify", "'mentions' is not one of always"),
+    "notify not a string": (ev("chat-settings", user=BOB, chat="room@muc.example.org",
+                               notify=True), "notify", "must be a string"),
+    "chat not a bare JID": (ev("chat-settings", user=BOB, chat="room@muc.example.org/bobby",
+                               notify="never"), "chat", "not a bare JID"),
+    "missing notify": (ev("chat-settings", user=BOB, chat="room@muc.example.org"), "notify",
+                       "missing"),
+    "unknown CSI state": (ev("csi-state", session=PHONE, state="background"), "state",
+                          "'background' is not one of active, inactive"),
+    "CSI for a bare JID": (ev("csi-state", session=BOB, state="active"), "session",
+                           "not a full JID"),
+    "at not a number": (ev("smacks-ack-received", session=PHONE, at="10:15"), "at",
+                        "must be a number"),
+    "at a boolean": (ev("tick", at=True), "at", "must be a number"),
+    "tick without at": (ev("tick"), "at", "missing"),
+    "at going back": (ev("tick", at=-1), "at", "earlier than the previous event's 0"),
+    "groupchat stanza not XML": (ev("message/bare/groupchat", user=BOB, stanza="<message"),
+                                 "stanza", "not well-formed XML"),
+    "remote disable, user a full JID": (ev("push-remote-disable", user=PHONE, jid=PUSH,
+                                           node="n1"), "user", "not a bare JID"),
+    "remote disable without node": (ev("push-remote-disable", user=BOB, jid=PUSH), "node",
+                                    "missing"),
 }
+
+
+def test_at_going_back_after_a_later_time_names_the_line() -> None:
+    lines = [*PREFIX, ev("tick", at=10), BEFORE, ev("smacks-ack-received", session=PHONE, at=9.5),
+             AFTER]
+    run = cli("replay", "-", input="\n".join(lines) + "\n")
+    assert run.status == 2
+    assert run.err.startswith("error: line 6, field 'at': 9.5 is earlier than the previous "
+                              "event's 10"), run.err
+    assert [json.loads(x)["stanzas"] for x in run.out.splitlines()] == [["m1"]]
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

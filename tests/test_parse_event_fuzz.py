@@ -20,7 +20,10 @@ JSON = st.recursive(
 )
 GOOD = {"session": PHONE, "user": "bob@example.org", "for_user": "bob@example.org",
         "jid": PUSH, "node": "n1", "secret": "s", "publish_options": {"a": "b"},
-        "queue": [msg("m1")], "stanza": msg("m2"), "ok": False, "error_type": "wait"}
+        "queue": [msg("m1")], "stanza": msg("m2"), "ok": False, "error_type": "wait",
+        # version 2
+        "at": 1.5, "state": "inactive", "chat": "room@muc.example.org", "notify": "on-mention",
+        "nick": "bobby"}
 TEXTS = st.text(alphabet=st.characters(codec=None), max_size=40) | st.sampled_from(
     ["bob@@x.org/phone", "a@b/", "@x", "x\x00y", "\ud800", "<message/>", "a" * 1100,
      "<!DOCTYPE a><a/>", "<?pi?><message/>"])

@@ -220,3 +220,15 @@ def test_loggers_created_later_are_masked_too(caplog):
     with caplog.at_level(logging.DEBUG, logger="slixmpp"):
         late.debug("stanza %s", iq)
     assert "publish-options" in caplog.text and SECRET not in caplog.text
+
+
+def test_an_urgent_push_carries_the_high_priority_marker_and_no_other_does() -> None:
+    from pushrules.runtime.xmpp.publish import PRIORITY_NS
+
+    for urgent in (True, False):
+        push = Push("bob@example.org", "push.example.net", "n1",
+                    "e/call" if urgent else "a/queued", ("p1",), True, urgent=urgent)
+        iq = build_publish(push, Config(), "pushrules.example.org")
+        assert parse_publish(iq).urgent is urgent
+        found = iq.xml.find(f".//{{{PRIORITY_NS}}}priority")
+        assert (found is not None and found.text == "high") is urgent

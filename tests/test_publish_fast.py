@@ -79,7 +79,8 @@ def pushes(draw: st.DrawFn) -> Push:
                 stanzas=tuple(draw(st.lists(st.just("m"), min_size=1, max_size=5))),
                 important=draw(st.booleans()), sender=draw(st.none() | TEXT),
                 body=draw(st.none() | TEXT),
-                options=draw(st.dictionaries(WORD, TEXT, max_size=3)))
+                options=draw(st.dictionaries(WORD, TEXT, max_size=3)),
+                urgent=draw(st.booleans()))
 
 
 @settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)

@@ -175,12 +175,13 @@ def outbox_row(push: Push) -> Row:
     """A push as stored (publish-options with the secret included: needed to send it again)."""
     return {"jid": push.jid, "node": push.node, "rule": push.rule, "stanzas": list(push.stanzas),
             "important": push.important, "sender": push.sender, "body": push.body,
-            "options": dict(push.options)}
+            "options": dict(push.options), "urgent": push.urgent}
 
 
 def push_from_row(user: str, row: Row) -> Push:
     return Push(user, row["jid"], row["node"], row["rule"], tuple(row["stanzas"]),
-                bool(row["important"]), row["sender"], row["body"], dict(row["options"]))
+                bool(row["important"]), row["sender"], row["body"], dict(row["options"]),
+                bool(row.get("urgent", False)))  # v2 (issue 13); older rows: not urgent
 
 
 def session_row(rec: SessionRecord) -> Row:
