@@ -37,9 +37,11 @@ import numpy as np
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.world import ImpossibleEvent, UndeclaredRejection
 
-from .bounded import APP, USER, BoundedWorld, Bounds, zero_clock
+from .bounded import APP, USER, BoundedWorld, Bounds, take, zero_clock
 from .environment import (
     QUEUE_EVENTS,
+    TIMERS,
+    expiry_mark,
     ghost_touched,
     ghost_writes,
     is_session_event,
@@ -48,6 +50,7 @@ from .environment import (
     recency_after,
     result_outcome,
     result_raised,
+    timer_raised,
 )
 from .explore import Result, Violation, coverage, record, timed_run
 from .lazyworld import LazyRegistration, LazySession, LazyState, LazyWorld
@@ -61,7 +64,7 @@ from .packed import (
     View,
     Visited,
 )
-from .parts import ABSENT_SESSION, ENABLED, GhostPart, RegistrationPart, SessionPart
+from .parts import ABSENT_SESSION, ENABLED, NO_GHOST, GhostPart, RegistrationPart, SessionPart
 from .progress import Progress
 from .properties import PROPERTIES, Step, check_state, check_transition
 from .tableworld import TableWorld
@@ -141,7 +144,7 @@ class CompiledExplorer:
             values.update(zip(lay.r[j], self._reg_value(reg), strict=True))
             if reg is not None and reg.state in ENABLED:
                 enabled.append((reg.seq, j))
-            values.update(zip(lay.g[j], (0, 0, 0), strict=True))
+            values.update(zip(lay.g[j], NO_GHOST, strict=True))
         order = tuple(j for _, j in sorted(enabled))
         values[lay.order] = order
         values[lay.recency] = order
@@ -228,6 +231,9 @@ class CompiledExplorer:
             j = key[1]
             if not result_raised(view(lay.r[j][0]), lambda: view(lay.g[j][2])):
                 return None
+        elif kind in TIMERS:
+            if not timer_raised(view(lay.r[key[1]][0])):
+                return None
         elif not raised(key, queue, Records(view, lay.s, SessionFields)):
             return None
         return self.world.event(key, queue()) if kind in QUEUE_EVENTS else self.world.event(key)
@@ -237,7 +243,7 @@ class CompiledExplorer:
         event, view = leaf.event, st.view
         world = st.world()
         try:
-            pushes = world.handle(event)
+            pushes = take(world, event)
         except ImpossibleEvent as exc:
             writes, _, _ = self._writes(st)
             if isinstance(exc, UndeclaredRejection):
@@ -401,18 +407,18 @@ class CompiledExplorer:
     def _ghost_writes(self, view: View, key: tuple, changed_r: list[int], masks: list[int],
                       pre_r: Records, post_r: Records, writes: dict[int, Any]) -> None:
         """The ghost fields and the recency after the step (environment.py)."""
-        lay = self.layout
+        lay, expiry = self.layout, self.bounds.expiry
         ghosts = Records(view, lay.g, GhostFields)
         same_enabled = True
-        for j in ghost_touched(key, changed_r, masks):
+        enabled_j = self.world.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
+        for j in ghost_touched(key, changed_r, masks, enabled_j if expiry else None):
             enabled = post_r[j].state in ENABLED
             if (pre_r[j].state in ENABLED) != enabled:
                 same_enabled = False
             fields = lay.g[j]
-            for name, value in ghost_writes(ghosts[j], enabled, masks[j],
-                                            result_outcome(key, j)).items():
+            for name, value in ghost_writes(ghosts[j], enabled, masks[j], result_outcome(key, j),
+                                            expiry_mark(key, j, enabled_j, expiry)).items():
                 writes[fields[_GHOST_FIELD[name]]] = value
-        enabled_j = self.world.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
         recency = recency_after(key, lambda: view(lay.recency), enabled_j,
                                 lambda x: post_r[x].state in ENABLED, same_enabled)
         if recency is not None:
@@ -647,9 +653,9 @@ class CompiledExplorer:
         self._parent, self._via = self._parent[:total], self._via[:total]
         if result.stopped_early:
             return
-        coverage(result, self.world_cls, self.taken,
-                 set(lay.values[lay.s[0][0]]).union(*(lay.values[fs[0]] for fs in lay.s)),
-                 set(lay.values[lay.r[0][0]]).union(*(lay.values[fs[0]] for fs in lay.r)))
+        coverage(result, self.world_cls, self.taken, self.bounds.expiry,
+                 set().union(*(lay.values[fs[0]] for fs in lay.s)),
+                 set().union(*(lay.values[fs[0]] for fs in lay.r)))
         if graph_checks:
             self._dead_states(result, moved[:total], lowers[:total], self._live(self._codes))
 

@@ -19,8 +19,10 @@ QUEUE_EVENTS = ("ackd", "hibs")
 """Event kinds that carry the session's smacks queue."""
 EMPTIES_QUEUE = ("bind", "ackr", "destroy")
 """Session event kinds after which the session's smacks queue is empty."""
-FAN_OUT = ("archive", "offline", "result")
+FAN_OUT = ("archive", "offline", "result", "expire")
 """Event kinds that are not session events (they carry no session index)."""
+TIMERS = ("expire",)
+"""Event kinds of the model's timer events (``Bounds.expiry``): (kind, registration)."""
 
 
 def is_session_event(kind: str) -> bool:
@@ -38,6 +40,12 @@ def raised(key: tuple, queue: Callable[[], tuple], sessions: Sequence[Any]) -> b
     if kind == "offline":
         return not any(sessions[i].state == "active" for i in range(len(sessions)))
     return True
+
+
+def timer_raised(registration_state: str) -> bool:
+    """``expire`` is raised for a registration only while it is orphaned: a store's orphan TTL
+    runs from the moment it is bound to no live session and fires only if it still is."""
+    return registration_state == "orphaned"
 
 
 def result_needs_pending(registration_state: str) -> bool:
@@ -65,14 +73,17 @@ def queue_after(key: tuple, tracked: bool, queue: Callable[[], tuple]) -> tuple 
     return None
 
 
-def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None
-                 ) -> dict[str, int]:
+def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None,
+                 expired: int | None = None) -> dict[str, int]:
     """The ghost fields of one registration that change ({name: value}): ``mask`` holds the
     stanzas this event pushed to it, ``outcome`` the push-result's outcome when the event is
-    its push-result. A push makes a push-result pending, the push-result answers it; a
+    its push-result, ``expired`` its expiry mark after the event when the event sets it
+    (``expiry_mark``). A push makes a push-result pending, the push-result answers it; a
     registration not enabled after the event starts afresh; the count of counted errors in a
     row follows the contract (ok resets it, wait leaves it, any other error adds one)."""
     out: dict[str, int] = {}
+    if expired is not None:
+        out["expired"] = expired
     if mask:
         out["pending"] = 1
     if outcome is not None:
@@ -88,14 +99,29 @@ def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None
     return out
 
 
-def ghost_touched(key: tuple, changed_regs: Sequence[int], masks: Sequence[int]) -> list[int]:
+def ghost_touched(key: tuple, changed_regs: Sequence[int], masks: Sequence[int],
+                  enabled_index: int | None = None) -> list[int]:
     """The registrations whose ghost fields an event may change: those it changed, those it
-    pushed and the one its push-result answers (the others keep theirs: a registration not
-    enabled already has empty ghost fields)."""
+    pushed, the one its push-result or timer names and (with expiry) the one it enables (the
+    others keep theirs: a registration not enabled already has empty ghost fields)."""
     touched = {*changed_regs, *(j for j, m in enumerate(masks) if m)}
-    if key[0] == "result":
+    if key[0] == "result" or key[0] in TIMERS:
         touched.add(key[1])
+    if enabled_index is not None:
+        touched.add(enabled_index)
     return sorted(touched)
+
+
+def expiry_mark(key: tuple, j: int, enabled_index: int | None, expiry: bool) -> int | None:
+    """Registration j's expiry mark after the taken event ``key`` (None: unchanged): set by
+    its ``expire``, cleared by a push-enable that enables it again; kept only with expiry."""
+    if not expiry:
+        return None
+    if key[0] == "expire" and key[1] == j:
+        return 1
+    if enabled_index == j:
+        return 0
+    return None
 
 
 def result_outcome(key: tuple, j: int) -> str | None:

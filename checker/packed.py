@@ -58,7 +58,10 @@ class Layout:
         session = {"state": len(tables.SESSION_STATES), "binding": m + 1}
         registration = {"state": len(tables.REGISTRATION_STATES), "owner": owners,
                         "errors": errors, "pushed": 2 ** ids}
-        ghost = {"delivered": 2 ** ids, "errors": errors, "pending": 2}
+        # the expiry mark is a field only with expiry: a constant (no bits) otherwise, so the
+        # layout, and what is explored, is the one of the contract events alone
+        ghost = {"delivered": 2 ** ids, "errors": errors, "pending": 2,
+                 "expired": 2 if b.expiry else 1}
         self.s = [record(world.sids[i], SessionPart, session) for i in range(n)]
         self.r = [record(node, RegistrationPart, registration) for node in world.nodes]
         self.order = add("enabling order", orders)
@@ -67,7 +70,8 @@ class Layout:
                   for i in tracked}
         self.g = [record(f"{node} ghost", GhostPart, ghost) for node in world.nodes]
         self.recency = add("recency", orders)
-        self.bits = [max(1, (size - 1).bit_length()) for size in sizes]
+        # a field of one value takes no bits (its value is always number 0)
+        self.bits = [(size - 1).bit_length() for size in sizes]
         self.word: list[int] = []
         self.shift: list[int] = []
         word = used = 0

@@ -35,15 +35,18 @@ class RegistrationPart(NamedTuple):
 class GhostPart(NamedTuple):
     """The checker's own record of a registration, kept from the pushes and push-results it
     saw: the stanzas delivered since it was last enabled anew (bits), the counted errors in a
-    row as the contract defines them, and whether a push to it awaits its push-result."""
+    row as the contract defines them, whether a push to it awaits its push-result, and
+    whether it expired (took ``expire``) since it was last enabled (kept only with
+    ``Bounds.expiry``; a constant 0 otherwise)."""
 
     delivered: int
     errors: int
     pending: int
+    expired: int = 0
 
 
 ABSENT_SESSION = SessionPart("offline", -1)
 """A session not stored (never bound, or ended)."""
 ABSENT_REGISTRATION = RegistrationPart("absent", -1, 0, 0)
 """A registration not stored."""
-NO_GHOST = GhostPart(0, 0, 0)
+NO_GHOST = GhostPart(0, 0, 0, 0)

@@ -41,8 +41,8 @@ PROPERTIES: dict[str, str] = {
         "nothing is pushed to a disabled, removed or never-enabled registration",
     "disable_only_after_max_errors":
         "push-result disables a registration exactly when max_errors counted errors in a row "
-        "are reached; the model's error count is that count; nothing else but push-disable and "
-        "eviction disables",
+        "are reached; the model's error count is that count; nothing else but push-disable, "
+        "eviction and (with --expiry) the registration's own expire disables",
     "wait_never_counts":
         "a wait error changes neither the error count nor the registration state",
     "resume_stops_pushes":
@@ -81,6 +81,9 @@ PROPERTIES: dict[str, str] = {
         "at most max_devices enabled registrations per user",
     "push_content":
         "a push covers stanzas of its event, in order, and is important iff one of them is",
+    "expired_never_pushed":
+        "with --expiry: nothing is pushed to a registration that expired (took expire) until "
+        "a push-enable enables it again; expire disables exactly its registration",
     "no_dead_state":
         "every reachable state has a successor other than itself, and from every reachable "
         "state a state with every session offline is reachable",
@@ -104,6 +107,8 @@ SESSION_TARGET = {"bind": "active", "ackr": "active", "hibe": "active", "ackd": 
 """The session state the contract puts a session in after each session event kind."""
 RULE_A = ("ackd", "hibs", "queued")
 """Event kinds of rule (a): the session's registration is pushed."""
+OWN_DISABLE = ("result", "expire")
+"""Event kinds (kind, registration) that may disable their own registration."""
 
 
 # --- state properties ----------------------------------------------------------------------
@@ -382,7 +387,7 @@ def disable_only_after_max_errors(step: Step) -> bool:
     exactly at max_errors counted errors in a row, or leaving another error count."""
     kind, key = step.kind, step.key
     for j in step.changed_regs:
-        allowed = kind in ("disable", "enable") or (kind == "result" and key[1] == j)
+        allowed = kind in ("disable", "enable") or (kind in OWN_DISABLE and key[1] == j)
         if not allowed and step.enabled_before(j) and not step.enabled_after(j):
             return True
     if kind != "result" or not step.enabled_before(key[1]):
@@ -454,6 +459,22 @@ def resume_stops_pushes(step: Step) -> bool:
     if kind == "hibe":
         return bool(step.pushes) or step.post_sessions[i].state != "active"
     return kind == "queued" and step.pre_sessions[i].state == "active" and bool(step.pushes)
+
+
+@transition_property
+def expired_never_pushed(step: Step) -> bool:
+    """A push to a registration that expired since it was last enabled (the checker's own
+    mark: set by a taken expire, cleared by the push-enable that enables it again); an expire
+    that leaves its registration enabled or changes another one."""
+    if not step.world.bounds.expiry:
+        return False
+    if step.kind == "expire":
+        j = step.key[1]
+        if step.enabled_after(j) or any(
+                x != j and step.pre_regs[x].state != step.post_regs[x].state
+                for x in step.changed_regs):
+            return True
+    return any(step.ghosts[j].expired for j, _ in step.known_pushes())
 
 
 def _enabled(step: Step) -> int:
