@@ -238,10 +238,16 @@ class BoundedWorld:
             self.stanza_xml[stanza] = xml
             self.facts.append(_V2_FACTS[sid])
         self.stanza_index = {s.id: k for k, s in enumerate(self.stanzas)}
+        self.facts_of = dict(zip(self.stanzas, self.facts, strict=True))
         # queued to a session, stored offline: incoming, not groupchat (those come bare)
         self.incoming = [k for k, s in enumerate(self.stanzas)
                          if s.to_bare == USER and not self.facts[k].groupchat]
         self.groupchats = [k for k, f in enumerate(self.facts) if f.groupchat]
+        self.propose_bits = sum(1 << k for k, f in enumerate(self.facts) if f.call == "propose")
+        """The stanzas (bits, as in push_masks) that propose a call."""
+        self.marks_kept = bounds.expiry or bounds.v2
+        """Whether the checker keeps marks that a push-enable clears (ghost ``expired``,
+        ``remote``)."""
         self._cache: dict[tuple, Any] = {}
 
     def node_of(self, session: int) -> str | None:

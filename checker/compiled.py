@@ -37,19 +37,21 @@ import numpy as np
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.world import ImpossibleEvent, UndeclaredRejection
 
-from .bounded import APP, USER, BoundedWorld, Bounds, take, zero_clock
+from .bounded import APP, CALL_ID, USER, BoundedWorld, Bounds, take, zero_clock
 from .environment import (
     QUEUE_EVENTS,
     TIMERS,
-    expiry_mark,
     ghost_touched,
     ghost_writes,
     is_session_event,
+    mark_writes,
     queue_after,
     raised,
     recency_after,
     result_outcome,
     result_raised,
+    session_ghost_writes,
+    setting_after,
     timer_raised,
 )
 from .explore import Result, Violation, coverage, record, timed_run
@@ -61,10 +63,20 @@ from .packed import (
     Records,
     RegistrationFields,
     SessionFields,
+    SessionGhostFields,
     View,
     Visited,
 )
-from .parts import ABSENT_SESSION, ENABLED, NO_GHOST, GhostPart, RegistrationPart, SessionPart
+from .parts import (
+    ABSENT_REGISTRATION,
+    ABSENT_SESSION,
+    ENABLED,
+    NO_GHOST,
+    NO_SESSION_GHOST,
+    GhostPart,
+    RegistrationPart,
+    SessionPart,
+)
 from .progress import Progress
 from .properties import PROPERTIES, Step, check_state, check_transition
 from .tableworld import TableWorld
@@ -145,18 +157,23 @@ class CompiledExplorer:
             if reg is not None and reg.state in ENABLED:
                 enabled.append((reg.seq, j))
             values.update(zip(lay.g[j], NO_GHOST, strict=True))
+        for fields in lay.sg:
+            values.update(zip(fields, NO_SESSION_GHOST, strict=True))
+        values[lay.setting] = 0
         order = tuple(j for _, j in sorted(enabled))
         values[lay.order] = order
         values[lay.recency] = order
+        values[lay.chat] = None
         for field in lay.q.values():
             values[field] = ()
         return lay.pack(values)
 
     def _reg_value(self, reg: RegistrationRecord | None) -> tuple:
         if reg is None:
-            return ("absent", -1, 0, 0)
+            return tuple(ABSENT_REGISTRATION)
         owner = -1 if reg.session is None else self.world.session_index[reg.session]
-        return (reg.state, owner, reg.errors, self._mask(reg.pushed))
+        return (reg.state, owner, reg.errors, self._mask(reg.pushed),
+                _call_mask(getattr(reg, "calls", {})))
 
     def _mask(self, pushed: dict[str, None]) -> int:
         """A registration's dedup set as its field: one bit per stanza."""
@@ -281,6 +298,8 @@ class CompiledExplorer:
         changed_r, reorder = self._registration_writes(st, writes)
         if reorder:
             self._order_write(st, writes)
+        if st.chat_written and st.chat_value != st.view(self.layout.chat):
+            writes[self.layout.chat] = st.chat_value
         return writes, changed_s, changed_r
 
     def _session_writes(self, st: LazyState, writes: dict[int, Any]) -> list[int]:
@@ -343,6 +362,10 @@ class CompiledExplorer:
             mask = self._mask(rec._pushed)
             if mask != view(fields[3]):
                 new[fields[3]] = mask
+        if rec._calls is not None:
+            calls = _call_mask(rec._calls)
+            if calls != view(fields[4]):
+                new[fields[4]] = calls
         return new
 
     def _order_write(self, st: LazyState, writes: dict[int, Any]) -> None:
@@ -380,13 +403,26 @@ class CompiledExplorer:
         step = Step(wd, Records(view, lay.s, SessionFields), pre_r,
                     Records(view, lay.s, SessionFields, writes), post_r, changed_s, changed_r,
                     Records(view, lay.g, GhostFields), lambda: view(lay.recency), key, event,
-                    pushes, self.bounds.max_errors, self.bounds.max_devices)
+                    pushes, self.bounds.max_errors, self.bounds.max_devices,
+                    Records(view, lay.sg, SessionGhostFields), lambda: view(lay.setting))
         bad = check_transition(step)
         if bad:
             shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
             leaf.bad.append((bad, f"{event.EVENT} gave: {shown}"))
         self._queue_writes(view, key, changed_s, step.post_sessions, writes)
         self._ghost_writes(view, key, changed_r, wd.push_masks(pushes), pre_r, post_r, writes)
+        if self.bounds.v2:
+            self._v2_ghost_writes(key, changed_s, step.post_sessions, writes)
+
+    def _v2_ghost_writes(self, key: tuple, changed_s: list[int], post_s: Records,
+                         writes: dict[int, Any]) -> None:
+        """The checker's record of the sessions' CSI and the room setting (environment.py)."""
+        lay = self.layout
+        for i, value in session_ghost_writes(key, changed_s, post_s).items():
+            writes[lay.sg[i][0]] = value
+        setting = setting_after(key)
+        if setting is not None:
+            writes[lay.setting] = setting
 
     def _queue_writes(self, view: View, key: tuple, changed_s: list[int], post_s: Records,
                       writes: dict[int, Any]) -> None:
@@ -407,17 +443,19 @@ class CompiledExplorer:
     def _ghost_writes(self, view: View, key: tuple, changed_r: list[int], masks: list[int],
                       pre_r: Records, post_r: Records, writes: dict[int, Any]) -> None:
         """The ghost fields and the recency after the step (environment.py)."""
-        lay, expiry = self.layout, self.bounds.expiry
+        lay, wd = self.layout, self.world
         ghosts = Records(view, lay.g, GhostFields)
         same_enabled = True
-        enabled_j = self.world.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
-        for j in ghost_touched(key, changed_r, masks, enabled_j if expiry else None):
+        enabled_j = wd.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
+        for j in ghost_touched(key, changed_r, masks, enabled_j if wd.marks_kept else None):
             enabled = post_r[j].state in ENABLED
             if (pre_r[j].state in ENABLED) != enabled:
                 same_enabled = False
             fields = lay.g[j]
+            marks = mark_writes(key, j, enabled_j, self.bounds, bool(masks[j] & wd.propose_bits),
+                                enabled)
             for name, value in ghost_writes(ghosts[j], enabled, masks[j], result_outcome(key, j),
-                                            expiry_mark(key, j, enabled_j, expiry)).items():
+                                            marks).items():
                 writes[fields[_GHOST_FIELD[name]]] = value
         recency = recency_after(key, lambda: view(lay.recency), enabled_j,
                                 lambda x: post_r[x].state in ENABLED, same_enabled)
@@ -716,11 +754,16 @@ GRAPH_STATES = 200_000
 """The most states whose full graph the dead-state analysis builds in networkx."""
 
 
-def _session_value(world: BoundedWorld, record: SessionRecord | None) -> tuple[str, int]:
+def _session_value(world: BoundedWorld, record: SessionRecord | None) -> tuple[str, int, str]:
     if record is None:
         return ABSENT_SESSION
     binding = -1 if record.binding is None else world.reg_index[record.binding]
-    return (record.state, binding)
+    return (record.state, binding, getattr(record, "csi", ABSENT_SESSION.csi))
+
+
+def _call_mask(calls: dict[str, None]) -> int:
+    """A registration's calls as its field: one bit per call id of the bounded world."""
+    return int(CALL_ID in calls)
 
 
 def check(bounds: Bounds | None = None, **kwargs: Any) -> Result:

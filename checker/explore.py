@@ -26,10 +26,10 @@ from .bounded import APP, USER, BoundedWorld, Bounds, take, zero_clock
 from .environment import (
     QUEUE_EVENTS,
     TIMERS,
-    expiry_mark,
     ghost_touched,
     ghost_writes,
     is_session_event,
+    mark_writes,
     queue_after,
     raised,
     recency_after,
@@ -141,6 +141,9 @@ class Explorer:
     """
 
     def __init__(self, bounds: Bounds, world_cls: type[WorldBase] = TableWorld) -> None:
+        if bounds.v2:
+            raise ValueError("the reference explorer does not explore the version-2 events "
+                             "yet: run the v2 bound without --reference")
         self.world = BoundedWorld(bounds)
         self.bounds = bounds
         self.world_cls = world_cls
@@ -329,11 +332,15 @@ class Explorer:
         """The ghost part after the step (environment.py)."""
         post_regs = self.models[step.post][1]
         new = list(ghosts)
-        expiry = self.bounds.expiry
+        wd = self.world
         enabled_j = self._reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
-        for j in ghost_touched(key, step.changed_regs, step.masks, enabled_j if expiry else None):
-            changes = ghost_writes(ghosts[j], post_regs[j].state in ENABLED, step.masks[j],
-                                   result_outcome(key, j), expiry_mark(key, j, enabled_j, expiry))
+        for j in ghost_touched(key, step.changed_regs, step.masks,
+                               enabled_j if wd.marks_kept else None):
+            enabled = post_regs[j].state in ENABLED
+            marks = mark_writes(key, j, enabled_j, self.bounds,
+                                bool(step.masks[j] & wd.propose_bits), enabled)
+            changes = ghost_writes(ghosts[j], enabled, step.masks[j], result_outcome(key, j),
+                                   marks)
             new[j] = ghosts[j]._replace(**changes)
         ghosts = tuple(new)
         after = recency_after(key, lambda: recency, enabled_j,

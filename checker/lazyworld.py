@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pushrules.model import records
 from pushrules.model.records import RegistrationRecord, RegKey, SessionRecord
 
-from .bounded import APP, USER, zero_clock
+from .bounded import APP, CALL_ID, ROOM, USER, zero_clock
 from .packed import View
 from .tableworld import TableWorld
 
@@ -60,6 +61,7 @@ class LazySession(_LazyFields, SessionRecord):
     __slots__ = ("_st", "_fields", "vals", "dirty")
 
     state = _field("state", 0)  # type: ignore[assignment]
+    csi = _field("csi", 2)  # v2: the model's XEP-0352 state (a constant outside v2)
 
     @property  # type: ignore[override]
     def binding(self) -> tuple[str, str, str] | None:
@@ -75,7 +77,7 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     """A registration record reading its fields from the state when first used; ``seq`` is its
     rank in the enabling order."""
 
-    __slots__ = ("_st", "_fields", "_j", "vals", "dirty", "_pushed")
+    __slots__ = ("_st", "_fields", "_j", "vals", "dirty", "_pushed", "_calls")
 
     state = _field("state", 0)  # type: ignore[assignment]
 
@@ -101,6 +103,17 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     @pushed.setter
     def pushed(self, value: dict[str, None]) -> None:
         self._pushed = value
+
+    @property
+    def calls(self) -> dict[str, None]:
+        """v2: the calls whose proposal was pushed here (the field: one bit per call id)."""
+        if self._calls is None:
+            self._calls = {CALL_ID: None} if self._get("calls", 4) else {}
+        return self._calls
+
+    @calls.setter
+    def calls(self, value: dict[str, None]) -> None:
+        self._calls = value
 
     @property  # type: ignore[override]
     def seq(self) -> int:
@@ -172,6 +185,23 @@ class LazyWorld:
     def _has_registrations(self, user: str) -> bool:
         return bool(self.registrations_of(user))
 
+    def chat_setting(self, user: str, chat: str) -> Any:
+        """v2: the user's setting for a chat: the room's is a field of the state (the
+        bounded world raises chat-settings for the room only)."""
+        st = self._lazy
+        if user != USER or chat != ROOM:
+            return None
+        value = st.chat_value if st.chat_written else st.view(st.layout.chat)
+        # the v2 model's record of a setting (imported by name: it comes with the v2 model)
+        return None if value is None else records.ChatSetting(*value)
+
+    def store_chat_setting(self, user: str, chat: str, setting: Any) -> None:
+        st = self._lazy
+        if user != USER or chat != ROOM:
+            raise ValueError(f"unexpected chat setting of {user} for {chat} in the bounded "
+                             "world")
+        st.chat_written, st.chat_value = True, (setting.notify, setting.nick)
+
     def _store_registration(self, reg: RegistrationRecord) -> None:
         st = self._lazy
         j = st.explorer.world.reg_index.get(reg.key)
@@ -199,6 +229,8 @@ class LazyState:
         self.regs: dict[int, RegistrationRecord | None] = {}
         self.stored_regs: dict[int, RegistrationRecord] = {}
         self.unknown_sessions: set[str] = set()
+        self.chat_written = False  # v2: the room setting was stored, as chat_value
+        self.chat_value: tuple[str, str | None] | None = None
 
     def order(self) -> tuple[int, ...]:
         if self._order is None:
@@ -240,7 +272,7 @@ class LazyState:
             reg.user, reg.jid, reg.node = USER, APP, self.explorer.world.nodes[j]
             reg.options, reg.reason, reg.disabled_at = {}, None, None
             reg._st, reg._fields, reg._j = self, fields, j
-            reg.vals, reg.dirty, reg._pushed = {"state": state}, set(), None
+            reg.vals, reg.dirty, reg._pushed, reg._calls = {"state": state}, set(), None, None
             self.stored_regs[j] = reg
         self.regs[j] = reg
         return reg
@@ -254,4 +286,6 @@ class LazyState:
         world = explorer.lazy_cls(explorer.world.config, clock=zero_clock)
         world.__dict__["_lazy"] = self
         world.sessions = world.users = None  # type: ignore[assignment]  # storage methods only
+        if hasattr(world, "chats"):
+            world.chats = None  # v2: the chat settings too
         return world

@@ -20,6 +20,8 @@ class SessionPart(NamedTuple):
 
     state: str
     binding: int
+    csi: str = "active"
+    """v2: its XEP-0352 client state (the model's; a constant outside a v2 world)."""
 
 
 class RegistrationPart(NamedTuple):
@@ -30,6 +32,8 @@ class RegistrationPart(NamedTuple):
     owner: int
     errors: int
     pushed: int
+    calls: int = 0
+    """v2: the calls whose proposal was pushed to it (the model's; one bit per call id)."""
 
 
 class GhostPart(NamedTuple):
@@ -43,10 +47,22 @@ class GhostPart(NamedTuple):
     errors: int
     pending: int
     expired: int = 0
+    rang: int = 0
+    """v2: the call's proposal was pushed to it since it was last enabled anew."""
+    remote: int = 0
+    """v2: push-remote-disable took it since it was last enabled."""
 
 
-ABSENT_SESSION = SessionPart("offline", -1)
+class SessionGhostPart(NamedTuple):
+    """v2: the checker's own record of a session: its CSI state as the events gave it (1:
+    active; bind makes it active; a constant 1 outside a v2 world)."""
+
+    csi: int = 1
+
+
+ABSENT_SESSION = SessionPart("offline", -1, "active")
 """A session not stored (never bound, or ended)."""
-ABSENT_REGISTRATION = RegistrationPart("absent", -1, 0, 0)
+ABSENT_REGISTRATION = RegistrationPart("absent", -1, 0, 0, 0)
 """A registration not stored."""
-NO_GHOST = GhostPart(0, 0, 0, 0)
+NO_GHOST = GhostPart(0, 0, 0, 0, 0, 0)
+NO_SESSION_GHOST = SessionGhostPart(1)

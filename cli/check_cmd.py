@@ -11,6 +11,7 @@ import click
 
 from pushrules.checker.bounded import FLAGS, Bounds
 from pushrules.checker.progress import Progress
+from pushrules.generated.events import EVENT_CLASSES
 
 MUTANT_BOUNDS = Bounds(sessions=2, push_sessions=2, orphans=0, stanzas=3, max_errors=2,
                        max_devices=1)
@@ -30,6 +31,10 @@ def _bound_options(fn):  # type: ignore[no-untyped-def]
 
 @click.command()
 @_bound_options
+@click.option("--v2", is_flag=True, default=None,
+              help="Also the contract's version-2 events: a group chat (a message, a mention, "
+                   "the room's echo), a call (propose, then retract), CSI changes, chat "
+                   "settings for the room and remote disable (checker/PROPERTIES.md).")
 @click.option("--expiry", is_flag=True, default=None,
               help="Also explore the model's orphan expiry: its timer event expire for every "
                    "orphaned registration at any time (orphaned -> disabled, reason expired); "
@@ -59,6 +64,11 @@ def check(run_mutants: bool, only: str | None, as_json: bool, trace_dir: Path | 
         limits = Bounds(**{**{f.name: getattr(base, f.name) for f in fields(Bounds)}, **chosen})
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if limits.v2 and "message/bare/groupchat" not in EVENT_CLASSES:
+        raise click.BadParameter("the model has no contract-v2 events yet", param_hint="--v2")
+    if limits.v2 and reference:
+        raise click.BadParameter("the reference explorer does not explore v2 yet",
+                                 param_hint="--reference")
     progress = show_progress or sys.stderr.isatty()
     if run_mutants:
         sys.exit(_mutants(limits, only, as_json, progress))
