@@ -6,9 +6,10 @@ The public API, for integrators::
 
 - ``Engine`` (the model's generated tables; ``handle(event) -> list[Push]``), ``Config`` (the
   rule options, ``--set``), ``Push`` (a decided push);
-- the contract's typed events (``SessionBind``, ``PushEnable``, ... ``PushResult``; all of them in
-  ``EVENT_CLASSES`` by contract name, the module as ``events``), ``parse_event`` (one JSON object
-  to a typed event), ``Stanza`` and ``parse_stanza``;
+- the contract's typed events (``SessionBind``, ``PushEnable``, ... ``PushResult``, and v2's
+  ``MessageBareGroupchat``, ``CsiState``, ``ChatSettings``, ``PushRemoteDisable``, ``Tick``;
+  all of them in ``EVENT_CLASSES`` by contract name, the module as ``events``),
+  ``parse_event`` (one JSON object to a typed event), ``Stanza`` and ``parse_stanza``;
 - ``StoredEngine`` and ``open_store`` (state in SQLite or Redis);
 - errors: ``PushrulesError`` is the base of every error pushrules raises on purpose;
   ``ImpossibleEvent`` (the state does not allow the event; nothing changed), ``StanzaError``,
@@ -57,15 +58,21 @@ _LAZY: dict[str, str] = {
     "ArchiveMessageAdded": _EVENTS,
     "MessageOfflineHandle": _EVENTS,
     "PushResult": _EVENTS,
+    "MessageBareGroupchat": _EVENTS,
+    "CsiState": _EVENTS,
+    "ChatSettings": _EVENTS,
+    "PushRemoteDisable": _EVENTS,
+    "Tick": _EVENTS,
 }
 
 __all__ = [
-    "ArchiveMessageAdded", "Config", "EVENT_CLASSES", "Engine", "Event", "ImpossibleEvent",
-    "MessageOfflineHandle", "Push", "PushDisable", "PushEnable", "PushResult", "PushrulesError",
+    "ArchiveMessageAdded", "ChatSettings", "Config", "CsiState", "EVENT_CLASSES", "Engine",
+    "Event", "ImpossibleEvent", "MessageBareGroupchat", "MessageOfflineHandle", "Push",
+    "PushDisable", "PushEnable", "PushRemoteDisable", "PushResult", "PushrulesError",
     "SessionBind", "SessionDestroyed", "SmacksAckDelayed", "SmacksAckReceived",
     "SmacksHibernationEnd", "SmacksHibernationStart", "Stanza", "StanzaError", "StanzaQueued",
-    "StoreError", "StoreUnavailable", "StoredEngine", "TraceError", "__version__", "events",
-    "open_store", "parse_event", "parse_stanza",
+    "StoreError", "StoreUnavailable", "StoredEngine", "Tick", "TraceError", "__version__",
+    "events", "open_store", "parse_event", "parse_stanza",
 ]
 
 if TYPE_CHECKING:
@@ -73,10 +80,14 @@ if TYPE_CHECKING:
     from pushrules.generated.events import (
         EVENT_CLASSES,
         ArchiveMessageAdded,
+        ChatSettings,
+        CsiState,
         Event,
+        MessageBareGroupchat,
         MessageOfflineHandle,
         PushDisable,
         PushEnable,
+        PushRemoteDisable,
         PushResult,
         SessionBind,
         SessionDestroyed,
@@ -85,6 +96,7 @@ if TYPE_CHECKING:
         SmacksHibernationEnd,
         SmacksHibernationStart,
         StanzaQueued,
+        Tick,
     )
     from pushrules.model.config import Config
     from pushrules.model.errors import PushrulesError

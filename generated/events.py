@@ -13,6 +13,7 @@ class SessionBind:
 
     EVENT: ClassVar[str] = 'session-bind'
     session: str
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +26,7 @@ class PushEnable:
     node: str
     secret: str | None = None
     publish_options: dict[str, str] | None = None
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class PushDisable:
     session: str
     jid: str
     node: str | None = None
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,7 @@ class SmacksAckDelayed:
     EVENT: ClassVar[str] = 'smacks-ack-delayed'
     session: str
     queue: tuple[Stanza, ...]
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,7 @@ class SmacksAckReceived:
 
     EVENT: ClassVar[str] = 'smacks-ack-received'
     session: str
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +66,7 @@ class SmacksHibernationStart:
     EVENT: ClassVar[str] = 'smacks-hibernation-start'
     session: str
     queue: tuple[Stanza, ...]
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +75,7 @@ class SmacksHibernationEnd:
 
     EVENT: ClassVar[str] = 'smacks-hibernation-end'
     session: str
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,7 @@ class StanzaQueued:
     EVENT: ClassVar[str] = 'stanza-queued'
     session: str
     stanza: Stanza
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,7 @@ class SessionDestroyed:
 
     EVENT: ClassVar[str] = 'session-destroyed'
     session: str
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +104,7 @@ class ArchiveMessageAdded:
     EVENT: ClassVar[str] = 'archive-message-added'
     for_user: str
     stanza: Stanza
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,7 @@ class MessageOfflineHandle:
     EVENT: ClassVar[str] = 'message/offline/handle'
     user: str
     stanza: Stanza
+    at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,10 +127,62 @@ class PushResult:
     node: str
     ok: bool
     error_type: str | None = None
+    at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MessageBareGroupchat:
+    """`message/bare/groupchat`: a type=groupchat message to the user's bare JID (or a resource that is gone); no session receives it."""
+
+    EVENT: ClassVar[str] = 'message/bare/groupchat'
+    user: str
+    stanza: Stanza
+    at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CsiState:
+    """`csi-state`: XEP-0352 client state indication from the session."""
+
+    EVENT: ClassVar[str] = 'csi-state'
+    session: str
+    state: str
+    at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ChatSettings:
+    """`chat-settings`: XEP-0492 notification setting of user for one chat, read from the user's bookmarks."""
+
+    EVENT: ClassVar[str] = 'chat-settings'
+    user: str
+    chat: str
+    notify: str
+    nick: str | None = None
+    at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushRemoteDisable:
+    """`push-remote-disable`: XEP-0357 section 8: the push service revoked the user's affiliation to that node."""
+
+    EVENT: ClassVar[str] = 'push-remote-disable'
+    user: str
+    jid: str
+    node: str
+    at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Tick:
+    """`tick`: time passes; nothing else happens."""
+
+    EVENT: ClassVar[str] = 'tick'
+    at: float
 
 
 
-Event = SessionBind | PushEnable | PushDisable | SmacksAckDelayed | SmacksAckReceived | SmacksHibernationStart | SmacksHibernationEnd | StanzaQueued | SessionDestroyed | ArchiveMessageAdded | MessageOfflineHandle | PushResult
+Event = SessionBind | PushEnable | PushDisable | SmacksAckDelayed | SmacksAckReceived | SmacksHibernationStart | SmacksHibernationEnd | StanzaQueued | SessionDestroyed | ArchiveMessageAdded | MessageOfflineHandle | PushResult | MessageBareGroupchat | CsiState | ChatSettings | PushRemoteDisable | Tick
 
 EVENT_CLASSES: dict[str, type] = {
     'session-bind': SessionBind,
@@ -134,4 +197,9 @@ EVENT_CLASSES: dict[str, type] = {
     'archive-message-added': ArchiveMessageAdded,
     'message/offline/handle': MessageOfflineHandle,
     'push-result': PushResult,
+    'message/bare/groupchat': MessageBareGroupchat,
+    'csi-state': CsiState,
+    'chat-settings': ChatSettings,
+    'push-remote-disable': PushRemoteDisable,
+    'tick': Tick,
 }

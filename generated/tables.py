@@ -31,6 +31,7 @@ SESSION_EVENTS: dict[str, str] = {
     'smacks_hibernation_start': 'smacks-hibernation-start',
     'smacks_hibernation_end': 'smacks-hibernation-end',
     'stanza_queued': 'stanza-queued',
+    'csi_state': 'csi-state',
     'session_destroyed': 'session-destroyed',
 }
 
@@ -115,6 +116,15 @@ SESSION: Table = {
                 'the session is connected and acking: the open app gets the stanza itself',
             ),
         ),
+        'csi_state': (
+            (
+                (),
+                'active',
+                (_a.set_csi, ),
+                'session/csi',
+                'the client said whether the app is in the foreground; it lasts through ack delay, hibernation and resumption',
+            ),
+        ),
         'session_destroyed': (
             (
                 ((_g.bound, True), ),
@@ -178,11 +188,18 @@ SESSION: Table = {
         ),
         'stanza_queued': (
             (
-                ((_g.bound, True), ),
+                ((_g.bound, True), (_g.ends_call, False), ),
                 'ack_delayed',
                 (_a.push_stanza, ),
                 'a/queued',
                 'the app cannot receive it now: wake it for this stanza',
+            ),
+            (
+                ((_g.bound, True), (_g.ends_call, True), ),
+                'ack_delayed',
+                (),
+                'e/call-end',
+                "a call's end goes only where its proposal was pushed: rule e fans it out, not the queue",
             ),
             (
                 ((_g.bound, False), ),
@@ -190,6 +207,15 @@ SESSION: Table = {
                 (),
                 'session/no-push',
                 'no registration is bound to this session: there is no device to wake',
+            ),
+        ),
+        'csi_state': (
+            (
+                (),
+                'ack_delayed',
+                (_a.set_csi, ),
+                'session/csi',
+                'the client said whether the app is in the foreground; it lasts through ack delay, hibernation and resumption',
             ),
         ),
         'session_destroyed': (
@@ -221,11 +247,18 @@ SESSION: Table = {
         ),
         'stanza_queued': (
             (
-                ((_g.bound, True), ),
+                ((_g.bound, True), (_g.ends_call, False), ),
                 'hibernated',
                 (_a.push_stanza, ),
                 'a/queued',
                 'the app cannot receive it now: wake it for this stanza',
+            ),
+            (
+                ((_g.bound, True), (_g.ends_call, True), ),
+                'hibernated',
+                (),
+                'e/call-end',
+                "a call's end goes only where its proposal was pushed: rule e fans it out, not the queue",
             ),
             (
                 ((_g.bound, False), ),
@@ -260,12 +293,14 @@ SESSION_REJECTIONS: dict[tuple[str, str], str] = {
     ('ack_delayed', 'smacks_hibernation_end'): 'the session is not hibernated',
     ('active', 'session_bind'): 'the session is already live: a second bind of the same full JID needs a destroy first',
     ('active', 'smacks_hibernation_end'): 'the session is not hibernated',
+    ('hibernated', 'csi_state'): 'a hibernated session has no connection to send or ack anything on',
     ('hibernated', 'push_disable'): 'a hibernated session has no connection to send or ack anything on',
     ('hibernated', 'push_enable'): 'a hibernated session has no connection to send or ack anything on',
     ('hibernated', 'session_bind'): 'the session is already live: a second bind of the same full JID needs a destroy first',
     ('hibernated', 'smacks_ack_delayed'): 'a hibernated session has no connection to send or ack anything on',
     ('hibernated', 'smacks_ack_received'): 'a hibernated session has no connection to send or ack anything on',
     ('hibernated', 'smacks_hibernation_start'): 'the session is already hibernated',
+    ('offline', 'csi_state'): 'there is no live session with this full JID',
     ('offline', 'push_disable'): 'there is no live session with this full JID',
     ('offline', 'push_enable'): 'there is no live session with this full JID',
     ('offline', 'session_destroyed'): 'there is no live session with this full JID',
@@ -286,6 +321,10 @@ REGISTRATION_EVENTS: dict[str, str] = {
     'push_session': 'push-session',
     'push_archive': 'archive-message-added',
     'push_offline': 'message/offline/handle',
+    'push_groupchat': 'message/bare/groupchat',
+    'push_call': 'call-propose',
+    'push_call_end': 'call-end',
+    'remote_disable': 'push-remote-disable',
     'push_result': 'push-result',
 }
 
@@ -363,6 +402,77 @@ REGISTRATION: Table = {
                 (_a.send_push, ),
                 'c/offline',
                 'stored offline: every registration of the user is woken',
+            ),
+        ),
+        'push_groupchat': (
+            (
+                (),
+                'bound',
+                (_a.send_push, ),
+                'd/groupchat',
+                "a groupchat to the user's bare JID reaches no session: every registration of the user is woken",
+            ),
+        ),
+        'push_call': (
+            (
+                ((_g.ringing_app, True), ),
+                'bound',
+                (),
+                'e/call',
+                'bound to an active, CSI-active session: the open app rings the call itself',
+            ),
+            (
+                ((_g.in_pushed_queue, True), (_g.ringing_app, False), ),
+                'bound',
+                (),
+                'e/call',
+                "the proposal is in this session's smacks queue: rule a pushes it",
+            ),
+            (
+                ((_g.outgoing_copy, True), (_g.ringing_app, False), (_g.in_pushed_queue, False), ),
+                'bound',
+                (),
+                'e/call',
+                'an outgoing proposal archived for its caller: nothing rings',
+            ),
+            (
+                ((_g.ringing_app, False), (_g.in_pushed_queue, False), (_g.outgoing_copy, False), ),
+                'bound',
+                (_a.send_push, ),
+                'e/call',
+                'a call must ring now: wake this device at once (urgent)',
+            ),
+        ),
+        'push_call_end': (
+            (
+                ((_g.call_pushed_here, True), (_g.outgoing_copy, False), ),
+                'bound',
+                (_a.send_push, ),
+                'e/call-end',
+                'this device was rung for the call: stop it (not urgent)',
+            ),
+            (
+                ((_g.call_pushed_here, False), ),
+                'bound',
+                (),
+                'e/call-end',
+                'this device was not rung for the call: nothing to stop',
+            ),
+            (
+                ((_g.call_pushed_here, True), (_g.outgoing_copy, True), ),
+                'bound',
+                (),
+                'e/call-end',
+                'an outgoing call end archived for its sender: nothing to stop',
+            ),
+        ),
+        'remote_disable': (
+            (
+                (),
+                'disabled',
+                (_a.disable_remotely, ),
+                'reg/remote-disable',
+                'the push service revoked the node: never pushed again until enabled anew',
             ),
         ),
         'push_result': (
@@ -449,6 +559,63 @@ REGISTRATION: Table = {
                 'stored offline: every registration of the user is woken',
             ),
         ),
+        'push_groupchat': (
+            (
+                (),
+                'orphaned',
+                (_a.send_push, ),
+                'd/groupchat',
+                "a groupchat to the user's bare JID reaches no session: every registration of the user is woken",
+            ),
+        ),
+        'push_call': (
+            (
+                ((_g.outgoing_copy, True), ),
+                'orphaned',
+                (),
+                'e/call',
+                'an outgoing proposal archived for its caller: nothing rings',
+            ),
+            (
+                ((_g.outgoing_copy, False), ),
+                'orphaned',
+                (_a.send_push, ),
+                'e/call',
+                'a call must ring now and no live session has this device: wake it at once (urgent)',
+            ),
+        ),
+        'push_call_end': (
+            (
+                ((_g.call_pushed_here, True), (_g.outgoing_copy, False), ),
+                'orphaned',
+                (_a.send_push, ),
+                'e/call-end',
+                'this device was rung for the call: stop it (not urgent)',
+            ),
+            (
+                ((_g.call_pushed_here, False), ),
+                'orphaned',
+                (),
+                'e/call-end',
+                'this device was not rung for the call: nothing to stop',
+            ),
+            (
+                ((_g.call_pushed_here, True), (_g.outgoing_copy, True), ),
+                'orphaned',
+                (),
+                'e/call-end',
+                'an outgoing call end archived for its sender: nothing to stop',
+            ),
+        ),
+        'remote_disable': (
+            (
+                (),
+                'disabled',
+                (_a.disable_remotely, ),
+                'reg/remote-disable',
+                'the push service revoked the node: never pushed again until enabled anew',
+            ),
+        ),
         'push_result': (
             (
                 ((_g.result_ok, True), ),
@@ -508,6 +675,42 @@ REGISTRATION: Table = {
                 'a disabled registration is never pushed to',
             ),
         ),
+        'push_groupchat': (
+            (
+                (),
+                'disabled',
+                (),
+                'reg/disable',
+                'a disabled registration is never pushed to',
+            ),
+        ),
+        'push_call': (
+            (
+                (),
+                'disabled',
+                (),
+                'reg/disable',
+                'a disabled registration is never pushed to',
+            ),
+        ),
+        'push_call_end': (
+            (
+                (),
+                'disabled',
+                (),
+                'reg/disable',
+                'a disabled registration is never pushed to',
+            ),
+        ),
+        'remote_disable': (
+            (
+                (),
+                'disabled',
+                (),
+                'reg/remote-disable',
+                'already disabled: a routine no-op, like a late push-result',
+            ),
+        ),
         'push_result': (
             (
                 (),
@@ -524,9 +727,13 @@ REGISTRATION_REJECTIONS: dict[tuple[str, str], str] = {
     ('absent', 'disable'): 'no such registration was ever enabled',
     ('absent', 'evict'): 'no such registration was ever enabled',
     ('absent', 'push_archive'): 'no such registration was ever enabled',
+    ('absent', 'push_call'): 'no such registration was ever enabled',
+    ('absent', 'push_call_end'): 'no such registration was ever enabled',
+    ('absent', 'push_groupchat'): 'no such registration was ever enabled',
     ('absent', 'push_offline'): 'no such registration was ever enabled',
     ('absent', 'push_result'): 'no push was ever sent to an unknown registration',
     ('absent', 'push_session'): 'no such registration was ever enabled',
+    ('absent', 'remote_disable'): 'an unknown registration is never fired: the world treats its remote disable as a routine no-op',
     ('absent', 'unbind'): 'no such registration was ever enabled',
     ('disabled', 'disable'): 'the registration is not enabled',
     ('disabled', 'evict'): 'the registration is not enabled',

@@ -6,9 +6,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from .chats import is_echo, setting_blocks
 from .context import Ctx
 from .records import Push, RegistrationRecord, last_important
-from .stanza import Stanza
+from .rules import URGENT_RULES
+from .stanza import PROPOSE, Stanza
+
+CALL_RULES = frozenset({"e/call", "e/call-end"})
+"""Rules that ignore chat settings (not the echo rule)."""
 
 Action = Callable[[Ctx], None]
 ACTIONS: dict[str, Action] = {}
@@ -170,11 +175,13 @@ def _disable(ctx: Ctx, what: str, reason: str) -> None:
     reg.reason = reason
     reg.disabled_at = world.now()
     reg.pushed.clear()
+    world.forget_calls_of(reg)
     world.audit(reg, what, reason)
     ctx.note(f"{reg.jid} {reg.node}: {reason}")
 
 
-@action("push the stanzas not yet pushed to this registration (dedup by stanza id)")
+@action("push the stanzas not yet pushed to this registration (dedup by stanza id) that the "
+        "user's chat settings and the echo rule let through; remember the calls proposed")
 def send_push(ctx: Ctx) -> None:
     reg = ctx.reg
     assert reg is not None
@@ -185,14 +192,46 @@ def send_push(ctx: Ctx) -> None:
     pushed = reg.pushed
     fresh = []
     ids = []
+    seen: set[str] = set()  # ids of this push: a queue holding one id twice pushes it once
+    held_back = False
     for stanza in stanzas:
         sid = stanza.id
-        if sid is None or sid not in pushed:
-            fresh.append(stanza)
-            ids.append(sid)
+        if sid is not None and (sid in pushed or sid in seen):
+            continue
+        if _held_back(ctx, reg, stanza):
+            held_back = True  # not pushed because of a setting: not marked as pushed either
+            continue
+        if sid is not None:
+            seen.add(sid)
+        fresh.append(stanza)
+        ids.append(sid)
     if not fresh:
-        ctx.note(f"{reg.jid} {reg.node}: every stanza was already pushed to it (dedup)")
+        if not held_back:
+            ctx.note(f"{reg.jid} {reg.node}: every stanza was already pushed to it (dedup)")
         return
+    _emit(ctx, reg, fresh, ids)
+
+
+def _held_back(ctx: Ctx, reg: RegistrationRecord, stanza: Stanza) -> bool:
+    """The echo rule and the chat setting (v2, model/chats.py); says why in --explain."""
+    chat = stanza.chat
+    world = ctx.world
+    setting = None if chat is None else world.chat_setting(reg.user, chat)
+    if is_echo(stanza, setting):
+        ctx.note(f"{reg.jid} {reg.node}: {stanza.id} is the room's echo of {reg.user}'s own "
+                 f"message (from {stanza.sender}): never pushed [chat/echo]")
+        return True
+    if ctx.rule in CALL_RULES:
+        return False  # calls ignore chat settings
+    why = setting_blocks(stanza, reg.user, setting, world.config.groupchat_default)
+    if why is None:
+        return False
+    ctx.note(f"{reg.jid} {reg.node}: {stanza.id} from {chat} not pushed: {why} [chat/settings]")
+    return True
+
+
+def _emit(ctx: Ctx, reg: RegistrationRecord, fresh: list[Stanza], ids: list[str | None]) -> None:
+    pushed = reg.pushed
     for sid in ids:
         if sid is not None:
             pushed[sid] = None
@@ -200,11 +239,27 @@ def send_push(ctx: Ctx) -> None:
     window = world.config.dedup_window
     while len(pushed) > window:
         del pushed[next(iter(pushed))]
+    for stanza in fresh:
+        if stanza.call == PROPOSE and stanza.call_id is not None:
+            world.add_call_target(reg, stanza.call_id)  # rule e/call-end goes there
     loud = last_important(fresh)
     world.emit(Push(
         reg.user, reg.jid, reg.node, ctx.rule, tuple(ids), loud is not None,
         (loud or fresh[-1]).sender, None if loud is None else loud.body, reg.options,
+        ctx.rule in URGENT_RULES, world.push_time(),
     ))
+
+
+@action("record the client state (XEP-0352) the session indicated")
+def set_csi(ctx: Ctx) -> None:
+    session = ctx.session
+    assert session is not None
+    session.csi = ctx.event.state
+
+
+@action("record the push service's revocation (reason remote, time); unbind its session")
+def disable_remotely(ctx: Ctx) -> None:
+    _disable(ctx, "disable", "remote: the push service revoked the node (XEP-0357 section 8)")
 
 
 def describe(reg: RegistrationRecord) -> str:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
+from .events import NOTIFY_SETTINGS
+
 
 def _option(default: Any, doc: str) -> Any:
     """A Config field with its documentation (a field's docstring is not kept at run time)."""
@@ -33,6 +35,9 @@ class Config:
                                                "at all) counts as an error (push-result with "
                                                "no error type); off: given up like a wait.")
 
+    groupchat_default: str = _option("always", "Chat setting of a group chat the user has no "
+                                               "setting for: always, on-mention or never.")
+
     @classmethod
     def option_docs(cls) -> list[tuple[str, object, str]]:
         """(name, default, meaning) of every option, in order."""
@@ -51,6 +56,9 @@ class Config:
         new = replace(self, **changes)
         if new.max_errors < 1 or new.max_devices < 1 or new.dedup_window < 1:
             raise ValueError("max_errors, max_devices and dedup_window must be at least 1")
+        if new.groupchat_default not in NOTIFY_SETTINGS:
+            raise ValueError(f"option groupchat_default: {new.groupchat_default!r} is not one "
+                             f"of {', '.join(NOTIFY_SETTINGS)}")
         if new.orphan_ttl < 0:
             raise ValueError("orphan_ttl must not be negative (0: never expire)")
         return new

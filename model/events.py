@@ -21,11 +21,28 @@ QUEUE = "queue"            # list of XML strings -> tuple[Stanza, ...]
 BOOL = "bool"
 ERROR_TYPE = "error_type"  # one of ERROR_TYPES or null
 OPTIONS = "options"        # object of string -> string
+NOTIFY = "notify"          # one of NOTIFY_SETTINGS (v2)
+CSI = "csi"                # one of CSI_STATES (v2)
+TIME = "time"              # a number of seconds, never decreasing within a trace (v2)
+
+NOTIFY_SETTINGS = ("always", "on-mention", "never")
+"""XEP-0492 notification settings of a chat (contract v2 chat-settings)."""
+CSI_STATES = ("active", "inactive")
+"""XEP-0352 client states (contract v2 csi-state)."""
+CHOICES: dict[str, tuple[str, ...]] = {NOTIFY: NOTIFY_SETTINGS, CSI: CSI_STATES}
+"""Field kinds whose value is one of a few strings."""
 
 # Targets: which machine instance an event is sent to.
 SESSION = "session"                # the session named by the `session` field
 USER_REGISTRATIONS = "user"        # every registration of the user (fan-out)
 REGISTRATION = "registration"      # the registration (user, jid, node)
+KNOWN_REGISTRATION = "known_registration"  # that registration if the user has it, else no-op
+USER_FACT = "user_fact"            # a fact of the user (model/facts.py), no machine
+CLOCK = "clock"                    # time passes (the time-based rules are issue 14's)
+
+CALL_EVENTS = {"propose": "push_call", "end": "push_call_end"}
+"""Registration events rule e fans a call stanza out as (by Stanza.call), on the events that
+bring a stanza for a user (EventSpec.calls)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +66,27 @@ class EventSpec:
     machine_event: str
     user_field: str
     doc: str
+    calls: bool = False
+    """The event brings a stanza for a user: rule e (calls) applies to it (v2)."""
+    version: int = 1
+    """The contract version that added the event."""
 
 
-EVENTS: tuple[EventSpec, ...] = (
+AT = FieldSpec("at", TIME, required=False,
+               doc="the server's clock in seconds; never decreasing (v2)")
+"""Any event may carry ``at`` (contract v2, Time)."""
+
+
+def _timed(*specs: EventSpec) -> tuple[EventSpec, ...]:
+    """Every event also takes the optional ``at`` (tick requires it: declared there)."""
+    return tuple(spec if any(f.name == "at" for f in spec.fields)
+                 else EventSpec(spec.name, spec.class_name, (*spec.fields, AT), spec.target,
+                                spec.machine_event, spec.user_field, spec.doc, spec.calls,
+                                spec.version)
+                 for spec in specs)
+
+
+EVENTS: tuple[EventSpec, ...] = _timed(
     EventSpec(
         "session-bind", "SessionBind", (FieldSpec("session", FULL_JID),),
         SESSION, "session_bind", "session", "a resource was bound; the session is active",
@@ -100,7 +135,7 @@ EVENTS: tuple[EventSpec, ...] = (
         "stanza-queued", "StanzaQueued",
         (FieldSpec("session", FULL_JID), FieldSpec("stanza", STANZA)),
         SESSION, "stanza_queued", "session",
-        "a stanza was sent to the session (added to its smacks queue)",
+        "a stanza was sent to the session (added to its smacks queue)", calls=True,
     ),
     EventSpec(
         "session-destroyed", "SessionDestroyed", (FieldSpec("session", FULL_JID),),
@@ -111,12 +146,13 @@ EVENTS: tuple[EventSpec, ...] = (
         "archive-message-added", "ArchiveMessageAdded",
         (FieldSpec("for_user", BARE_JID), FieldSpec("stanza", STANZA)),
         USER_REGISTRATIONS, "push_archive", "for_user",
-        "MAM stored the stanza in for_user's archive",
+        "MAM stored the stanza in for_user's archive", calls=True,
     ),
     EventSpec(
         "message/offline/handle", "MessageOfflineHandle",
         (FieldSpec("user", BARE_JID), FieldSpec("stanza", STANZA)),
         USER_REGISTRATIONS, "push_offline", "user", "offline storage took the stanza for user",
+        calls=True,
     ),
     EventSpec(
         "push-result", "PushResult",
@@ -126,6 +162,40 @@ EVENTS: tuple[EventSpec, ...] = (
         ),
         REGISTRATION, "push_result", "user",
         "the app server's answer to the most recent push to that registration",
+    ),
+    EventSpec(
+        "message/bare/groupchat", "MessageBareGroupchat",
+        (FieldSpec("user", BARE_JID), FieldSpec("stanza", STANZA)),
+        USER_REGISTRATIONS, "push_groupchat", "user",
+        "a type=groupchat message to the user's bare JID (or a resource that is gone); no "
+        "session receives it", calls=True, version=2,
+    ),
+    EventSpec(
+        "csi-state", "CsiState",
+        (FieldSpec("session", FULL_JID),
+         FieldSpec("state", CSI, doc="`active` or `inactive` (XEP-0352)")),
+        SESSION, "csi_state", "session",
+        "XEP-0352 client state indication from the session", version=2,
+    ),
+    EventSpec(
+        "chat-settings", "ChatSettings",
+        (FieldSpec("user", BARE_JID), FieldSpec("chat", BARE_JID, doc="a contact or a room"),
+         FieldSpec("notify", NOTIFY, doc="`always`, `on-mention` or `never` (XEP-0492)"),
+         FieldSpec("nick", TEXT, required=False, doc="the user's nickname in that room")),
+        USER_FACT, "chat_settings", "user",
+        "XEP-0492 notification setting of user for one chat, read from the user's bookmarks",
+        version=2,
+    ),
+    EventSpec(
+        "push-remote-disable", "PushRemoteDisable",
+        (FieldSpec("user", BARE_JID), FieldSpec("jid", TEXT), FieldSpec("node", TEXT)),
+        KNOWN_REGISTRATION, "remote_disable", "user",
+        "XEP-0357 section 8: the push service revoked the user's affiliation to that node",
+        version=2,
+    ),
+    EventSpec(
+        "tick", "Tick", (FieldSpec("at", TIME, doc="the server's clock in seconds"),),
+        CLOCK, "tick", "at", "time passes; nothing else happens", version=2,
     ),
 )
 

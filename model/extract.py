@@ -9,11 +9,11 @@ from typing import Any
 
 from .actions import ACTION_DOCS, ACTION_FIRES
 from .config import Config
-from .events import EVENTS, SESSION, EventSpec
+from .events import CALL_EVENTS, EVENTS, SESSION, EventSpec
 from .guards import GUARD_DOCS
 from .registration import REJECTIONS as REGISTRATION_REJECTIONS
 from .registration import TIMER_EVENTS, Registration
-from .rules import ALL_RULES, PUSH_RULES
+from .rules import ALL_RULES, PUSH_RULES, V2_RULES
 from .session import REJECTIONS as SESSION_REJECTIONS
 from .session import PushSession
 
@@ -29,6 +29,17 @@ def row_pushes(rule: str, actions: tuple[str, ...]) -> bool:
     registration it is bound to). A push-rule row without actions decides that nothing is
     pushed (rule b for an outgoing copy)."""
     return PUSH_ACTION in actions or (rule in PUSH_RULES and bool(actions))
+
+
+V2_MACHINE_EVENTS = frozenset(
+    {spec.machine_event for spec in EVENTS if spec.version >= 2} | set(CALL_EVENTS.values()))
+"""Machine events only contract version 2 raises."""
+
+
+def v2_row(event: str, rule: str) -> bool:
+    """A row only a version-2 event takes (its event is v2, or its rule is: a v1 event's row
+    for a v2 stanza, such as a call's end queued to a session)."""
+    return event in V2_MACHINE_EVENTS or rule in V2_RULES
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +185,8 @@ def _triggers(session: MachineIR, event: str) -> tuple[str, ...]:
             return (spec.name,)
     if event in TIMER_EVENTS:
         return (f"time: {TIMER_EVENTS[event]}",)
+    if event in CALL_EVENTS.values():  # rule e: a call stanza on any event that brings one
+        return tuple(spec.name for spec in EVENTS if spec.calls)
     found = [t.event_name for t in session.transitions
              if any(event in ACTION_FIRES[a] for a in t.actions)]
     return tuple(dict.fromkeys(found))

@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from .context import Ctx
 from .events import TRANSIENT_ERROR
+from .records import CSI_ACTIVE
+from .stanza import CALL_END
 
 Guard = Callable[[Ctx], bool]
 GUARDS: dict[str, Guard] = {}
@@ -49,3 +51,42 @@ def below_max_errors(ctx: Ctx) -> bool:
 @guard("the archived stanza is addressed to the archive owner (not an outgoing copy)")
 def addressed_to_user(ctx: Ctx) -> bool:
     return ctx.stanzas[0].to_bare == ctx.reg.user  # type: ignore[union-attr]
+
+
+# --- v2: calls (rule e) ------------------------------------------------------------------------
+
+@guard("the registration is bound to a session that is active and CSI-active: the open app "
+       "rings the call itself")
+def ringing_app(ctx: Ctx) -> bool:
+    sid = ctx.reg.session  # type: ignore[union-attr]
+    session = None if sid is None else ctx.world.session(sid)
+    return session is not None and session.state == "active" and session.csi == CSI_ACTIVE
+
+
+@guard("the stanza was queued to the session this registration is bound to, which is "
+       "ack-delayed or hibernated: it is in the smacks queue rule (a) pushes")
+def in_pushed_queue(ctx: Ctx) -> bool:
+    sid = ctx.reg.session  # type: ignore[union-attr]
+    if sid is None or getattr(ctx.event, "session", None) != sid:
+        return False
+    session = ctx.world.session(sid)
+    return session is not None and session.state in ("ack_delayed", "hibernated")
+
+
+@guard("the stanza is an archived copy not addressed to the archive owner (outgoing)")
+def outgoing_copy(ctx: Ctx) -> bool:
+    return ctx.event.EVENT == "archive-message-added" \
+        and ctx.stanzas[0].to_bare != ctx.reg.user  # type: ignore[union-attr]
+
+
+@guard("the proposal of this call was pushed to this registration")
+def call_pushed_here(ctx: Ctx) -> bool:
+    reg, call_id = ctx.reg, ctx.stanzas[0].call_id
+    assert reg is not None
+    return call_id is not None and (reg.jid, reg.node) in ctx.world.call_targets(reg.user,
+                                                                                call_id)
+
+
+@guard("the stanza ends a call (XEP-0353 retract or reject): rule e decides where it goes")
+def ends_call(ctx: Ctx) -> bool:
+    return ctx.event.stanza.call == CALL_END  # type: ignore[no-any-return]

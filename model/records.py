@@ -4,27 +4,40 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from .stanza import Stanza
 
 RegKey = tuple[str, str, str]
 """A registration is identified by (user, jid, node)."""
 
+CSI_ACTIVE = "active"
+
+
+class ChatSetting(NamedTuple):
+    """A user's XEP-0492 setting for one chat (v2 chat-settings): a fact of the user."""
+
+    notify: str
+    nick: str | None = None
+
 
 class SessionRecord:
     """One XEP-0198 session. ``state`` is owned by the machine that drives it."""
 
-    __slots__ = ("sid", "user", "state", "binding")
+    __slots__ = ("sid", "user", "state", "binding", "csi")
 
     def __init__(self, sid: str, user: str, state: str = "offline") -> None:
         self.sid = sid
         self.user = user
         self.state = state
         self.binding: RegKey | None = None
+        self.csi = CSI_ACTIVE
+        """XEP-0352 client state (v2): lasts through ack delay, hibernation and resumption;
+        a new session (bind) starts CSI-active."""
 
     def as_dict(self) -> dict[str, Any]:
-        return {"session": self.sid, "state": self.state, "binding": self.binding}
+        return {"session": self.sid, "state": self.state, "binding": self.binding,
+                "csi": self.csi}
 
 
 class RegistrationRecord:
@@ -62,7 +75,8 @@ class RegistrationRecord:
 
 
 _PUSH_FIELDS: Final = (
-    "user", "jid", "node", "rule", "stanzas", "important", "sender", "body", "options")
+    "user", "jid", "node", "rule", "stanzas", "important", "sender", "body", "options",
+    "urgent", "at")
 _new_tuple = tuple.__new__
 
 
@@ -85,22 +99,30 @@ class Push(tuple[Any, ...]):
     sender: str | None
     body: str | None
     options: dict[str, str]
+    urgent: bool
+    """v2 rule e/call: a high-priority notification (the device must ring now)."""
+    at: float | None
+    """v2: the trace time the push was sent at, once any event carried ``at``."""
 
     def __new__(cls, user: str, jid: str, node: str, rule: str, stanzas: tuple[str | None, ...],
                 important: bool, sender: str | None = None, body: str | None = None,
-                options: dict[str, str] | None = None) -> Push:
+                options: dict[str, str] | None = None, urgent: bool = False,
+                at: float | None = None) -> Push:
         return _new_tuple(cls, (user, jid, node, rule, stanzas, important, sender, body,
-                                {} if options is None else options))
+                                {} if options is None else options, urgent, at))
+
+    def _compared(self) -> tuple[Any, ...]:
+        return (*self[:8], *self[9:])  # every field but options
 
     # Not NotImplemented for other types: tuple's reflected comparison would then answer.
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and self[:8] == other[:8]
+        return type(other) is type(self) and self._compared() == other._compared()  # type: ignore[attr-defined]
 
     def __ne__(self, other: object) -> bool:
         return not self.__eq__(other)
 
     def __hash__(self) -> int:
-        return hash(self[:8])
+        return hash(self._compared())
 
     def __lt__(self, other: object) -> bool:
         return NotImplemented
@@ -108,7 +130,8 @@ class Push(tuple[Any, ...]):
     __le__ = __gt__ = __ge__ = __lt__
 
     def __repr__(self) -> str:
-        pairs = zip(_PUSH_FIELDS[:-1], self[:8], strict=True)
+        pairs = [*zip(_PUSH_FIELDS[:8], self[:8], strict=True),
+                 *zip(_PUSH_FIELDS[9:], self[9:], strict=True)]
         shown = ", ".join(f"{name}={value!r}" for name, value in pairs)
         return f"Push({shown})"
 
@@ -116,11 +139,16 @@ class Push(tuple[Any, ...]):
         return tuple(self)
 
     def to_json(self) -> dict[str, Any]:
-        """The contract's output object."""
-        return {
+        """The contract's output object (``urgent`` only when true, ``at`` only when timed)."""
+        out = {
             "user": self[0], "jid": self[1], "node": self[2], "rule": self[3],
             "stanzas": list(self[4]), "important": self[5],
         }
+        if self[9]:
+            out["urgent"] = True
+        if self[10] is not None:
+            out["at"] = self[10]
+        return out
 
 
 for _index, _name in enumerate(_PUSH_FIELDS):

@@ -74,6 +74,57 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
         | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
         name="message/offline/handle",
     )
+    push_groupchat = Event(
+        tag(bound.to.itself(internal=True, on="send_push")
+            | orphaned.to.itself(internal=True, on="send_push"),
+            "d/groupchat", "a groupchat to the user's bare JID reaches no session: every "
+            "registration of the user is woken")
+        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        name="message/bare/groupchat",
+    )
+    push_call = Event(
+        tag(bound.to.itself(internal=True, cond="ringing_app"), "e/call",
+            "bound to an active, CSI-active session: the open app rings the call itself")
+        | tag(bound.to.itself(internal=True, cond="in_pushed_queue", unless="ringing_app"),
+              "e/call", "the proposal is in this session's smacks queue: rule a pushes it")
+        | tag(bound.to.itself(internal=True, cond="outgoing_copy",
+                              unless=["ringing_app", "in_pushed_queue"]),
+              "e/call", "an outgoing proposal archived for its caller: nothing rings")
+        | tag(bound.to.itself(internal=True, unless=["ringing_app", "in_pushed_queue",
+                                                     "outgoing_copy"], on="send_push"),
+              "e/call", "a call must ring now: wake this device at once (urgent)")
+        | tag(orphaned.to.itself(internal=True, cond="outgoing_copy"), "e/call",
+              "an outgoing proposal archived for its caller: nothing rings")
+        | tag(orphaned.to.itself(internal=True, unless="outgoing_copy", on="send_push"),
+              "e/call", "a call must ring now and no live session has this device: wake it "
+              "at once (urgent)")
+        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        name="call-propose",
+    )
+    push_call_end = Event(
+        tag(bound.to.itself(internal=True, cond="call_pushed_here", unless="outgoing_copy",
+                            on="send_push")
+            | orphaned.to.itself(internal=True, cond="call_pushed_here", unless="outgoing_copy",
+                                 on="send_push"),
+            "e/call-end", "this device was rung for the call: stop it (not urgent)")
+        | tag(bound.to.itself(internal=True, unless="call_pushed_here")
+              | orphaned.to.itself(internal=True, unless="call_pushed_here"),
+              "e/call-end", "this device was not rung for the call: nothing to stop")
+        | tag(bound.to.itself(internal=True, cond=["call_pushed_here", "outgoing_copy"])
+              | orphaned.to.itself(internal=True, cond=["call_pushed_here", "outgoing_copy"]),
+              "e/call-end", "an outgoing call end archived for its sender: nothing to stop")
+        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        name="call-end",
+    )
+    remote_disable = Event(
+        tag(bound.to(disabled, on="disable_remotely")
+            | orphaned.to(disabled, on="disable_remotely"),
+            "reg/remote-disable", "the push service revoked the node: never pushed again "
+            "until enabled anew")
+        | tag(disabled.to.itself(internal=True), "reg/remote-disable",
+              "already disabled: a routine no-op, like a late push-result"),
+        name="push-remote-disable",
+    )
     push_result = Event(
         tag(bound.to.itself(internal=True, cond="result_ok", on="reset_errors")
             | orphaned.to.itself(internal=True, cond="result_ok", on="reset_errors"),
@@ -120,6 +171,11 @@ REJECTIONS: dict[tuple[str, str], str] = {
     ("disabled", "push_session"): NEVER_DISABLED,
     ("absent", "push_archive"): UNKNOWN,
     ("absent", "push_offline"): UNKNOWN,
+    ("absent", "push_groupchat"): UNKNOWN,
+    ("absent", "push_call"): UNKNOWN,
+    ("absent", "push_call_end"): UNKNOWN,
+    ("absent", "remote_disable"): "an unknown registration is never fired: the world treats "
+                                  "its remote disable as a routine no-op",
     ("absent", "push_result"): "no push was ever sent to an unknown registration",
     ("absent", "expire"): UNKNOWN,
     ("bound", "expire"): "bound to a live session: its orphan TTL is not running",

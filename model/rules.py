@@ -14,7 +14,16 @@ PUSH_RULES: dict[str, str] = {
     "a/queued": "(a) push each stanza queued for a bound session that is ack-delayed or hibernated",
     "b/archive": "(b) push MAM-archived messages to registrations not bound to a live session",
     "c/offline": "(c) push offline-stored messages to every registration of the user",
+    "d/groupchat": "(d, v2) push a groupchat message sent to the user's bare JID to every "
+                   "registration of the user",
+    "e/call": "(e, v2) push an XEP-0353 call proposal at once (urgent) to every registration "
+              "of the user except one bound to an active, CSI-active session",
+    "e/call-end": "(e, v2) push a call's retract or reject (not urgent) to exactly the "
+                  "registrations that were pushed its proposal",
 }
+
+URGENT_RULES = frozenset({"e/call"})
+"""Pushes by these rules are urgent: ``"urgent": true`` and a high-priority publish."""
 
 BOOKKEEPING_RULES: dict[str, str] = {
     "session/lifecycle": "XEP-0198 session states: bind, ack, hibernate, resume, destroy",
@@ -26,6 +35,15 @@ BOOKKEEPING_RULES: dict[str, str] = {
     "reg/expire": "orphan_ttl: a registration bound to no live session for orphan_ttl seconds "
                   "is disabled with the reason expired",
     "errors/count": "wait errors are not counted; max_errors counted errors in a row disable",
+    "reg/remote-disable": "(v2) XEP-0357 section 8: the push service revoked the node: the "
+                          "registration is disabled with the reason remote",
+    "session/csi": "(v2) XEP-0352 client state: an app that is open (CSI-active) rings a call "
+                   "itself",
+    "chat/settings": "(v2) XEP-0492 per-chat setting: always, on-mention (XEP-0372 mention or "
+                     "XEP-0461 reply of the user) or never; calls ignore it",
+    "chat/echo": "(v2) a room's echo of the user's own groupchat message (from chat/nick) is "
+                 "never pushed, calls included",
+    "clock": "(v2) time passes: the time-based rules (off by default) come due",
     "dedup": "a stanza is pushed to a registration at most once, whatever the path",
 }
 
@@ -40,3 +58,8 @@ def tag(transitions: Any, rule: str, why: str) -> Any:
         transition.rule = rule
         transition.why = why
     return transitions
+
+V2_RULES = frozenset({"d/groupchat", "e/call", "e/call-end", "reg/remote-disable",
+                      "session/csi", "chat/settings", "chat/echo", "clock"})
+"""The rule tags contract version 2 added (issue 13); the bounded checker explores them once
+its world raises the v2 events."""

@@ -67,13 +67,26 @@ class PushSession(Callbacks, StateMachine):  # type: ignore[misc]
     stanza_queued = Event(
         tag(active.to.itself(internal=True), "session/no-push",
             "the session is connected and acking: the open app gets the stanza itself")
-        | tag(ack_delayed.to.itself(internal=True, cond="bound", on="push_stanza")
-              | hibernated.to.itself(internal=True, cond="bound", on="push_stanza"),
+        | tag(ack_delayed.to.itself(internal=True, cond="bound", unless="ends_call",
+                                     on="push_stanza")
+              | hibernated.to.itself(internal=True, cond="bound", unless="ends_call",
+                                     on="push_stanza"),
               "a/queued", "the app cannot receive it now: wake it for this stanza")
+        | tag(ack_delayed.to.itself(internal=True, cond=["bound", "ends_call"])
+              | hibernated.to.itself(internal=True, cond=["bound", "ends_call"]),
+              "e/call-end", "a call's end goes only where its proposal was pushed: rule e "
+              "fans it out, not the queue")
         | tag(ack_delayed.to.itself(internal=True, unless="bound")
               | hibernated.to.itself(internal=True, unless="bound"),
               "session/no-push", NO_PUSH_UNBOUND),
         name="stanza-queued",
+    )
+    csi_state = Event(
+        tag(active.to.itself(internal=True, on="set_csi")
+            | ack_delayed.to.itself(internal=True, on="set_csi"),
+            "session/csi", "the client said whether the app is in the foreground; it lasts "
+            "through ack delay, hibernation and resumption"),
+        name="csi-state",
     )
     session_destroyed = Event(
         tag(active.to(offline, cond="bound", on="orphan_registration")
@@ -112,5 +125,7 @@ REJECTIONS: dict[tuple[str, str], str] = {
     ("offline", "smacks_hibernation_end"): NOT_LIVE,
     ("offline", "stanza_queued"): NOT_LIVE,
     ("offline", "session_destroyed"): NOT_LIVE,
+    ("hibernated", "csi_state"): NO_LINK,
+    ("offline", "csi_state"): NOT_LIVE,
 }
 """Every (state, event) pair with no transition, with the reason it is impossible."""

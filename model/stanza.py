@@ -22,6 +22,18 @@ from .errors import PushrulesError
 CLIENT_NS = "jabber:client"
 CARBONS_NS = "urn:xmpp:carbons:2"
 FORWARD_NS = "urn:xmpp:forward:0"
+JINGLE_MESSAGE_NS = ("urn:xmpp:jingle-message:0", "urn:xmpp:jingle-message:1")
+REFERENCE_NS = "urn:xmpp:reference:0"
+REPLY_NS = "urn:xmpp:reply:0"
+
+PROPOSE = "propose"
+CALL_END = "end"
+"""Stanza.call: an XEP-0353 <propose/> starts a call (rule e/call); <retract/> or <reject/>
+ends it (rule e/call-end)."""
+_CALL_TAGS = {f"{{{ns}}}{name}": (PROPOSE if name == "propose" else CALL_END)
+              for ns in JINGLE_MESSAGE_NS for name in ("propose", "retract", "reject")}
+_REFERENCE_TAG = f"{{{REFERENCE_NS}}}reference"
+_REPLY_TAG = f"{{{REPLY_NS}}}reply"
 
 # Payloads that make a message important even without a body: end-to-end encrypted messages
 # (OMEMO in its versions, legacy OpenPGP, OX) and Jingle call proposals.
@@ -53,10 +65,28 @@ class Stanza:
     to: str | None
     important: bool
     body: str | None = None
+    call: str | None = None
+    """PROPOSE or CALL_END when an XEP-0353 call element is a direct child of <message>."""
+    call_id: str | None = None
+    """The call element's ``id`` attribute (call ids are per user)."""
+    mentions: tuple[str, ...] = ()
+    """``uri`` of each XEP-0372 <reference type='mention'/> that is a direct child."""
+    replies: tuple[str, ...] = ()
+    """``to`` of each XEP-0461 <reply/> that is a direct child."""
 
     @property
     def to_bare(self) -> str | None:
         return None if self.to is None else self.to.split("/", 1)[0]
+
+    @property
+    def chat(self) -> str | None:
+        """The chat a stanza belongs to (for chat settings): the bare JID of its ``from``."""
+        return None if self.sender is None else self.sender.split("/", 1)[0]
+
+    @property
+    def notify_type(self) -> str:
+        """The message type chat settings go by: a message without ``type`` is ``normal``."""
+        return self.type or "normal"
 
 
 def fromstring(xml: str) -> Element:
@@ -131,10 +161,34 @@ def parse_stanza(xml: str) -> Stanza:
         raise StanzaError(f"<{local}> is not a stanza (message, presence or iq)")
     body = _body(root)
     get = root.get
-    return Stanza(  # positional: id, kind, type, sender, to, important, body
-        get("id"), local, get("type"), get("from"), get("to"),
-        local == "message" and _important(root, body), body,
+    if local != "message":
+        return Stanza(get("id"), local, get("type"), get("from"), get("to"), False, body)
+    call, call_id, mentions, replies = _v2_children(root)
+    return Stanza(  # positional: id, kind, type, sender, to, important, body, v2 children
+        get("id"), local, get("type"), get("from"), get("to"), _important(root, body), body,
+        call, call_id, mentions, replies,
     )
+
+
+def _v2_children(root: Element) -> tuple[str | None, str | None, tuple[str, ...],
+                                         tuple[str, ...]]:
+    """(call kind, call id, mention uris, reply tos) from the direct children of <message>
+    only: a call or mention nested in another element (a forward, a wrapper) does not count."""
+    call = call_id = None
+    mentions: list[str] = []
+    replies: list[str] = []
+    for child in root:
+        tag = child.tag
+        kind = _CALL_TAGS.get(tag)
+        if kind is not None:
+            if call is None:  # the first call element decides
+                call, call_id = kind, child.get("id")
+        elif tag == _REFERENCE_TAG:
+            if child.get("type") == "mention":
+                mentions.append(child.get("uri", ""))
+        elif tag == _REPLY_TAG:
+            replies.append(child.get("to", ""))
+    return call, call_id, tuple(mentions), tuple(replies)
 
 
 def is_important(root: Element) -> bool:

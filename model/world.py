@@ -17,8 +17,18 @@ from typing import Any, NamedTuple
 from .config import Config
 from .context import Ctx
 from .errors import PushrulesError
-from .events import EVENTS, REGISTRATION, SESSION, USER_REGISTRATIONS
-from .records import Push, RegistrationRecord, RegKey, SessionRecord
+from .events import (
+    CALL_EVENTS,
+    CLOCK,
+    EVENTS,
+    KNOWN_REGISTRATION,
+    REGISTRATION,
+    SESSION,
+    USER_FACT,
+    USER_REGISTRATIONS,
+)
+from .facts import FACTS
+from .records import ChatSetting, Push, RegistrationRecord, RegKey, SessionRecord
 from .rules import PUSH_RULES
 
 
@@ -62,15 +72,18 @@ def session_rejection(event: Any, state: str, reason: str) -> ImpossibleEvent:
 
 class Route(NamedTuple):
     """How WorldBase.handle routes one contract event (from the model's event specs):
-    ``target`` is SESSION, USER_REGISTRATIONS or REGISTRATION; ``user_field`` names the
-    event field holding the user of a fan-out."""
+    ``target`` is SESSION, USER_REGISTRATIONS, REGISTRATION, KNOWN_REGISTRATION, USER_FACT or
+    CLOCK; ``user_field`` names the event field holding the user of a fan-out; ``calls``: the
+    event brings a stanza for a user, which rule e fans out when it is a call (v2)."""
 
     target: str
     machine_event: str
     user_field: str
+    calls: bool = False
 
 
-ROUTES: dict[str, Route] = {spec.name: Route(spec.target, spec.machine_event, spec.user_field)
+ROUTES: dict[str, Route] = {spec.name: Route(spec.target, spec.machine_event, spec.user_field,
+                                             spec.calls)
                             for spec in EVENTS}
 """Contract event name -> its route: the one router, also the engine's fast path's source."""
 
@@ -95,6 +108,14 @@ class WorldBase(ABC):
         self.clock = clock
         self.sessions: dict[str, SessionRecord] = {}
         self.users: dict[str, dict[tuple[str, str], RegistrationRecord]] = {}
+        self.chats: dict[str, dict[str, ChatSetting]] = {}
+        """user -> chat -> the user's setting for it (v2 chat-settings): a fact of the user."""
+        self.calls: dict[str, dict[str, dict[tuple[str, str], None]]] = {}
+        """user -> call id -> the (jid, node) of the registrations its proposal was pushed to
+        (v2, rule e/call-end): a fact of the call; call ids are per user."""
+        self.time: float = 0.0
+        """The trace's clock (v2 ``at``); ``timed`` once any event carried ``at``."""
+        self.timed = False
         self.audit_log: list[AuditEntry] = []
         self._pushes: list[Push] = []
         self._seq = 0
@@ -121,7 +142,46 @@ class WorldBase(ABC):
             regs = self.users[reg.user] = {}
         regs[(reg.jid, reg.node)] = reg
 
+    def chat_setting(self, user: str, chat: str) -> ChatSetting | None:
+        settings = self.chats.get(user)
+        return None if settings is None else settings.get(chat)
+
+    def store_chat_setting(self, user: str, chat: str, setting: ChatSetting) -> None:
+        self.chats.setdefault(user, {})[chat] = setting
+
+    def call_targets(self, user: str, call_id: str) -> dict[tuple[str, str], None]:
+        calls = self.calls.get(user)
+        targets = None if calls is None else calls.get(call_id)
+        return {} if targets is None else targets
+
+    def add_call_target(self, reg: RegistrationRecord, call_id: str) -> None:
+        calls = self.calls.setdefault(reg.user, {})
+        calls.setdefault(call_id, {})[(reg.jid, reg.node)] = None
+        while len(calls) > self.config.dedup_window:  # bounded like the dedup memory
+            del calls[next(iter(calls))]
+
+    def forget_calls_of(self, reg: RegistrationRecord) -> None:
+        """A registration disabled (and so one enabled anew) is in no call."""
+        calls = self.calls.get(reg.user)
+        if not calls:
+            return
+        key = (reg.jid, reg.node)
+        for call_id in [c for c, targets in calls.items() if key in targets]:
+            del calls[call_id][key]
+            if not calls[call_id]:
+                del calls[call_id]
+
     # --- World protocol used by actions ------------------------------------------------------
+    def push_time(self) -> float | None:
+        """The time a push decided now carries: the trace's, once it has times."""
+        return self.time if self.timed else None
+
+    def advance_time(self, at: float | None) -> None:
+        """An event's ``at`` (None: the time of the event before). The trace parser has
+        already refused one going back (a malformed line)."""
+        if at is not None:
+            self.time = at
+            self.timed = True
 
     def registration(self, key: RegKey) -> RegistrationRecord | None:
         regs = self.users.get(key[0])
@@ -166,30 +226,62 @@ class WorldBase(ABC):
         target = route.target
         if target == USER_REGISTRATIONS and notes is None \
                 and not self._has_registrations(getattr(event, route.user_field)):
+            self.advance_time(event.at)
             return pushes  # no registration to fan out to (the note below is for --explain)
         ctx = Ctx(self, event, None, None, "", (), notes)
         if target == SESSION:
-            self._handle_session(event, route.machine_event, ctx)
-        elif target == USER_REGISTRATIONS:
-            ctx.stanzas = (event.stanza,)
-            user = getattr(event, route.user_field)
-            regs = self.registrations_of(user)
-            if not regs:
-                ctx.note(f"{user} has no push registration: nothing to push")
-            for each in regs:
-                self._fire(each, route.machine_event, ctx)
-        elif target == REGISTRATION:
-            key = (event.user, event.jid, event.node)
-            reg = self.registration(key)
-            if reg is None:
-                known_jid = any(r.jid == event.jid for r in self.registrations_of(event.user))
-                raise UnknownRegistration(f"push-result for {event.jid} {event.node}: no such "
-                                          f"registration of {event.user}",
-                                          "node" if known_jid else "jid")
-            self._fire(reg, route.machine_event, ctx)
+            self._handle_session(event, route.machine_event, ctx)  # may reject: time first
+            self.advance_time(event.at)
+            if route.calls and event.stanza.call is not None:
+                assert ctx.session is not None
+                self._fan_out(ctx.session.user, CALL_EVENTS[event.stanza.call], ctx)
+        else:
+            self._handle_other(event, route, ctx)
         if notes is not None:
             self.last_notes = notes
         return pushes
+
+    def _handle_other(self, event: Any, route: Route, ctx: Ctx) -> None:
+        target = route.target
+        if target == REGISTRATION:
+            reg = self._known_registration(event)
+            self.advance_time(event.at)
+            self._fire(reg, route.machine_event, ctx)
+            return
+        self.advance_time(event.at)
+        if target == USER_REGISTRATIONS:
+            stanza = event.stanza
+            machine_event = route.machine_event
+            if route.calls and stanza.call is not None:
+                machine_event = CALL_EVENTS[stanza.call]  # rule e takes calls (v2)
+            self._fan_out(getattr(event, route.user_field), machine_event, ctx)
+        elif target == KNOWN_REGISTRATION:
+            reg = self.registration((event.user, event.jid, event.node))
+            if reg is None:
+                ctx.note(f"{event.jid} {event.node}: no such registration of {event.user}: "
+                         f"a routine no-op")
+            else:
+                self._fire(reg, route.machine_event, ctx)
+        elif target in (USER_FACT, CLOCK):
+            FACTS[event.EVENT].apply(ctx)
+
+    def _known_registration(self, event: Any) -> RegistrationRecord:
+        reg = self.registration((event.user, event.jid, event.node))
+        if reg is None:
+            known_jid = any(r.jid == event.jid for r in self.registrations_of(event.user))
+            raise UnknownRegistration(f"push-result for {event.jid} {event.node}: no such "
+                                      f"registration of {event.user}",
+                                      "node" if known_jid else "jid")
+        return reg
+
+    def _fan_out(self, user: str, machine_event: str, ctx: Ctx) -> None:
+        """Send ``machine_event`` to every registration of ``user`` with the event's stanza."""
+        ctx.stanzas = (ctx.event.stanza,)
+        regs = self.registrations_of(user)
+        if not regs:
+            ctx.note(f"{user} has no push registration: nothing to push")
+        for each in regs:
+            self._fire(each, machine_event, ctx)
 
     def _handle_session(self, event: Any, machine_event: str, ctx: Ctx) -> None:
         sid = event.session

@@ -36,7 +36,8 @@ def _routes(rows: dict[str, dict[str, tuple]]) -> dict[str, tuple]:
     """Contract event name -> how ``Engine.handle`` may shortcut it. A fan-out event: (None,
     the field naming its user). A session event: ({state: target} of the cells that only
     change the state of a live session, its machine event, {state: (rows, whether a row can
-    end the session, the target when the one row only changes the state)}). Derived from the
+    end the session, the target when the one row only changes the state)}, whether rule e
+    may fan its stanza out). Derived from the
     router WorldBase uses (``ROUTES``) and the generated table (no rule is written here); any
     other case takes ``WorldBase.handle``."""
     out: dict[str, tuple] = {}
@@ -50,7 +51,7 @@ def _routes(rows: dict[str, dict[str, tuple]]) -> dict[str, tuple]:
                      if (cell := by_event.get(route.machine_event))}
             state_only = {state: plain for state, (_, may_end, plain) in cells.items()
                           if plain is not None and not may_end}
-            out[name] = (state_only, route.machine_event, cells)
+            out[name] = (state_only, route.machine_event, cells, route.calls)
     return out
 
 
@@ -72,8 +73,8 @@ class Engine(WorldBase):
 
     def handle(self, event: Any) -> list[Push]:
         route = _ROUTES.get(event.EVENT)
-        if route is None or self.explain:
-            return super().handle(event)
+        if route is None or self.explain or event.at is not None:
+            return super().handle(event)  # v2 times and calls take the general path
         state_only = route[0]
         if state_only is None:
             # A fan-out event for a user with no registration: nothing to do (as in WorldBase).
@@ -81,6 +82,8 @@ class Engine(WorldBase):
                 return super().handle(event)
             self._pushes = pushes = []
             return pushes
+        if route[3] and event.stanza.call is not None:
+            return super().handle(event)
         sid = event.session
         record = self.sessions.get(sid)
         if record is not None:

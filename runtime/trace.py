@@ -179,6 +179,16 @@ def _convert(field: ev.FieldSpec, raw: Any, line: int) -> Any:
             except StanzaError as exc:
                 raise TraceError(line, str(exc), f"{name}[{index}]") from None
         return tuple(stanzas)
+    if kind == ev.TIME:
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or raw != raw \
+                or raw in (float("inf"), float("-inf")):
+            raise fail(f"must be a number of seconds, got {raw!r}")
+        return raw
+    if kind in ev.CHOICES:
+        choices = ev.CHOICES[kind]
+        if raw not in choices:
+            raise fail(f"{raw!r} is not one of {', '.join(choices)}")
+        return raw
     if kind == ev.OPTIONS:
         if not isinstance(raw, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in raw.items()
@@ -228,6 +238,7 @@ def read_trace(lines: Iterable[str | bytes]) -> Iterator[TraceLine]:
     """Typed events, in order; raises TraceError at the first malformed line (lazily, so the
     events before it can be processed first). Byte lines are decoded one by one as UTF-8, so a
     bad byte is reported on its own line instead of failing a whole read-ahead buffer."""
+    last_at: float = 0
     for number, raw in enumerate(lines, start=1):
         if isinstance(raw, bytes):
             try:
@@ -244,4 +255,11 @@ def read_trace(lines: Iterable[str | bytes]) -> Iterator[TraceLine]:
             data = _json(stripped)
         except json.JSONDecodeError as exc:
             raise TraceError(number, f"not valid JSON: {exc.msg} at column {exc.colno}") from None
-        yield TraceLine(number, parse_event(data, number))
+        event = parse_event(data, number)
+        at = event.at
+        if at is not None:
+            if at < last_at:  # contract v2: times never decrease within a trace
+                raise TraceError(number, f"{at!r} is earlier than the previous event's "
+                                         f"{last_at!r} (times never decrease)", "at")
+            last_at = at
+        yield TraceLine(number, event)

@@ -24,16 +24,24 @@ CONTRACT = {
     "archive-message-added": ["for_user", "stanza"],
     "message/offline/handle": ["user", "stanza"],
     "push-result": ["user", "jid", "node", "ok", "error_type?"],
+    # version 2
+    "message/bare/groupchat": ["user", "stanza"],
+    "csi-state": ["session", "state"],
+    "chat-settings": ["user", "chat", "notify", "nick?"],
+    "push-remote-disable": ["user", "jid", "node"],
+    "tick": ["at"],
 }
 
 
 def test_model_declares_exactly_the_contract_events() -> None:
     declared = {
         spec.name: [f.name + ("" if f.required else "?") for f in spec.fields
-                    if f.name != "publish_options"]  # an extension: more publish-options
+                    if f.name != "publish_options"  # an extension: more publish-options
+                    and (f.name, f.required) != ("at", False)]  # v2: any event may carry at
         for spec in EVENTS
     }
     assert declared == CONTRACT
+    assert all(any(f.name == "at" for f in spec.fields) for spec in EVENTS)
 
 
 def ev(name: str, **fields: object) -> str:
@@ -56,6 +64,17 @@ ENABLE = ev("push-enable", session=PHONE, jid=PUSH, node="n1", secret="hunter2")
 
 def Q(mid: str) -> str:  # noqa: N802 - reads like the stanza it stands for
     return msg(mid)
+
+
+ROOM = "room@muc.example.org"
+
+
+def GC(mid: str, frm: str = f"{ROOM}/alice", inner: str = "<body>hi all</body>") -> str:  # noqa: N802
+    return msg(mid, frm=frm, type_="groupchat", inner=inner)
+
+
+def CALL(mid: str, kind: str, call_id: str) -> str:  # noqa: N802
+    return msg(mid, inner=f"<{kind} xmlns='urn:xmpp:jingle-message:0' id='{call_id}'/>")
 
 
 # Each row of the contract's table: events after bind+enable, and the output they give.
@@ -94,6 +113,18 @@ ROWS = {
     "push-result": ([ev("push-result", user=BOB, jid=PUSH, node="n1", ok=False,
                         error_type="cancel"),
                      ev("message/offline/handle", user=BOB, stanza=Q("m1"))], []),
+    # version 2
+    "message/bare/groupchat": ([ev("message/bare/groupchat", user=BOB, stanza=GC("g1"))],
+                               [line("n1", "d/groupchat", "g1")]),
+    "csi-state": ([ev("csi-state", session=PHONE, state="inactive"),
+                   ev("stanza-queued", session=PHONE, stanza=CALL("p1", "propose", "c1"))],
+                  [line("n1", "e/call", "p1")[:-1] + ', "urgent": true}']),
+    "chat-settings": ([ev("chat-settings", user=BOB, chat=ROOM, notify="never"),
+                       ev("message/bare/groupchat", user=BOB, stanza=GC("g1"))], []),
+    "push-remote-disable": ([ev("push-remote-disable", user=BOB, jid=PUSH, node="n1"),
+                             ev("message/offline/handle", user=BOB, stanza=Q("m1"))], []),
+    "tick": ([ev("tick", at=5), ev("message/offline/handle", user=BOB, stanza=Q("m1"))],
+             [line("n1", "c/offline", "m1")[:-1] + ', "at": 5}']),
 }
 
 

@@ -339,19 +339,31 @@ class Oracle:
         session = self.live(e["session"])
         msg = read_stanza(e["stanza"])
         user = bare(e["session"]) or ""
-        if self.call_rule(user, msg):
-            return
-        if session.state in ("ack_delayed", "hibernated"):
+        queued = session.state in ("ack_delayed", "hibernated")
+        # READING (issue 13): "a propose inside a smacks queue is pushed by rule a like any
+        # queued stanza" and "every version-1 trace replays unchanged" (examples/s8-importance:
+        # a propose queued to a hibernated phone is a/queued): a propose queued to an
+        # ack-delayed or hibernated session is rule a for that session's registration, and
+        # rule e for the user's other ones. A call's end is always rule e (only where the
+        # propose went).
+        in_queue = self.bound_to(e["session"]) if queued and msg.call == "propose" else None
+        if self.call_rule(user, msg, skip=in_queue):
+            if in_queue is None:
+                return
+        if queued:
             for reg in self.pushable(user, self.bound_to(e["session"])):
                 self.deliver(reg, [(msg, "a/queued")])
 
     # --- stanzas for a user --------------------------------------------------------------
-    def call_rule(self, user: str, msg: Msg) -> bool:
-        """Rule e on the four events that bring a stanza; True when it decided."""
+    def call_rule(self, user: str, msg: Msg,
+                  skip: Callable[[Registration], bool] | None = None) -> bool:
+        """Rule e on the four events that bring a stanza; True when it decided. ``skip``:
+        registrations rule a pushes the propose to instead (see on_queued)."""
         if self.opt.version == 1 or msg.call is None:
             return False
         if msg.call == "propose":
-            for reg in self.pushable(user, lambda r: not self.ringing_app(r)):
+            for reg in self.pushable(user, lambda r: not self.ringing_app(r)
+                                     and not (skip is not None and skip(r))):
                 self.deliver(reg, [(msg, "e/call")], urgent=True)
             return True
         targets = self.calls.get((user, msg.call_id or ""), set())
@@ -389,8 +401,10 @@ class Oracle:
 
     # --- registrations -------------------------------------------------------------------
     def on_enable(self, e: dict[str, Any]) -> None:
-        if self.opt.version == 1:  # READING (v1): `<enable/>` needs a connected session
-            self.live(e["session"], "active", "ack_delayed")
+        # READING (v1, kept in v2 by issue 13): `<enable/>` needs a connected session. The v2
+        # text's "an enable from a session that is not live" (orphan_ttl) would make a v1
+        # warning disappear, and every version-1 trace must replay unchanged.
+        self.live(e["session"], "active", "ack_delayed")
         user = bare(e["session"]) or ""
         key = (user, e["jid"], e["node"])
         reg = self.regs.get(key)

@@ -1,11 +1,10 @@
-"""Where the oracle's reading of the contract and the engine differ today, one test each,
-xfail(strict=True): it starts passing (and so fails as XPASS) when the engine is changed."""
+"""Where the oracle's reading of the contract and the engine differed, one test each: a
+disagreement still open is xfail(strict=True) (it fails as XPASS once the engine is changed);
+none is open today."""
 
 from __future__ import annotations
 
 import json
-
-import pytest
 
 from .traces import engine_replay, oracle_replay
 
@@ -18,9 +17,8 @@ def lines(*events: dict) -> str:
     return "".join(json.dumps(e) + "\n" for e in events)
 
 
-@pytest.mark.xfail(strict=True, reason="the engine pushes ['m1', 'm1'] for a queue holding two "
-                   "stanzas with id m1; the contract dedups by stanza id (at most once)")
 def test_one_id_twice_in_a_queue_is_pushed_once() -> None:
+    """Was a disagreement (the engine pushed ['m1', 'm1']); fixed with issue 13."""
     text = lines({"event": "session-bind", "session": PHONE},
                  {"event": "push-enable", "session": PHONE, "jid": "push.example.net",
                   "node": "n1"},
