@@ -37,7 +37,7 @@ import numpy as np
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.world import ImpossibleEvent, UndeclaredRejection
 
-from .bounded import APP, CALL_ID, USER, BoundedWorld, Bounds, take, zero_clock
+from .bounded import APP, USER, BoundedWorld, Bounds, take, zero_clock
 from .environment import (
     QUEUE_EVENTS,
     TIMERS,
@@ -172,8 +172,7 @@ class CompiledExplorer:
         if reg is None:
             return tuple(ABSENT_REGISTRATION)
         owner = -1 if reg.session is None else self.world.session_index[reg.session]
-        return (reg.state, owner, reg.errors, self._mask(reg.pushed),
-                _call_mask(getattr(reg, "calls", {})))
+        return (reg.state, owner, reg.errors, self._mask(reg.pushed), 0)  # calls: below
 
     def _mask(self, pushed: dict[str, None]) -> int:
         """A registration's dedup set as its field: one bit per stanza."""
@@ -352,7 +351,13 @@ class CompiledExplorer:
             if new:
                 writes.update(new)
                 changed.append(j)
-        return changed, reorder
+        for j, bit in st.call_writes.items():  # v2: the call's targets (world.calls)
+            field = lay.r[j][4]
+            if bit != view(field) or field in writes:
+                writes[field] = bit
+                if j not in changed:
+                    changed.append(j)
+        return sorted(changed), reorder
 
     def _lazy_registration_writes(self, rec: LazyRegistration, fields: list[int],
                                   view: View) -> dict[int, Any]:
@@ -362,10 +367,6 @@ class CompiledExplorer:
             mask = self._mask(rec._pushed)
             if mask != view(fields[3]):
                 new[fields[3]] = mask
-        if rec._calls is not None:
-            calls = _call_mask(rec._calls)
-            if calls != view(fields[4]):
-                new[fields[4]] = calls
         return new
 
     def _order_write(self, st: LazyState, writes: dict[int, Any]) -> None:
@@ -760,10 +761,6 @@ def _session_value(world: BoundedWorld, record: SessionRecord | None) -> tuple[s
     binding = -1 if record.binding is None else world.reg_index[record.binding]
     return (record.state, binding, getattr(record, "csi", ABSENT_SESSION.csi))
 
-
-def _call_mask(calls: dict[str, None]) -> int:
-    """A registration's calls as its field: one bit per call id of the bounded world."""
-    return int(CALL_ID in calls)
 
 
 def check(bounds: Bounds | None = None, **kwargs: Any) -> Result:

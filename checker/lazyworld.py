@@ -77,7 +77,7 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     """A registration record reading its fields from the state when first used; ``seq`` is its
     rank in the enabling order."""
 
-    __slots__ = ("_st", "_fields", "_j", "vals", "dirty", "_pushed", "_calls")
+    __slots__ = ("_st", "_fields", "_j", "vals", "dirty", "_pushed")
 
     state = _field("state", 0)  # type: ignore[assignment]
 
@@ -104,16 +104,6 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     def pushed(self, value: dict[str, None]) -> None:
         self._pushed = value
 
-    @property
-    def calls(self) -> dict[str, None]:
-        """v2: the calls whose proposal was pushed here (the field: one bit per call id)."""
-        if self._calls is None:
-            self._calls = {CALL_ID: None} if self._get("calls", 4) else {}
-        return self._calls
-
-    @calls.setter
-    def calls(self, value: dict[str, None]) -> None:
-        self._calls = value
 
     @property  # type: ignore[override]
     def seq(self) -> int:
@@ -202,6 +192,22 @@ class LazyWorld:
                              "world")
         st.chat_written, st.chat_value = True, (setting.notify, setting.nick)
 
+    # v2: the call's targets are a field of each registration (one call id in the world)
+    def call_targets(self, user: str, call_id: str) -> dict[tuple[str, str], None]:
+        st = self._lazy
+        if user != USER or call_id != CALL_ID:
+            return {}
+        nodes = st.explorer.world.nodes
+        return {(APP, nodes[j]): None for j in range(len(nodes)) if st.rang(j)}
+
+    def add_call_target(self, reg: RegistrationRecord, call_id: str) -> None:
+        if call_id != CALL_ID:
+            raise ValueError(f"unexpected call id {call_id!r} in the bounded world")
+        self._lazy.call_writes[self._lazy.explorer.world.reg_index[reg.key]] = 1
+
+    def forget_calls_of(self, reg: RegistrationRecord) -> None:
+        self._lazy.call_writes[self._lazy.explorer.world.reg_index[reg.key]] = 0
+
     def _store_registration(self, reg: RegistrationRecord) -> None:
         st = self._lazy
         j = st.explorer.world.reg_index.get(reg.key)
@@ -231,6 +237,12 @@ class LazyState:
         self.unknown_sessions: set[str] = set()
         self.chat_written = False  # v2: the room setting was stored, as chat_value
         self.chat_value: tuple[str, str | None] | None = None
+        self.call_writes: dict[int, int] = {}  # v2: registration -> in the call (0/1) now
+
+    def rang(self, j: int) -> int:
+        """v2: registration j is a target of the call (the proposal was pushed to it)."""
+        found = self.call_writes.get(j)
+        return self.view(self.layout.r[j][4]) if found is None else found
 
     def order(self) -> tuple[int, ...]:
         if self._order is None:
@@ -272,7 +284,7 @@ class LazyState:
             reg.user, reg.jid, reg.node = USER, APP, self.explorer.world.nodes[j]
             reg.options, reg.reason, reg.disabled_at = {}, None, None
             reg._st, reg._fields, reg._j = self, fields, j
-            reg.vals, reg.dirty, reg._pushed, reg._calls = {"state": state}, set(), None, None
+            reg.vals, reg.dirty, reg._pushed = {"state": state}, set(), None
             self.stored_regs[j] = reg
         self.regs[j] = reg
         return reg
@@ -286,6 +298,5 @@ class LazyState:
         world = explorer.lazy_cls(explorer.world.config, clock=zero_clock)
         world.__dict__["_lazy"] = self
         world.sessions = world.users = None  # type: ignore[assignment]  # storage methods only
-        if hasattr(world, "chats"):
-            world.chats = None  # v2: the chat settings too
+        world.chats = world.calls = None  # type: ignore[assignment]  # v2 facts: the same
         return world

@@ -71,13 +71,13 @@ def call_end_only_where_rung(step: Step) -> bool:
     it already: dedup)."""
     if not _v2(step):
         return False
-    facts = step.world.facts_of
-    ends = {s.id for s in step.stanzas if facts[s].call == "end"}
-    for j, push in step.known_pushes():
-        if any(sid in ends for sid in push.stanzas) and (
-                not step.ghosts[j].rang or push.urgent):
-            return True
     call = _call(step, "end")
+    for j, push in step.known_pushes():
+        # rule e's push, or the end pushed on rule e's events by another rule (a smacks queue
+        # is pushed as it is by rule a: a contract question, see PROPERTIES.md)
+        ends = push.rule == "e/call-end" or (call is not None and call.id in push.stanzas)
+        if ends and (not step.ghosts[j].rang or push.urgent or push.rule != "e/call-end"):
+            return True
     if call is None:
         return False
     return any(step.enabled_before(j) and step.ghosts[j].rang and not step.delivered(j, call.id)
