@@ -318,7 +318,7 @@ class BoundedWorld:
             return _contract_event("csi-state", session=sid, state=key[2])
         raise ValueError(f"unknown event key {key!r}")
 
-    def _build_v2(self, key: tuple) -> Any:
+    def _build_v2(self, key: tuple[Any, ...]) -> Any:
         """A version-2 event that names no session (the model's event classes, by name)."""
         kind = key[0]
         if kind == "groupchat":
@@ -352,11 +352,11 @@ class BoundedWorld:
             keys += self._v2_alphabet()
         return keys
 
-    def _v2_alphabet(self) -> list[tuple]:
+    def _v2_alphabet(self) -> list[tuple[Any, ...]]:
         """The version-2 events: CSI for the sessions that enable push (a session holding no
         registration has no push its CSI could change), every groupchat stanza to the bare
         JID, every chat setting for the room, a remote disable of every registration."""
-        keys: list[tuple] = [("csi", i, state) for i in range(self.bounds.push_sessions)
+        keys: list[tuple[Any, ...]] = [("csi", i, state) for i in range(self.bounds.push_sessions)
                              for state in CSI_STATES]
         keys += [("groupchat", k) for k in self.groupchats]
         keys += [("settings", n) for n in range(len(CHAT_SETTINGS))]

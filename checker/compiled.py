@@ -415,7 +415,7 @@ class CompiledExplorer:
         if self.bounds.v2:
             self._v2_ghost_writes(key, changed_s, step.post_sessions, writes)
 
-    def _v2_ghost_writes(self, key: tuple, changed_s: list[int], post_s: Records,
+    def _v2_ghost_writes(self, key: tuple[Any, ...], changed_s: list[int], post_s: Any,
                          writes: dict[int, Any]) -> None:
         """The checker's record of the sessions' CSI and the room setting (environment.py)."""
         lay = self.layout

@@ -116,7 +116,7 @@ MARKS = {"expire": "expired", "remote": "remote"}
 that enables the registration clears it."""
 
 
-def mark_writes(key: tuple, j: int, enabled_index: int | None, bounds: Any, rang: bool,
+def mark_writes(key: tuple[Any, ...], j: int, enabled_index: int | None, bounds: Any, rang: bool,
                 enabled_after: bool) -> dict[str, int]:
     """Registration j's marks after the taken event ``key`` ({name: value}; kept only in the
     worlds that raise their events: ``expired`` with expiry, ``remote`` and ``rang`` in v2):
@@ -159,7 +159,7 @@ def enabled_changed(j: int, pre_regs: Sequence[Any], post_regs: Sequence[Any]) -
     return (pre_regs[j].state in ENABLED) != (post_regs[j].state in ENABLED)
 
 
-def session_ghost_writes(key: tuple, changed_s: Sequence[int], post_sessions: Sequence[Any]
+def session_ghost_writes(key: tuple[Any, ...], changed_s: Sequence[int], post_sessions: Any
                          ) -> dict[int, int]:
     """v2: the sessions whose CSI record changes after the taken event ({session: csi}): a
     csi-state sets it, a bind makes it active (every session starts CSI-active); one that
@@ -176,7 +176,7 @@ def session_ghost_writes(key: tuple, changed_s: Sequence[int], post_sessions: Se
     return out
 
 
-def setting_after(key: tuple) -> int | None:
+def setting_after(key: tuple[Any, ...]) -> int | None:
     """v2: the checker's record of the room setting after the event (None: unchanged): a
     chat-settings event replaces the whole setting (1 + its index in CHAT_SETTINGS)."""
     return key[1] + 1 if key[0] == "settings" else None

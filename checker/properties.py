@@ -220,7 +220,7 @@ class Step:
     pushes: list
     max_errors: int
     max_devices: int
-    session_ghosts: Sequence[Any] = ()
+    session_ghosts: Any = ()
     """v2: the checker's record of each session (its CSI state as the events gave it)."""
     setting: Callable[[], int] = lambda: 0
     """v2: the checker's record of the user's setting for the room (0: none, else 1 + its

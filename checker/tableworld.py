@@ -36,7 +36,7 @@ class TableWorld(WorldBase):
     row was enabled (the first is taken, as the runtime does)."""
 
     tables: ModuleType = generated_tables
-    _registration_rows: dict  # registration_table(), per class (so per tables)
+    _registration_rows: dict[str, dict[str, tuple[Any, ...]]]  # per class (so per tables)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -66,7 +66,7 @@ class TableWorld(WorldBase):
         self._take(record, "session", record.sid, event, index, row, ctx)
 
     @classmethod
-    def registration_table(cls) -> dict:
+    def registration_table(cls) -> dict[str, dict[str, tuple[Any, ...]]]:
         """The registration rows: the contract's and the model's timer rows (the timer events
         are raised only by a checker with expiry, through ``fire_registration``), per tables."""
         found = cls.__dict__.get("_registration_rows")
