@@ -25,17 +25,26 @@ Environment (what a real server can raise, and when):
   offline storage takes a message only when no available resource took it; rule (c) pushes every
   registration, so without this a registration whose session is active would be pushed);
 - ``push-result`` ok / wait / cancel (cancel stands for every counted error type) for every
-  registration, including ones never enabled (the model must reject those).
+  registration, including ones never enabled (the model must reject those);
+- with ``expiry`` (``pushrules check --expiry``), the model's timer event ``expire`` for every
+  orphaned registration, at any time: its ``orphan_ttl`` elapsing is abstracted to "some time
+  passes", so every interleaving of expiries and contract events is explored (a real store's
+  clock fires it only for a registration that is still orphaned, as here).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, ClassVar
 
 from pushrules.generated import events as ge
 from pushrules.model.config import Config
+from pushrules.model.context import Ctx
+from pushrules.model.records import Push
+from pushrules.model.registration import TIMER_EVENTS
 from pushrules.model.stanza import Stanza, parse_stanza
+from pushrules.model.world import WorldBase
 from pushrules.runtime.trace import event_json
 
 USER = "u@example.org"
@@ -55,6 +64,63 @@ _STANZA_KINDS = (
     "type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
 )
 
+ROOM = "room@muc.example.org"
+NICK = "me"
+"""The user's nickname in ROOM, as the chat settings the checker raises give it."""
+CALL_ID = "c1"
+
+_V2_STANZAS = (
+    # a groupchat message from another occupant, mentioning nobody
+    ("g1", f"<message xmlns='jabber:client' id='g1' from='{ROOM}/alice' to='{USER}' "
+           "type='groupchat'><body>all</body></message>"),
+    # a groupchat message mentioning the user (XEP-0372 reference to its bare JID)
+    ("g2", f"<message xmlns='jabber:client' id='g2' from='{ROOM}/alice' to='{USER}' "
+           "type='groupchat'><body>u?</body><reference xmlns='urn:xmpp:reference:0' "
+           f"type='mention' uri='xmpp:{USER}' begin='0' end='1'/></message>"),
+    # the room's echo of the user's own message (from ROOM/NICK)
+    ("g3", f"<message xmlns='jabber:client' id='g3' from='{ROOM}/{NICK}' to='{USER}' "
+           "type='groupchat'><body>mine</body></message>"),
+    # an incoming call proposal (XEP-0353) and its retraction
+    ("p1", f"<message xmlns='jabber:client' id='p1' from='{FRIEND}/pc' to='{USER}' "
+           f"type='chat'><propose xmlns='urn:xmpp:jingle-message:0' id='{CALL_ID}'>"
+           "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>"
+           "</message>"),
+    ("r1", f"<message xmlns='jabber:client' id='r1' from='{FRIEND}/pc' to='{USER}' "
+           f"type='chat'><retract xmlns='urn:xmpp:jingle-message:0' id='{CALL_ID}'/>"
+           "</message>"),
+)
+"""The stanzas a v2 world adds (``Bounds.v2``) after the v1 ones."""
+
+
+@dataclass(frozen=True, slots=True)
+class StanzaFacts:
+    """What the checker knows of one of its stanzas because it wrote the XML: the contract's
+    reading, independent of the model's classification (model/stanza.py, model/chats.py)."""
+
+    chat: str
+    """The bare JID of its ``from`` (chat settings go by it)."""
+    groupchat: bool = False
+    mentions_user: bool = False
+    """An XEP-0372 mention (or XEP-0461 reply) of the user: on-mention lets it through."""
+    nick: str | None = None
+    """The sender's nickname in the room (a groupchat message)."""
+    call: str | None = None
+    """"propose" or "end" (XEP-0353 retract or reject)."""
+
+
+_V2_FACTS = {
+    "g1": StanzaFacts(ROOM, groupchat=True, nick="alice"),
+    "g2": StanzaFacts(ROOM, groupchat=True, mentions_user=True, nick="alice"),
+    "g3": StanzaFacts(ROOM, groupchat=True, nick=NICK),
+    "p1": StanzaFacts(FRIEND, call="propose"),
+    "r1": StanzaFacts(FRIEND, call="end"),
+}
+
+CHAT_SETTINGS = (("always", NICK), ("on-mention", NICK), ("never", NICK), ("always", None))
+"""The chat-settings events of a v2 world, for ROOM: (notify, nick). The last one drops the
+nick (a setting replaces the whole previous one): the echo is then not an echo."""
+CSI_STATES = ("active", "inactive")
+
 
 @dataclass(frozen=True, slots=True)
 class Bounds:
@@ -66,6 +132,12 @@ class Bounds:
     stanzas: int = 3
     max_errors: int = 2
     max_devices: int = 2
+    expiry: bool = False
+    """Also raise the model's timer event ``expire`` for orphaned registrations (off: the
+    figures of the contract events alone)."""
+    v2: bool = False
+    """Also the contract's version-2 events (group chats, calls, CSI, chat settings, remote
+    disable): off, the version-1 world alone."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -79,7 +151,55 @@ class Bounds:
             raise ValueError("at most 9 sessions+orphans and 9 stanzas")
 
     def describe(self) -> str:
-        return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self))
+        """The bounds as ``name=value``; a flag only when it is on."""
+        return ", ".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self)
+                         if f.name not in FLAGS or getattr(self, f.name))
+
+
+FLAGS = ("expiry", "v2")
+"""Bounds that are on/off options rather than sizes."""
+
+TIMER_TTL = 1
+"""The ``orphan_ttl`` of a world with expiry: any positive value (the model's option that
+turns expiry on); the explored time is abstract, so its value changes nothing else."""
+
+
+@dataclass(frozen=True, slots=True)
+class TimerEvent:
+    """A model timer event (model/registration.py TIMER_EVENTS) for one registration: not a
+    contract event, so it is taken through ``fire_registration`` (as a store's clock does it)
+    and shown in a counterexample as a comment."""
+
+    EVENT: ClassVar[str] = "expire"
+    user: str
+    jid: str
+    node: str
+
+    def comment(self) -> str:
+        return (f"# timer: {self.EVENT} {self.user} {self.jid} {self.node} "
+                f"({TIMER_EVENTS[self.EVENT]} elapsed; not a contract event: replay cannot "
+                "raise it)")
+
+
+def take(world: WorldBase, event: Any) -> list[Push]:
+    """Apply one explored event to ``world``: a contract event through ``handle``, a timer
+    event through the model's ``fire_registration``. The pushes decided."""
+    if not isinstance(event, TimerEvent):
+        return world.handle(event)
+    pushes: list[Push] = []
+    world._pushes = pushes  # what emit() appends to, as handle() sets it
+    world.fire_registration((event.user, event.jid, event.node), event.EVENT,
+                            Ctx(world, event))
+    return pushes
+
+
+V2_FAN_OUT = ("groupchat", "settings", "remote")
+"""Version-2 event kinds that name no session."""
+
+
+def _contract_event(name: str, **values: Any) -> Any:
+    """A contract event by its contract name (the version-2 classes come with the model)."""
+    return ge.EVENT_CLASSES[name](**values)
 
 
 def zero_clock() -> float:
@@ -92,7 +212,8 @@ class BoundedWorld:
 
     def __init__(self, bounds: Bounds) -> None:
         self.bounds = bounds
-        self.config = Config(max_errors=bounds.max_errors, max_devices=bounds.max_devices)
+        self.config = Config(max_errors=bounds.max_errors, max_devices=bounds.max_devices,
+                             orphan_ttl=TIMER_TTL if bounds.expiry else 0)
         self.sids = [f"{USER}/r{i + 1}" for i in range(bounds.sessions)]
         self.old_sids = [f"{USER}/old{k + 1}" for k in range(bounds.orphans)]
         # registration index -> node; orphans first (they were enabled first)
@@ -110,8 +231,23 @@ class BoundedWorld:
             stanza = parse_stanza(xml)
             self.stanzas.append(stanza)
             self.stanza_xml[stanza] = xml
+        self.facts = [StanzaFacts(FRIEND if s.to_bare == USER else USER) for s in self.stanzas]
+        for sid, xml in _V2_STANZAS if bounds.v2 else ():
+            stanza = parse_stanza(xml)
+            self.stanzas.append(stanza)
+            self.stanza_xml[stanza] = xml
+            self.facts.append(_V2_FACTS[sid])
         self.stanza_index = {s.id: k for k, s in enumerate(self.stanzas)}
-        self.incoming = [k for k, s in enumerate(self.stanzas) if s.to_bare == USER]
+        self.facts_of = dict(zip(self.stanzas, self.facts, strict=True))
+        # queued to a session, stored offline: incoming, not groupchat (those come bare)
+        self.incoming = [k for k, s in enumerate(self.stanzas)
+                         if s.to_bare == USER and not self.facts[k].groupchat]
+        self.groupchats = [k for k, f in enumerate(self.facts) if f.groupchat]
+        self.propose_bits = sum(1 << k for k, f in enumerate(self.facts) if f.call == "propose")
+        """The stanzas (bits, as in push_masks) that propose a call."""
+        self.marks_kept = bounds.expiry or bounds.v2
+        """Whether the checker keeps marks that a push-enable clears (ghost ``expired``,
+        ``remote``)."""
         self._cache: dict[tuple, Any] = {}
 
     def node_of(self, session: int) -> str | None:
@@ -151,6 +287,10 @@ class BoundedWorld:
             return ge.ArchiveMessageAdded(USER, self.stanzas[key[1]])
         if kind == "offline":
             return ge.MessageOfflineHandle(USER, self.stanzas[key[1]])
+        if kind == "expire":
+            return TimerEvent(USER, APP, self.nodes[key[1]])
+        if kind in V2_FAN_OUT:
+            return self._build_v2(key)
         if kind == "result":
             outcome = key[2]
             return ge.PushResult(USER, APP, self.nodes[key[1]], outcome == "ok",
@@ -174,7 +314,22 @@ class BoundedWorld:
             return ge.StanzaQueued(sid, self.stanzas[key[2]])
         if kind == "destroy":
             return ge.SessionDestroyed(sid)
+        if kind == "csi":
+            return _contract_event("csi-state", session=sid, state=key[2])
         raise ValueError(f"unknown event key {key!r}")
+
+    def _build_v2(self, key: tuple[Any, ...]) -> Any:
+        """A version-2 event that names no session (the model's event classes, by name)."""
+        kind = key[0]
+        if kind == "groupchat":
+            return _contract_event("message/bare/groupchat", user=USER,
+                                   stanza=self.stanzas[key[1]])
+        if kind == "settings":
+            notify, nick = CHAT_SETTINGS[key[1]]
+            return _contract_event("chat-settings", user=USER, chat=ROOM, notify=notify,
+                                   nick=nick)
+        return _contract_event("push-remote-disable", user=USER, jid=APP,
+                               node=self.nodes[key[1]])
 
     def alphabet(self) -> list[tuple]:
         """Every event key; which of them the server raises in a state is `raised()`."""
@@ -191,6 +346,21 @@ class BoundedWorld:
         keys += [("archive", k) for k in range(self.bounds.stanzas)]
         keys += [("offline", k) for k in self.incoming]
         keys += [("result", j, r) for j in range(len(self.nodes)) for r in RESULTS]
+        if self.bounds.expiry:
+            keys += [("expire", j) for j in range(len(self.nodes))]
+        if self.bounds.v2:
+            keys += self._v2_alphabet()
+        return keys
+
+    def _v2_alphabet(self) -> list[tuple[Any, ...]]:
+        """The version-2 events: CSI for the sessions that enable push (a session holding no
+        registration has no push its CSI could change), every groupchat stanza to the bare
+        JID, every chat setting for the room, a remote disable of every registration."""
+        keys: list[tuple[Any, ...]] = [("csi", i, state) for i in range(self.bounds.push_sessions)
+                             for state in CSI_STATES]
+        keys += [("groupchat", k) for k in self.groupchats]
+        keys += [("settings", n) for n in range(len(CHAT_SETTINGS))]
+        keys += [("remote", j) for j in range(len(self.nodes))]
         return keys
 
     def push_masks(self, pushes: list[Any]) -> list[int]:
@@ -206,4 +376,13 @@ class BoundedWorld:
 
     def to_json(self, event: Any) -> dict[str, Any]:
         """A typed event as a line of the contract's JSON Lines trace."""
+        if isinstance(event, TimerEvent):
+            return {"event": event.EVENT, "user": event.user, "jid": event.jid,
+                    "node": event.node}
         return event_json(event, self.stanza_xml.__getitem__)
+
+    def trace_line(self, event: Any) -> str:
+        """One line of a counterexample: the event's JSON, or a comment for a timer event."""
+        if isinstance(event, TimerEvent):
+            return event.comment()
+        return json.dumps(self.to_json(event))

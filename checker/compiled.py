@@ -37,17 +37,22 @@ import numpy as np
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.world import ImpossibleEvent, UndeclaredRejection
 
-from .bounded import APP, USER, BoundedWorld, Bounds, zero_clock
+from .bounded import APP, USER, BoundedWorld, Bounds, take, zero_clock
 from .environment import (
     QUEUE_EVENTS,
+    TIMERS,
     ghost_touched,
     ghost_writes,
     is_session_event,
+    mark_writes,
     queue_after,
     raised,
     recency_after,
     result_outcome,
     result_raised,
+    session_ghost_writes,
+    setting_after,
+    timer_raised,
 )
 from .explore import Result, Violation, coverage, record, timed_run
 from .lazyworld import LazyRegistration, LazySession, LazyState, LazyWorld
@@ -58,10 +63,20 @@ from .packed import (
     Records,
     RegistrationFields,
     SessionFields,
+    SessionGhostFields,
     View,
     Visited,
 )
-from .parts import ABSENT_SESSION, ENABLED, GhostPart, RegistrationPart, SessionPart
+from .parts import (
+    ABSENT_REGISTRATION,
+    ABSENT_SESSION,
+    ENABLED,
+    NO_GHOST,
+    NO_SESSION_GHOST,
+    GhostPart,
+    RegistrationPart,
+    SessionPart,
+)
 from .progress import Progress
 from .properties import PROPERTIES, Step, check_state, check_transition
 from .tableworld import TableWorld
@@ -141,19 +156,23 @@ class CompiledExplorer:
             values.update(zip(lay.r[j], self._reg_value(reg), strict=True))
             if reg is not None and reg.state in ENABLED:
                 enabled.append((reg.seq, j))
-            values.update(zip(lay.g[j], (0, 0, 0), strict=True))
+            values.update(zip(lay.g[j], NO_GHOST, strict=True))
+        for fields in lay.sg:
+            values.update(zip(fields, NO_SESSION_GHOST, strict=True))
+        values[lay.setting] = 0
         order = tuple(j for _, j in sorted(enabled))
         values[lay.order] = order
         values[lay.recency] = order
+        values[lay.chat] = None
         for field in lay.q.values():
             values[field] = ()
         return lay.pack(values)
 
     def _reg_value(self, reg: RegistrationRecord | None) -> tuple:
         if reg is None:
-            return ("absent", -1, 0, 0)
+            return tuple(ABSENT_REGISTRATION)
         owner = -1 if reg.session is None else self.world.session_index[reg.session]
-        return (reg.state, owner, reg.errors, self._mask(reg.pushed))
+        return (reg.state, owner, reg.errors, self._mask(reg.pushed), 0)  # calls: below
 
     def _mask(self, pushed: dict[str, None]) -> int:
         """A registration's dedup set as its field: one bit per stanza."""
@@ -228,6 +247,9 @@ class CompiledExplorer:
             j = key[1]
             if not result_raised(view(lay.r[j][0]), lambda: view(lay.g[j][2])):
                 return None
+        elif kind in TIMERS:
+            if not timer_raised(view(lay.r[key[1]][0])):
+                return None
         elif not raised(key, queue, Records(view, lay.s, SessionFields)):
             return None
         return self.world.event(key, queue()) if kind in QUEUE_EVENTS else self.world.event(key)
@@ -237,7 +259,7 @@ class CompiledExplorer:
         event, view = leaf.event, st.view
         world = st.world()
         try:
-            pushes = world.handle(event)
+            pushes = take(world, event)
         except ImpossibleEvent as exc:
             writes, _, _ = self._writes(st)
             if isinstance(exc, UndeclaredRejection):
@@ -275,6 +297,8 @@ class CompiledExplorer:
         changed_r, reorder = self._registration_writes(st, writes)
         if reorder:
             self._order_write(st, writes)
+        if st.chat_written and st.chat_value != st.view(self.layout.chat):
+            writes[self.layout.chat] = st.chat_value
         return writes, changed_s, changed_r
 
     def _session_writes(self, st: LazyState, writes: dict[int, Any]) -> list[int]:
@@ -327,7 +351,13 @@ class CompiledExplorer:
             if new:
                 writes.update(new)
                 changed.append(j)
-        return changed, reorder
+        for j, bit in st.call_writes.items():  # v2: the call's targets (world.calls)
+            field = lay.r[j][4]
+            if bit != view(field) or field in writes:
+                writes[field] = bit
+                if j not in changed:
+                    changed.append(j)
+        return sorted(changed), reorder
 
     def _lazy_registration_writes(self, rec: LazyRegistration, fields: list[int],
                                   view: View) -> dict[int, Any]:
@@ -374,13 +404,26 @@ class CompiledExplorer:
         step = Step(wd, Records(view, lay.s, SessionFields), pre_r,
                     Records(view, lay.s, SessionFields, writes), post_r, changed_s, changed_r,
                     Records(view, lay.g, GhostFields), lambda: view(lay.recency), key, event,
-                    pushes, self.bounds.max_errors, self.bounds.max_devices)
+                    pushes, self.bounds.max_errors, self.bounds.max_devices,
+                    Records(view, lay.sg, SessionGhostFields), lambda: view(lay.setting))
         bad = check_transition(step)
         if bad:
             shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
             leaf.bad.append((bad, f"{event.EVENT} gave: {shown}"))
         self._queue_writes(view, key, changed_s, step.post_sessions, writes)
         self._ghost_writes(view, key, changed_r, wd.push_masks(pushes), pre_r, post_r, writes)
+        if self.bounds.v2:
+            self._v2_ghost_writes(key, changed_s, step.post_sessions, writes)
+
+    def _v2_ghost_writes(self, key: tuple[Any, ...], changed_s: list[int], post_s: Any,
+                         writes: dict[int, Any]) -> None:
+        """The checker's record of the sessions' CSI and the room setting (environment.py)."""
+        lay = self.layout
+        for i, value in session_ghost_writes(key, changed_s, post_s).items():
+            writes[lay.sg[i][0]] = value
+        setting = setting_after(key)
+        if setting is not None:
+            writes[lay.setting] = setting
 
     def _queue_writes(self, view: View, key: tuple, changed_s: list[int], post_s: Records,
                       writes: dict[int, Any]) -> None:
@@ -401,18 +444,20 @@ class CompiledExplorer:
     def _ghost_writes(self, view: View, key: tuple, changed_r: list[int], masks: list[int],
                       pre_r: Records, post_r: Records, writes: dict[int, Any]) -> None:
         """The ghost fields and the recency after the step (environment.py)."""
-        lay = self.layout
+        lay, wd = self.layout, self.world
         ghosts = Records(view, lay.g, GhostFields)
         same_enabled = True
-        for j in ghost_touched(key, changed_r, masks):
+        enabled_j = wd.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
+        for j in ghost_touched(key, changed_r, masks, enabled_j if wd.marks_kept else None):
             enabled = post_r[j].state in ENABLED
             if (pre_r[j].state in ENABLED) != enabled:
                 same_enabled = False
             fields = lay.g[j]
-            for name, value in ghost_writes(ghosts[j], enabled, masks[j],
-                                            result_outcome(key, j)).items():
+            marks = mark_writes(key, j, enabled_j, self.bounds, bool(masks[j] & wd.propose_bits),
+                                enabled)
+            for name, value in ghost_writes(ghosts[j], enabled, masks[j], result_outcome(key, j),
+                                            marks).items():
                 writes[fields[_GHOST_FIELD[name]]] = value
-        enabled_j = self.world.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
         recency = recency_after(key, lambda: view(lay.recency), enabled_j,
                                 lambda x: post_r[x].state in ENABLED, same_enabled)
         if recency is not None:
@@ -647,9 +692,9 @@ class CompiledExplorer:
         self._parent, self._via = self._parent[:total], self._via[:total]
         if result.stopped_early:
             return
-        coverage(result, self.world_cls, self.taken,
-                 set(lay.values[lay.s[0][0]]).union(*(lay.values[fs[0]] for fs in lay.s)),
-                 set(lay.values[lay.r[0][0]]).union(*(lay.values[fs[0]] for fs in lay.r)))
+        coverage(result, self.world_cls, self.taken, self.bounds.expiry,
+                 set().union(*(lay.values[fs[0]] for fs in lay.s)),
+                 set().union(*(lay.values[fs[0]] for fs in lay.r)))
         if graph_checks:
             self._dead_states(result, moved[:total], lowers[:total], self._live(self._codes))
 
@@ -710,11 +755,12 @@ GRAPH_STATES = 200_000
 """The most states whose full graph the dead-state analysis builds in networkx."""
 
 
-def _session_value(world: BoundedWorld, record: SessionRecord | None) -> tuple[str, int]:
+def _session_value(world: BoundedWorld, record: SessionRecord | None) -> tuple[str, int, str]:
     if record is None:
         return ABSENT_SESSION
     binding = -1 if record.binding is None else world.reg_index[record.binding]
-    return (record.state, binding)
+    return (record.state, binding, getattr(record, "csi", ABSENT_SESSION.csi))
+
 
 
 def check(bounds: Bounds | None = None, **kwargs: Any) -> Result:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pushrules.model.world import ImpossibleEvent, WorldBase
 
-from .bounded import zero_clock
+from .bounded import take, zero_clock
 from .compiled import CompiledExplorer
 from .explore import Explorer
 
@@ -34,7 +34,7 @@ def outcome(explorer: Explorer, world: WorldBase, model: tuple, event: Any) -> A
     """What one engine does with ``event`` from ``model``: pushes and state, or a rejection."""
     explorer_world = explorer.restore_into(world, model)
     try:
-        pushes = explorer_world.handle(event)
+        pushes = take(explorer_world, event)
     except ImpossibleEvent:
         return ("rejected", explorer.encode(explorer_world))
     except Exception as exc:

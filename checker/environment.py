@@ -19,8 +19,10 @@ QUEUE_EVENTS = ("ackd", "hibs")
 """Event kinds that carry the session's smacks queue."""
 EMPTIES_QUEUE = ("bind", "ackr", "destroy")
 """Session event kinds after which the session's smacks queue is empty."""
-FAN_OUT = ("archive", "offline", "result")
+FAN_OUT = ("archive", "offline", "result", "expire", "groupchat", "settings", "remote")
 """Event kinds that are not session events (they carry no session index)."""
+TIMERS = ("expire",)
+"""Event kinds of the model's timer events (``Bounds.expiry``): (kind, registration)."""
 
 
 def is_session_event(kind: str) -> bool:
@@ -38,6 +40,12 @@ def raised(key: tuple, queue: Callable[[], tuple], sessions: Sequence[Any]) -> b
     if kind == "offline":
         return not any(sessions[i].state == "active" for i in range(len(sessions)))
     return True
+
+
+def timer_raised(registration_state: str) -> bool:
+    """``expire`` is raised for a registration only while it is orphaned: a store's orphan TTL
+    runs from the moment it is bound to no live session and fires only if it still is."""
+    return registration_state == "orphaned"
 
 
 def result_needs_pending(registration_state: str) -> bool:
@@ -65,14 +73,16 @@ def queue_after(key: tuple, tracked: bool, queue: Callable[[], tuple]) -> tuple 
     return None
 
 
-def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None
-                 ) -> dict[str, int]:
+def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None,
+                 marks: dict[str, int] | None = None) -> dict[str, int]:
     """The ghost fields of one registration that change ({name: value}): ``mask`` holds the
     stanzas this event pushed to it, ``outcome`` the push-result's outcome when the event is
-    its push-result. A push makes a push-result pending, the push-result answers it; a
-    registration not enabled after the event starts afresh; the count of counted errors in a
-    row follows the contract (ok resets it, wait leaves it, any other error adds one)."""
-    out: dict[str, int] = {}
+    its push-result, ``marks`` the marks the event sets or clears (``mark_writes``). A push
+    makes a push-result pending, the push-result answers it; a registration not enabled after
+    the event starts afresh (its marks stay until it is enabled again); the count of counted
+    errors in a row follows the contract (ok resets it, wait leaves it, any other error adds
+    one)."""
+    out: dict[str, int] = dict(marks or {})
     if mask:
         out["pending"] = 1
     if outcome is not None:
@@ -88,14 +98,44 @@ def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None
     return out
 
 
-def ghost_touched(key: tuple, changed_regs: Sequence[int], masks: Sequence[int]) -> list[int]:
+def ghost_touched(key: tuple, changed_regs: Sequence[int], masks: Sequence[int],
+                  enabled_index: int | None = None) -> list[int]:
     """The registrations whose ghost fields an event may change: those it changed, those it
-    pushed and the one its push-result answers (the others keep theirs: a registration not
-    enabled already has empty ghost fields)."""
+    pushed, the one its push-result or timer names and (with expiry) the one it enables (the
+    others keep theirs: a registration not enabled already has empty ghost fields)."""
     touched = {*changed_regs, *(j for j, m in enumerate(masks) if m)}
-    if key[0] == "result":
+    if key[0] == "result" or key[0] in MARKS:
         touched.add(key[1])
+    if enabled_index is not None:
+        touched.add(enabled_index)
     return sorted(touched)
+
+
+MARKS = {"expire": "expired", "remote": "remote"}
+"""Event kind (kind, registration) -> the ghost mark it sets on its registration; a push-enable
+that enables the registration clears it."""
+
+
+def mark_writes(key: tuple[Any, ...], j: int, enabled_index: int | None, bounds: Any, rang: bool,
+                enabled_after: bool) -> dict[str, int]:
+    """Registration j's marks after the taken event ``key`` ({name: value}; kept only in the
+    worlds that raise their events: ``expired`` with expiry, ``remote`` and ``rang`` in v2):
+    ``expired``/``remote`` set by its expire / push-remote-disable and cleared by the
+    push-enable that enables it again; ``rang`` set by a push of the call's proposal (``rang``
+    true) and cleared when it is no longer enabled."""
+    out: dict[str, int] = {}
+    kept = {"expired": bounds.expiry, "remote": bounds.v2}
+    mark = MARKS.get(key[0])
+    if mark is not None and key[1] == j and kept[mark]:
+        out[mark] = 1
+    if enabled_index == j:
+        out.update((name, 0) for name, on in kept.items() if on)
+    if bounds.v2:
+        if rang:
+            out["rang"] = 1
+        if not enabled_after:
+            out["rang"] = 0
+    return out
 
 
 def result_outcome(key: tuple, j: int) -> str | None:
@@ -117,3 +157,26 @@ def recency_after(key: tuple, recency: Callable[[], tuple], enabled_index: int |
 
 def enabled_changed(j: int, pre_regs: Sequence[Any], post_regs: Sequence[Any]) -> bool:
     return (pre_regs[j].state in ENABLED) != (post_regs[j].state in ENABLED)
+
+
+def session_ghost_writes(key: tuple[Any, ...], changed_s: Sequence[int], post_sessions: Any
+                         ) -> dict[int, int]:
+    """v2: the sessions whose CSI record changes after the taken event ({session: csi}): a
+    csi-state sets it, a bind makes it active (every session starts CSI-active); one that
+    goes offline is active again (as a session never bound)."""
+    out: dict[int, int] = {}
+    kind = key[0]
+    if kind == "csi":
+        out[key[1]] = int(key[2] == "active")
+    elif kind == "bind":
+        out[key[1]] = 1
+    for i in changed_s:
+        if post_sessions[i].state == "offline":
+            out[i] = 1
+    return out
+
+
+def setting_after(key: tuple[Any, ...]) -> int | None:
+    """v2: the checker's record of the room setting after the event (None: unchanged): a
+    chat-settings event replaces the whole setting (1 + its index in CHAT_SETTINGS)."""
+    return key[1] + 1 if key[0] == "settings" else None

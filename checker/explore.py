@@ -23,17 +23,20 @@ from pushrules.model.extract import v2_row
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.world import ImpossibleEvent, UndeclaredRejection, WorldBase
 
-from .bounded import APP, USER, BoundedWorld, Bounds, zero_clock
+from .bounded import APP, USER, BoundedWorld, Bounds, take, zero_clock
 from .environment import (
     QUEUE_EVENTS,
+    TIMERS,
     ghost_touched,
     ghost_writes,
     is_session_event,
+    mark_writes,
     queue_after,
     raised,
     recency_after,
     result_needs_pending,
     result_outcome,
+    timer_raised,
 )
 from .parts import (
     ABSENT_REGISTRATION,
@@ -85,6 +88,9 @@ class Violation:
                  f"# bounds: {world.bounds.describe()}",
                  f"# replay: pushrules replay --strict --set max_errors={world.config.max_errors}"
                  f" --set max_devices={world.config.max_devices} TRACE"]
+        if world.bounds.expiry:
+            lines.append("# '# timer:' lines are the model's timer events (orphan_ttl); replay "
+                         "does not raise them, so a trace with one does not replay as it is")
         setup = len(world.prefix())
         for n, event in enumerate(self.trace):
             if n == 0 and setup:
@@ -93,7 +99,7 @@ class Violation:
                 lines.append("# exploration")
             if n == len(self.trace) - 1:
                 lines.append("# the violating step")
-            lines.append(json.dumps(world.to_json(event)))
+            lines.append(world.trace_line(event))
         return "\n".join(lines) + "\n"
 
 
@@ -136,6 +142,9 @@ class Explorer:
     """
 
     def __init__(self, bounds: Bounds, world_cls: type[WorldBase] = TableWorld) -> None:
+        if bounds.v2:
+            raise ValueError("the reference explorer does not explore the version-2 events "
+                             "yet: run the v2 bound without --reference")
         self.world = BoundedWorld(bounds)
         self.bounds = bounds
         self.world_cls = world_cls
@@ -258,7 +267,10 @@ class Explorer:
         for key in self.keys:
             kind = key[0]
             queue = queues[key[1]] if is_session_event(kind) else ()
-            if kind != "result" and not raised(key, lambda q=queue: q, model[0]):
+            if kind in TIMERS:
+                if not timer_raised(model[1][key[1]].state):
+                    continue
+            elif kind != "result" and not raised(key, lambda q=queue: q, model[0]):
                 continue
             out.append((key, event(key, queue) if kind in QUEUE_EVENTS else event(key)))
         return out
@@ -275,7 +287,7 @@ class Explorer:
     def _compute_step(self, model: tuple, event: Any) -> Taken | Refused:
         world = self.restore(model)
         try:
-            pushes = world.handle(event)
+            pushes = take(world, event)
         except UndeclaredRejection as exc:
             return Refused("error", f"undeclared rejection: {exc}")
         except ImpossibleEvent as exc:
@@ -321,12 +333,17 @@ class Explorer:
         """The ghost part after the step (environment.py)."""
         post_regs = self.models[step.post][1]
         new = list(ghosts)
-        for j in ghost_touched(key, step.changed_regs, step.masks):
-            changes = ghost_writes(ghosts[j], post_regs[j].state in ENABLED, step.masks[j],
-                                   result_outcome(key, j))
+        wd = self.world
+        enabled_j = self._reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
+        for j in ghost_touched(key, step.changed_regs, step.masks,
+                               enabled_j if wd.marks_kept else None):
+            enabled = post_regs[j].state in ENABLED
+            marks = mark_writes(key, j, enabled_j, self.bounds,
+                                bool(step.masks[j] & wd.propose_bits), enabled)
+            changes = ghost_writes(ghosts[j], enabled, step.masks[j], result_outcome(key, j),
+                                   marks)
             new[j] = ghosts[j]._replace(**changes)
         ghosts = tuple(new)
-        enabled_j = self._reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
         after = recency_after(key, lambda: recency, enabled_j,
                               lambda x: post_regs[x].state in ENABLED, step.same_enabled)
         if after is not None:
@@ -523,7 +540,7 @@ class Explorer:
             self._graph(result, codes, moves_of, progress, path)
 
     def _coverage(self, result: Result, taken: set) -> None:
-        coverage(result, self.world_cls, taken,
+        coverage(result, self.world_cls, taken, self.bounds.expiry,
                  {s.state for model in self.models for s in model[0]},
                  {r.state for model in self.models for r in model[1]})
 
@@ -593,16 +610,19 @@ def record(violations: dict[str, Violation], path: Callable[[int], list[Any]],
             violations[name] = Violation(name, trace, detail)
 
 
-def coverage(result: Result, world_cls: type, taken: set, seen_sessions: set[str],
-             seen_registrations: set[str]) -> None:
+def coverage(result: Result, world_cls: type, taken: set, timers: bool,
+             seen_sessions: set[str], seen_registrations: set[str]) -> None:
     """Row coverage, reached machine states and table completeness of one exploration:
-    ``taken`` holds (machine, state, event, row) of the rows taken, ``seen_*`` the machine
-    states that occur in some explored state."""
+    ``taken`` holds (machine, state, event, row) of the rows taken, ``timers`` whether the
+    timer rows were explored (so must be taken too), ``seen_*`` the machine states that occur
+    in some explored state. Table completeness is static: it covers the timer events always."""
     tables = getattr(world_cls, "tables", None)
     if tables is None:
         return
-    for machine, table in (("session", tables.SESSION), ("registration",
-                                                            tables.REGISTRATION)):
+    explored = [("session", tables.SESSION), ("registration", tables.REGISTRATION)]
+    if timers:
+        explored.append(("registration", getattr(tables, "REGISTRATION_TIMERS", {})))
+    for machine, table in explored:
         for state, by_event in table.items():
             for event, rows in by_event.items():
                 for index, row in enumerate(rows):
@@ -622,11 +642,15 @@ def coverage(result: Result, world_cls: type, taken: set, seen_sessions: set[str
     if result.unreached:
         result.violations.setdefault("no_unreachable_state", Violation(
             "no_unreachable_state", [], "never reached: " + ", ".join(result.unreached)))
-    for machine, states, table, rejections in (
-            ("session", tables.SESSION_STATES, tables.SESSION, tables.SESSION_REJECTIONS),
+    for machine, states, table, rejections, events in (
+            ("session", tables.SESSION_STATES, tables.SESSION, tables.SESSION_REJECTIONS,
+             tables.SESSION_EVENTS),
             ("registration", tables.REGISTRATION_STATES, tables.REGISTRATION,
-             tables.REGISTRATION_REJECTIONS)):
-        events = tables.SESSION_EVENTS if machine == "session" else tables.REGISTRATION_EVENTS
+             tables.REGISTRATION_REJECTIONS, tables.REGISTRATION_EVENTS),
+            ("registration", tables.REGISTRATION_STATES,
+             getattr(tables, "REGISTRATION_TIMERS", {}),
+             getattr(tables, "REGISTRATION_TIMER_REJECTIONS", {}),
+             getattr(tables, "REGISTRATION_TIMER_EVENTS", {}))):
         for state in states:
             for event in events:
                 has_rows = bool(table.get(state, {}).get(event))

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from pushrules.model import records
 from pushrules.model.records import RegistrationRecord, RegKey, SessionRecord
 
-from .bounded import APP, USER, zero_clock
+from .bounded import APP, CALL_ID, ROOM, USER, zero_clock
 from .packed import View
 from .tableworld import TableWorld
 
@@ -60,6 +61,7 @@ class LazySession(_LazyFields, SessionRecord):
     __slots__ = ("_st", "_fields", "vals", "dirty")
 
     state = _field("state", 0)  # type: ignore[assignment]
+    csi = _field("csi", 2)  # v2: the model's XEP-0352 state (a constant outside v2)
 
     @property  # type: ignore[override]
     def binding(self) -> tuple[str, str, str] | None:
@@ -101,6 +103,7 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     @pushed.setter
     def pushed(self, value: dict[str, None]) -> None:
         self._pushed = value
+
 
     @property  # type: ignore[override]
     def seq(self) -> int:
@@ -172,6 +175,39 @@ class LazyWorld:
     def _has_registrations(self, user: str) -> bool:
         return bool(self.registrations_of(user))
 
+    def chat_setting(self, user: str, chat: str) -> Any:
+        """v2: the user's setting for a chat: the room's is a field of the state (the
+        bounded world raises chat-settings for the room only)."""
+        st = self._lazy
+        if user != USER or chat != ROOM:
+            return None
+        value = st.chat_value if st.chat_written else st.view(st.layout.chat)
+        # the v2 model's record of a setting (imported by name: it comes with the v2 model)
+        return None if value is None else records.ChatSetting(*value)
+
+    def store_chat_setting(self, user: str, chat: str, setting: Any) -> None:
+        st = self._lazy
+        if user != USER or chat != ROOM:
+            raise ValueError(f"unexpected chat setting of {user} for {chat} in the bounded "
+                             "world")
+        st.chat_written, st.chat_value = True, (setting.notify, setting.nick)
+
+    # v2: the call's targets are a field of each registration (one call id in the world)
+    def call_targets(self, user: str, call_id: str) -> dict[tuple[str, str], None]:
+        st = self._lazy
+        if user != USER or call_id != CALL_ID:
+            return {}
+        nodes = st.explorer.world.nodes
+        return {(APP, nodes[j]): None for j in range(len(nodes)) if st.rang(j)}
+
+    def add_call_target(self, reg: RegistrationRecord, call_id: str) -> None:
+        if call_id != CALL_ID:
+            raise ValueError(f"unexpected call id {call_id!r} in the bounded world")
+        self._lazy.call_writes[self._lazy.explorer.world.reg_index[reg.key]] = 1
+
+    def forget_calls_of(self, reg: RegistrationRecord) -> None:
+        self._lazy.call_writes[self._lazy.explorer.world.reg_index[reg.key]] = 0
+
     def _store_registration(self, reg: RegistrationRecord) -> None:
         st = self._lazy
         j = st.explorer.world.reg_index.get(reg.key)
@@ -199,6 +235,14 @@ class LazyState:
         self.regs: dict[int, RegistrationRecord | None] = {}
         self.stored_regs: dict[int, RegistrationRecord] = {}
         self.unknown_sessions: set[str] = set()
+        self.chat_written = False  # v2: the room setting was stored, as chat_value
+        self.chat_value: tuple[str, str | None] | None = None
+        self.call_writes: dict[int, int] = {}  # v2: registration -> in the call (0/1) now
+
+    def rang(self, j: int) -> int:
+        """v2: registration j is a target of the call (the proposal was pushed to it)."""
+        found = self.call_writes.get(j)
+        return self.view(self.layout.r[j][4]) if found is None else found
 
     def order(self) -> tuple[int, ...]:
         if self._order is None:
@@ -254,4 +298,5 @@ class LazyState:
         world = explorer.lazy_cls(explorer.world.config, clock=zero_clock)
         world.__dict__["_lazy"] = self
         world.sessions = world.users = None  # type: ignore[assignment]  # storage methods only
+        world.chats = world.calls = None  # the v2 facts too (storage methods only)
         return world

@@ -5,7 +5,9 @@ Operators: drop a guard, retarget a transition (every other state), drop an acti
 an action, and move the push of a row to another state that receives pushes (in this model:
 between the registration states bound and orphaned, e.g. rule (b) pushing the bound
 registrations instead of the orphaned ones). Every operator reads the model IR: the states,
-rows and actions come from it, and the push action is the model's own ``send_push``.
+rows and actions come from it, and the push action is the model's own ``send_push``. With
+``timers`` (``pushrules check --mutants --expiry``) the timer rows (``MachineIR.timers``: orphan
+expiry) are mutated too, and explored with the expiry bound.
 """
 
 from __future__ import annotations
@@ -69,25 +71,39 @@ def _row_id(t: TransitionIR, index: int) -> str:
     return f"{t.machine} {t.source} {t.event} {index}"
 
 
-def _replace(ir: ModelIR, machine: MachineIR, old: TransitionIR,
-             new: TransitionIR | None, extra: dict[int, TransitionIR] | None = None) -> ModelIR:
-    transitions = []
-    for t in machine.transitions:
+def _replaced(rows: tuple[TransitionIR, ...], old: TransitionIR, new: TransitionIR | None,
+              extra: dict[int, TransitionIR]) -> tuple[TransitionIR, ...]:
+    out = []
+    for t in rows:
         if t is old:
             if new is not None:
-                transitions.append(new)
+                out.append(new)
         else:
-            transitions.append((extra or {}).get(id(t), t))
-    changed = dataclasses.replace(machine, transitions=tuple(transitions))
+            out.append(extra.get(id(t), t))
+    return tuple(out)
+
+
+def _replace(ir: ModelIR, machine: MachineIR, old: TransitionIR,
+             new: TransitionIR | None, extra: dict[int, TransitionIR] | None = None) -> ModelIR:
+    """``ir`` with row ``old`` of ``machine`` (a contract or a timer row) replaced by ``new``
+    (None: dropped) and the rows in ``extra`` (by id) by theirs."""
+    extra = extra or {}
+    changed = dataclasses.replace(machine,
+                                  transitions=_replaced(machine.transitions, old, new, extra),
+                                  timers=_replaced(machine.timers, old, new, extra))
     return dataclasses.replace(
         ir, machines=tuple(changed if m is machine else m for m in ir.machines))
 
 
-def mutants(ir: ModelIR | None = None) -> Iterator[Mutant]:
+def mutants(ir: ModelIR | None = None, timers: bool = False) -> Iterator[Mutant]:
+    """Every mutant of ``ir`` (the model's): of its contract rows, and with ``timers`` of its
+    timer rows too (which only a checker with expiry explores)."""
     ir = ir or extract()
     for machine in ir.machines:
-        for t in machine.transitions:
-            index = machine.rows(t.source, t.event).index(t)
+        rows = machine.transitions + (machine.timers if timers else ())
+        for t in rows:
+            same = machine.timer_rows if t in machine.timers else machine.rows
+            index = same(t.source, t.event).index(t)
             row = _row_id(t, index)
             for g in t.guards:
                 guards = tuple(x for x in t.guards if x != g)
@@ -160,6 +176,8 @@ def run_mutant(mutant: Mutant, bounds: Bounds, escalation: Bounds | None = ESCAL
     tables = build_tables(mutant.ir)
     explorer = CompiledExplorer(bounds, world_class(tables))
     result = explorer.run(stop_at_first=True)
+    if escalation is not None:
+        escalation = dataclasses.replace(escalation, expiry=bounds.expiry)
     if not result.violations and escalation is not None and escalation != bounds:
         explorer = CompiledExplorer(escalation, world_class(tables))
         result = explorer.run(stop_at_first=True, max_states=ESCALATION_STATES)
@@ -169,4 +187,4 @@ def run_mutant(mutant: Mutant, bounds: Bounds, escalation: Bounds | None = ESCAL
 
 
 def run_all(bounds: Bounds) -> list[MutantResult]:
-    return [run_mutant(m, bounds)[0] for m in mutants()]
+    return [run_mutant(m, bounds)[0] for m in mutants(timers=bounds.expiry)]

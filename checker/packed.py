@@ -17,8 +17,8 @@ import numpy as np
 
 from pushrules.model.errors import PushrulesError
 
-from .bounded import BoundedWorld
-from .parts import GhostPart, RegistrationPart, SessionPart
+from .bounded import CHAT_SETTINGS, BoundedWorld
+from .parts import GhostPart, RegistrationPart, SessionGhostPart, SessionPart
 
 _U64 = np.uint64
 
@@ -55,19 +55,31 @@ class Layout:
             """A record's fields, in the order of its part's fields (checker/parts.py)."""
             return [add(f"{prefix} {name}", size[name]) for name in part._fields]
 
-        session = {"state": len(tables.SESSION_STATES), "binding": m + 1}
+        # v2 model fields: a constant (no bits) outside a v2 world
+        session = {"state": len(tables.SESSION_STATES), "binding": m + 1,
+                   "csi": 2 if b.v2 else 1}
         registration = {"state": len(tables.REGISTRATION_STATES), "owner": owners,
-                        "errors": errors, "pushed": 2 ** ids}
-        ghost = {"delivered": 2 ** ids, "errors": errors, "pending": 2}
+                        "errors": errors, "pushed": 2 ** ids, "calls": 2 if b.v2 else 1}
+        # the expiry mark is a field only with expiry: a constant (no bits) otherwise, so the
+        # layout, and what is explored, is the one of the contract events alone
+        ghost = {"delivered": 2 ** ids, "errors": errors, "pending": 2,
+                 "expired": 2 if b.expiry else 1, "rang": 2 if b.v2 else 1,
+                 "remote": 2 if b.v2 else 1}
         self.s = [record(world.sids[i], SessionPart, session) for i in range(n)]
         self.r = [record(node, RegistrationPart, registration) for node in world.nodes]
         self.order = add("enabling order", orders)
+        self.chat = add("room setting", 1 + len(CHAT_SETTINGS) if b.v2 else 1)
         self.model_fields = len(sizes)
         self.q = {i: add(f"smacks queue of {world.sids[i]}", 2 ** len(world.incoming))
                   for i in tracked}
         self.g = [record(f"{node} ghost", GhostPart, ghost) for node in world.nodes]
         self.recency = add("recency", orders)
-        self.bits = [max(1, (size - 1).bit_length()) for size in sizes]
+        # v2: the checker's record of each session's CSI and of the user's room setting
+        self.sg = [record(f"{world.sids[i]} ghost", SessionGhostPart, {"csi": 2 if b.v2 else 1})
+                   for i in range(n)]
+        self.setting = add("room setting ghost", 1 + len(CHAT_SETTINGS) if b.v2 else 1)
+        # a field of one value takes no bits (its value is always number 0)
+        self.bits = [(size - 1).bit_length() for size in sizes]
         self.word: list[int] = []
         self.shift: list[int] = []
         word = used = 0
@@ -164,6 +176,7 @@ def _named(name: str, part: type) -> type[Fields]:
 SessionFields = _named("SessionFields", SessionPart)
 RegistrationFields = _named("RegistrationFields", RegistrationPart)
 GhostFields = _named("GhostFields", GhostPart)
+SessionGhostFields = _named("SessionGhostFields", SessionGhostPart)
 
 
 class Records:

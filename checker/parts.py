@@ -20,6 +20,8 @@ class SessionPart(NamedTuple):
 
     state: str
     binding: int
+    csi: str = "active"
+    """v2: its XEP-0352 client state (the model's; a constant outside a v2 world)."""
 
 
 class RegistrationPart(NamedTuple):
@@ -30,20 +32,37 @@ class RegistrationPart(NamedTuple):
     owner: int
     errors: int
     pushed: int
+    calls: int = 0
+    """v2: the calls whose proposal was pushed to it (the model's; one bit per call id)."""
 
 
 class GhostPart(NamedTuple):
     """The checker's own record of a registration, kept from the pushes and push-results it
     saw: the stanzas delivered since it was last enabled anew (bits), the counted errors in a
-    row as the contract defines them, and whether a push to it awaits its push-result."""
+    row as the contract defines them, whether a push to it awaits its push-result, and
+    whether it expired (took ``expire``) since it was last enabled (kept only with
+    ``Bounds.expiry``; a constant 0 otherwise)."""
 
     delivered: int
     errors: int
     pending: int
+    expired: int = 0
+    rang: int = 0
+    """v2: the call's proposal was pushed to it since it was last enabled anew."""
+    remote: int = 0
+    """v2: push-remote-disable took it since it was last enabled."""
 
 
-ABSENT_SESSION = SessionPart("offline", -1)
+class SessionGhostPart(NamedTuple):
+    """v2: the checker's own record of a session: its CSI state as the events gave it (1:
+    active; bind makes it active; a constant 1 outside a v2 world)."""
+
+    csi: int = 1
+
+
+ABSENT_SESSION = SessionPart("offline", -1, "active")
 """A session not stored (never bound, or ended)."""
-ABSENT_REGISTRATION = RegistrationPart("absent", -1, 0, 0)
+ABSENT_REGISTRATION = RegistrationPart("absent", -1, 0, 0, 0)
 """A registration not stored."""
-NO_GHOST = GhostPart(0, 0, 0)
+NO_GHOST = GhostPart(0, 0, 0, 0, 0, 0)
+NO_SESSION_GHOST = SessionGhostPart(1)

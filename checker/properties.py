@@ -23,12 +23,14 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .bounded import USER, BoundedWorld
+from .bounded import CHAT_SETTINGS, ROOM, USER, BoundedWorld
 from .parts import ENABLED, LIVE
 
 PROPERTIES: dict[str, str] = {
     "no_push_to_active":
-        "no push to a registration whose session is active (after the event)",
+        "no push to a registration whose session is active (after the event); v2: rule d "
+        "(the bare JID reaches no session) and a call's end excepted, rule e only to a "
+        "session that is not also CSI-active",
     "no_loss":
         "every important stanza queued to, or in the queue of, a bound ack_delayed/hibernated "
         "session is pushed to its registration; every important stanza archived for the user "
@@ -41,8 +43,8 @@ PROPERTIES: dict[str, str] = {
         "nothing is pushed to a disabled, removed or never-enabled registration",
     "disable_only_after_max_errors":
         "push-result disables a registration exactly when max_errors counted errors in a row "
-        "are reached; the model's error count is that count; nothing else but push-disable and "
-        "eviction disables",
+        "are reached; the model's error count is that count; nothing else but push-disable, "
+        "eviction and (with --expiry) the registration's own expire disables",
     "wait_never_counts":
         "a wait error changes neither the error count nor the registration state",
     "resume_stops_pushes":
@@ -81,6 +83,29 @@ PROPERTIES: dict[str, str] = {
         "at most max_devices enabled registrations per user",
     "push_content":
         "a push covers stanzas of its event, in order, and is important iff one of them is",
+    "no_missed_ring":
+        "v2: a call proposal (on stanza-queued, archive, offline or groupchat) is pushed to "
+        "every enabled registration not bound to an active, CSI-active session, urgent "
+        "(rule e/call; to the queued session's own registration rule a may push it)",
+    "call_end_only_where_rung":
+        "v2: a call's end (retract, reject) is pushed, not urgent, to exactly the enabled "
+        "registrations its proposal was pushed to since they were enabled, and nowhere else",
+    "chat_settings_respected":
+        "v2: nothing but a call is pushed from a chat whose setting is never, nor a stanza "
+        "that does not mention the user from a chat that is on-mention (settings as the "
+        "checker saw the chat-settings events; groupchat_default without one)",
+    "echo_never_pushed":
+        "v2: the room's echo of the user's own message (from room/nick, the nick of the "
+        "user's setting for the room) is never pushed",
+    "remote_disabled_never_pushed":
+        "v2: nothing is pushed to a registration the push service disabled "
+        "(push-remote-disable) until a push-enable enables it again; the remote disable "
+        "leaves it not enabled and changes no other registration",
+    "urgent_only_for_calls":
+        "v2: a push is urgent exactly when its rule is e/call",
+    "expired_never_pushed":
+        "with --expiry: nothing is pushed to a registration that expired (took expire) until "
+        "a push-enable enables it again; expire disables exactly its registration",
     "no_dead_state":
         "every reachable state has a successor other than itself, and from every reachable "
         "state a state with every session offline is reachable",
@@ -97,13 +122,17 @@ PROPERTIES: dict[str, str] = {
 }
 
 RULE_OF = {"ackd": "a/ack-delayed", "hibs": "a/hibernation-start", "queued": "a/queued",
-           "archive": "b/archive", "offline": "c/offline"}
+           "archive": "b/archive", "offline": "c/offline", "groupchat": "d/groupchat"}
 """The push rule of each event kind's path; other events push nothing."""
 SESSION_TARGET = {"bind": "active", "ackr": "active", "hibe": "active", "ackd": "ack_delayed",
                   "hibs": "hibernated", "destroy": "offline"}
 """The session state the contract puts a session in after each session event kind."""
+FAN_OUT_PATHS = ("archive", "offline", "groupchat")
+"""Event kinds whose stanza fans out to the user's registrations (rules b, c, d)."""
 RULE_A = ("ackd", "hibs", "queued")
 """Event kinds of rule (a): the session's registration is pushed."""
+OWN_DISABLE = ("result", "expire", "remote")
+"""Event kinds (kind, registration) that may disable their own registration."""
 
 
 # --- state properties ----------------------------------------------------------------------
@@ -119,6 +148,13 @@ class State:
 
 StateProperty = Callable[[State], bool]
 STATE_PROPERTIES: dict[str, StateProperty] = {}
+
+
+EXPLORER_PROPERTIES = ("every_event_handled", "deterministic", "disable_recorded",
+                       "fields_in_domain", "no_dead_state", "no_unreachable_state",
+                       "every_transition_covered", "table_complete")
+"""The properties the explorers decide themselves (the step's outcome, layout, coverage,
+the state graph)."""
 
 
 def state_property(fn: StateProperty) -> StateProperty:
@@ -184,6 +220,11 @@ class Step:
     pushes: list
     max_errors: int
     max_devices: int
+    session_ghosts: Any = ()
+    """v2: the checker's record of each session (its CSI state as the events gave it)."""
+    setting: Callable[[], int] = lambda: 0
+    """v2: the checker's record of the user's setting for the room (0: none, else 1 + its
+    index in bounded.CHAT_SETTINGS)."""
     stanzas: tuple = field(init=False)
     kind: str = field(init=False)
     _targets: list[int | None] | None = field(init=False, default=None)
@@ -280,7 +321,7 @@ def rule_matches_path(step: Step) -> bool:
     rule = RULE_OF.get(step.kind)
     if rule is None:
         return bool(step.pushes)
-    return any(p.rule != rule for _, p in step.known_pushes())
+    return any(p.rule not in allowed_rules(step, rule, j) for j, p in step.known_pushes())
 
 
 @transition_property
@@ -302,10 +343,18 @@ def at_most_once(step: Step) -> bool:
 
 @transition_property
 def no_push_to_active(step: Step) -> bool:
-    """A push to a registration held by a session that is active after the event."""
+    """A push to a registration held by a session that is active after the event (v2: a
+    groupchat to the bare JID reaches no session, so rule d pushes every registration; rule e
+    rings one unless the session is also CSI-active; a call's end goes where the call went)."""
     post = step.post_sessions
-    return any(any(post[i].state == "active" for i in step.holders(j))
-               for j, _ in step.known_pushes())
+    for j, push in step.known_pushes():
+        if push.rule in ("d/groupchat", "e/call-end"):
+            continue
+        call = push.rule == "e/call"
+        if any(post[i].state == "active" and (not call or step.session_ghosts[i].csi)
+               for i in step.holders(j)):
+            return True
+    return False
 
 
 @transition_property
@@ -313,10 +362,12 @@ def no_push_unbound(step: Step) -> bool:
     """A rule (a) push to another registration than the session's; a b/archive push to a
     registration bound to a live session."""
     kind = step.kind
-    for j, _ in step.known_pushes():
-        if kind in RULE_A and step.pre_sessions[step.key[1]].binding != j:
+    for j, push in step.known_pushes():
+        rule = push.rule  # (v2: rule e's pushes on these events are no_missed_ring's)
+        if kind in RULE_A and rule.startswith("a/") \
+                and step.pre_sessions[step.key[1]].binding != j:
             return True
-        if kind == "archive" and step.held_live(j):
+        if kind == "archive" and rule == "b/archive" and step.held_live(j):
             return True
     return False
 
@@ -343,7 +394,7 @@ def no_loss(step: Step) -> bool:
     kind = step.kind
     if kind in RULE_A:
         return _session_loses(step)
-    if kind in ("archive", "offline"):
+    if kind in FAN_OUT_PATHS:
         return _fan_out_loses(step)
     return False
 
@@ -357,7 +408,7 @@ def _session_loses(step: Step) -> bool:
     if j < 0 or not woken:
         return False
     return any(s.important and s.id is not None and not step.delivered(j, s.id)
-               for s in step.stanzas)
+               and not exempt(step, s, rule_a=True) for s in step.stanzas)
 
 
 def _fan_out_loses(step: Step) -> bool:
@@ -365,7 +416,7 @@ def _fan_out_loses(step: Step) -> bool:
     session) misses an important stanza for the user."""
     stanza = step.stanzas[0]
     archive = step.kind == "archive"
-    if not stanza.important or (archive and stanza.to_bare != USER):
+    if not stanza.important or (archive and stanza.to_bare != USER) or exempt(step, stanza):
         return False
     for j in range(len(step.world.nodes)):
         if not step.enabled_before(j) or (archive and step.held_live(j)):
@@ -382,7 +433,7 @@ def disable_only_after_max_errors(step: Step) -> bool:
     exactly at max_errors counted errors in a row, or leaving another error count."""
     kind, key = step.kind, step.key
     for j in step.changed_regs:
-        allowed = kind in ("disable", "enable") or (kind == "result" and key[1] == j)
+        allowed = kind in ("disable", "enable") or (kind in OWN_DISABLE and key[1] == j)
         if not allowed and step.enabled_before(j) and not step.enabled_after(j):
             return True
     if kind != "result" or not step.enabled_before(key[1]):
@@ -409,7 +460,7 @@ def wait_never_counts(step: Step) -> bool:
 def session_follows_contract(step: Step) -> bool:
     """A session event leaving its session in another state than the contract says."""
     kind = step.kind
-    if kind not in SESSION_TARGET and kind not in ("queued", "enable", "disable"):
+    if kind not in SESSION_TARGET and kind not in ("queued", "enable", "disable", "csi"):
         return False
     i = step.key[1]
     expected = SESSION_TARGET.get(kind) or step.pre_sessions[i].state
@@ -453,7 +504,24 @@ def resume_stops_pushes(step: Step) -> bool:
     kind, i = step.kind, step.key[1] if len(step.key) > 1 else -1
     if kind == "hibe":
         return bool(step.pushes) or step.post_sessions[i].state != "active"
-    return kind == "queued" and step.pre_sessions[i].state == "active" and bool(step.pushes)
+    return kind == "queued" and step.pre_sessions[i].state == "active" and any(
+        p.rule.startswith("a/") for p in step.pushes)  # v2: a call rings elsewhere
+
+
+@transition_property
+def expired_never_pushed(step: Step) -> bool:
+    """A push to a registration that expired since it was last enabled (the checker's own
+    mark: set by a taken expire, cleared by the push-enable that enables it again); an expire
+    that leaves its registration enabled or changes another one."""
+    if not step.world.bounds.expiry:
+        return False
+    if step.kind == "expire":
+        j = step.key[1]
+        if step.enabled_after(j) or any(
+                x != j and step.pre_regs[x].state != step.post_regs[x].state
+                for x in step.changed_regs):
+            return True
+    return any(step.ghosts[j].expired for j, _ in step.known_pushes())
 
 
 def _enabled(step: Step) -> int:
@@ -466,9 +534,60 @@ def check_transition(step: Step) -> list[str]:
     return sorted([name for name, violated in TRANSITION_PROPERTIES.items() if violated(step)])
 
 
+def exempt(step: Step, stanza: Any, rule_a: bool = False) -> bool:
+    """v2: ``stanza`` need not be pushed by the event's path: the chat setting or the echo
+    rule keeps it back, or it is a call's end (it goes only where the proposal went); on the
+    fan-out paths a proposal too (no_missed_ring says where it must go)."""
+    if not step.world.bounds.v2:
+        return False
+    facts = step.world.facts_of[stanza]
+    if facts.call == "end" or (facts.call == "propose" and not rule_a):
+        return True
+    return held_back(step, stanza) is not None
+
+
+def held_back(step: Step, stanza: Any) -> str | None:
+    """v2: why the contract keeps ``stanza`` from being pushed ("echo" or "setting"), by the
+    checker's record of the user's setting for the room; None: it does not."""
+    world = step.world
+    facts = world.facts_of[stanza]
+    n = step.setting() if facts.chat == ROOM else 0
+    notify, nick = CHAT_SETTINGS[n - 1] if n else (None, None)
+    if facts.groupchat and nick is not None and facts.nick == nick:
+        return "echo"
+    if facts.call is not None:
+        return None  # calls ignore chat settings
+    if notify is None:
+        notify = world.config.groupchat_default if facts.groupchat else "always"
+    if notify == "never" or (notify == "on-mention" and not facts.mentions_user):
+        return "setting"
+    return None
+
+
+def allowed_rules(step: Step, rule: str, j: int) -> tuple[str, ...]:
+    """The rules a push to registration j may carry on the event's path: the path's; in v2,
+    for a call stanza rule e instead (a proposal queued to the session bound to j: rule a
+    too, it is in the smacks queue rule a pushes)."""
+    if not step.world.bounds.v2 or step.kind not in (*FAN_OUT_PATHS, "queued"):
+        return (rule,)
+    facts = step.world.facts_of[step.stanzas[0]]
+    if facts.call == "end":
+        return ("e/call-end",)
+    if facts.call == "propose":
+        own = step.kind == "queued" and step.pre_sessions[step.key[1]].binding == j
+        return ("e/call", rule) if own else ("e/call",)
+    return (rule,)
+
+
 def _event_stanzas(event: Any) -> tuple:
     queue = getattr(event, "queue", None)
     if queue is not None:
         return tuple(queue)
     stanza = getattr(event, "stanza", None)
     return () if stanza is None else (stanza,)
+
+
+from . import properties_v2 as _v2  # noqa: E402  (registers the version-2 properties)
+
+assert set(PROPERTIES) == {*TRANSITION_PROPERTIES, *STATE_PROPERTIES, *EXPLORER_PROPERTIES}, (
+    _v2.__name__)

@@ -36,6 +36,7 @@ class TableWorld(WorldBase):
     row was enabled (the first is taken, as the runtime does)."""
 
     tables: ModuleType = generated_tables
+    _registration_rows: dict[str, dict[str, tuple[Any, ...]]]  # per class (so per tables)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -64,8 +65,20 @@ class TableWorld(WorldBase):
         index, row = self._pending
         self._take(record, "session", record.sid, event, index, row, ctx)
 
+    @classmethod
+    def registration_table(cls) -> dict[str, dict[str, tuple[Any, ...]]]:
+        """The registration rows: the contract's and the model's timer rows (the timer events
+        are raised only by a checker with expiry, through ``fire_registration``), per tables."""
+        found = cls.__dict__.get("_registration_rows")
+        if found is None:
+            timers = getattr(cls.tables, "REGISTRATION_TIMERS", {})
+            found = {state: {**cls.tables.REGISTRATION.get(state, {}), **timers.get(state, {})}
+                     for state in {*cls.tables.REGISTRATION, *timers}}
+            cls._registration_rows = found
+        return found
+
     def _registration_step(self, reg: RegistrationRecord, event: str, ctx: Ctx) -> bool:
-        picked = self._pick("registration", self.tables.REGISTRATION, reg.state, event, ctx)
+        picked = self._pick("registration", self.registration_table(), reg.state, event, ctx)
         if picked is None:
             return False
         self._take(reg, "registration", f"{reg.jid} {reg.node}", event, picked[0], picked[1],

@@ -74,6 +74,8 @@ REGISTRATION_TRANSITIONS: list[tuple[Any, ...]] = [
     ("push_result", ENABLED, "disabled", ["counted_error"], ["below_max_errors"],
      ["count_error", "disable_for_errors"], "errors/count"),
     ("push_result", "disabled", None, [], [], [], "errors/count"),
+    # the timer event: orphan_ttl elapsed bound to no live session (a store's clock raises it)
+    ("expire", "orphaned", "disabled", [], [], ["disable_for_expiry"], "reg/expire"),
 ]
 
 

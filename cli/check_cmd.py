@@ -9,8 +9,9 @@ from pathlib import Path
 
 import click
 
-from pushrules.checker.bounded import Bounds
+from pushrules.checker.bounded import FLAGS, Bounds
 from pushrules.checker.progress import Progress
+from pushrules.generated.events import EVENT_CLASSES
 
 MUTANT_BOUNDS = Bounds(sessions=2, push_sessions=2, orphans=0, stanzas=3, max_errors=2,
                        max_devices=1)
@@ -19,6 +20,8 @@ MUTANT_BOUNDS = Bounds(sessions=2, push_sessions=2, orphans=0, stanzas=3, max_er
 
 def _bound_options(fn):  # type: ignore[no-untyped-def]
     for f in reversed(fields(Bounds)):
+        if f.name in FLAGS:
+            continue
         fn = click.option(f"--{f.name.replace('_', '-')}", f.name, type=click.IntRange(0),
                           default=None,
                           help=f"Bound (default {f.default}; "
@@ -28,6 +31,14 @@ def _bound_options(fn):  # type: ignore[no-untyped-def]
 
 @click.command()
 @_bound_options
+@click.option("--v2", is_flag=True, default=None,
+              help="Also the contract's version-2 events: a group chat (a message, a mention, "
+                   "the room's echo), a call (propose, then retract), CSI changes, chat "
+                   "settings for the room and remote disable (checker/PROPERTIES.md).")
+@click.option("--expiry", is_flag=True, default=None,
+              help="Also explore the model's orphan expiry: its timer event expire for every "
+                   "orphaned registration at any time (orphaned -> disabled, reason expired); "
+                   "the timer rows must be taken and, with --mutants, are mutated too.")
 @click.option("--mutants", "run_mutants", is_flag=True,
               help="Mutate the model IR and report which mutants some property kills.")
 @click.option("--mutant", "only", metavar="ID",
@@ -48,11 +59,16 @@ def check(run_mutants: bool, only: str | None, as_json: bool, trace_dir: Path | 
     properties (see checker/PROPERTIES.md). Exit 1 on any failure; a violated property prints
     its shortest counterexample as a trace for `pushrules replay --strict`."""
     base = MUTANT_BOUNDS if run_mutants else Bounds()
-    chosen = {k: v for k, v in bounds.items() if v is not None}
+    chosen: dict[str, int | bool] = {k: v for k, v in bounds.items() if v is not None}
     try:
         limits = Bounds(**{**{f.name: getattr(base, f.name) for f in fields(Bounds)}, **chosen})
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from None
+    if limits.v2 and "message/bare/groupchat" not in EVENT_CLASSES:
+        raise click.BadParameter("the model has no contract-v2 events yet", param_hint="--v2")
+    if limits.v2 and reference:
+        raise click.BadParameter("the reference explorer does not explore v2 yet",
+                                 param_hint="--reference")
     progress = show_progress or sys.stderr.isatty()
     if run_mutants:
         sys.exit(_mutants(limits, only, as_json, progress))
@@ -103,7 +119,7 @@ def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: boo
 def _mutants(limits: Bounds, only: str | None, as_json: bool, progress: bool = False) -> int:
     from pushrules.checker.mutants import mutants, run_mutant
 
-    selected = [m for m in mutants() if only is None or only in m.id]
+    selected = [m for m in mutants(timers=limits.expiry) if only is None or only in m.id]
     if not selected:
         raise click.BadParameter(f"no mutant id contains {only!r}", param_hint="--mutant")
     killed = 0
