@@ -12,9 +12,12 @@ from pushrules.model.rules import PUSH_RULES
 from pushrules.model.world import ROUTES, UNDECLARED, WorldBase, session_rejection
 
 Row = tuple[tuple[tuple[Any, bool], ...], str, tuple[Any, ...], str, str]
+FlaggedRows = tuple[tuple[Any, ...], ...]
+"""A cell's rows, each a generated row plus whether its rule pushes."""
 
 
-def _with_push_flag(table: dict[str, dict[str, tuple[Row, ...]]]) -> dict[str, dict[str, tuple]]:
+def _with_push_flag(table: dict[str, dict[str, tuple[Row, ...]]]
+                    ) -> dict[str, dict[str, FlaggedRows]]:
     """The generated rows, each with one more field: whether its rule is a push rule (then
     taking it must set ``ctx.rule``). Computed once, so the hot path skips ``_enter`` when
     there is nothing for it to do."""
@@ -25,14 +28,14 @@ def _with_push_flag(table: dict[str, dict[str, tuple[Row, ...]]]) -> dict[str, d
     }
 
 
-def _plain_target(rows: tuple) -> str | None:
+def _plain_target(rows: FlaggedRows) -> str | None:
     """The target of a cell whose one row has no guard, no action and no push rule."""
     if len(rows) == 1 and not rows[0][0] and not rows[0][2] and not rows[0][5]:
-        return rows[0][1]
+        return str(rows[0][1])
     return None
 
 
-def _routes(rows: dict[str, dict[str, tuple]]) -> dict[str, tuple]:
+def _routes(rows: dict[str, dict[str, FlaggedRows]]) -> dict[str, tuple[Any, ...]]:
     """Contract event name -> how ``Engine.handle`` may shortcut it. A fan-out event: (None,
     the field naming its user). A session event: ({state: target} of the cells that only
     change the state of a live session, its machine event, {state: (rows, whether a row can
@@ -40,7 +43,7 @@ def _routes(rows: dict[str, dict[str, tuple]]) -> dict[str, tuple]:
     may fan its stanza out). Derived from the
     router WorldBase uses (``ROUTES``) and the generated table (no rule is written here); any
     other case takes ``WorldBase.handle``."""
-    out: dict[str, tuple] = {}
+    out: dict[str, tuple[Any, ...]] = {}
     for name, route in ROUTES.items():
         if route.target == USER_REGISTRATIONS:
             out[name] = (None, route.user_field)
@@ -80,7 +83,7 @@ class Engine(WorldBase):
             # A fan-out event for a user with no registration: nothing to do (as in WorldBase).
             if self.users.get(getattr(event, route[1])):
                 return super().handle(event)
-            self._pushes = pushes = []
+            self._pushes = pushes = list[Push]()
             return pushes
         if route[3] and event.stanza.call is not None:
             return super().handle(event)
@@ -137,7 +140,8 @@ class Engine(WorldBase):
         rows = self._REGISTRATION_ROWS[reg.state].get(event)
         return rows is not None and self._take_first(rows, reg, "registration", event, ctx)
 
-    def _take_first(self, rows: tuple, record: Any, machine: str, event: str, ctx: Ctx) -> bool:
+    def _take_first(self, rows: FlaggedRows, record: Any, machine: str, event: str,
+                    ctx: Ctx) -> bool:
         """Take the first row whose guards all hold; False when there is none."""
         for guards, target, actions, rule, why, push in rows:
             for predicate, expected in guards:

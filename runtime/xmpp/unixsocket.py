@@ -135,4 +135,4 @@ def peer_uid(sock: socket.socket) -> int | None:
         return None
     raw = sock.getsockopt(socket.SOL_SOCKET, option, struct.calcsize("3i"))
     _pid, uid, _gid_ = struct.unpack("3i", raw)
-    return uid
+    return int(uid)
