@@ -422,8 +422,8 @@ class SqliteStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._db.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
+            with contextlib.suppress(sqlite3.Error):  # (ProgrammingError: closed already)
+                if self._db.in_transaction:
                     self._db.execute("COMMIT")
             self._db.close()
 
