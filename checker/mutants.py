@@ -17,7 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pushrules.model.actions import send_push
-from pushrules.model.extract import MachineIR, ModelIR, TransitionIR, extract
+from pushrules.model.extract import MachineIR, ModelIR, TransitionIR, extract, v2_row
+from pushrules.model.guards import V2_GUARDS
 
 from .bounded import Bounds
 from .compiled import CompiledExplorer
@@ -95,17 +96,24 @@ def _replace(ir: ModelIR, machine: MachineIR, old: TransitionIR,
         ir, machines=tuple(changed if m is machine else m for m in ir.machines))
 
 
-def mutants(ir: ModelIR | None = None, timers: bool = False) -> Iterator[Mutant]:
+def mutants(ir: ModelIR | None = None, timers: bool = False,
+            v2: bool = False) -> Iterator[Mutant]:
     """Every mutant of ``ir`` (the model's): of its contract rows, and with ``timers`` of its
-    timer rows too (which only a checker with expiry explores)."""
+    timer rows too (which only a checker with expiry explores). Without ``v2``, the rows only
+    version-2 events take and the v2 guards are not mutated: a bound that raises no v2 event
+    cannot kill them (``skipped_v2`` counts them)."""
     ir = ir or extract()
     for machine in ir.machines:
         rows = machine.transitions + (machine.timers if timers else ())
         for t in rows:
+            if not v2 and v2_row(t.event, t.rule):
+                continue
             same = machine.timer_rows if t in machine.timers else machine.rows
             index = same(t.source, t.event).index(t)
             row = _row_id(t, index)
             for g in t.guards:
+                if not v2 and g.name in V2_GUARDS:
+                    continue
                 guards = tuple(x for x in t.guards if x != g)
                 yield Mutant(f"drop-guard {row} {g.label}",
                              _replace(ir, machine, t, dataclasses.replace(t, guards=guards)))
@@ -120,7 +128,7 @@ def mutants(ir: ModelIR | None = None, timers: bool = False) -> Iterator[Mutant]
                 doubled = t.actions[:n + 1] + (act,) + t.actions[n + 1:]
                 yield Mutant(f"dup-action {row} {act}",
                              _replace(ir, machine, t, dataclasses.replace(t, actions=doubled)))
-        yield from _swaps(ir, machine)
+        yield from _swaps(ir, machine, v2)
 
 
 def pushing_states(machine: MachineIR) -> list[str]:
@@ -130,7 +138,7 @@ def pushing_states(machine: MachineIR) -> list[str]:
             if any(t.source == state and PUSH_ACTION in t.actions for t in machine.transitions)]
 
 
-def _swaps(ir: ModelIR, machine: MachineIR) -> Iterator[Mutant]:
+def _swaps(ir: ModelIR, machine: MachineIR, v2: bool) -> Iterator[Mutant]:
     """Move the push action of a row to the rows of the same event in another pushing state
     that do not push: the rule then pushes the wrong records."""
     receivers = pushing_states(machine)
@@ -138,6 +146,8 @@ def _swaps(ir: ModelIR, machine: MachineIR) -> Iterator[Mutant]:
         return
     for t in machine.transitions:
         if PUSH_ACTION not in t.actions or t.source not in receivers:
+            continue
+        if not v2 and v2_row(t.event, t.rule):
             continue
         for other in receivers:
             if other == t.source:
@@ -187,4 +197,10 @@ def run_mutant(mutant: Mutant, bounds: Bounds, escalation: Bounds | None = ESCAL
 
 
 def run_all(bounds: Bounds) -> list[MutantResult]:
-    return [run_mutant(m, bounds)[0] for m in mutants(timers=bounds.expiry)]
+    return [run_mutant(m, bounds)[0] for m in mutants(timers=bounds.expiry, v2=bounds.v2)]
+
+
+def skipped_v2(timers: bool = False) -> int:
+    """How many mutants a bound without v2 events leaves out (they need ``--v2``)."""
+    return sum(1 for _ in mutants(timers=timers, v2=True)) - \
+        sum(1 for _ in mutants(timers=timers))

@@ -117,9 +117,10 @@ def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: boo
 
 
 def _mutants(limits: Bounds, only: str | None, as_json: bool, progress: bool = False) -> int:
-    from pushrules.checker.mutants import mutants, run_mutant
+    from pushrules.checker.mutants import mutants, run_mutant, skipped_v2
 
-    selected = [m for m in mutants(timers=limits.expiry) if only is None or only in m.id]
+    selected = [m for m in mutants(timers=limits.expiry, v2=limits.v2)
+                if only is None or only in m.id]
     if not selected:
         raise click.BadParameter(f"no mutant id contains {only!r}", param_hint="--mutant")
     killed = 0
@@ -151,4 +152,7 @@ def _mutants(limits: Bounds, only: str | None, as_json: bool, progress: bool = F
     else:
         click.echo(f"{len(selected)} mutants, {killed} killed, {len(survivors)} survived "
                    f"({len(survivors) - len(unexplained)} listed as equivalent)")
+        if not limits.v2:
+            click.echo(f"({skipped_v2(limits.expiry)} mutants of version-2 rows and guards "
+                       "are not run: this bound raises no v2 event; see --v2)")
     return 1 if unexplained else 0

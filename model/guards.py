@@ -90,3 +90,9 @@ def call_pushed_here(ctx: Ctx) -> bool:
 @guard("the stanza ends a call (XEP-0353 retract or reject): rule e decides where it goes")
 def ends_call(ctx: Ctx) -> bool:
     return ctx.event.stanza.call == CALL_END  # type: ignore[no-any-return]
+
+
+V2_GUARDS = frozenset({"ringing_app", "in_pushed_queue", "outgoing_copy", "call_pushed_here",
+                       "ends_call"})
+"""Guards only version-2 stanzas or events can make matter (calls): a bound without v2 events
+cannot tell a mutant that drops one from the model."""
