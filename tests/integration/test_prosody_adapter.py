@@ -628,7 +628,11 @@ def test_s1_account_advertises_push(live):
 
 def test_s8_importance_of_each_stanza(live):
     rec = record(live, "s8-importance")
-    want = [p for p in expected("s8-importance") if p[1][0] in S8_LIVE]
+    # Contract v2 rule e: Prosody's MAM archives the call proposal jp1 before it is queued to
+    # the hibernated phone, so it rings there at once (e/call, urgent) and dedup keeps the
+    # queued copy from being pushed again; replaying the example (queued only) gives a/queued.
+    want = [("e/call", *p[1:]) if p[1] == ["jp1"] else p
+            for p in expected("s8-importance") if p[1][0] in S8_LIVE]
     assert decided(rec) == want
     assert_published_as_decided(rec)
 
