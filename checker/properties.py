@@ -508,6 +508,16 @@ def resume_stops_pushes(step: Step) -> bool:
         p.rule.startswith("a/") for p in step.pushes)  # v2: a call rings elsewhere
 
 
+def disable_misses_its_target(step: Step) -> bool:
+    """The registration the step's own event names (``step.key[1]``) is still enabled after
+    it, or another registration changed state: a disabling event (expiry, remote disable) must
+    disable exactly its own."""
+    j = step.key[1]
+    return step.enabled_after(j) or any(
+        x != j and step.pre_regs[x].state != step.post_regs[x].state
+        for x in step.changed_regs)
+
+
 @transition_property
 def expired_never_pushed(step: Step) -> bool:
     """A push to a registration that expired since it was last enabled (the checker's own
@@ -515,12 +525,8 @@ def expired_never_pushed(step: Step) -> bool:
     that leaves its registration enabled or changes another one."""
     if not step.world.bounds.expiry:
         return False
-    if step.kind == "expire":
-        j = step.key[1]
-        if step.enabled_after(j) or any(
-                x != j and step.pre_regs[x].state != step.post_regs[x].state
-                for x in step.changed_regs):
-            return True
+    if step.kind == "expire" and disable_misses_its_target(step):
+        return True
     return any(step.ghosts[j].expired for j, _ in step.known_pushes())
 
 

@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .properties import FAN_OUT_PATHS, Step, held_back, transition_property
+from .properties import (
+    FAN_OUT_PATHS,
+    Step,
+    disable_misses_its_target,
+    held_back,
+    transition_property,
+)
 
 CALL_PATHS = (*FAN_OUT_PATHS, "queued")
 """Event kinds on which rule e fans a call stanza out (the contract's four events)."""
@@ -112,12 +118,8 @@ def remote_disabled_never_pushed(step: Step) -> bool:
     remote disable that leaves its registration enabled or changes another one."""
     if not _v2(step):
         return False
-    if step.kind == "remote":
-        j = step.key[1]
-        if step.enabled_after(j) or any(
-                x != j and step.pre_regs[x].state != step.post_regs[x].state
-                for x in step.changed_regs):
-            return True
+    if step.kind == "remote" and disable_misses_its_target(step):
+        return True
     return any(step.ghosts[j].remote for j, _ in step.known_pushes())
 
 
