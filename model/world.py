@@ -171,6 +171,36 @@ class WorldBase(ABC):
             if not calls[call_id]:
                 del calls[call_id]
 
+    # --- a user's facts beyond sessions and registrations, as data a store keeps ------------
+    def user_facts(self, user: str) -> dict[str, Any]:
+        """JSON-able: the user's chat settings and calls (v2). A store keeps this one record
+        per user and hands it back to ``restore_user_facts``; empty when there is nothing."""
+        facts: dict[str, Any] = {}
+        chats = self.chats.get(user)
+        if chats:
+            facts["chats"] = {chat: [s.notify, s.nick] for chat, s in chats.items()}
+        calls = self.calls.get(user)
+        if calls:
+            facts["calls"] = {call_id: [list(key) for key in targets]
+                              for call_id, targets in calls.items()}
+        return facts
+
+    def restore_user_facts(self, user: str, facts: dict[str, Any]) -> None:
+        """Replace the user's facts by what ``user_facts`` gave. Raises KeyError, TypeError or
+        ValueError on data it did not write (a store reports that as corrupt)."""
+        self.chats.pop(user, None)
+        self.calls.pop(user, None)
+        chats = facts.get("chats", {})
+        if chats:
+            self.chats[user] = {str(chat): ChatSetting(str(notify), None if nick is None
+                                                       else str(nick))
+                                for chat, (notify, nick) in chats.items()}
+        calls = facts.get("calls", {})
+        if calls:
+            self.calls[user] = {str(call_id): {(str(jid), str(node)): None
+                                               for jid, node in targets}
+                                for call_id, targets in calls.items()}
+
     # --- World protocol used by actions ------------------------------------------------------
     def push_time(self) -> float | None:
         """The time a push decided now carries: the trace's, once it has times."""
