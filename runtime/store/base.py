@@ -1,18 +1,21 @@
 """What a store keeps, per user, and the interface every store implements.
 
 Every contract event concerns exactly one user, so one user's state is the unit a store loads,
-updates atomically and saves: that user's sessions, registrations (with their dedup ids), the
-enable-order counter used by eviction, and the audit trail. Rows are plain JSON-able dicts so
-that each store can keep them in its own way (columns, JSON strings) and the engine can diff them.
+updates atomically and saves: that user's sessions (with their CSI state), registrations (with
+their dedup ids), the enable-order counter used by eviction, the user's facts
+(``WorldBase.user_facts``: chat settings, calls; one JSON-able record, kept as it is) and the
+audit trail. Rows are plain JSON-able dicts so that each store can keep them in its own way
+(columns, JSON strings) and the engine can diff them.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushrules.model.errors import PushrulesError
-from pushrules.model.records import Push, RegistrationRecord, SessionRecord
+from pushrules.model.records import CSI_ACTIVE, Push, RegistrationRecord, SessionRecord
 from pushrules.model.world import AuditEntry
 
 RegId = tuple[str, str]
@@ -59,6 +62,9 @@ class UserSnapshot:
     pushed: dict[RegId, dict[str, None]] = field(default_factory=dict)
     """The engine's prebuilt dedup sets matching the rows' ``pushed`` lists (stores leave it
     empty): copying one is much cheaper than hashing thousands of ids again."""
+    facts: Row = field(default_factory=dict)
+    """The user's facts beyond sessions and registrations (``WorldBase.user_facts``: chat
+    settings, calls), kept as this one JSON-able record; empty when the user has none."""
 
     @property
     def identity(self) -> tuple[int, str]:
@@ -94,6 +100,9 @@ class UserChanges:
     the dedup ids that decided them, until answered."""
     outbox_del: list[str] = field(default_factory=list)
     """Keys of the user's outbox entries this event settles (the push-result answering one)."""
+    facts: Row | None = None
+    """The user's facts record when the event changed it (replaces the stored one whole; an
+    empty dict: the user has none now), None when unchanged (nothing written)."""
     known_registrations: list[RegId] = field(default_factory=list)
     known_timers: list[RegId] = field(default_factory=list)
     """Set when the event ran on a cached copy not checked first: a store whose rows or
@@ -185,7 +194,8 @@ def push_from_row(user: str, row: Row) -> Push:
 
 
 def session_row(rec: SessionRecord) -> Row:
-    return {"state": rec.state, "binding": None if rec.binding is None else list(rec.binding[1:])}
+    return {"state": rec.state, "binding": None if rec.binding is None else list(rec.binding[1:]),
+            "csi": rec.csi}
 
 
 def registration_row(rec: RegistrationRecord) -> Row:
@@ -200,6 +210,8 @@ def session_from_row(user: str, sid: str, row: Row) -> SessionRecord:
     rec = SessionRecord(sid, user, row["state"])
     binding = row["binding"]
     rec.binding = None if binding is None else (user, binding[0], binding[1])
+    csi = row.get("csi")  # v2 (issue 13); rows stored before it: CSI-active
+    rec.csi = CSI_ACTIVE if csi is None else str(csi)
     return rec
 
 
@@ -214,6 +226,28 @@ def registration_from_row(user: str, reg: RegId, row: Row,
     rec.seq = int(row["seq"])
     rec.pushed = dict.fromkeys(row["pushed"]) if pushed is None else pushed.copy()
     return rec
+
+
+def facts_from_json(where: str, user: str, text: str | bytes | None) -> Row:
+    """A stored facts record (None or empty: the user has none); StoreCorrupt naming the
+    store and the user when it is not the JSON object a store wrote."""
+    if not text:
+        return {}
+    try:
+        facts = json.loads(text)
+    except ValueError as exc:
+        raise StoreCorrupt(f"{where}: the facts record of user {user} is not readable "
+                           f"(not JSON: {exc}); nothing was applied") from None
+    if not isinstance(facts, dict):
+        raise StoreCorrupt(f"{where}: the facts record of user {user} is not readable "
+                           f"(a JSON {type(facts).__name__}, not an object); nothing was "
+                           "applied")
+    return facts
+
+
+def facts_json(facts: Row) -> str:
+    """A facts record as a store keeps it ("" for none: the store then keeps nothing)."""
+    return json.dumps(facts, separators=(",", ":")) if facts else ""
 
 
 def audit_dict(entry: AuditEntry) -> Row:

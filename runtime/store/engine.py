@@ -78,6 +78,24 @@ def _timers_after(snapshot: UserSnapshot, changes: UserChanges) -> tuple[tuple[s
     return kept + tuple(reg for reg, row in put.items() if row["state"] == "orphaned")
 
 
+def _registration_deltas(snapshot: UserSnapshot, changes: UserChanges) -> None:
+    """Fill in, for each put registration, its dedup ids' delta and its state before."""
+    for reg, row in changes.registrations_put.items():
+        old = snapshot.registrations.get(reg)
+        old_pushed = [] if old is None else old["pushed"]
+        if old_pushed != row["pushed"]:
+            changes.pushed_ops[reg] = pushed_delta(old_pushed, row["pushed"])
+        if old is not None:
+            changes.previous_states[reg] = old["state"]
+
+
+def _writes_nothing(snapshot: UserSnapshot, changes: UserChanges) -> bool:
+    return (changes.facts is None and not changes.registrations_del
+            and not changes.sessions_put and not changes.sessions_del and not changes.audit
+            and not changes.registrations_put and changes.seq == snapshot.seq
+            and not changes.outbox_put and not changes.outbox_del)
+
+
 @dataclass(frozen=True, slots=True)
 class Timer:
     """What a store's clock fires: the model's timer event, shown as such by --explain."""
@@ -304,12 +322,27 @@ class StoredEngine(Engine):
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise StoreCorrupt(f"{self.store.url}: a stored record of user {user} is not "
                                f"readable ({type(exc).__name__}: {exc})") from None
+        self._install_facts(snapshot)
         self.users = {user: regs} if regs else {}
         self._user_seq = snapshot.seq
         self.audit_log = []
         for reg in snapshot.expired:
             # The store's clock fired the model's timer: take its transition before the event.
             self.fire_registration((user, *reg), TIMER_EVENT, Ctx(self, Timer()))
+
+    def _install_facts(self, snapshot: UserSnapshot) -> None:
+        """The user's chat settings and calls as stored; only this user's (installed afresh
+        per event, like the sessions and registrations)."""
+        self.chats, self.calls = {}, {}
+        if not snapshot.facts:
+            return
+        try:
+            self.restore_user_facts(snapshot.user, snapshot.facts)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            self.chats, self.calls = {}, {}
+            raise StoreCorrupt(f"{self.store.url}: the facts record of user {snapshot.user} "
+                               f"is not readable ({type(exc).__name__}: {exc}); nothing was "
+                               "applied") from None
 
     def _changes(self, snapshot: UserSnapshot, pushes: list[Push],
                  settle: tuple[str, ...], verified: bool = True) -> UserChanges | None:
@@ -321,13 +354,7 @@ class StoredEngine(Engine):
         changes.sessions_del = [sid for sid in snapshot.sessions if sid not in self.sessions]
         regs, changes.registrations_put = _diff(self.users.get(user, {}),
                                                 snapshot.registrations, registration_row)
-        for reg, row in changes.registrations_put.items():
-            old = snapshot.registrations.get(reg)
-            old_pushed = [] if old is None else old["pushed"]
-            if old_pushed != row["pushed"]:
-                changes.pushed_ops[reg] = pushed_delta(old_pushed, row["pushed"])
-            if old is not None:
-                changes.previous_states[reg] = old["state"]
+        _registration_deltas(snapshot, changes)
         changes.audit = list(self.audit_log)
         changes.orphan_ttl = self.config.orphan_ttl
         changes.live_timers = [reg for reg in snapshot.timers
@@ -338,10 +365,12 @@ class StoredEngine(Engine):
             changes.outbox_put = {outbox_key(version, i): outbox_row(push)
                                   for i, push in enumerate(pushes)}
         changes.outbox_del = list(settle)
-        if (not changes.registrations_del and not changes.sessions_put
-                and not changes.sessions_del and not changes.audit
-                and not changes.registrations_put and changes.seq == snapshot.seq
-                and not changes.outbox_put and not changes.outbox_del):
+        facts = self.user_facts(user)
+        if facts != snapshot.facts:
+            changes.facts = facts
+        else:
+            facts = snapshot.facts
+        if _writes_nothing(snapshot, changes):
             self._next = None
             return None
         if not verified:
@@ -352,5 +381,5 @@ class StoredEngine(Engine):
         pushed = {reg: rec.pushed for reg, rec in self.users.get(user, {}).items()}
         self._next = UserSnapshot(user, snapshot.version + 1, changes.seq, sessions, regs,
                                   token=changes.token, pushed=pushed,
-                                  timers=_timers_after(snapshot, changes))
+                                  timers=_timers_after(snapshot, changes), facts=facts)
         return changes

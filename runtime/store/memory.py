@@ -9,20 +9,21 @@ from collections import deque
 
 from pushrules.model.world import AuditEntry
 
-from .base import RegId, StoredPush, UserChanges, UserSnapshot
+from .base import RegId, StoredPush, UserChanges, UserSnapshot, facts_from_json, facts_json
 
 RECENT_TOKENS = 64
 
 
 class _User:
-    __slots__ = ("version", "seq", "sessions", "registrations", "audit", "tokens", "outbox",
-                 "tries")
+    __slots__ = ("version", "seq", "sessions", "registrations", "facts", "audit", "tokens",
+                 "outbox", "tries")
 
     def __init__(self) -> None:
         self.version = 0
         self.seq = 0
         self.sessions: dict[str, str] = {}
         self.registrations: dict[RegId, str] = {}
+        self.facts = ""
         self.audit: list[AuditEntry] = []
         self.tokens: deque[str] = deque(maxlen=RECENT_TOKENS)
         self.outbox: dict[str, str] = {}
@@ -47,7 +48,7 @@ class MemoryStore:
                 user, state.version, state.seq,
                 {sid: json.loads(row) for sid, row in state.sessions.items()},
                 {reg: json.loads(row) for reg, row in state.registrations.items()},
-                token=token,
+                token=token, facts=facts_from_json(self.url, user, state.facts),
             )
 
     def commit(self, changes: UserChanges) -> bool:
@@ -65,6 +66,8 @@ class MemoryStore:
                 state.registrations[reg] = json.dumps(row)
             for reg in changes.registrations_del:
                 state.registrations.pop(reg, None)
+            if changes.facts is not None:
+                state.facts = facts_json(changes.facts)
             state.audit.extend(changes.audit)
             for key, row in changes.outbox_put.items():
                 state.outbox[key] = json.dumps(row)

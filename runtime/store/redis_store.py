@@ -3,7 +3,10 @@
 Keys of one user (all hash-tagged ``{user}`` so they stay on one Redis Cluster slot):
   PREFIX:{user}:meta       hash: version (bumped by every commit), seq (enable order),
                            regno (last position in regs)
-  PREFIX:{user}:sessions   hash: session full JID -> JSON row
+  PREFIX:{user}:sessions   hash: session full JID -> JSON row (state, binding, csi; a row
+                           without csi, written before contract v2: CSI-active)
+  PREFIX:{user}:facts      string: the user's facts record (JSON ``WorldBase.user_facts``:
+                           chat settings, calls); absent while the user has none
   PREFIX:{user}:regs       sorted set of registration ids (JSON ``[jid, node]``) in
                            the order first enabled: the fan-out order of rules b, c
   PREFIX:{user}:reg:ID     string: the registration's JSON row
@@ -59,6 +62,8 @@ from .base import (
     UserSnapshot,
     audit_dict,
     audit_from_dict,
+    facts_from_json,
+    facts_json,
 )
 
 RECENT_TOKENS = 64
@@ -97,7 +102,8 @@ for _, id in ipairs(ids) do
   end
   regs[#regs + 1] = timer
 end
-return {version, meta[2] or '0', redis.call('HGETALL', SESSIONS), regs, token}
+return {version, meta[2] or '0', redis.call('HGETALL', SESSIONS), regs, token,
+        redis.call('GET', P .. 'facts') or ''}
 """
 
 # Checks everything before the first write: Redis does not roll a script back.
@@ -146,6 +152,9 @@ for _, id in ipairs(c.r_del) do
   redis.call('SREM', P .. 'timers', id)
   redis.call('ZREM', REGS, id)
 end
+-- The facts record: absent from the payload when unchanged; '' when the user has none now.
+if c.facts == '' then redis.call('DEL', P .. 'facts')
+elseif c.facts then redis.call('SET', P .. 'facts', c.facts) end
 for _, a in ipairs(c.audit) do redis.call('RPUSH', AUDIT, a) end
 if #c.o_put > 0 then
   local t = redis.call('TIME')
@@ -289,8 +298,9 @@ class RedisStore:
             reply = self._load(keys=[base + "meta"], args=[base, version, token])
         if len(reply) == 2:
             return None
-        version, seq, sessions, regs, token = reply
-        snapshot = UserSnapshot(user, int(version), int(seq), token=token.decode())
+        version, seq, sessions, regs, token, facts = reply
+        snapshot = UserSnapshot(user, int(version), int(seq), token=token.decode(),
+                                facts=facts_from_json(f"redis store {self.url}", user, facts))
         for i in range(0, len(sessions), 2):
             snapshot.sessions[sessions[i].decode()] = json.loads(sessions[i + 1])
         expired: list[RegId] = []
@@ -341,6 +351,8 @@ class RedisStore:
             "o_put": [[key, json.dumps(row)] for key, row in changes.outbox_put.items()],
             "o_del": changes.outbox_del, "node": self.node, "lease_ms": self.lease_ms,
         }
+        if changes.facts is not None:
+            payload["facts"] = facts_json(changes.facts)
         user = changes.user
         with self._errors("commit", user):
             done = self._commit(keys=[self._user_prefix(user) + "meta"],

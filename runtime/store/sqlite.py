@@ -31,12 +31,16 @@ from .base import (
     StoreUnavailable,
     UserChanges,
     UserSnapshot,
+    facts_from_json,
+    facts_json,
 )
 
 log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x70757368  # "push"
-SCHEMA_VERSION = 3  # 3: the outbox; 2: dedup ids in their own table (1 rewrote them per push)
+SCHEMA_VERSION = 4
+"""4: sessions.csi and users.facts (contract v2); 3: the outbox; 2: dedup ids in their own
+table (1 rewrote them per push)."""
 TABLES = ("users", "sessions", "registrations", "pushed", "audit", "outbox")
 
 OUTBOX_TABLE = """
@@ -48,7 +52,13 @@ CREATE TABLE outbox (              -- decided pushes not answered yet (sent agai
     PRIMARY KEY (user, key)
 ) WITHOUT ROWID
 """
-MIGRATIONS = {2: (OUTBOX_TABLE,)}
+SESSIONS_CSI = "csi TEXT NOT NULL DEFAULT 'active'"  # XEP-0352 state; sessions before v2: active
+USERS_FACTS = "facts TEXT"  # JSON WorldBase.user_facts (chat settings, calls); NULL: none
+MIGRATIONS = {
+    2: (OUTBOX_TABLE,),
+    3: (f"ALTER TABLE sessions ADD COLUMN {SESSIONS_CSI}",
+        f"ALTER TABLE users ADD COLUMN {USERS_FACTS}"),
+}
 """Schema version -> the statements that bring it to the next version, in one transaction."""
 
 SCHEMA = """
@@ -56,7 +66,8 @@ CREATE TABLE users (
     user TEXT PRIMARY KEY,
     version INTEGER NOT NULL,      -- bumped by every commit: the optimistic-concurrency check
     seq INTEGER NOT NULL,          -- enable-order counter (eviction picks the lowest seq)
-    token TEXT NOT NULL            -- last commit's token: a repeated commit is a no-op
+    token TEXT NOT NULL,           -- last commit's token: a repeated commit is a no-op
+    """ + USERS_FACTS + """
 );
 CREATE TABLE sessions (
     user TEXT NOT NULL,
@@ -64,6 +75,7 @@ CREATE TABLE sessions (
     state TEXT NOT NULL,
     binding_jid TEXT,
     binding_node TEXT,
+    """ + SESSIONS_CSI + """,
     PRIMARY KEY (user, sid)
 );
 CREATE TABLE registrations (
@@ -98,6 +110,15 @@ CREATE TABLE audit (
 );
 CREATE INDEX audit_by_user ON audit (user, id);
 """ + OUTBOX_TABLE
+
+
+UPSERT_USER = ("INSERT INTO users (user, version, seq, token) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT (user) DO UPDATE SET version = excluded.version, "
+               "seq = excluded.seq, token = excluded.token")
+UPSERT_USER_FACTS = ("INSERT INTO users (user, version, seq, token, facts) "
+                     "VALUES (?, ?, ?, ?, ?) ON CONFLICT (user) DO UPDATE SET "
+                     "version = excluded.version, seq = excluded.seq, token = excluded.token, "
+                     "facts = excluded.facts")
 
 
 class SqliteStore:
@@ -149,9 +170,9 @@ class SqliteStore:
         if version > SCHEMA_VERSION:
             raise StoreCorrupt(f"{where}: schema version {version} is newer than this pushrules' "
                                f"{SCHEMA_VERSION}: upgrade pushrules; the file was left as it is")
-        missing = [t for t in _tables_of(version) if t not in tables]
+        missing = self._missing(version, tables)
         if missing:
-            raise StoreCorrupt(f"{where}: schema version {version} but table(s) "
+            raise StoreCorrupt(f"{where}: schema version {version} but "
                                f"{', '.join(missing)} missing; the file was left as it is")
         try:
             problems = [r[0] for r in self._db.execute("PRAGMA quick_check(5)")]
@@ -163,6 +184,16 @@ class SqliteStore:
         if version < SCHEMA_VERSION:
             self._migrate()
         self._tune()
+
+    def _missing(self, version: int, tables: list[str]) -> list[str]:
+        """The tables and columns a file of that schema version lacks ("table T", "column
+        T.C")."""
+        missing = [f"table {t}" for t in _tables_of(version) if t not in tables]
+        for table, column in _columns_of(version):
+            if table in tables and column not in {row[1] for row in self._db.execute(
+                    f"PRAGMA table_info({table})")}:
+                missing.append(f"column {table}.{column}")
+        return missing
 
     def _migrate(self) -> None:
         """Bring an older schema up to date, each step in one transaction (another process
@@ -221,17 +252,19 @@ class SqliteStore:
             if own:
                 db.execute("BEGIN")
             try:
-                head = db.execute("SELECT version, seq, token FROM users WHERE user = ?",
-                                  (user,)).fetchone()
-                version, seq, token = head or (0, 0, "")
+                head = db.execute("SELECT version, seq, token, facts FROM users "
+                                  "WHERE user = ?", (user,)).fetchone()
+                version, seq, token, facts = head or (0, 0, "", None)
                 if known == (version, token):
                     return None
-                snapshot = UserSnapshot(user, version, seq, token=token)
-                for sid, state, bjid, bnode in db.execute(
-                        "SELECT sid, state, binding_jid, binding_node FROM sessions "
+                snapshot = UserSnapshot(user, version, seq, token=token,
+                                        facts=facts_from_json(f"sqlite store {self.path}", user,
+                                                              facts))
+                for sid, state, bjid, bnode, csi in db.execute(
+                        "SELECT sid, state, binding_jid, binding_node, csi FROM sessions "
                         "WHERE user = ?", (user,)):
                     binding = None if bjid is None else [bjid, bnode]
-                    snapshot.sessions[sid] = {"state": state, "binding": binding}
+                    snapshot.sessions[sid] = {"state": state, "binding": binding, "csi": csi}
                 for row in db.execute(
                         "SELECT jid, node, state, options, session, errors, reason, disabled_at, "
                         "seq FROM registrations WHERE user = ? ORDER BY rowid", (user,)):
@@ -337,14 +370,16 @@ class SqliteStore:
             if self.after_write is not None:
                 self.after_write(step)
 
-        write("INSERT INTO users (user, version, seq, token) VALUES (?, ?, ?, ?) "
-              "ON CONFLICT (user) DO UPDATE SET version = excluded.version, seq = excluded.seq, "
-              "token = excluded.token",
-              (user, changes.base_version + 1, changes.seq, changes.token))
+        head_row = (user, changes.base_version + 1, changes.seq, changes.token)
+        if changes.facts is None:  # unchanged: the row's facts stay as they are
+            write(UPSERT_USER, head_row)
+        else:
+            write(UPSERT_USER_FACTS, (*head_row, facts_json(changes.facts) or None))
         for sid, row in changes.sessions_put.items():
             binding = row["binding"] or (None, None)
-            write("INSERT OR REPLACE INTO sessions VALUES (?, ?, ?, ?, ?)",
-                  (user, sid, row["state"], binding[0], binding[1]))
+            write("INSERT OR REPLACE INTO sessions (user, sid, state, binding_jid, binding_node, "
+                  "csi) VALUES (?, ?, ?, ?, ?, ?)",
+                  (user, sid, row["state"], binding[0], binding[1], row["csi"]))
         for sid in changes.sessions_del:
             write("DELETE FROM sessions WHERE user = ? AND sid = ?", (user, sid))
         for (jid, node), row in changes.registrations_put.items():
@@ -357,18 +392,7 @@ class SqliteStore:
                   "disabled_at = excluded.disabled_at, seq = excluded.seq",
                   (user, jid, node, row["state"], json.dumps(row["options"]), row["session"],
                    row["errors"], row["reason"], row["disabled_at"], row["seq"]))
-        for (jid, node), (drop, added) in changes.pushed_ops.items():
-            # MIN and MAX in separate queries: together they would scan the whole window.
-            where = "FROM pushed WHERE user = ? AND jid = ? AND node = ?"
-            first = db.execute(f"SELECT MIN(pos) {where}", (user, jid, node)).fetchone()[0]
-            if drop and first is not None:
-                write(f"DELETE {where} AND pos < ?", (user, jid, node, first + drop))
-            if added:
-                last = db.execute(f"SELECT MAX(pos) {where}", (user, jid, node)).fetchone()[0]
-                base = 0 if last is None else last + 1
-                write("INSERT INTO pushed VALUES (?, ?, ?, ?, ?)",
-                      [(user, jid, node, base + i, ident) for i, ident in enumerate(added)],
-                      many=True)
+        self._write_pushed(changes, write)
         for jid, node in changes.registrations_del:
             write("DELETE FROM registrations WHERE user = ? AND jid = ? AND node = ?",
                   (user, jid, node))
@@ -386,6 +410,22 @@ class SqliteStore:
                   "VALUES (?, ?, ?, ?, ?, ?)",
                   (user, entry.time, entry.jid, entry.node, entry.action, entry.reason))
         return True
+
+    def _write_pushed(self, changes: UserChanges, write: Callable[..., None]) -> None:
+        """Apply the dedup ids' deltas: the oldest dropped, the new appended."""
+        db, user = self._db, changes.user
+        for (jid, node), (drop, added) in changes.pushed_ops.items():
+            # MIN and MAX in separate queries: together they would scan the whole window.
+            where = "FROM pushed WHERE user = ? AND jid = ? AND node = ?"
+            first = db.execute(f"SELECT MIN(pos) {where}", (user, jid, node)).fetchone()[0]
+            if drop and first is not None:
+                write(f"DELETE {where} AND pos < ?", (user, jid, node, first + drop))
+            if added:
+                last = db.execute(f"SELECT MAX(pos) {where}", (user, jid, node)).fetchone()[0]
+                base = 0 if last is None else last + 1
+                write("INSERT INTO pushed VALUES (?, ?, ?, ?, ?)",
+                      [(user, jid, node, base + i, ident) for i, ident in enumerate(added)],
+                      many=True)
 
     def audit_trail(self, user: str) -> list[AuditEntry]:
         with self._lock, self._errors("read the audit trail of", user):
@@ -451,6 +491,11 @@ class SqliteStore:
 def _tables_of(version: int) -> tuple[str, ...]:
     """The tables a file of that schema version must hold."""
     return TABLES if version >= 3 else TABLES[:-1]
+
+
+def _columns_of(version: int) -> tuple[tuple[str, str], ...]:
+    """The columns added after a table was created that a file of that version must hold."""
+    return (("sessions", "csi"), ("users", "facts")) if version >= 4 else ()
 
 
 def _registration(row: tuple[Any, ...]) -> dict[str, Any]:

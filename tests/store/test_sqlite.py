@@ -98,8 +98,8 @@ def test_another_applications_database_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize(("version", "match"), [
-    (1, "schema version 1 is older than this pushrules' 3 and no migration"),
-    (4, "schema version 4 is newer than this pushrules' 3: upgrade pushrules"),
+    (1, "schema version 1 is older than this pushrules' 4 and no migration"),
+    (5, "schema version 5 is newer than this pushrules' 4: upgrade pushrules"),
 ])
 def test_another_schema_version_is_refused(tmp_path, version, match):
     path = tmp_path / "registrations.db"
@@ -111,30 +111,157 @@ def test_another_schema_version_is_refused(tmp_path, version, match):
     refused(path, match)
 
 
-def test_a_schema_2_file_is_migrated_and_keeps_its_state(tmp_path):
-    """A user's store of the previous version (no outbox) opens, gains the outbox, and holds
-    exactly what it held; the migration is recorded once."""
+def test_a_newer_schema_written_by_a_later_pushrules_is_refused(tmp_path):
+    """A file a later version migrated (schema 5, a table this one does not know) is refused
+    whole, not read with what this version understands."""
     path = tmp_path / "registrations.db"
     filled_store(path)
-    with sqlite3.connect(path) as db:  # exactly what schema 2 was: schema 3 without the outbox
-        db.execute("DROP TABLE outbox")
-        db.execute("PRAGMA user_version = 2")
     with sqlite3.connect(path) as db:
-        before = {table: sorted(db.execute(f"SELECT * FROM {table}"))
-                  for table in ("users", "sessions", "registrations", "pushed", "audit")}
+        db.execute("CREATE TABLE held (user TEXT, key TEXT, push TEXT)")
+        db.execute("PRAGMA user_version = 5")
+    error = refused(path, "schema version 5 is newer than this pushrules' 4: upgrade pushrules")
+    assert "registrations.db" in str(error)
+
+
+def test_a_schema_4_file_without_the_v2_columns_is_refused(tmp_path):
+    path = tmp_path / "registrations.db"
+    old_schema_file(path, 3)
+    with sqlite3.connect(path) as db:
+        db.execute("PRAGMA user_version = 4")  # says 4, has schema 3's tables
+    refused(path, "schema version 4 but column sessions.csi, column users.facts missing")
+
+
+# Schema 3 exactly as pushrules wrote it before contract v2 (the outbox; no sessions.csi, no
+# users.facts); schema 2 is the same without the outbox table.
+SCHEMA_3 = """
+CREATE TABLE users (
+    user TEXT PRIMARY KEY,
+    version INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    token TEXT NOT NULL
+);
+CREATE TABLE sessions (
+    user TEXT NOT NULL,
+    sid TEXT NOT NULL,
+    state TEXT NOT NULL,
+    binding_jid TEXT,
+    binding_node TEXT,
+    PRIMARY KEY (user, sid)
+);
+CREATE TABLE registrations (
+    user TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    node TEXT NOT NULL,
+    state TEXT NOT NULL,
+    options TEXT NOT NULL,
+    session TEXT,
+    errors INTEGER NOT NULL,
+    reason TEXT,
+    disabled_at REAL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (user, jid, node)
+);
+CREATE TABLE pushed (
+    user TEXT NOT NULL,
+    jid TEXT NOT NULL,
+    node TEXT NOT NULL,
+    pos INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    PRIMARY KEY (user, jid, node, pos)
+) WITHOUT ROWID;
+CREATE TABLE audit (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user TEXT NOT NULL,
+    time REAL NOT NULL,
+    jid TEXT NOT NULL,
+    node TEXT NOT NULL,
+    action TEXT NOT NULL,
+    reason TEXT NOT NULL
+);
+CREATE INDEX audit_by_user ON audit (user, id);
+CREATE TABLE outbox (
+    user TEXT NOT NULL,
+    key TEXT NOT NULL,
+    push TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (user, key)
+) WITHOUT ROWID
+"""
+OLD_COLUMNS = {
+    "users": "user, version, seq, token",
+    "sessions": "user, sid, state, binding_jid, binding_node",
+    "registrations": "user, jid, node, state, options, session, errors, reason, disabled_at, seq",
+    "pushed": "user, jid, node, pos, id",
+    "audit": "id, user, time, jid, node, action, reason",
+    "outbox": "user, key, push, attempts",
+}
+
+
+def old_schema_file(path: Path, version: int) -> Path:
+    """A file of schema ``version`` (2 or 3) made with that schema's DDL, holding the rows a
+    store filled by 1,500 random events holds (same rowid order); returns that store's file."""
+    filled = path.with_name("filled.db")
+    filled_store(filled)
+    tables = [t for t in OLD_COLUMNS if version >= 3 or t != "outbox"]
+    with sqlite3.connect(path) as db:
+        for statement in SCHEMA_3.split(";"):
+            if statement.strip() and (version >= 3 or "TABLE outbox" not in statement):
+                db.execute(statement)
+        db.execute("ATTACH DATABASE ? AS filled", (str(filled),))
+        for table in tables:
+            order = "" if table in ("pushed", "outbox") else " ORDER BY rowid"
+            db.execute(f"INSERT INTO {table} ({OLD_COLUMNS[table]}) SELECT {OLD_COLUMNS[table]} "
+                       f"FROM filled.{table}{order}")
+        db.commit()
+        db.execute("DETACH DATABASE filled")
+        db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+        db.execute(f"PRAGMA user_version = {version}")
+    return filled
+
+
+def old_rows(path: Path, tables: list[str]) -> dict[str, list[tuple[object, ...]]]:
+    with sqlite3.connect(path) as db:
+        return {t: sorted(db.execute(f"SELECT {OLD_COLUMNS[t]} FROM {t}")) for t in tables}
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_an_older_schema_file_is_migrated_and_keeps_its_state(tmp_path, version):
+    """A store of an earlier version opens, is brought to schema 4 in one transaction, and
+    holds exactly what it held: every old row as it was, sessions CSI-active, no user facts;
+    each user loads as the same store filled by this version loads."""
+    path = tmp_path / "registrations.db"
+    filled = old_schema_file(path, version)
+    tables = [t for t in OLD_COLUMNS if version >= 3 or t != "outbox"]
+    before = old_rows(path, tables)
+    assert sum(map(len, before.values())) > 100
     store = SqliteStore(path)
+    assert old_rows(path, tables) == before
     with sqlite3.connect(path) as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == 3
-        after = {table: sorted(db.execute(f"SELECT * FROM {table}")) for table in before}
-    assert after == before and sum(map(len, before.values())) > 100
-    assert store.outbox_pending() == []
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert {csi for (csi,) in db.execute("SELECT csi FROM sessions")} == {"active"}
+        assert {facts for (facts,) in db.execute("SELECT facts FROM users")} == {None}
+        assert db.execute("SELECT COUNT(*) FROM sessions").fetchone()[0] > 0
+    reference = SqliteStore(filled)
+    users = [f"u{i}@example.org" for i in range(20)]
+    for user in users:
+        assert store_state(store, user) == store_state(reference, user), user
+    if version >= 3:
+        assert store.outbox_pending() == reference.outbox_pending()
+    else:
+        assert store.outbox_pending() == []
+    # The migrated file keeps what contract v2 adds, across a reopen.
     engine = StoredEngine(store, CONFIG)
-    engine.handle(EV["session-bind"]("new@example.org/a"))
-    engine.handle(EV["push-enable"]("new@example.org/a", "push.example.net", "n1", secret="s"))
-    engine.handle(EV["session-destroyed"]("new@example.org/a"))
-    engine.handle(EV["message/offline/handle"]("new@example.org", stanza_for("new@example.org")))
-    assert [(p.user, p.row["stanzas"]) for p in SqliteStore(path).outbox_pending()] == [
-        ("new@example.org", ["x1"])]
+    session = "new@example.org/a"
+    engine.handle(EV["session-bind"](session))
+    engine.handle(EV["push-enable"](session, "push.example.net", "n1", secret="s"))
+    engine.handle(EV["csi-state"](session, "inactive"))
+    engine.handle(EV["chat-settings"]("new@example.org", "room@muc.example.org", "never"))
+    store.close()
+    again = SqliteStore(path)
+    snapshot = again.load("new@example.org")
+    assert snapshot.sessions[session]["csi"] == "inactive"
+    assert snapshot.facts == {"chats": {"room@muc.example.org": ["never", None]}}
+    assert again.load(users[0]).version == reference.load(users[0]).version
 
 
 def stanza_for(user: str):
