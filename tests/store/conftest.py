@@ -97,6 +97,21 @@ class StoreOpener:
         self.url = url
         self.opened: list[Store] = []
         self._memory: Store | None = None
+        self._fresh: list[StoreOpener] = []
+
+    def fresh(self) -> StoreOpener:
+        """An opener on another store of the same kind, empty (its own file or prefix),
+        closed with this one."""
+        n = next(_prefixes)
+        if self.kind == "sqlite":
+            url = self.url.removesuffix(".db") + f"-{n}.db"
+        elif self.kind in ("redis", "cluster"):
+            url = f"{self.url.partition('?')[0]}?prefix=t{n}"
+        else:
+            url = self.url
+        opener = StoreOpener(self.kind, url)
+        self._fresh.append(opener)
+        return opener
 
     def __call__(self) -> Store:
         if self.kind == "memory":
@@ -109,6 +124,8 @@ class StoreOpener:
     def close(self) -> None:
         for store in self.opened:
             store.close()
+        for opener in self._fresh:
+            opener.close()
 
 
 @pytest.fixture(params=STORES)

@@ -94,14 +94,15 @@ def engine_state(engine: WorldBase, user: str) -> dict[str, Any]:
     regs = {key: registration_row(rec) for key, rec in engine.users.get(user, {}).items()}
     audit = [(a.time, a.jid, a.node, a.action, a.reason) for a in engine.audit_log
              if a.user == user]
-    return {"sessions": sessions, "registrations": _normalised(regs), "audit": audit}
+    return {"sessions": sessions, "registrations": _normalised(regs), "audit": audit,
+            "facts": engine.user_facts(user)}
 
 
 def store_state(store: Store, user: str) -> dict[str, Any]:
     snap = store.load(user)
     audit = [(a.time, a.jid, a.node, a.action, a.reason) for a in store.audit_trail(user)]
     return {"sessions": snap.sessions, "registrations": _normalised(snap.registrations),
-            "audit": audit}
+            "audit": audit, "facts": snap.facts}
 
 
 def setup_orphans(engine: Any, nodes: range, user: str = BOB) -> None:
