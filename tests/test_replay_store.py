@@ -4,11 +4,13 @@ with the state kept in the store (so `pushrules registrations` can read it after
 from __future__ import annotations
 
 import json
+import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from replaykit import BOB, PHONE, PUSH, cli, example_options, example_traces, msg
+from replaykit import BOB, EXAMPLES, PHONE, PUSH, cli, example_options, example_traces, msg
 
 
 def ev(name: str, **fields: object) -> str:
@@ -86,3 +88,52 @@ def test_a_corrupt_sqlite_file_is_exit_2(tmp_path: Path) -> None:
     assert run.status == 2
     assert run.err.startswith("error: store "), run.err
     assert "Traceback" not in run.err
+
+
+V2_UNTIMED = ("groupchat-settings", "call-propose-retract", "call-echo-and-queue",
+              "remote-disable")
+"""The v2 examples without time (held pushes, expiry and probes are issue 14's)."""
+
+
+def _two_runs(trace: Path, url_for: Callable[[int], str]) -> list[tuple[int, str, str]]:
+    """For each line, the trace replayed as two runs on one store split before that line: the
+    joined outputs, one per split."""
+    lines = trace.read_text(encoding="utf-8").splitlines(keepends=True)
+    joined = []
+    for split in range(1, len(lines)):
+        url = url_for(split)
+        first = cli("replay", "-", "--store", url, input="".join(lines[:split]))
+        second = cli("replay", "-", "--store", url, input="".join(lines[split:]))
+        joined.append((max(first.status, second.status), first.out + second.out,
+                       first.err + second.err))
+    return joined
+
+
+@pytest.mark.parametrize("name", V2_UNTIMED)
+def test_a_v2_trace_replayed_in_two_runs_on_sqlite_is_one_run(name: str, tmp_path: Path) -> None:
+    """CSI, chat settings and calls are kept in the store between the runs: split before any
+    line, the two runs print what one run prints (the example's expected output)."""
+    trace = EXAMPLES / "v2" / f"{name}.jsonl"
+    one = cli("replay", str(trace))
+    assert one.status == 0 and one.out == trace.with_suffix(".expected").read_text("utf-8")
+    splits = _two_runs(trace, lambda split: f"sqlite:///{tmp_path / f'split{split}.db'}")
+    assert len(splits) > 8
+    for split, run in enumerate(splits, 1):
+        assert run == (one.status, one.out, one.err), f"{name} split before line {split + 1}"
+
+
+def test_a_v2_trace_replayed_in_two_runs_on_redis_is_one_run() -> None:
+    from pushrules.runtime.store.local_redis import LocalRedis, RedisServerMissing
+
+    trace = EXAMPLES / "v2" / "call-propose-retract.jsonl"
+    one = cli("replay", str(trace))
+    try:
+        server = LocalRedis()
+    except RedisServerMissing as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{exc}: the Redis tests never skip in CI")
+        pytest.skip(str(exc))
+    with server:
+        splits = _two_runs(trace, lambda split: f"{server.url}?prefix=split{split}")
+    for split, run in enumerate(splits, 1):
+        assert run == (one.status, one.out, one.err), f"split before line {split + 1}"
