@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushrules.model.errors import PushrulesError
-from pushrules.model.records import CSI_ACTIVE, Push, RegistrationRecord, SessionRecord
+from pushrules.model.records import Push, RegistrationRecord, SessionRecord
 from pushrules.model.world import AuditEntry
 
 RegId = tuple[str, str]
@@ -210,8 +210,9 @@ def session_from_row(user: str, sid: str, row: Row) -> SessionRecord:
     rec = SessionRecord(sid, user, row["state"])
     binding = row["binding"]
     rec.binding = None if binding is None else (user, binding[0], binding[1])
-    csi = row.get("csi")  # v2 (issue 13); rows stored before it: CSI-active
-    rec.csi = CSI_ACTIVE if csi is None else str(csi)
+    csi = row.get("csi")  # v2 (issue 13); rows stored before it: CSI-active (the default)
+    if csi is not None:
+        rec.csi = csi
     return rec
 
 

@@ -126,6 +126,8 @@ class StoredEngine(Engine):
     ``StoreUnavailable`` (nothing applied; handle the same event again to retry) besides
     ``ImpossibleEvent``. ``audit_log`` holds the entries of the last event only: the store
     keeps the history. One instance is not thread-safe; use one engine per thread or node.
+    Like ``sessions`` and ``users``, ``chats`` and ``calls`` hold the last event's user only:
+    the user's facts record (``user_facts``) is stored and installed with the rest.
 
     The state of the ``cache_users`` most recently seen users is kept as loaded; each load
     still asks the store, which answers "unchanged" (no rows) when the cached copy is current:
@@ -331,11 +333,11 @@ class StoredEngine(Engine):
             self.fire_registration((user, *reg), TIMER_EVENT, Ctx(self, Timer()))
 
     def _install_facts(self, snapshot: UserSnapshot) -> None:
-        """The user's chat settings and calls as stored; only this user's (installed afresh
-        per event, like the sessions and registrations)."""
-        self.chats, self.calls = {}, {}
-        if not snapshot.facts:
-            return
+        """The user's facts as stored; only this user's (installed afresh per event, like the
+        sessions and registrations). ``restore_user_facts`` is called for an empty record too:
+        it is the model that knows what "no facts" resets."""
+        if self.chats or self.calls:  # (new dicts only when there is something to drop)
+            self.chats, self.calls = {}, {}
         try:
             self.restore_user_facts(snapshot.user, snapshot.facts)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:

@@ -5,9 +5,9 @@ With ``defer_commits(schedule)`` (the sidecar, on its event loop) the events of 
 share one transaction instead, each in its own savepoint (a failed one is rolled back alone), and
 ``flush()`` commits it at the end of that window: a crash loses at most the window's events,
 never half of one. Whoever sends what was decided calls ``flush()`` first (the dispatcher does).
-The file is recognised by PRAGMA application_id and versioned by PRAGMA user_version; a file
-that is not ours, of another schema version, or damaged is refused with the file named and
-nothing written to it.
+The file is recognised by PRAGMA application_id and versioned by PRAGMA user_version; an
+older schema is migrated (MIGRATIONS), and a file that is not ours, of a schema version with no
+migration or newer, or damaged is refused with the file named and nothing written to it.
 """
 
 from __future__ import annotations
