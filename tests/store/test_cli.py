@@ -55,7 +55,7 @@ def test_lists_registrations_sessions_and_audit_with_secrets_masked(store_url):
     assert [(r["node"], r["state"]) for r in data["registrations"]] == [
         ("n0", "disabled"), ("n1", "orphaned"), ("n2", "bound")]
     assert data["sessions"] == [{"session": f"{BOB}/phone", "state": "active",
-                                 "binding": ["push.example.net", "n2"]}]
+                                 "binding": ["push.example.net", "n2"], "csi": "active"}]
     assert [(a["action"], a["node"]) for a in data["audit"]] == [("evict", "n0")]
 
 

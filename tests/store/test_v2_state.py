@@ -79,7 +79,8 @@ def pushed(pushes: list[Any]) -> list[tuple[str, str, tuple[str | None, ...], bo
 # --- the examples and generated traces: restarts change nothing -----------------------------
 
 @pytest.mark.parametrize("name", V2_EXAMPLES)
-def test_a_v2_example_split_at_every_line_by_a_restart_pushes_as_one_run(opener, name):
+def test_a_v2_example_split_at_every_line_by_a_restart_pushes_as_one_run(opener: Any,
+                                                                         name: str) -> None:
     events = example_events(name)
     expected = plain_run(events, Config())
     assert sum(len(o) for o in expected if isinstance(o, list)) >= 2  # the example pushes
@@ -90,11 +91,11 @@ def test_a_v2_example_split_at_every_line_by_a_restart_pushes_as_one_run(opener,
     assert everywhere == expected, f"{name}: restarted before every event"
 
 
-def test_generated_v2_traces_with_restarts_push_as_one_run(opener):
+def test_generated_v2_traces_with_restarts_push_as_one_run(opener: Any) -> None:
     """Hypothesis v2 traces (tests/oracle/strategies.py, untimed, with options): a new engine
     before every event, and one engine throughout (its cached copies), each on a fresh store,
     decide as one plain engine and leave the same state, facts included."""
-    from oracle.strategies import traces, v2_options
+    from oracle.strategies import traces, v2_options  # type: ignore[import-not-found]
 
     @settings(max_examples=GENERATED_TRACES[opener.kind], deadline=None, database=None,
               suppress_health_check=[HealthCheck.too_slow])
@@ -104,9 +105,10 @@ def test_generated_v2_traces_with_restarts_push_as_one_run(opener):
         events = [item.event for item in read_trace(text.splitlines(keepends=True))]
         ref = Engine(config, clock=Clock())
         expected = [outcome(ref, event) for event in events]
-        for restarts in (None, set()):
+        restart_sets: tuple[set[int] | None, ...] = (None, set())
+        for restarts in restart_sets:
             store = opener.fresh()
-            got, engine = run_restarted(store, events, config, restarts)
+            got, _ = run_restarted(store, events, config, restarts)
             assert got == expected, text
             for user in ("bob@example.org", "carol@example.org"):
                 assert store_state(store(), user) == engine_state(ref, user), text
@@ -116,7 +118,7 @@ def test_generated_v2_traces_with_restarts_push_as_one_run(opener):
 
 # --- each kind of v2 state, across a restart --------------------------------------------------
 
-def test_a_csi_inactive_device_still_rings_after_a_restart(opener):
+def test_a_csi_inactive_device_still_rings_after_a_restart(opener: Any) -> None:
     engine = StoredEngine(opener(), Config())
     devices(engine, ("phone", "desktop"))
     engine.handle(EV["csi-state"](f"{BOB}/phone", "inactive"))
@@ -131,7 +133,7 @@ def test_a_csi_inactive_device_still_rings_after_a_restart(opener):
     assert again.handle(EV["message/offline/handle"](BOB, call("propose", "c2", "p2"))) == []
 
 
-def test_a_call_retracted_after_a_restart_ends_exactly_where_it_rang(opener):
+def test_a_call_retracted_after_a_restart_ends_exactly_where_it_rang(opener: Any) -> None:
     engine = StoredEngine(opener(), Config())
     devices(engine, ("phone", "tablet", "desktop"))
     engine.handle(EV["csi-state"](f"{BOB}/phone", "inactive"))
@@ -151,7 +153,7 @@ def test_a_call_retracted_after_a_restart_ends_exactly_where_it_rang(opener):
     assert unknown == []
 
 
-def test_chat_settings_survive_a_restart(opener):
+def test_chat_settings_survive_a_restart(opener: Any) -> None:
     engine = StoredEngine(opener(), Config())
     devices(engine, ("phone",))
     engine.handle(EV["smacks-hibernation-start"](f"{BOB}/phone", ()))
@@ -171,7 +173,7 @@ def test_chat_settings_survive_a_restart(opener):
     assert opener().load(BOB).facts["chats"] == {ROOM: ["on-mention", "bobby"]}
 
 
-def test_a_cached_copy_sees_a_chat_setting_another_node_committed(opener):
+def test_a_cached_copy_sees_a_chat_setting_another_node_committed(opener: Any) -> None:
     node_a, node_b = StoredEngine(opener(), Config()), StoredEngine(opener(), Config())
     devices(node_a, ("phone",))
     node_a.handle(EV["smacks-hibernation-start"](f"{BOB}/phone", ()))
@@ -184,7 +186,7 @@ def test_a_cached_copy_sees_a_chat_setting_another_node_committed(opener):
 
 # --- the facts record: written only when it changes, read back or refused --------------------
 
-def test_the_facts_record_is_written_only_when_it_changes(opener):
+def test_the_facts_record_is_written_only_when_it_changes(opener: Any) -> None:
     engine = StoredEngine(opener(), Config())
     written: list[Any] = []
     engine.before_commit = lambda changes: written.append(changes.facts)
@@ -212,8 +214,8 @@ def test_the_facts_record_is_written_only_when_it_changes(opener):
     ('{"calls": {"c1": 7}}', "TypeError"),
     ('{"chats": ["room@muc.example.org"]}', "AttributeError"),
 ])
-def test_a_corrupt_facts_record_is_refused_naming_the_user_and_nothing_applied(opener, text,
-                                                                               what):
+def test_a_corrupt_facts_record_is_refused_naming_the_user_and_nothing_applied(
+        opener: Any, text: str, what: str) -> None:
     engine = StoredEngine(opener(), Config())
     devices(engine, ("phone",))
     engine.handle(EV["chat-settings"](BOB, ROOM, "never"))
@@ -265,7 +267,7 @@ def corrupt_facts(opener: Any, user: str, text: str) -> None:
         store._redis.set(f"{store.prefix}:{{{user}}}:facts", text)
 
 
-def test_a_session_row_stored_without_csi_loads_as_active(opener):
+def test_a_session_row_stored_without_csi_loads_as_active(opener: Any) -> None:
     """Rows written before contract v2 have no csi: CSI-active (the desktop is not rung)."""
     if opener.kind == "sqlite":
         pytest.skip("SQLite rows always have csi: the migration from schema 3 sets 'active' "
@@ -292,7 +294,7 @@ def drop_csi(opener: Any, user: str, sid: str) -> None:
         store._redis.hset(key, sid, json.dumps(row))
 
 
-def test_a_commit_with_facts_fails_between_writes_and_leaves_nothing(tmp_path):
+def test_a_commit_with_facts_fails_between_writes_and_leaves_nothing(tmp_path: Path) -> None:
     """SQLite: a failure after the facts were written rolls the whole event back."""
     from pushrules.runtime.store.sqlite import SqliteStore
 
@@ -310,9 +312,10 @@ def test_a_commit_with_facts_fails_between_writes_and_leaves_nothing(tmp_path):
     with pytest.raises(OSError):
         engine.handle(EV["message/offline/handle"](BOB, call("propose", "c1", "p1")))
     store.after_write = None
-    assert store.load(BOB) == before and before.facts == {}
+    assert before is not None and store.load(BOB) == before and before.facts == {}
     rung = StoredEngine(SqliteStore(tmp_path / "v2.db"), Config()).handle(
         EV["message/offline/handle"](BOB, call("propose", "c1", "p1")))
     assert pushed(rung) == [("phone", "e/call", ("p1",), True)]
-    assert store.load(BOB).facts == {"calls": {"c1": [[PUSH, "phone"]]}}
+    after = store.load(BOB)
+    assert after is not None and after.facts == {"calls": {"c1": [[PUSH, "phone"]]}}
 
