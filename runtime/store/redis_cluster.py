@@ -109,7 +109,8 @@ class RedisClusterStore(RedisStore):
 
     def __init__(self, url: str, **options: Any) -> None:
         super().__init__(url, **options)
-        self._load = _SlotGuarded(self._load)
+        self._load_script = _SlotGuarded(self._load)
+        self._load = self._load_on_master
         self._commit_script = _SlotGuarded(self._commit)
         self._commit = self._commit_on_master
         self._inline = False
@@ -153,6 +154,18 @@ class RedisClusterStore(RedisStore):
         if done and self.wait and not self._inline:
             self._confirmed(changes.user, changes.token)
         return done
+
+    def _load_on_master(self, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        """The load script sent straight to the user's master (no per-call routing by the
+        cluster client: most events of a cached user cost only this); on any redirect, a
+        missing script or a lost connection, the cluster client's way."""
+        cluster = self._redis
+        try:
+            direct = cluster.get_redis_connection(cluster.get_node_from_key(keys[0]))
+            return direct.execute_command("EVALSHA", self._load_script.sha, len(keys) + 1,
+                                          *keys, _guard_key(keys[0]), *args)
+        except ANOTHER_WAY:
+            return self._load_script(keys=keys, args=args)
 
     def _commit_on_master(self, keys: list[str], args: list[Any], client: Any = None) -> int:
         """The commit script, then (wait > 0) a marker write and WAIT, in one pipeline on the
