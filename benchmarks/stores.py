@@ -204,6 +204,10 @@ def _window_run(url: str, shares: list[list[Any]], ports: list[int], window: flo
     node_cpu = sum(r["cpu"] for r in got)
     events = sum(r["done"] for r in got)
     return {"events_per_s": round(events / elapsed), "events": events,
+            # What one event costs, wherever it ran: on a saturated machine this, not the
+            # number of nodes, sets the events/s.
+            "cpu_us_per_event": {"nodes": round(node_cpu / events * 1e6),
+                                 "redis": round(redis_used / events * 1e6)},
             "seconds": round(elapsed, 2), "conflicts": sum(r["conflicts"] for r in got),
             "rejected": sum(r["rejected"] for r in got),
             "ran_out": sum(r["done"] == len(s) for r, s in zip(got, shares, strict=True)),
