@@ -356,10 +356,19 @@ class SlotMigration:
         client = self.cluster._client(self.source)
         try:
             keys = client.execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, count)
-            if keys:
+        finally:
+            client.close()
+        return self.move(keys)
+
+    def move(self, keys: list[str]) -> int:
+        """MIGRATE these keys of the slot (those still on the source); how many moved."""
+        client = self.cluster._client(self.source)
+        try:
+            here = [key for key in keys if client.exists(key)]
+            if here:
                 client.execute_command("MIGRATE", "127.0.0.1", self.target.port, "", 0, 5000,
-                                       "KEYS", *keys)
-            return len(keys)
+                                       "KEYS", *here)
+            return len(here)
         finally:
             client.close()
 

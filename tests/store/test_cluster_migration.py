@@ -37,9 +37,13 @@ def users_sharing_a_slot(count: int) -> list[str]:
     return users
 
 
-def migrate_back_and_forth(cluster: LocalRedisCluster, key: str, done: threading.Event,
-                           log: list[str]) -> None:
-    """Move the slot to another master and back, two keys per 20 ms, until ``done``."""
+def migrate_back_and_forth(cluster: LocalRedisCluster, users: list[str],
+                           done: threading.Event, log: list[str]) -> None:
+    """Move the users' slot to another master and back, two keys per 20 ms, until ``done``.
+    Every other migration moves the users' meta keys first: the scripts (which declare meta)
+    then meet ASK on the old master and TRYAGAIN on the new one for most of it; the others
+    move meta whenever it comes, mostly TRYAGAIN on the old master."""
+    key = meta_key(PREFIX, users[0])
     masters = list(cluster.masters().values())
     for round_ in range(MIGRATIONS):
         if done.is_set() and round_ >= 2:
@@ -48,6 +52,9 @@ def migrate_back_and_forth(cluster: LocalRedisCluster, key: str, done: threading
         target = next(m for m in masters if m.port != source.port)
         migration = cluster.migrate_slot(key, target)
         moved = 0
+        if round_ % 2 == 0:
+            time.sleep(0.02)
+            moved = migration.move([meta_key(PREFIX, user) for user in users])
         while (step := migration.move_keys(2)):
             moved += step
             time.sleep(0.02)
@@ -84,7 +91,7 @@ def test_a_slot_migrating_under_a_running_node_loses_and_doubles_nothing(redis_c
     cluster.reset_stats()
     done, log = threading.Event(), []
     mover = threading.Thread(target=migrate_back_and_forth,
-                             args=(cluster, slot_key, done, log), daemon=True)
+                             args=(cluster, moving, done, log), daemon=True)
     retries: Counter[str] = Counter()
     decided: Counter[tuple[str, str, tuple[str, ...]]] = Counter()
     mover.start()
