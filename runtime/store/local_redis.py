@@ -290,21 +290,34 @@ class LocalRedisCluster:
     def move_slot(self, key: str, to: LocalRedis) -> int:
         """Reshard: move ``key``'s slot, with its keys, to the master ``to`` (the steps of
         ``redis-cli --cluster reshard`` for one slot); the slot's number."""
-        source = self.master_of(key)
-        slot = int(self._ask(source, "CLUSTER", "KEYSLOT", key))
-        ids = {node.port: self._ask(node, "CLUSTER", "MYID") for node in (source, to)}
-        self._ask(to, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source.port])
-        self._ask(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[to.port])
-        client = self._client(source)
-        try:
-            while keys := client.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100):
-                client.execute_command("MIGRATE", "127.0.0.1", to.port, "", 0, 5000,
-                                       "KEYS", *keys)
-        finally:
-            client.close()
-        for node in self.masters().values():
-            self._ask(node, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[to.port])
-        return slot
+        migration = self.migrate_slot(key, to)
+        migration.finish()
+        return migration.slot
+
+    def migrate_slot(self, key: str, to: LocalRedis) -> SlotMigration:
+        """Open the migration of ``key``'s slot to the master ``to`` (IMPORTING on ``to``,
+        MIGRATING on its master); its keys move as the caller says (``SlotMigration``)."""
+        return SlotMigration(self, self.master_of(key), to,
+                             int(self._ask(to, "CLUSTER", "KEYSLOT", key)))
+
+    def errorstats(self) -> dict[str, int]:
+        """Errors the running nodes answered since they started (or ``reset_stats``), by
+        prefix: {"ASK": 3, "TRYAGAIN": 12, ...} (``INFO errorstats``)."""
+        totals: dict[str, int] = {}
+        for node in self.running():
+            client = self._client(node)
+            try:
+                stats = client.info("errorstats")
+            finally:
+                client.close()
+            for name, value in stats.items():
+                error = name.removeprefix("errorstat_")
+                totals[error] = totals.get(error, 0) + int(value["count"])
+        return totals
+
+    def reset_stats(self) -> None:
+        for node in self.running():
+            self._ask(node, "CONFIG", "RESETSTAT")
 
     def stop(self) -> None:
         for node in self.nodes:
@@ -320,3 +333,48 @@ class LocalRedisCluster:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+class SlotMigration:
+    """One slot moving from master ``source`` to master ``target`` as ``redis-cli --cluster
+    reshard`` moves it, at the caller's pace: ``move_keys(n)`` MIGRATEs the next n keys (while
+    some keys are on each side, commands on the slot meet ASK and TRYAGAIN), ``finish()``
+    moves the rest and assigns the slot to ``target`` on every master."""
+
+    def __init__(self, cluster: LocalRedisCluster, source: LocalRedis, target: LocalRedis,
+                 slot: int) -> None:
+        self.cluster, self.source, self.target, self.slot = cluster, source, target, slot
+        self._ids = {node.port: cluster._ask(node, "CLUSTER", "MYID")
+                     for node in (source, target)}
+        cluster._ask(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING",
+                     self._ids[source.port])
+        cluster._ask(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING",
+                     self._ids[target.port])
+
+    def move_keys(self, count: int) -> int:
+        """MIGRATE up to ``count`` of the slot's keys still on the source; how many moved."""
+        client = self.cluster._client(self.source)
+        try:
+            keys = client.execute_command("CLUSTER", "GETKEYSINSLOT", self.slot, count)
+        finally:
+            client.close()
+        return self.move(keys)
+
+    def move(self, keys: list[str]) -> int:
+        """MIGRATE these keys of the slot (those still on the source); how many moved."""
+        client = self.cluster._client(self.source)
+        try:
+            here = [key for key in keys if client.exists(key)]
+            if here:
+                client.execute_command("MIGRATE", "127.0.0.1", self.target.port, "", 0, 5000,
+                                       "KEYS", *here)
+            return len(here)
+        finally:
+            client.close()
+
+    def finish(self) -> None:
+        while self.move_keys(100):
+            pass
+        for node in self.cluster.masters().values():
+            self.cluster._ask(node, "CLUSTER", "SETSLOT", str(self.slot), "NODE",
+                              self._ids[self.target.port])

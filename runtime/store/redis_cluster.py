@@ -22,6 +22,19 @@ confirmed within the store's timeout, or the token missing (the commit was lost 
 is StoreUnavailable: handle the event again and the commit is resent (a no-op if it is there,
 applied if it was lost, refused whole if the user moved on). ``wait=0`` skips the confirmation:
 faster, and a failover may then lose the last acknowledged commits of that master.
+
+A commit is one round trip: the commit script, a marker write and WAIT pipelined on the user's
+master's connection (the marker makes WAIT cover a resent commit that wrote nothing). On a
+redirect (MOVED, ASK, TRYAGAIN), a script that node lacks, or a lost connection, the commit
+goes the cluster client's way instead (it follows the redirect or refreshes the map) and is
+confirmed apart, with its token checked on the master that then serves the user.
+
+Resharding: a script declaring only the user's meta key may still touch the user's other keys,
+and while the slot is migrating a missing one fails the script mid-way ("non local key"),
+after its first writes. So the load and commit scripts also declare a key that never exists
+(``PREFIX:{user}:guard``): while the user's slot migrates, Redis then refuses them whole
+before they start (TRYAGAIN, or ASK and TRYAGAIN on the importing node), the client waits and
+sends them again, and once the slot has moved they run whole on its new master.
 """
 
 from __future__ import annotations
@@ -32,7 +45,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from redis.backoff import ExponentialBackoff
 from redis.cluster import ClusterNode, RedisCluster
-from redis.exceptions import AskError, ClusterError, RedisClusterException, TryAgainError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ClusterError,
+    NoScriptError,
+    RedisClusterException,
+    TryAgainError,
+)
 from redis.retry import Retry
 
 from .base import StoreError, StoreUnavailable, UserChanges
@@ -54,6 +74,27 @@ COMMAND_RETRIES = 1
 """Sends after the first when a node cannot be reached or the cluster is down: once."""
 REPLICAS_TTL = 1.0
 """Seconds a master's count of online replicas is reused before it is asked again."""
+GUARD = "guard"
+"""The per-user key no one writes, declared by the load and commit scripts (see above)."""
+ANOTHER_WAY: tuple[type[Exception], ...] = (
+    AskError, TryAgainError, ClusterDownError, NoScriptError, *RedisStore.UNAVAILABLE)
+"""Errors of the direct commit after which it goes the cluster client's way (AskError
+covers MOVED)."""
+
+
+class _SlotGuarded:
+    """A registered script called with the user's guard key declared after its own keys."""
+
+    def __init__(self, script: Any) -> None:
+        self.script = script
+        self.sha: str = script.sha
+
+    def __call__(self, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        return self.script(keys=[*keys, _guard_key(keys[0])], args=args, client=client)
+
+
+def _guard_key(meta: str) -> str:
+    return meta.rpartition(":")[0] + ":" + GUARD
 
 
 class RedisClusterStore(RedisStore):
@@ -65,6 +106,16 @@ class RedisClusterStore(RedisStore):
 
     wait = 1
     """Replicas (at most) every commit is confirmed on; ``?wait=N`` in the URL."""
+
+    def __init__(self, url: str, **options: Any) -> None:
+        super().__init__(url, **options)
+        self._load_script = _SlotGuarded(self._load)
+        self._load = self._load_on_master
+        self._commit_script = _SlotGuarded(self._commit)
+        self._commit = self._commit_on_master
+        self._inline = False
+        self.redirected = 0
+        """Commits that went the cluster client's way (a redirect, a failover, NOSCRIPT)."""
 
     def _connect(self, url: str, timeout: float) -> Any:
         parts = urlsplit(url)
@@ -98,9 +149,50 @@ class RedisClusterStore(RedisStore):
         return client
 
     def commit(self, changes: UserChanges) -> bool:
+        self._inline = False
         done = super().commit(changes)
-        if done and self.wait:
+        if done and self.wait and not self._inline:
             self._confirmed(changes.user, changes.token)
+        return done
+
+    def _load_on_master(self, keys: list[str], args: list[Any], client: Any = None) -> Any:
+        """The load script sent straight to the user's master (no per-call routing by the
+        cluster client: most events of a cached user cost only this); on any redirect, a
+        missing script or a lost connection, the cluster client's way."""
+        cluster = self._redis
+        try:
+            direct = cluster.get_redis_connection(cluster.get_node_from_key(keys[0]))
+            return direct.execute_command("EVALSHA", self._load_script.sha, len(keys) + 1,
+                                          *keys, _guard_key(keys[0]), *args)
+        except ANOTHER_WAY:
+            return self._load_script(keys=keys, args=args)
+
+    def _commit_on_master(self, keys: list[str], args: list[Any], client: Any = None) -> int:
+        """The commit script, then (wait > 0) a marker write and WAIT, in one pipeline on the
+        connection to the master the client's map names for the user: one round trip. Any
+        redirect, a missing script or a lost connection: the cluster client's way (the
+        commit is resent whole; its token makes a send that did land a no-op)."""
+        cluster = self._redis
+        meta = keys[0]
+        try:
+            node = cluster.get_node_from_key(meta)
+            direct = cluster.get_redis_connection(node)
+            replicas = min(self.wait, self._online_replicas(node.name, direct))
+            pipe = direct.pipeline(transaction=False)
+            pipe.execute_command("EVALSHA", self._commit_script.sha, len(keys) + 1, *keys,
+                                 _guard_key(meta), *args)
+            if replicas:
+                pipe.execute_command("HINCRBY", meta, "marks", 1)
+                pipe.execute_command("WAIT", replicas, self._wait_ms)
+            replies = pipe.execute()
+        except ANOTHER_WAY:
+            self.redirected += 1
+            return int(self._commit_script(keys=keys, args=args))
+        done = int(replies[0])
+        if done and replicas:
+            user = meta.partition("{")[2].rpartition("}")[0]
+            self._require_acked(user, int(replies[2]), replicas, node.name)
+        self._inline = True
         return done
 
     def _confirmed(self, user: str, token: str) -> None:
@@ -119,8 +211,11 @@ class RedisClusterStore(RedisStore):
         if not found:
             raise StoreUnavailable(f"redis store {self.url} is unavailable: a commit of "
                                    f"user {user} was lost in a failover; not applied")
+        self._require_acked(user, acked, replicas, node.name)
+
+    def _require_acked(self, user: str, acked: int, replicas: int, name: str) -> None:
         if acked < replicas:
-            self._replicas.pop(node.name, None)
+            self._replicas.pop(name, None)
             raise StoreUnavailable(f"redis store {self.url} is unavailable: a commit of "
                                    f"user {user} reached {acked} of {replicas} replica(s) in "
                                    f"{self._wait_ms} ms (wait={self.wait}); outcome unknown")

@@ -218,20 +218,12 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
     for i, event in enumerate(events):
         if i == kill_at:
             engine.before_commit = land_then_kill
-        since = time.monotonic()
-        while True:
-            try:
-                pushes = outcome(engine, event)
-                break
-            except StoreUnavailable as exc:
-                assert "is unavailable" in str(exc)
-                assert time.monotonic() < since + 60, f"no failover within 60 s: {exc}"
-                failures[i] += 1
-                # Meanwhile a user on another master is served as usual.
-                probe_events.append(outcome(probe, next(probe_stream)))
-                time.sleep(0.05)
-        if failures[i] and recovered is None:
-            recovered = time.monotonic()
+        # Meanwhile a user on another master is served as usual.
+        pushes, failed = until_landed(
+            engine, event, lambda: probe_events.append(outcome(probe, next(probe_stream))))
+        if failed:
+            failures[i] = failed
+            recovered = recovered or time.monotonic()
         assert pushes == outcome(ref, event), f"event {i}: {event}"
         if isinstance(pushes, list):
             decided.update((p["user"], p["node"], tuple(p["stanzas"])) for p in pushes)
@@ -253,13 +245,38 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
                      if (p.user, p.key) not in before and p.user != probe_user)
     assert stored == decided, (stored - decided, decided - stored)
     assert any(user == victim_user for user, *_ in decided)
-    # Every commit landed once: one token per version.
+    assert_each_commit_once(cluster, f"fo:{{{victim_user}}}:commits")
+    old_master_rejoins(cluster, engine, victim, victim_user)
+    store.close()
+
+
+def until_landed(engine: StoredEngine, event: Any, meanwhile: Any) -> tuple[Any, int]:
+    """Handle the event until the store takes it (``meanwhile()`` after each refusal): its
+    outcome and how many attempts failed."""
+    since, failed = time.monotonic(), 0
+    while True:
+        try:
+            return outcome(engine, event), failed
+        except StoreUnavailable as exc:
+            assert "is unavailable" in str(exc)
+            assert time.monotonic() < since + 60, f"no failover within 60 s: {exc}"
+            failed += 1
+            meanwhile()
+            time.sleep(0.05)
+
+
+def assert_each_commit_once(cluster: LocalRedisCluster, commits_key: str) -> None:
+    """One token per version in the user's commit history: no commit landed twice."""
     client = redis.RedisCluster(host="127.0.0.1", port=cluster.running()[0].port)
-    tokens = client.lrange(f"fo:{{{victim_user}}}:commits", 0, -1)
+    tokens = client.lrange(commits_key, 0, -1)
     assert len(tokens) == len(set(tokens))
     client.close()
 
-    # The old master comes back as the new one's replica; commits are confirmed on it again.
+
+def old_master_rejoins(cluster: LocalRedisCluster, engine: StoredEngine, victim: Any,
+                       victim_user: str) -> None:
+    """The old master comes back as the new one's replica; commits are confirmed on it
+    again."""
     victim.start()
     cluster.wait_healthy()
     new_master = cluster.master_of(meta_key("fo", victim_user))
@@ -271,7 +288,6 @@ def test_a_master_killed_mid_run_fails_over_and_loses_nothing(own_cluster):
             engine.handle(race_events(0, 600, victim_user)[-6])  # a new offline message
     finally:
         victim.resume()
-    store.close()
 
 
 def test_cluster_url_errors_are_clear():
