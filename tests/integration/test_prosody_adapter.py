@@ -69,7 +69,7 @@ class Live:
                         KILL: root / "kill.sock", V2: root / "v2.sock"}
         self.prosody = AdapterProsody(root, self.sockets, shadow_hosts=[SHADOW], host_options={
             TINY: ["pushrules_buffer_size = 3"],
-            V2: ["pushrules_contract_v2 = true", 'modules_enabled = { "pep" }']})
+            V2: ['modules_enabled = { "pep" }']})  # version 2: the default
         self.main: Serve | None = None
         self.app: AppServer | None = None
         self.clients: list[Device] = []
@@ -409,9 +409,10 @@ BOOKMARK = """<iq xmlns='jabber:client' type='set' id='bm1'>
 
 @scenario("contract-v2", "v2@v2.localhost")
 async def contract_v2(live: Live, rec: Record) -> None:
-    """pushrules_contract_v2 = true: the module raises csi-state, message/bare/groupchat and
+    """Version 2, the module's default: it raises csi-state, message/bare/groupchat and
     chat-settings (from a XEP-0402 bookmark with XEP-0492's <notify/>), every event with `at`.
-    Its peer is a recorder: the engine learns version 2 in another branch."""
+    Its peer is a recorder, to see the events themselves (test_prosody_v2.py runs them through
+    the real sidecar)."""
     user = "v2@v2.localhost"
     recorder = await ModuleRecorder(live.sockets[V2]).start()
     try:
