@@ -441,7 +441,7 @@ local function on_message_to_bare(event)
 	local service = jid_util.prep(stanza.attr.from);
 	local node = user and service and revoked_node(stanza, user);
 	if not node then return; end
-	module:log("info", "push service %s revoked node %s of %s (XEP-0357 remote disable)", service, node, user);
+	module:log("info", "XEP-0357 remote disable notice from %s: node %s of %s", service, node, user);
 	-- Observed only: the notice still reaches the user's clients (or offline storage) as any
 	-- message does. A client may want to know, and this module cannot tell it from a XEP-0060
 	-- notice of the user's own pubsub affiliations, which must not be swallowed.
