@@ -420,3 +420,42 @@ def test_answers_are_read_while_events_wait_for_room_and_the_module_is_paused(tm
     assert "pause" in seen and "resume" in seen
     assert seen.index("pause") < seen.index("resume")
     assert car.accepted == 8
+
+
+def test_v2_events_through_the_bridge_urgent_publish_and_times_per_connection(tmp_path):
+    """A version-2 module: a call is published urgent (the high-priority element in the IQ the
+    module sends), a remote disable stops that registration, and an `at` going back within
+    one connection is a rejected line while a new connection keeps its own clock."""
+    path = tmp_path / "p.sock"
+    call = (f"<message xmlns='jabber:client' id='p1' from='alice@{HOST}/pc' to='{BOB}' "
+            "type='chat'><propose xmlns='urn:xmpp:jingle-message:0' id='c1'/></message>")
+
+    async def body(car: Sidecar) -> None:
+        module = await FakeModule(path).connect()
+        module.event(event="session-bind", session=PHONE, at=1)
+        module.event(reply=True, event="push-enable", session=PHONE, jid=APP, node="n1", at=2)
+        await module.expect("applied")
+        module.event(event="session-destroyed", session=PHONE, at=3)
+        module.event(event="message/offline/handle", user=BOB, stanza=call, at=4)
+        publish = await module.expect("publish")
+        module.send({"kind": "answer", "id": publish["id"], "ok": True})
+        published = parse_publish(Iq(xml=ET.fromstring(publish["iq"])))
+        assert published.urgent and "tigase:push:priority:0" in publish["iq"]
+        module.event(event="tick", at=2)  # earlier than 4 on this connection: rejected
+        module.event(event="push-remote-disable", user=BOB, jid=APP, node="n1", at=5)
+        module.event(event="message/offline/handle", user=BOB, stanza=msg("m1"), at=6)
+        while car.accepted < 6:
+            await asyncio.sleep(0.02)
+        await module.close()
+        again = await FakeModule(path, boot="boot-2").connect()  # a restarted Prosody
+        again.event(event="tick", at=1)  # its own clock: accepted
+        while car.accepted < 7:
+            await asyncio.sleep(0.02)
+        await again.close()
+
+    car, out, err = asyncio.run(run(body, path))
+    assert [(o["rule"], o["stanzas"], o.get("urgent", False), o["at"]) for o in outcomes(out)] \
+        == [("e/call", ["p1"], True, 4)]  # m1 came after the remote disable: not pushed
+    assert "error: prosody example.org (connection 1, event 5) line 7, field 'at': 2 is " \
+        "earlier than the previous event's 4 (times never decrease)" in err.getvalue()
+    assert car.rejected == 1 and car.accepted == 7

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import os
 
 from pushrules.runtime.engine import Engine
 from pushrules.runtime.xmpp.sidecar import (
@@ -201,3 +202,215 @@ def test_a_buffered_backlog_gives_the_loop_turns():
     seen = asyncio.run(main())
     assert len(seen) == len(EVENT_LINES)
     assert len(set(seen)) >= len(seen) // 5
+
+
+# --- contract v2 lines, on stdin and on the socket ----------------------------------------------
+
+BOB, APP = "bob@example.org", "push.example.net"
+PHONE, DESKTOP = f"{BOB}/phone", f"{BOB}/desktop"
+ROOM, MUTED = "room@muc.example.org", "muted@muc.example.org"
+
+
+def _message(mid: str, sender: str, kind: str = "chat", inner: str = "<body>hi</body>") -> str:
+    return (f"<message xmlns='jabber:client' id='{mid}' from='{sender}' to='{BOB}' "
+            f"type='{kind}'>{inner}</message>")
+
+
+def _jmi(kind: str, mid: str) -> str:
+    return _message(mid, "alice@example.org/pc",
+                    inner=f"<{kind} xmlns='urn:xmpp:jingle-message:0' id='c1'/>")
+
+
+MENTION = f"<body>bob?</body><reference xmlns='urn:xmpp:reference:0' type='mention' " \
+          f"uri='xmpp:{ROOM}/bob'/>"
+V2_GOOD = [
+    {"event": "session-bind", "session": PHONE, "at": 1},
+    {"event": "push-enable", "session": PHONE, "jid": APP, "node": "phone", "at": 2},
+    {"event": "session-bind", "session": DESKTOP, "at": 3},
+    {"event": "push-enable", "session": DESKTOP, "jid": APP, "node": "desk", "at": 4},
+    {"event": "csi-state", "session": DESKTOP, "state": "inactive", "at": 5},
+    {"event": "smacks-hibernation-start", "session": PHONE, "queue": [], "at": 6},
+    {"event": "chat-settings", "user": BOB, "chat": MUTED, "notify": "never", "at": 7},
+    {"event": "message/bare/groupchat", "user": BOB, "at": 8,
+     "stanza": _message("g1", f"{MUTED}/alice", "groupchat")},
+    {"event": "chat-settings", "user": BOB, "chat": ROOM, "notify": "on-mention", "nick": "bob",
+     "at": 9},
+    {"event": "message/bare/groupchat", "user": BOB, "at": 10,
+     "stanza": _message("g2", f"{ROOM}/alice", "groupchat")},
+    {"event": "message/bare/groupchat", "user": BOB, "at": 10,
+     "stanza": _message("g3", f"{ROOM}/alice", "groupchat", MENTION)},
+    {"event": "archive-message-added", "for_user": BOB, "stanza": _jmi("propose", "p1"), "at": 11},
+    {"event": "archive-message-added", "for_user": BOB, "stanza": _jmi("retract", "r1"), "at": 12},
+    {"event": "push-remote-disable", "user": BOB, "jid": APP, "node": "desk", "at": 13},
+    {"event": "message/offline/handle", "user": BOB, "at": 14,
+     "stanza": _message("m1", "alice@example.org/pc")},
+    {"event": "tick", "at": 15},
+]
+V2_POISON = [  # (line, the error's field and reason)
+    ({"event": "chat-settings", "user": BOB, "chat": ROOM, "notify": "sometimes"},
+     "field 'notify': 'sometimes' is not one of always, on-mention, never"),
+    ({"event": "chat-settings", "user": BOB, "chat": f"{ROOM}/bob", "notify": "never"},
+     f"field 'chat': '{ROOM}/bob' is not a bare JID (user@host)"),
+    ({"event": "csi-state", "session": DESKTOP, "state": "away"},
+     "field 'state': 'away' is not one of active, inactive"),
+    ({"event": "tick", "at": 0.5},
+     "field 'at': 0.5 is earlier than the previous event's"),
+    ({"event": "tick", "at": "soon"}, "field 'at': must be a number of seconds, got 'soon'"),
+    ({"event": "push-remote-disable", "user": BOB, "jid": APP},
+     "field 'node': missing (required by push-remote-disable)"),
+    ({"event": "message/bare/groupchat", "user": PHONE, "stanza": _message("g9", ROOM)},
+     f"field 'user': '{PHONE}' is not a bare JID (user@host)"),
+    ({"event": "csi-state", "session": PHONE, "state": "active", "at": 1},
+     "field 'at': 1 is earlier than the previous event's"),
+]
+# What the good lines push (the contract's v2 rules, by hand), per registration in order: g1
+# muted, g2 no mention; the call rings the hibernated phone and the CSI-inactive desktop,
+# urgent, and ends on both; m1 after the desktop's remote disable goes to the phone only.
+# Every push carries its time.
+V2_PUSHES = {
+    "phone": [("d/groupchat", ["g3"], False, 10), ("e/call", ["p1"], True, 11),
+              ("e/call-end", ["r1"], False, 12), ("c/offline", ["m1"], False, 14)],
+    "desk": [("d/groupchat", ["g3"], False, 10), ("e/call", ["p1"], True, 11),
+             ("e/call-end", ["r1"], False, 12)],
+}
+V2_PUSH_COUNT = sum(len(pushes) for pushes in V2_PUSHES.values())
+
+
+def v2_lines() -> tuple[list[bytes], dict[int, str]]:
+    """The good lines with a poison line after each of them past the registrations, in two
+    parts: up to the call's end, then from the remote disable on (sent once the first part's
+    pushes are out: a disable read before a push decided earlier is sent drops that push, as
+    it should, which would make this test's outcome a matter of timing). And the poison
+    lines' numbers with the error each must give."""
+    parts: list[list[bytes]] = [[], []]
+    errors: dict[int, str] = {}
+    poison = iter(V2_POISON)
+    number = 0
+    for index, good in enumerate(V2_GOOD):
+        part = parts[good["event"] == "push-remote-disable" or bool(parts[1])]
+        bad = next(poison, None) if index >= 3 else None  # after the registrations
+        for line in (good, *(() if bad is None else (bad[0],))):
+            part.append(json.dumps(line).encode())
+            number += 1
+        if bad is not None:
+            errors[number] = bad[1]
+    assert len(errors) == len(V2_POISON)
+    return [b"\n".join(part) + b"\n" for part in parts], errors
+
+
+async def first_part_out(transport: RecordingTransport) -> None:
+    while len(transport.sent) < V2_PUSH_COUNT - 1:
+        await asyncio.sleep(0.01)
+
+
+class RecordingTransport:
+    """Stands in for the XMPP side (the input, engine, dispatcher and outcomes are real):
+    every publish answered with a result."""
+
+    def __init__(self) -> None:
+        self.online = asyncio.Event()
+        self.online.set()
+        self.sent: list = []
+
+    async def start(self, timeout: float | None = None) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    async def publish(self, push):
+        from pushrules.runtime.xmpp.transport import RESULT
+
+        self.sent.append(push)
+        return RESULT
+
+
+def v2_sidecar(**options) -> tuple[Sidecar, RecordingTransport, io.StringIO, io.StringIO]:
+    out, err = io.StringIO(), io.StringIO()
+    settings = SidecarSettings(component_jid="p.example.org", component_secret="x",
+                               shutdown_grace=5, **options)
+    transport = RecordingTransport()
+    return Sidecar(settings, out, err, engine=Engine(), transport=transport), transport, out, err
+
+
+def assert_v2_applied(car: Sidecar, transport: RecordingTransport, out: io.StringIO,
+                      err: str, where: str, errors: dict[int, str]) -> None:
+    assert "Traceback" not in err
+    for number, reason in errors.items():
+        assert f"error: {where} line {number}, {reason}" in err, (number, reason, err)
+    assert car.rejected == len(V2_POISON) and car.accepted == len(V2_GOOD)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert {node: [(o["rule"], o["stanzas"], o.get("urgent", False), o["at"])
+                   for o in lines if o["node"] == node] for node in V2_PUSHES} == V2_PUSHES
+    assert len(lines) == V2_PUSH_COUNT
+    assert {o["status"] for o in lines} == {"delivered"}
+    assert [(p.node, p.rule, p.urgent) for p in transport.sent if p.node == "desk"] == [
+        ("desk", rule, urgent) for rule, _, urgent, _ in V2_PUSHES["desk"]]
+    assert all(p.urgent == (p.rule == "e/call") for p in transport.sent)
+
+
+def test_v2_lines_on_stdin_every_poison_line_named_and_every_good_one_applied():
+    parts, errors = v2_lines()
+
+    async def main():
+        car, transport, out, err = v2_sidecar()
+        read, write = os.pipe()
+        with os.fdopen(read, "rb") as stdin:
+            task = asyncio.get_running_loop().create_task(car.run(stdin))
+            os.write(write, parts[0])
+            await asyncio.wait_for(first_part_out(transport), 20)
+            os.write(write, parts[1])
+            os.close(write)  # the end of stdin: serve finishes its pushes and exits
+            code = await asyncio.wait_for(task, 20)
+        return code, car, transport, out, err.getvalue()
+
+    code, car, transport, out, err = asyncio.run(main())
+    assert code == 0, err
+    assert_v2_applied(car, transport, out, err, "stdin", errors)
+
+
+def test_v2_lines_on_the_socket_and_each_connection_keeps_its_own_clock(tmp_path):
+    """The poison lines on connection 1; connection 2 then starts at an earlier time than
+    connection 1 ended (another server's clock): accepted, times only order one stream."""
+    parts, errors = v2_lines()
+    path = tmp_path / "events.sock"
+    later = json.dumps({"event": "message/offline/handle", "user": BOB, "at": 3,
+                        "stanza": _message("m2", "alice@example.org/pc")}).encode() + b"\n"
+
+    async def main():
+        car, transport, out, err = v2_sidecar(socket=str(path))
+        task = asyncio.get_running_loop().create_task(car.run())
+        try:
+            while not path.exists():
+                await asyncio.sleep(0.02)
+            _, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(parts[0])
+            await asyncio.wait_for(first_part_out(transport), 20)
+            writer.write(parts[1])
+            await writer.drain()
+            writer.close()
+            await writer.wait_closed()
+            while len(transport.sent) < V2_PUSH_COUNT:
+                await asyncio.sleep(0.01)
+            _, writer = await asyncio.open_unix_connection(str(path))
+            writer.write(later)
+            writer.close()
+            await asyncio.wait_for(until_sent(transport, "m2"), 20)
+        finally:
+            car.stop()
+        return await asyncio.wait_for(task, 20), car, transport, out, err.getvalue()
+
+    code, car, transport, out, err = asyncio.run(main())
+    assert code == 0, err
+    lines = out.getvalue().splitlines()
+    [m2] = [json.loads(line) for line in lines if '"m2"' in line]
+    assert (m2["node"], m2["rule"], m2["at"]) == ("phone", "c/offline", 3)
+    out = io.StringIO("\n".join(line for line in lines if '"m2"' not in line))
+    car.accepted -= 1
+    transport.sent = [p for p in transport.sent if p.stanzas != ("m2",)]
+    assert_v2_applied(car, transport, out, err, "connection 1", errors)
+
+
+async def until_sent(transport: RecordingTransport, mid: str) -> None:
+    while not any(mid in p.stanzas for p in transport.sent):
+        await asyncio.sleep(0.01)

@@ -52,9 +52,12 @@ class Feeder(Protocol):
 
     accepted: int
 
-    async def feed(self, raw: bytes | str, number: int, where: str = ...) -> None: ...
+    async def feed(self, raw: bytes | str, number: int, where: str = ...,
+                   source: str | None = ...) -> None: ...
 
     def reject(self, message: str) -> None: ...
+
+    def end_source(self, source: str) -> None: ...
 
 
 class ShadowAnswer(Answer):
@@ -220,6 +223,8 @@ class ProsodyBridge:
                 self._tasks.discard(task)
             if link is not None:
                 self._drop(link, where)
+                if self._sidecar is not None:
+                    self._sidecar.end_source(where)
             writer.close()
 
     def _allowed(self, writer: asyncio.StreamWriter, where: str) -> bool:
@@ -322,8 +327,9 @@ class ProsodyBridge:
             return
         sidecar = self._feeder()
         before = sidecar.accepted
-        where = f"{where[:-1]}, event {item.seq})"  # "prosody HOST (connection N, event S)"
-        await sidecar.feed(json.dumps(message["event"]), item.line, where)
+        # "prosody HOST (connection N, event S)"; times never decrease within one connection
+        await sidecar.feed(json.dumps(message["event"]), item.line,
+                           f"{where[:-1]}, event {item.seq})", source=where)
         ok = sidecar.accepted > before
         self._done(link, item.seq)
         if message.get("reply"):

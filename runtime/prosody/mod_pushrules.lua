@@ -14,9 +14,12 @@
 --   pushrules_ack_timeout = 10       -- seconds an <enable/>/<disable/> waits for the sidecar
 --   pushrules_iq_timeout = 10        -- default publish timeout (the sidecar may send its own)
 --   pushrules_shadow_window = 10     -- seconds the sidecar waits to match both sides' pushes
---   pushrules_contract_v2 = false    -- true: also raise the contract's version-2 events
---                                    -- (message/bare/groupchat, csi-state, chat-settings) and
---                                    -- an "at" time on every event; needs a v2 engine
+--   pushrules_contract_version = 2   -- 2: also raise the contract's version-2 events
+--                                    -- (message/bare/groupchat, csi-state, chat-settings,
+--                                    -- push-remote-disable) and an "at" time on every event;
+--                                    -- 1: version-1 events only (an engine older than v2)
+--   (pushrules_contract_v2 = false, the option's name before version 2 became the default,
+--    still means version 1)
 --
 -- Wire (one JSON object a line). Module -> sidecar:
 --   {"kind":"hello","host":…,"boot":…,"shadow":bool,"shadow_window":S,"version":1}
@@ -57,7 +60,13 @@ local reconnect_interval = module:get_option_number("pushrules_reconnect_interva
 local ack_timeout = module:get_option_number("pushrules_ack_timeout", 10);
 local default_iq_timeout = module:get_option_number("pushrules_iq_timeout", 10);
 local shadow_window = module:get_option_number("pushrules_shadow_window", 10);
-local contract_v2 = module:get_option_boolean("pushrules_contract_v2", false);
+local contract_version = module:get_option_number("pushrules_contract_version",
+	module:get_option_boolean("pushrules_contract_v2", true) and 2 or 1);
+if contract_version ~= 1 and contract_version ~= 2 then
+	module:log_status("error", "pushrules_contract_version must be 1 or 2, not %s", tostring(contract_version));
+	return;
+end
+local contract_v2 = contract_version == 2;
 
 if not socket_path then
 	module:log_status("error", "pushrules_socket is not set: where does `pushrules serve --prosody PATH` listen?");
@@ -369,7 +378,7 @@ module:hook("message/offline/handle", function (event)
 	emit({ event = "message/offline/handle", user = bare_of(username), stanza = stanza_xml(stanza) });
 end, 1);
 
--- --- version-2 events (pushrules_contract_v2) -----------------------------------------------------
+-- --- version-2 events (pushrules_contract_version = 2) --------------------------------------------
 local xmlns_bookmarks = "urn:xmpp:bookmarks:1";
 local notify_namespaces = { "urn:xmpp:notification-settings:1", "urn:xmpp:notification-settings:0" };
 local notify_settings = { ["always"] = true, ["on-mention"] = true, ["never"] = true };
@@ -401,6 +410,44 @@ local function on_bookmark_published(event)
 		nick = (nick and nick ~= "") and nick or nil });
 end
 
+-- XEP-0357 section 8: the push service took away the publish affiliation of a node and says so
+-- to the user's bare JID, as in the XEP's example (<pubsub node=…><affiliation/></pubsub>) or as
+-- XEP-0060 section 8.9.4 writes it (<pubsub><affiliations node=…><affiliation/></affiliations>).
+-- The affiliation is the user's or the host's (publishes come from the host); "none" or
+-- "outcast" means no more publishing. The registration is (user, the notice's sender, node):
+-- the sidecar ignores one that does not exist, so a notice from anyone else changes nothing.
+local xmlns_pubsub = "http://jabber.org/protocol/pubsub";
+local revoked = { ["none"] = true, ["outcast"] = true };
+
+local function revoked_node(stanza, user)
+	local pubsub = stanza:get_child("pubsub", xmlns_pubsub);
+	if not pubsub then return nil; end
+	local holder = pubsub:get_child("affiliations") or pubsub;
+	local node = holder.attr.node;
+	local affiliation = holder:get_child("affiliation");
+	if not node or node == "" or not affiliation or not revoked[affiliation.attr.affiliation] then
+		return nil;
+	end
+	local whose = jid_util.prep(affiliation.attr.jid or "");
+	if whose ~= user and whose ~= host then return nil; end
+	return node;
+end
+
+local function on_message_to_bare(event)
+	local stanza = event.stanza;
+	local kind = stanza.attr.type;
+	if kind == "error" or kind == "groupchat" or not stanza.attr.from then return; end
+	local user = jid_util.prep(stanza.attr.to or "");
+	local service = jid_util.prep(stanza.attr.from);
+	local node = user and service and revoked_node(stanza, user);
+	if not node then return; end
+	module:log("info", "XEP-0357 remote disable notice from %s: node %s of %s", service, node, user);
+	-- Observed only: the notice still reaches the user's clients (or offline storage) as any
+	-- message does. A client may want to know, and this module cannot tell it from a XEP-0060
+	-- notice of the user's own pubsub affiliations, which must not be swallowed.
+	emit({ event = "push-remote-disable", user = user, jid = service, node = node });
+end
+
 local function on_csi(state)
 	return function (event)
 		local session = event.origin;
@@ -419,6 +466,8 @@ if contract_v2 then
 		if not username then return; end
 		emit({ event = "message/bare/groupchat", user = bare_of(username), stanza = stanza_xml(event.stanza) });
 	end, 1);
+	-- Before mod_mam (0) and mod_message (-1) handle it: disabled before its own push is decided.
+	module:hook("message/bare", on_message_to_bare, 10);
 	module:hook("csi-client-active", on_csi("active"), 1);
 	module:hook("csi-client-inactive", on_csi("inactive"), 1);
 	-- Each user's PEP service (mod_pep): a bookmark published or replaced. A bookmark removed

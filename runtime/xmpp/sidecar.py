@@ -145,22 +145,25 @@ class Sidecar:
         self._hurry = asyncio.Event()
         self._signals = 0
         self._connections: set[asyncio.StreamWriter] = set()
+        self._last_at: dict[str, float] = {}  # per input stream: the last event's `at`
 
     # --- one line ----------------------------------------------------------------------------
-    async def feed(self, raw: bytes | str, number: int, where: str = "stdin") -> None:
+    async def feed(self, raw: bytes | str, number: int, where: str = "stdin",
+                   source: str | None = None) -> None:
         """Apply one input line, or reject it on stderr naming the line and why; never
         raises. Waits while too many pushes are pending, and while the store is briefly
-        unavailable (the same event again is safe)."""
+        unavailable (the same event again is safe). ``source`` (default: ``where``) names the
+        stream the line belongs to: times (``at``) never decrease within one."""
         try:
             await self.dispatcher.room(self.settings.max_outbox)
-            await self._apply(raw, number, where)
+            await self._apply(raw, number, where, source or where)
         except Exception as exc:  # a defect must cost one line, not the reader
             self._reject(f"{where} line {number}: not applied: internal error "
                          f"({type(exc).__name__}: {exc})")
 
-    async def _apply(self, raw: bytes | str, number: int, where: str) -> None:
+    async def _apply(self, raw: bytes | str, number: int, where: str, source: str) -> None:
         event = self._parse(raw, number, where)
-        if event is None:
+        if event is None or not self._in_time(event, number, where, source):
             return
         give_up = time.monotonic() + self.settings.store_retry_seconds
         for attempt in itertools.count():
@@ -207,6 +210,25 @@ class Sidecar:
         except TraceError as exc:
             self._reject(f"{where} {exc}")
         return None
+
+    def _in_time(self, event: Any, number: int, where: str, source: str) -> bool:
+        """Contract v2: an ``at`` earlier than the one before it in the same stream is a
+        malformed line (as in replay); each stream has its own (their clocks may differ)."""
+        at = event.at
+        if at is None:
+            return True
+        last = self._last_at.get(source)
+        if last is not None and at < last:
+            late = TraceError(number, f"{at!r} is earlier than the previous event's {last!r} "
+                                      "(times never decrease)", "at")
+            self._reject(f"{where} {late}")
+            return False
+        self._last_at[source] = at
+        return True
+
+    def end_source(self, source: str) -> None:
+        """A stream ended (a connection closed): forget its last time."""
+        self._last_at.pop(source, None)
 
     def _reject(self, message: str) -> None:
         self.rejected += 1
@@ -393,6 +415,7 @@ class Sidecar:
                           f"({type(exc).__name__}: {exc})")
             finally:
                 self._connections.discard(writer)
+                self.end_source(where)
                 writer.close()
 
         server = await asyncio.start_unix_server(client, sock=listener.sock, limit=READ_CHUNK)

@@ -17,9 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import APP_SECRET, AppServer, Prosody, free_port
-from slixmpp import ClientXMPP, Iq
+from slixmpp import ClientXMPP, ComponentXMPP, Iq
 from slixmpp.exceptions import IqError
 from slixmpp.xmlstream import ET
+from slixmpp.xmlstream.handler import Callback
+from slixmpp.xmlstream.matcher import MatchXPath
 
 from pushrules.runtime.prosody import module_path
 
@@ -29,6 +31,11 @@ PASSWORD = "pw"
 APP = "app.localhost"
 MAIN, RESTART, SHADOW, TINY, KILL, V2 = ("localhost", "restart.localhost", "shadow.localhost",
                                          "tiny.localhost", "kill.localhost", "v2.localhost")
+FREEZE = "freeze.localhost"
+SHORT_ACK_DELAY = "smacks_max_ack_delay = 10"
+"""For a host whose scenarios freeze a link (S2 of prosody-observed.md, where the research used
+3 s): long enough for a client on a loaded machine to answer an <r/> (one took 4 s), since an
+ack delay before the freeze is a push the scenario does not expect. Other hosts wait 120 s."""
 ADAPTER_MODULES = ("roster", "saslauth", "disco", "smacks", "mam", "offline", "carbons",
                    "csi_simple", "ping")
 
@@ -40,11 +47,14 @@ def _encode(part: str) -> str:
 
 class AdapterProsody(Prosody):
     """Prosody with c2s on a port the test picks, the adapter on every VirtualHost (each with
-    its own pushrules_socket), mod_cloud_notify and shadow mode on ``shadow_hosts``."""
+    its own pushrules_socket), mod_cloud_notify and shadow mode on ``shadow_hosts``, and the
+    app server's component plus ``components`` (external components, APP_SECRET)."""
 
     def __init__(self, root: Path, sockets: dict[str, Path], shadow_hosts: Iterable[str] = (),
-                 host_options: dict[str, list[str]] | None = None) -> None:
+                 host_options: dict[str, list[str]] | None = None,
+                 components: Iterable[str] = ()) -> None:
         super().__init__(root)
+        self.components = (APP, *components)  # all with APP_SECRET
         self.c2s_port = free_port()
         self.sockets = sockets
         self.shadow_hosts = set(shadow_hosts)
@@ -67,7 +77,7 @@ class AdapterProsody(Prosody):
             'interfaces = { "127.0.0.1" }',
             f"component_ports = {{ {self.port} }}", 'component_interface = "127.0.0.1"',
             # The research's timers (prosody-observed.md), so scenarios stay short.
-            "smacks_max_ack_delay = 3", "smacks_hibernation_time = 20",
+            "smacks_max_ack_delay = 120", "smacks_hibernation_time = 20",
             "push_max_hibernation_timeout = 20", "push_max_errors = 2",
             "default_archive_policy = true", 'archive_expires_after = "never"',
             "pushrules_reconnect_interval = 0.2", "pushrules_ack_timeout = 5",
@@ -78,7 +88,9 @@ class AdapterProsody(Prosody):
             if host in self.shadow_hosts:
                 lines += ['    modules_enabled = { "cloud_notify" }', "    pushrules_shadow = true"]
             lines += [f"    {option}" for option in self.host_options.get(host, [])]
-        lines += [f'Component "{APP}"', f'    component_secret = "{APP_SECRET}"', ""]
+        for jid in self.components:
+            lines += [f'Component "{jid}"', f'    component_secret = "{APP_SECRET}"']
+        lines.append("")
         return "\n".join(lines)
 
     def add_account(self, user: str) -> None:
@@ -122,6 +134,49 @@ class ModuleRecorder:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+
+
+class RevokingAppServer(AppServer):
+    """The recording app server, which can also take a node's publish affiliation away and
+    say so to the user's bare JID (XEP-0357 section 8), as a push service does."""
+
+    def revoke(self, user: str, node: str, whose: str | None = None, *, form: str = "xep-0357",
+               mid: str = "revoke") -> None:
+        """``form``: "xep-0357" (the XEP's example: ``<pubsub node=…><affiliation/>``) or
+        "xep-0060" (section 8.9.4: ``<pubsub><affiliations node=…><affiliation/>``)."""
+        item = f"<affiliation jid='{whose or user}' affiliation='none'/>"
+        inner = (f"<pubsub xmlns='http://jabber.org/protocol/pubsub' node='{node}'>{item}"
+                 "</pubsub>" if form == "xep-0357" else
+                 "<pubsub xmlns='http://jabber.org/protocol/pubsub'>"
+                 f"<affiliations node='{node}'>{item}</affiliations></pubsub>")
+        self.send_raw(f"<message xmlns='jabber:component:accept' id='{mid}' from='{self.boundjid}' "
+                      f"to='{user}'>{inner}</message>")
+
+
+class Room(ComponentXMPP):
+    """A group-chat service as a component: sends type=groupchat messages from room@service/
+    nick to a user, the way a MUC sends them to an occupant (the occupant's answers, errors
+    for a bare JID nobody receives at, are ignored)."""
+
+    def __init__(self, jid: str, port: int) -> None:
+        super().__init__(jid, APP_SECRET, "127.0.0.1", port)  # type: ignore[no-untyped-call]
+        self.online = asyncio.Event()
+        self.add_event_handler("session_start", lambda _: self.online.set())
+
+    async def start(self) -> Room:
+        self.connect()
+        await asyncio.wait_for(self.online.wait(), 15)
+        return self
+
+    def say(self, room: str, nick: str, to: str, mid: str, body: str = "hi all",
+            inner: str = "") -> None:
+        self.send_raw(f"<message xmlns='jabber:component:accept' id='{mid}' "
+                      f"from='{room}@{self.boundjid.bare}/{nick}' to='{to}' type='groupchat'>"
+                      f"<body>{body}</body>{inner}</message>")
+
+    async def stop(self) -> None:
+        if self.is_connected():
+            await self.disconnect(wait=1.0)
 
 
 # --- the relay ------------------------------------------------------------------------------------
@@ -193,6 +248,11 @@ class Device(ClientXMPP):
         self.add_event_handler("session_start", lambda _: self.ready.set())
         self.add_event_handler("session_resumed", lambda _: self.resumed.set())
         self.add_event_handler("message", lambda msg: self.messages.append(msg["id"]))
+        self.witness: Device | None = None  # see all_acked
+        self._marks = 0
+        self.stanza_ids: list[str] = []  # of every message received, with a body or not
+        self.register_handler(Callback("every message", MatchXPath("{jabber:client}message"),
+                                       lambda msg: self.stanza_ids.append(msg["id"])))
 
     async def online(self) -> Device:
         await self.relay.start()
@@ -210,10 +270,19 @@ class Device(ClientXMPP):
 
     async def all_acked(self) -> None:
         """Everything the server sent so far handled and acked, so that a link frozen or cut
-        next leaves an empty smacks queue: a round trip, then an unsolicited <a/>."""
+        next leaves an empty smacks queue: a round trip, then an unsolicited <a/>, then (with a
+        ``witness``) a headline to it: once it arrives the server has read the <a/> before it
+        (one stream is read in order), however loaded the machine; without one, a pause."""
         await self.roundtrip()
         self.plugin["xep_0198"].send_ack()
-        await asyncio.sleep(0.4)
+        if self.witness is None:
+            await asyncio.sleep(0.4)
+            return
+        self._marks += 1
+        mark, witness = f"acked-{self.boundjid}-{self._marks}", self.witness
+        self.send_raw(f"<message xmlns='jabber:client' id='{mark}' to='{witness.boundjid}' "
+                      "type='headline'/>")
+        await until(lambda: mark in witness.stanza_ids, 30, f"{mark} at the witness")
 
     async def resume(self) -> None:
         self.resumed.clear()
@@ -356,5 +425,6 @@ async def until(predicate, timeout: float = 30.0, what: str = "condition") -> No
         await asyncio.sleep(0.05)
 
 
-__all__ = ["APP", "KILL", "TINY", "V2", "AdapterProsody", "AppServer", "Device",
-           "ModuleRecorder", "Relay", "Sender", "Serve", "until"]
+__all__ = ["APP", "FREEZE", "KILL", "SHORT_ACK_DELAY", "TINY", "V2", "AdapterProsody",
+           "AppServer", "Device", "ModuleRecorder", "Relay", "RevokingAppServer", "Room",
+           "Sender", "Serve", "until"]

@@ -22,10 +22,12 @@ import pytest
 from harness import in_ci
 from prosody_adapter import (
     APP,
+    FREEZE,
     KILL,
     MAIN,
     RESTART,
     SHADOW,
+    SHORT_ACK_DELAY,
     TINY,
     V2,
     AdapterProsody,
@@ -47,6 +49,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 HIBERNATION = 20.0      # smacks_hibernation_time in the adapter's Prosody
 SETTLE = 2.5            # quiet time after a scenario's last step: nothing more may arrive
 ACK_SETTLE = 0.6        # let the client's <a/> reach Prosody before a link is frozen or cut
+WITNESS = "witness@localhost"
 MAIN_ARGS = ("--set", "max_errors=2", "--max-attempts", "1", "--iq-timeout", "5")
 
 
@@ -64,13 +67,16 @@ class Record:
 class Live:
     def __init__(self, root: Path) -> None:
         self.root = root
-        self.sockets = {MAIN: root / "main.sock", RESTART: root / "restart.sock",
+        self.sockets = {MAIN: root / "main.sock", FREEZE: root / "main.sock",
+                        RESTART: root / "restart.sock",
                         SHADOW: root / "main.sock", TINY: root / "tiny.sock",
                         KILL: root / "kill.sock", V2: root / "v2.sock"}
         self.prosody = AdapterProsody(root, self.sockets, shadow_hosts=[SHADOW], host_options={
+            FREEZE: [SHORT_ACK_DELAY], SHADOW: [SHORT_ACK_DELAY],
             TINY: ["pushrules_buffer_size = 3"],
-            V2: ["pushrules_contract_v2 = true", 'modules_enabled = { "pep" }']})
+            V2: ['modules_enabled = { "pep" }']})  # version 2: the default
         self.main: Serve | None = None
+        self.witness: Device | None = None  # receives each Device.all_acked mark
         self.app: AppServer | None = None
         self.clients: list[Device] = []
         self.serves: list[Serve] = []
@@ -81,6 +87,7 @@ class Live:
 
     async def device(self, full_jid: str, cls: type[Device] = Device) -> Device:
         client = cls(full_jid, self.prosody.c2s_port)
+        client.witness = self.witness
         self.clients.append(client)
         return await client.online()
 
@@ -98,6 +105,12 @@ class Live:
     def received(self, node: str) -> list:
         assert self.app is not None
         return self.app.for_node(node)
+
+    async def decided(self, user: str, mid: str, timeout: float = 30.0) -> None:
+        """Until a push of ``mid`` to ``user`` was decided and answered (a wait for that push,
+        not for any push: an unexpected one must not stand in for it)."""
+        await until(lambda: any(mid in o["stanzas"] for o in self.outcomes(user)), timeout,
+                    f"a push of {mid} to {user}")
 
     async def pushes(self, node: str, count: int, timeout: float = 20.0) -> None:
         await until(lambda: len(self.received(node)) >= count, timeout,
@@ -146,15 +159,17 @@ async def s1(live: Live, rec: Record) -> None:
     await until(lambda: "m1" in bob.messages, 10, "bob receives m1")
 
 
-@scenario("s2-frozen-link", "s2@localhost")
+@scenario("s2-frozen-link", "s2@freeze.localhost")
 async def s2(live: Live, rec: Record) -> None:
-    bob = await phone(live, "s2@localhost", "node-s2")
-    alice = await sender(live, "alice-s2@localhost")
+    user = "s2@freeze.localhost"  # the host with smacks' 3 s ack delay
+    bob = await phone(live, user, "node-s2")
+    alice = await sender(live, "alice-s2@freeze.localhost")
     await bob.all_acked()
     bob.freeze()
-    alice.say("s2@localhost", "m1")
-    await live.pushes("node-s2", 1)  # the delayed ack (3 s)
-    alice.say("s2@localhost", "m2")
+    alice.say(user, "m1")
+    await live.decided(user, "m1")  # the delayed ack (10 s on this host)
+    alice.say(user, "m2")
+    await live.decided(user, "m2")
     await live.pushes("node-s2", 2)
     bob.cut()
 
@@ -409,9 +424,10 @@ BOOKMARK = """<iq xmlns='jabber:client' type='set' id='bm1'>
 
 @scenario("contract-v2", "v2@v2.localhost")
 async def contract_v2(live: Live, rec: Record) -> None:
-    """pushrules_contract_v2 = true: the module raises csi-state, message/bare/groupchat and
+    """Version 2, the module's default: it raises csi-state, message/bare/groupchat and
     chat-settings (from a XEP-0402 bookmark with XEP-0492's <notify/>), every event with `at`.
-    Its peer is a recorder: the engine learns version 2 in another branch."""
+    Its peer is a recorder, to see the events themselves (test_prosody_v2.py runs them through
+    the real sidecar)."""
     user = "v2@v2.localhost"
     recorder = await ModuleRecorder(live.sockets[V2]).start()
     try:
@@ -463,9 +479,9 @@ async def shadow(live: Live, rec: Record) -> None:
     await bob.all_acked()
     bob.freeze()
     alice.say(user, "m1")
-    await live.pushes(node, 1)
+    await live.decided(user, "m1")  # the delayed ack (10 s on this host): both sides push
     alice.say(user, "m2")
-    await asyncio.sleep(1.5)
+    await live.decided(user, "m2")  # queued while ack-delayed: pushrules pushes it
     bob.cut()
     await live.pushes(node, 2)
     await asyncio.sleep(6)  # the shadow window (4 s) ends for every stanza
@@ -546,11 +562,12 @@ async def _run_all(root: Path) -> dict[str, Record]:
     for name in SCENARIOS:
         live.account(f"alice-{SCENARIOS[name][0][0]}")
     for user in ("alice@restart.localhost", "alice@shadow.localhost", "alice@kill.localhost",
-                 "alice@v2.localhost"):
+                 "alice@v2.localhost", WITNESS):
         live.account(user)
     live.prosody.start()
     try:
         live.app = await AppServer(APP, live.prosody.port).start()
+        live.witness = await live.device(f"{WITNESS}/w")
         live.main = await live.serve(live.sockets[MAIN], f"sqlite:///{root}/main.db", "main",
                                      *MAIN_ARGS)
         await asyncio.gather(*(_run_one(live, name, records[name], fn)
@@ -596,9 +613,10 @@ def decided(rec: Record) -> list[tuple[str, list[str], bool]]:
     return [(o["rule"], o["stanzas"], o["important"]) for o in rec.outcomes]
 
 
-def assert_published_as_decided(rec: Record, host: str = MAIN) -> None:
+def assert_published_as_decided(rec: Record, host: str | None = None) -> None:
     """Every decided push reached the app server: from the user's host, to its node, with its
     secret, important exactly when the push is."""
+    host = host or rec.users[0].partition("@")[2]
     assert len(rec.received) == len(rec.outcomes)
     for outcome, got in zip(rec.outcomes, rec.received, strict=True):
         assert got.sender == host
