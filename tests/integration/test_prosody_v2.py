@@ -427,12 +427,7 @@ def test_groupchat_to_a_bare_jid_pushes_as_the_chat_settings_say(live, store):
     assert_timed(rec)
 
 
-CSI_NOT_STORED = pytest.mark.xfail(strict=True, reason=(
-    "the SQLite store does not persist a session's CSI state yet (issue 13, stores part): the "
-    "desktop's csi-state inactive is lost between events, so the call does not ring it"))
-
-
-@pytest.mark.parametrize("store", ["memory", pytest.param("sqlite", marks=CSI_NOT_STORED)])
+@pytest.mark.parametrize("store", ["memory", "sqlite"])
 def test_a_call_rings_the_hibernated_phone_and_the_csi_inactive_desktop(live, store):
     rec = record(live, f"call-csi-inactive/{store}")
     [user] = rec.users
