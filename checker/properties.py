@@ -260,7 +260,7 @@ class Step:
 
     def delivered_before(self, j: int, sid: str) -> bool:
         """Stanza ``sid`` was pushed to registration j since it was last enabled anew."""
-        return bool((self.ghosts[j].delivered >> self.world.stanza_index[sid]) & 1)
+        return self.ghosts[j].delivered_has(self.world.stanza_index[sid])
 
     def delivered(self, j: int, sid: str) -> bool:
         """... before, or by this event."""

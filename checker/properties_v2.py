@@ -32,12 +32,14 @@ def _v2(step: Step) -> bool:
     return step.world.bounds.v2
 
 
-def _call(step: Step, kind: str) -> Any:
-    """The event's stanza when it is a call stanza of ``kind`` on rule e's events, or None."""
+def _call(step: Step, kind: str, outgoing: bool = False) -> Any:
+    """The event's stanza when it is a call stanza of ``kind`` on rule e's events, incoming
+    (or with ``outgoing``, the user's own archived copy), or None."""
     if not _v2(step) or step.kind not in CALL_PATHS:
         return None
     stanza = step.stanzas[0]
-    return stanza if step.world.facts_of[stanza].call == kind else None
+    facts = step.world.facts_of[stanza]
+    return stanza if facts.call == kind and facts.outgoing == outgoing else None
 
 
 def _rings_itself(step: Step, j: int) -> bool:
@@ -59,7 +61,11 @@ def _pushes_of(step: Step, sid: str) -> list[tuple[int, Any]]:
 @transition_property
 def no_missed_ring(step: Step) -> bool:
     """A call proposal not pushed (now or before) to an enabled registration that is not bound
-    to an active, CSI-active session; a push of it by rule e that is not urgent."""
+    to an active, CSI-active session; a push of it by rule e that is not urgent; a push of
+    the user's own outgoing proposal (the caller's devices do not ring)."""
+    own = _call(step, "propose", outgoing=True)
+    if own is not None:  # the user's own call (an archived copy) rings none of its devices
+        return bool(_pushes_of(step, own.id))
     call = _call(step, "propose")
     if call is None:
         return False
