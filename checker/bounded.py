@@ -91,6 +91,18 @@ _V2_STANZAS = (
     ("r1", f"<message xmlns='jabber:client' id='r1' from='{FRIEND}/pc' to='{USER}' "
            f"type='chat'><retract xmlns='urn:xmpp:jingle-message:0' id='{CALL_ID}'/>"
            "</message>"),
+    # without an id (never deduplicated, so a second push in one event shows): a groupchat
+    # message from another occupant, and a call's proposal (only with Bounds.idless_call) and
+    # retraction, archived or stored offline only (the smacks queues keep those with an id)
+    ("g0", f"<message xmlns='jabber:client' from='{ROOM}/bob' to='{USER}' "
+           "type='groupchat'><body>hey</body></message>"),
+    ("p0", f"<message xmlns='jabber:client' from='{FRIEND}/pc' to='{USER}' "
+           f"type='chat'><propose xmlns='urn:xmpp:jingle-message:0' id='{CALL_ID}'>"
+           "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>"
+           "</message>"),
+    ("r0", f"<message xmlns='jabber:client' from='{FRIEND}/pc' to='{USER}' "
+           f"type='chat'><retract xmlns='urn:xmpp:jingle-message:0' id='{CALL_ID}'/>"
+           "</message>"),
     # outgoing copies, archived for the user only: the user rejecting the call from one of
     # its devices, and the user's own call to the friend (another call id)
     ("x1", f"<message xmlns='jabber:client' id='x1' from='{USER}/r1' to='{FRIEND}' "
@@ -120,6 +132,9 @@ class StanzaFacts:
     """"propose" or "end" (XEP-0353 retract or reject)."""
     outgoing: bool = False
     """Sent by the user (an archived copy): rule e rings nothing for it."""
+    queued: bool = True
+    """Incoming and not a groupchat: also queued to the sessions (else archived and stored
+    offline only)."""
 
 
 _V2_FACTS = {
@@ -127,6 +142,9 @@ _V2_FACTS = {
     "g2": StanzaFacts(ROOM, groupchat=True, mentions_user=True, nick="alice"),
     "p1": StanzaFacts(FRIEND, call="propose"),
     "r1": StanzaFacts(FRIEND, call="end"),
+    "g0": StanzaFacts(ROOM, groupchat=True, nick="bob"),
+    "p0": StanzaFacts(FRIEND, call="propose", queued=False),
+    "r0": StanzaFacts(FRIEND, call="end", queued=False),
     "x1": StanzaFacts(USER, call="end", outgoing=True),
     "y1": StanzaFacts(USER, call="propose", outgoing=True),
 }
@@ -155,6 +173,10 @@ class Bounds:
     v2: bool = False
     """Also the contract's version-2 events (group chats, calls, CSI, chat settings, remote
     disable): off, the version-1 world alone."""
+    idless_call: bool = False
+    """v2: also a call proposal without an id (p0), archived and stored offline: a second way
+    into the call's targets, which doubles the v2 bound's states. Only the v2 mutants'
+    escalation bound has it (a duplicated push of a proposal shows only without an id)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -173,7 +195,7 @@ class Bounds:
                          if f.name not in FLAGS or getattr(self, f.name))
 
 
-FLAGS = ("expiry", "v2")
+FLAGS = ("expiry", "v2", "idless_call")
 """Bounds that are on/off options rather than sizes."""
 
 V2_BOUNDS = Bounds(sessions=1, push_sessions=1, orphans=1, stanzas=0, max_errors=2,
@@ -184,7 +206,9 @@ no version-1 stanza (the v1 default bound checks those rules and takes every v1 
 v2 stanzas (g1, g2, p1, r1, x1, y1) and events. Every v2 row is taken here."""
 V2_MUTANT_BOUNDS = dataclasses.replace(V2_BOUNDS, max_devices=1)
 """The bound v2 mutants run at: every v2 row is taken, in a few seconds (one device at a
-time; survivors are explored again at V2_BOUNDS)."""
+time)."""
+V2_ESCALATION = dataclasses.replace(V2_MUTANT_BOUNDS, idless_call=True)
+"""Survivors of the v2 mutant bound are explored again here: with the id-less proposal p0."""
 
 TIMER_TTL = 1
 """The ``orphan_ttl`` of a world with expiry: any positive value (the model's option that
@@ -261,6 +285,8 @@ class BoundedWorld:
         self.facts = [StanzaFacts(FRIEND) if s.to_bare == USER else
                       StanzaFacts(USER, outgoing=True) for s in self.stanzas]
         for sid, xml in _V2_STANZAS if bounds.v2 else ():
+            if sid == "p0" and not bounds.idless_call:
+                continue
             stanza = parse_stanza(xml)
             self.stanzas.append(stanza)
             self.stanza_xml[stanza] = xml
@@ -268,12 +294,14 @@ class BoundedWorld:
         self.stanza_index = {s.id: k for k, s in enumerate(self.stanzas)}
         self.facts_of = dict(zip(self.stanzas, self.facts, strict=True))
         # queued to a session, stored offline: incoming, not groupchat (those come bare)
-        self.incoming = [k for k, s in enumerate(self.stanzas)
-                         if s.to_bare == USER and not self.facts[k].groupchat]
+        self.offline = [k for k, s in enumerate(self.stanzas)
+                        if s.to_bare == USER and not self.facts[k].groupchat]
+        self.incoming = [k for k in self.offline if self.facts[k].queued]
+        """The stanzas queued to the sessions (the smacks queues hold these)."""
         self.groupchats = [k for k, f in enumerate(self.facts) if f.groupchat]
-        self.propose_bits = sum(1 << k for k, f in enumerate(self.facts)
-                                if f.call == "propose" and not f.outgoing)
-        """The stanzas (bits, as in push_masks) that propose the incoming call."""
+        self.proposals = {s.id for s, f in zip(self.stanzas, self.facts, strict=True)
+                          if f.call == "propose" and not f.outgoing and s.id is not None}
+        """The ids of the stanzas that propose the incoming call (p0 has none)."""
         self.marks_kept = bounds.expiry or bounds.v2
         """Whether the checker keeps marks that a push-enable clears (ghost ``expired``,
         ``remote``)."""
@@ -373,7 +401,7 @@ class BoundedWorld:
             keys += [("queued", i, k) for k in self.incoming]
             keys += [("destroy", i)]
         keys += [("archive", k) for k in range(len(self.stanzas)) if k not in self.groupchats]
-        keys += [("offline", k) for k in self.incoming]
+        keys += [("offline", k) for k in self.offline]
         keys += [("result", j, r) for j in range(len(self.nodes)) for r in RESULTS]
         if self.bounds.expiry:
             keys += [("expire", j) for j in range(len(self.nodes))]
@@ -391,6 +419,21 @@ class BoundedWorld:
         keys += [("settings", n) for n in range(len(CHAT_SETTINGS))]
         keys += [("remote", j) for j in range(len(self.nodes))]
         return keys
+
+    def rung(self, pushes: list[Any], stanzas: tuple[Stanza, ...]) -> list[bool]:
+        """Per registration, whether ``pushes`` (decided on an event with ``stanzas``) pushed
+        it the incoming call's proposal: one with an id by its id, the one without (p0) when
+        the push covers a stanza without an id and the event brought p0 (p0 comes alone:
+        it is never queued)."""
+        out = [False] * len(self.nodes)
+        idless = any(s.id is None and self.facts_of[s].call == "propose"
+                     and not self.facts_of[s].outgoing for s in stanzas)
+        for push in pushes:
+            j = self.reg_index.get((push.user, push.jid, push.node))
+            if j is not None and any(sid in self.proposals if sid is not None else idless
+                                     for sid in push.stanzas):
+                out[j] = True
+        return out
 
     def push_masks(self, pushes: list[Any]) -> list[int]:
         """Per registration, the stanzas (with an id) ``pushes`` delivered to it, as bits."""

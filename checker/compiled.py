@@ -419,7 +419,8 @@ class CompiledExplorer:
             shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
             leaf.bad.append((bad, f"{event.EVENT} gave: {shown}"))
         self._queue_writes(view, key, changed_s, step.post_sessions, writes)
-        self._ghost_writes(view, key, changed_r, wd.push_masks(pushes), pre_r, post_r, writes)
+        self._ghost_writes(view, key, changed_r, wd.push_masks(pushes),
+                           wd.rung(pushes, step.stanzas), pre_r, post_r, writes)
         if self.bounds.v2:
             self._v2_ghost_writes(key, changed_s, step.post_sessions, writes)
 
@@ -450,19 +451,21 @@ class CompiledExplorer:
                 writes[field] = ()
 
     def _ghost_writes(self, view: View, key: tuple, changed_r: list[int], masks: list[int],
-                      pre_r: Records, post_r: Records, writes: dict[int, Any]) -> None:
-        """The ghost fields and the recency after the step (environment.py)."""
+                      rung: list[bool], pre_r: Records, post_r: Records,
+                      writes: dict[int, Any]) -> None:
+        """The ghost fields and the recency after the step (environment.py); ``rung``: per
+        registration, whether the step pushed it the call's proposal."""
         lay, wd = self.layout, self.world
         ghosts = Records(view, lay.g, GhostFields)
         same_enabled = True
         enabled_j = wd.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
-        for j in ghost_touched(key, changed_r, masks, enabled_j if wd.marks_kept else None):
+        touched = ghost_touched(key, changed_r, masks, enabled_j if wd.marks_kept else None)
+        for j in sorted({*touched, *(x for x, r in enumerate(rung) if r)}):
             enabled = post_r[j].state in ENABLED
             if (pre_r[j].state in ENABLED) != enabled:
                 same_enabled = False
             fields = lay.g[j]
-            marks = mark_writes(key, j, enabled_j, self.bounds, bool(masks[j] & wd.propose_bits),
-                                enabled)
+            marks = mark_writes(key, j, enabled_j, self.bounds, rung[j], enabled)
             for name, value in ghost_writes(ghosts[j], enabled, masks[j], result_outcome(key, j),
                                             marks).items():
                 if name == DELIVERED_ADD:  # one bit per stanza added, the others not read

@@ -345,7 +345,7 @@ class Explorer:
                                enabled_j if wd.marks_kept else None):
             enabled = post_regs[j].state in ENABLED
             marks = mark_writes(key, j, enabled_j, self.bounds,
-                                bool(step.masks[j] & wd.propose_bits), enabled)
+                                wd.rung(step.pushes, ())[j], enabled)  # (v2: compiled only)
             changes = ghost_writes(ghosts[j], enabled, step.masks[j], result_outcome(key, j),
                                    marks)
             new[j] = ghosts[j]._replace(**apply_delivered(ghosts[j], changes))

@@ -20,7 +20,7 @@ from pushrules.model.actions import send_push
 from pushrules.model.extract import MachineIR, ModelIR, TransitionIR, extract, v2_row
 from pushrules.model.guards import V2_GUARDS
 
-from .bounded import V2_BOUNDS, Bounds
+from .bounded import V2_ESCALATION, Bounds
 from .compiled import CompiledExplorer
 from .explore import Result
 from .tablegen import build_tables
@@ -59,6 +59,17 @@ EQUIVALENT: dict[str, str] = {
         "the second removal finds nothing enabled to remove",
     "dup-action session ack_delayed push_disable 0 remove_registrations":
         "the second removal finds nothing enabled to remove",
+    # version 2 (pushrules check --v2 --mutants)
+    "dup-action session active csi_state 0 set_csi":
+        "setting the session's client state twice to the event's state is setting it once",
+    "dup-action session ack_delayed csi_state 0 set_csi":
+        "setting the session's client state twice to the event's state is setting it once",
+    "drop-guard registration bound push_call 1 not ringing_app":
+        "in_pushed_queue holds only for a session that is ack_delayed or hibernated, "
+        "ringing_app only for an active one: the dropped guard is implied",
+    "drop-guard registration bound push_call 2 not in_pushed_queue":
+        "outgoing_copy holds only on archive-message-added, which names no session, so "
+        "in_pushed_queue is false there: the dropped guard is implied",
 }
 
 
@@ -182,9 +193,9 @@ ESCALATION = Bounds(sessions=2, push_sessions=2, orphans=1, stanzas=1, max_error
 """Survivors of the mutant bound are explored again here, up to ESCALATION_STATES states: three
 registrations with two devices allowed make the eviction order observable."""
 ESCALATION_STATES = 20_000
-V2_ESCALATION_STATES = 300_000
-"""A survivor of the v2 mutant bound is explored again at bounded.V2_BOUNDS (the v2 default:
-two registrations enabled together), up to this many states."""
+V2_ESCALATION_STATES = 500_000
+"""A survivor of the v2 mutant bound is explored again at bounded.V2_ESCALATION (with the
+id-less proposal p0), up to this many states (it has 405,500: all of them)."""
 
 
 def run_mutant(mutant: Mutant, bounds: Bounds, escalation: Bounds | None = ESCALATION,
@@ -195,7 +206,7 @@ def run_mutant(mutant: Mutant, bounds: Bounds, escalation: Bounds | None = ESCAL
     explorer = CompiledExplorer(bounds, world_class(tables))
     result = explorer.run(stop_at_first=True)
     if escalation is ESCALATION and bounds.v2:
-        escalation = V2_BOUNDS
+        escalation = V2_ESCALATION
     if escalation is not None:
         escalation = dataclasses.replace(escalation, expiry=bounds.expiry)
     if not result.violations and escalation is not None and escalation != bounds:

@@ -266,6 +266,14 @@ class Step:
         """... before, or by this event."""
         return sid in self.pushed_to().get(j, ()) or self.delivered_before(j, sid)
 
+    def reached(self, j: int, stanza: Any) -> bool:
+        """The event's ``stanza`` was pushed to registration j, now or before (by its id); one
+        without an id (never deduplicated): by a push of this event covering a stanza
+        without an id (the fan-out events bring one stanza)."""
+        if stanza.id is not None:
+            return self.delivered(j, stanza.id)
+        return any(k == j and None in p.stanzas for k, p in self.known_pushes())
+
     def holders(self, j: int) -> set[int]:
         """Sessions that may hold registration j before or after the event: its owner
         before and after, and the changed sessions bound to it (binding_consistent, checked
@@ -421,7 +429,7 @@ def _fan_out_loses(step: Step) -> bool:
     for j in range(len(step.world.nodes)):
         if not step.enabled_before(j) or (archive and step.held_live(j)):
             continue
-        if not step.delivered(j, stanza.id):
+        if not step.reached(j, stanza):
             return True
     return False
 

@@ -71,7 +71,7 @@ def no_missed_ring(step: Step) -> bool:
         return False
     for j in range(len(step.world.nodes)):
         if step.enabled_before(j) and not _rings_itself(step, j) \
-                and not step.delivered(j, call.id):
+                and not step.reached(j, call):
             return True
     return any(p.rule == "e/call" and not p.urgent for _, p in _pushes_of(step, call.id))
 
@@ -92,7 +92,7 @@ def call_end_only_where_rung(step: Step) -> bool:
             return True
     if call is None:
         return False
-    return any(step.enabled_before(j) and step.ghosts[j].rang and not step.delivered(j, call.id)
+    return any(step.enabled_before(j) and step.ghosts[j].rang and not step.reached(j, call)
                for j in range(len(step.world.nodes)))
 
 
@@ -101,6 +101,9 @@ def _held(step: Step, why: str) -> bool:
     if not _v2(step):
         return False
     by_id = {s.id: s for s in step.stanzas if s.id is not None}
+    idless = [s for s in step.stanzas if s.id is None]
+    if len(idless) == 1:  # a push's None is that stanza (a fan-out event brings one)
+        by_id[None] = idless[0]
     return any(sid in by_id and held_back(step, by_id[sid]) == why
                for _, push in step.known_pushes() for sid in push.stanzas)
 
