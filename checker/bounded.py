@@ -258,6 +258,18 @@ def zero_clock() -> float:
     return 0.0
 
 
+def _world_stanzas(bounds: Bounds) -> list[tuple[str, StanzaFacts | None]]:
+    """The XML of the world's stanzas, in order, with their facts (None: a v1 stanza's, read
+    from its addressing): m1.. cycling through the v1 kinds, then the v2 stanzas."""
+    out: list[tuple[str, StanzaFacts | None]] = [
+        (_STANZA_KINDS[n % len(_STANZA_KINDS)].format(id=f"m{n + 1}", n=n + 1), None)
+        for n in range(bounds.stanzas)]
+    for sid, xml in _V2_STANZAS if bounds.v2 else ():
+        if sid != "p0" or bounds.idless_call:
+            out.append((xml, _V2_FACTS[sid]))
+    return out
+
+
 class BoundedWorld:
     """Names, stanzas, setup prefix and the event alphabet of one bounded configuration."""
 
@@ -277,20 +289,13 @@ class BoundedWorld:
         self.all_sids = self.sids + self.old_sids
         self.stanza_xml: dict[Stanza, str] = {}
         self.stanzas: list[Stanza] = []
-        for n in range(bounds.stanzas):
-            xml = _STANZA_KINDS[n % len(_STANZA_KINDS)].format(id=f"m{n + 1}", n=n + 1)
+        self.facts: list[StanzaFacts] = []
+        for xml, facts in _world_stanzas(bounds):
             stanza = parse_stanza(xml)
             self.stanzas.append(stanza)
             self.stanza_xml[stanza] = xml
-        self.facts = [StanzaFacts(FRIEND) if s.to_bare == USER else
-                      StanzaFacts(USER, outgoing=True) for s in self.stanzas]
-        for sid, xml in _V2_STANZAS if bounds.v2 else ():
-            if sid == "p0" and not bounds.idless_call:
-                continue
-            stanza = parse_stanza(xml)
-            self.stanzas.append(stanza)
-            self.stanza_xml[stanza] = xml
-            self.facts.append(_V2_FACTS[sid])
+            self.facts.append(facts or (StanzaFacts(FRIEND) if stanza.to_bare == USER
+                                        else StanzaFacts(USER, outgoing=True)))
         self.stanza_index = {s.id: k for k, s in enumerate(self.stanzas)}
         self.facts_of = dict(zip(self.stanzas, self.facts, strict=True))
         # queued to a session, stored offline: incoming, not groupchat (those come bare)

@@ -86,7 +86,8 @@ PROPERTIES: dict[str, str] = {
     "no_missed_ring":
         "v2: a call proposal (on stanza-queued, archive, offline or groupchat) is pushed to "
         "every enabled registration not bound to an active, CSI-active session, urgent "
-        "(rule e/call; to the queued session's own registration rule a may push it)",
+        "(rule e/call; to the queued session's own registration rule a may push it); the "
+        "user's own archived proposal rings none of its devices",
     "call_end_only_where_rung":
         "v2: a call's end (retract, reject) is pushed, not urgent, to exactly the enabled "
         "registrations its proposal was pushed to since they were enabled, and nowhere else",
