@@ -79,6 +79,8 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     rank in the enabling order."""
 
     __slots__ = ("_st", "_fields", "_j", "vals", "dirty", "_pushed")
+    _j: int
+    _pushed: LazyPushed | None
 
     state = _field("state", 0)  # type: ignore[assignment]
 
@@ -167,7 +169,8 @@ class LazyPushed(MutableMapping[str, None]):
 
     def __iter__(self) -> Iterator[str]:
         ids = self._st.explorer.stanza_ids
-        return iter([ids[k] for k in self._bits if self._bit(k)])  # reads every bit
+        return iter([sid for k in self._bits if self._bit(k)  # reads every bit
+                     if (sid := ids[k]) is not None])
 
     def __len__(self) -> int:
         return sum(self._bit(k, read=False) for k in self._bits)

@@ -243,7 +243,7 @@ class GhostFields(_named("_GhostFields", GhostPart)):  # type: ignore[misc]
 
     def delivered_has(self, index: int) -> bool:
         """Stanza ``index`` is in ``delivered`` (reads its bit only; parts.GhostPart's)."""
-        return self.has(_DELIVERED, index)
+        return bool(self.has(_DELIVERED, index))
 
 
 _DELIVERED = GhostPart._fields.index("delivered")
