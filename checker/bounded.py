@@ -34,6 +34,7 @@ Environment (what a real server can raise, and when):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
@@ -68,18 +69,20 @@ ROOM = "room@muc.example.org"
 NICK = "me"
 """The user's nickname in ROOM, as the chat settings the checker raises give it."""
 CALL_ID = "c1"
+"""The incoming call's id: the one call whose targets the state keeps (world.calls)."""
+OWN_CALL_ID = "c2"
+"""The id of the user's own outgoing call (archived only: nothing rings for it)."""
 
 _V2_STANZAS = (
-    # a groupchat message from another occupant, mentioning nobody
-    ("g1", f"<message xmlns='jabber:client' id='g1' from='{ROOM}/alice' to='{USER}' "
-           "type='groupchat'><body>all</body></message>"),
+    # a groupchat message from the occupant ROOM/NICK: the room's echo of the user's own
+    # message while the user's setting gives NICK, a plain message from another occupant
+    # otherwise (no nick: no echo)
+    ("g1", f"<message xmlns='jabber:client' id='g1' from='{ROOM}/{NICK}' to='{USER}' "
+           "type='groupchat'><body>mine</body></message>"),
     # a groupchat message mentioning the user (XEP-0372 reference to its bare JID)
     ("g2", f"<message xmlns='jabber:client' id='g2' from='{ROOM}/alice' to='{USER}' "
            "type='groupchat'><body>u?</body><reference xmlns='urn:xmpp:reference:0' "
            f"type='mention' uri='xmpp:{USER}' begin='0' end='1'/></message>"),
-    # the room's echo of the user's own message (from ROOM/NICK)
-    ("g3", f"<message xmlns='jabber:client' id='g3' from='{ROOM}/{NICK}' to='{USER}' "
-           "type='groupchat'><body>mine</body></message>"),
     # an incoming call proposal (XEP-0353) and its retraction
     ("p1", f"<message xmlns='jabber:client' id='p1' from='{FRIEND}/pc' to='{USER}' "
            f"type='chat'><propose xmlns='urn:xmpp:jingle-message:0' id='{CALL_ID}'>"
@@ -87,6 +90,27 @@ _V2_STANZAS = (
            "</message>"),
     ("r1", f"<message xmlns='jabber:client' id='r1' from='{FRIEND}/pc' to='{USER}' "
            f"type='chat'><retract xmlns='urn:xmpp:jingle-message:0' id='{CALL_ID}'/>"
+           "</message>"),
+    # without an id (never deduplicated, so a second push in one event shows): a groupchat
+    # message from another occupant, and a call's proposal (only with Bounds.idless_call) and
+    # retraction, archived or stored offline only (the smacks queues keep those with an id)
+    ("g0", f"<message xmlns='jabber:client' from='{ROOM}/bob' to='{USER}' "
+           "type='groupchat'><body>hey</body></message>"),
+    ("p0", f"<message xmlns='jabber:client' from='{FRIEND}/pc' to='{USER}' "
+           f"type='chat'><propose xmlns='urn:xmpp:jingle-message:0' id='{CALL_ID}'>"
+           "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>"
+           "</message>"),
+    ("r0", f"<message xmlns='jabber:client' from='{FRIEND}/pc' to='{USER}' "
+           f"type='chat'><retract xmlns='urn:xmpp:jingle-message:0' id='{CALL_ID}'/>"
+           "</message>"),
+    # outgoing copies, archived for the user only: the user rejecting the call from one of
+    # its devices, and the user's own call to the friend (another call id)
+    ("x1", f"<message xmlns='jabber:client' id='x1' from='{USER}/r1' to='{FRIEND}' "
+           f"type='chat'><reject xmlns='urn:xmpp:jingle-message:0' id='{CALL_ID}'/>"
+           "</message>"),
+    ("y1", f"<message xmlns='jabber:client' id='y1' from='{USER}/r1' to='{FRIEND}' "
+           f"type='chat'><propose xmlns='urn:xmpp:jingle-message:0' id='{OWN_CALL_ID}'>"
+           "<description xmlns='urn:xmpp:jingle:apps:rtp:1' media='audio'/></propose>"
            "</message>"),
 )
 """The stanzas a v2 world adds (``Bounds.v2``) after the v1 ones."""
@@ -106,19 +130,30 @@ class StanzaFacts:
     """The sender's nickname in the room (a groupchat message)."""
     call: str | None = None
     """"propose" or "end" (XEP-0353 retract or reject)."""
+    outgoing: bool = False
+    """Sent by the user (an archived copy): rule e rings nothing for it."""
+    queued: bool = True
+    """Incoming and not a groupchat: also queued to the sessions (else archived and stored
+    offline only)."""
 
 
 _V2_FACTS = {
-    "g1": StanzaFacts(ROOM, groupchat=True, nick="alice"),
+    "g1": StanzaFacts(ROOM, groupchat=True, nick=NICK),
     "g2": StanzaFacts(ROOM, groupchat=True, mentions_user=True, nick="alice"),
-    "g3": StanzaFacts(ROOM, groupchat=True, nick=NICK),
     "p1": StanzaFacts(FRIEND, call="propose"),
     "r1": StanzaFacts(FRIEND, call="end"),
+    "g0": StanzaFacts(ROOM, groupchat=True, nick="bob"),
+    "p0": StanzaFacts(FRIEND, call="propose", queued=False),
+    "r0": StanzaFacts(FRIEND, call="end", queued=False),
+    "x1": StanzaFacts(USER, call="end", outgoing=True),
+    "y1": StanzaFacts(USER, call="propose", outgoing=True),
 }
 
-CHAT_SETTINGS = (("always", NICK), ("on-mention", NICK), ("never", NICK), ("always", None))
-"""The chat-settings events of a v2 world, for ROOM: (notify, nick). The last one drops the
-nick (a setting replaces the whole previous one): the echo is then not an echo."""
+CHAT_SETTINGS = (("always", NICK), ("on-mention", None), ("never", NICK), ("always", None))
+"""The chat-settings events of a v2 world, for ROOM: (notify, nick). With NICK, g1 is the
+room's echo of the user's own message (never pushed, whatever the setting); without, it is a
+plain message that does not mention the user (on-mention keeps it back, always lets it
+through). A setting replaces the whole previous one, nick included."""
 CSI_STATES = ("active", "inactive")
 
 
@@ -138,6 +173,10 @@ class Bounds:
     v2: bool = False
     """Also the contract's version-2 events (group chats, calls, CSI, chat settings, remote
     disable): off, the version-1 world alone."""
+    idless_call: bool = False
+    """v2: also a call proposal without an id (p0), archived and stored offline: a second way
+    into the call's targets, which doubles the v2 bound's states. Only the v2 mutants'
+    escalation bound has it (a duplicated push of a proposal shows only without an id)."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -156,8 +195,20 @@ class Bounds:
                          if f.name not in FLAGS or getattr(self, f.name))
 
 
-FLAGS = ("expiry", "v2")
+FLAGS = ("expiry", "v2", "idless_call")
 """Bounds that are on/off options rather than sizes."""
+
+V2_BOUNDS = Bounds(sessions=1, push_sessions=1, orphans=1, stanzas=0, max_errors=2,
+                   max_devices=2, v2=True)
+"""The default bound of ``pushrules check --v2``: one session that enables push (its CSI,
+smacks queue and registration n1) and an orphaned registration o1, both enabled together;
+no version-1 stanza (the v1 default bound checks those rules and takes every v1 row), the
+v2 stanzas (g1, g2, p1, r1, x1, y1) and events. Every v2 row is taken here."""
+V2_MUTANT_BOUNDS = dataclasses.replace(V2_BOUNDS, max_devices=1)
+"""The bound v2 mutants run at: every v2 row is taken, in a few seconds (one device at a
+time)."""
+V2_ESCALATION = dataclasses.replace(V2_MUTANT_BOUNDS, idless_call=True)
+"""Survivors of the v2 mutant bound are explored again here: with the id-less proposal p0."""
 
 TIMER_TTL = 1
 """The ``orphan_ttl`` of a world with expiry: any positive value (the model's option that
@@ -207,6 +258,18 @@ def zero_clock() -> float:
     return 0.0
 
 
+def _world_stanzas(bounds: Bounds) -> list[tuple[str, StanzaFacts | None]]:
+    """The XML of the world's stanzas, in order, with their facts (None: a v1 stanza's, read
+    from its addressing): m1.. cycling through the v1 kinds, then the v2 stanzas."""
+    out: list[tuple[str, StanzaFacts | None]] = [
+        (_STANZA_KINDS[n % len(_STANZA_KINDS)].format(id=f"m{n + 1}", n=n + 1), None)
+        for n in range(bounds.stanzas)]
+    for sid, xml in _V2_STANZAS if bounds.v2 else ():
+        if sid != "p0" or bounds.idless_call:
+            out.append((xml, _V2_FACTS[sid]))
+    return out
+
+
 class BoundedWorld:
     """Names, stanzas, setup prefix and the event alphabet of one bounded configuration."""
 
@@ -226,25 +289,24 @@ class BoundedWorld:
         self.all_sids = self.sids + self.old_sids
         self.stanza_xml: dict[Stanza, str] = {}
         self.stanzas: list[Stanza] = []
-        for n in range(bounds.stanzas):
-            xml = _STANZA_KINDS[n % len(_STANZA_KINDS)].format(id=f"m{n + 1}", n=n + 1)
+        self.facts: list[StanzaFacts] = []
+        for xml, facts in _world_stanzas(bounds):
             stanza = parse_stanza(xml)
             self.stanzas.append(stanza)
             self.stanza_xml[stanza] = xml
-        self.facts = [StanzaFacts(FRIEND if s.to_bare == USER else USER) for s in self.stanzas]
-        for sid, xml in _V2_STANZAS if bounds.v2 else ():
-            stanza = parse_stanza(xml)
-            self.stanzas.append(stanza)
-            self.stanza_xml[stanza] = xml
-            self.facts.append(_V2_FACTS[sid])
+            self.facts.append(facts or (StanzaFacts(FRIEND) if stanza.to_bare == USER
+                                        else StanzaFacts(USER, outgoing=True)))
         self.stanza_index = {s.id: k for k, s in enumerate(self.stanzas)}
         self.facts_of = dict(zip(self.stanzas, self.facts, strict=True))
         # queued to a session, stored offline: incoming, not groupchat (those come bare)
-        self.incoming = [k for k, s in enumerate(self.stanzas)
-                         if s.to_bare == USER and not self.facts[k].groupchat]
+        self.offline = [k for k, s in enumerate(self.stanzas)
+                        if s.to_bare == USER and not self.facts[k].groupchat]
+        self.incoming = [k for k in self.offline if self.facts[k].queued]
+        """The stanzas queued to the sessions (the smacks queues hold these)."""
         self.groupchats = [k for k, f in enumerate(self.facts) if f.groupchat]
-        self.propose_bits = sum(1 << k for k, f in enumerate(self.facts) if f.call == "propose")
-        """The stanzas (bits, as in push_masks) that propose a call."""
+        self.proposals = {s.id for s, f in zip(self.stanzas, self.facts, strict=True)
+                          if f.call == "propose" and not f.outgoing and s.id is not None}
+        """The ids of the stanzas that propose the incoming call (p0 has none)."""
         self.marks_kept = bounds.expiry or bounds.v2
         """Whether the checker keeps marks that a push-enable clears (ghost ``expired``,
         ``remote``)."""
@@ -343,8 +405,8 @@ class BoundedWorld:
             keys += [("ackd", i), ("ackr", i), ("hibs", i), ("hibe", i)]
             keys += [("queued", i, k) for k in self.incoming]
             keys += [("destroy", i)]
-        keys += [("archive", k) for k in range(self.bounds.stanzas)]
-        keys += [("offline", k) for k in self.incoming]
+        keys += [("archive", k) for k in range(len(self.stanzas)) if k not in self.groupchats]
+        keys += [("offline", k) for k in self.offline]
         keys += [("result", j, r) for j in range(len(self.nodes)) for r in RESULTS]
         if self.bounds.expiry:
             keys += [("expire", j) for j in range(len(self.nodes))]
@@ -362,6 +424,21 @@ class BoundedWorld:
         keys += [("settings", n) for n in range(len(CHAT_SETTINGS))]
         keys += [("remote", j) for j in range(len(self.nodes))]
         return keys
+
+    def rung(self, pushes: list[Any], stanzas: tuple[Stanza, ...]) -> list[bool]:
+        """Per registration, whether ``pushes`` (decided on an event with ``stanzas``) pushed
+        it the incoming call's proposal: one with an id by its id, the one without (p0) when
+        the push covers a stanza without an id and the event brought p0 (p0 comes alone:
+        it is never queued)."""
+        out = [False] * len(self.nodes)
+        idless = any(s.id is None and self.facts_of[s].call == "propose"
+                     and not self.facts_of[s].outgoing for s in stanzas)
+        for push in pushes:
+            j = self.reg_index.get((push.user, push.jid, push.node))
+            if j is not None and any(sid in self.proposals if sid is not None else idless
+                                     for sid in push.stanzas):
+                out[j] = True
+        return out
 
     def push_masks(self, pushes: list[Any]) -> list[int]:
         """Per registration, the stanzas (with an id) ``pushes`` delivered to it, as bits."""

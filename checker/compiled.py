@@ -39,6 +39,7 @@ from pushrules.model.world import ImpossibleEvent, UndeclaredRejection
 
 from .bounded import APP, USER, BoundedWorld, Bounds, take, zero_clock
 from .environment import (
+    DELIVERED_ADD,
     QUEUE_EVENTS,
     TIMERS,
     ghost_touched,
@@ -87,6 +88,7 @@ _UNKNOWN = -1
 _CHUNK = 1 << 15  # frontier states per vectorized batch: bounds the working memory
 _SCALAR_REGISTRATION_FIELDS = RegistrationPart._fields[:3]  # pushed: a dedup set, below
 _GHOST_FIELD = {name: k for k, name in enumerate(GhostPart._fields)}
+_DELIVERED = _GHOST_FIELD["delivered"]
 
 
 class Leaf:
@@ -117,6 +119,8 @@ class CompiledExplorer:
         w = self.world
         self.stanza_ids = [s.id for s in w.stanzas]
         self._stanza_bit = {s.id: 1 << k for k, s in enumerate(w.stanzas) if s.id is not None}
+        if len(self._stanza_bit) > w.config.dedup_window:  # lazyworld.LazyPushed's len()
+            raise ValueError("the bounded world has more stanza ids than dedup_window")
         self.tracked = [i for i in range(bounds.sessions) if w.node_of(i) is not None]
         self.layout = Layout(w, world_cls.tables, self.tracked, word_bits)
         self.lazy_cls = type("Lazy" + world_cls.__name__, (LazyWorld, world_cls), {})
@@ -272,6 +276,8 @@ class CompiledExplorer:
             else:
                 leaf.kind = _REJECTED
             return
+        except BoundExceeded:
+            raise  # out of the bounded world: compute() reports it (fields_in_domain)
         except Exception as exc:  # a model defect: reported as a property violation
             leaf.kind = _ERROR
             leaf.bad.append((["every_event_handled"],
@@ -281,6 +287,8 @@ class CompiledExplorer:
         writes, changed_s, changed_r = self._writes(st)
         self._properties(st, world, leaf, pushes, writes, changed_s, changed_r)
         leaf.writes = writes
+        if st.stray is not None:
+            raise BoundExceeded(st.stray)
 
     @staticmethod
     def _outside(leaf: Leaf, exc: BoundExceeded) -> Leaf:
@@ -363,10 +371,10 @@ class CompiledExplorer:
                                   view: View) -> dict[int, Any]:
         new = {fields[k]: rec.vals[name] for k, name in enumerate(_SCALAR_REGISTRATION_FIELDS)
                if name in rec.dirty}
-        if rec._pushed is not None:
-            mask = self._mask(rec._pushed)
-            if mask != view(fields[3]):
-                new[fields[3]] = mask
+        pushed = rec._pushed
+        if pushed is not None:  # the dedup set's bits the step wrote (not read to compare)
+            bits = self.layout.composite[fields[3]]
+            new.update((bits[k], bit) for k, bit in pushed.written.items())
         return new
 
     def _order_write(self, st: LazyState, writes: dict[int, Any]) -> None:
@@ -411,7 +419,8 @@ class CompiledExplorer:
             shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
             leaf.bad.append((bad, f"{event.EVENT} gave: {shown}"))
         self._queue_writes(view, key, changed_s, step.post_sessions, writes)
-        self._ghost_writes(view, key, changed_r, wd.push_masks(pushes), pre_r, post_r, writes)
+        self._ghost_writes(view, key, changed_r, wd.push_masks(pushes),
+                           wd.rung(pushes, step.stanzas), pre_r, post_r, writes)
         if self.bounds.v2:
             self._v2_ghost_writes(key, changed_s, step.post_sessions, writes)
 
@@ -442,22 +451,28 @@ class CompiledExplorer:
                 writes[field] = ()
 
     def _ghost_writes(self, view: View, key: tuple, changed_r: list[int], masks: list[int],
-                      pre_r: Records, post_r: Records, writes: dict[int, Any]) -> None:
-        """The ghost fields and the recency after the step (environment.py)."""
+                      rung: list[bool], pre_r: Records, post_r: Records,
+                      writes: dict[int, Any]) -> None:
+        """The ghost fields and the recency after the step (environment.py); ``rung``: per
+        registration, whether the step pushed it the call's proposal."""
         lay, wd = self.layout, self.world
         ghosts = Records(view, lay.g, GhostFields)
         same_enabled = True
         enabled_j = wd.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
-        for j in ghost_touched(key, changed_r, masks, enabled_j if wd.marks_kept else None):
+        touched = ghost_touched(key, changed_r, masks, enabled_j if wd.marks_kept else None)
+        for j in sorted({*touched, *(x for x, r in enumerate(rung) if r)}):
             enabled = post_r[j].state in ENABLED
             if (pre_r[j].state in ENABLED) != enabled:
                 same_enabled = False
             fields = lay.g[j]
-            marks = mark_writes(key, j, enabled_j, self.bounds, bool(masks[j] & wd.propose_bits),
-                                enabled)
+            marks = mark_writes(key, j, enabled_j, self.bounds, rung[j], enabled)
             for name, value in ghost_writes(ghosts[j], enabled, masks[j], result_outcome(key, j),
                                             marks).items():
-                writes[fields[_GHOST_FIELD[name]]] = value
+                if name == DELIVERED_ADD:  # one bit per stanza added, the others not read
+                    bits = lay.composite[fields[_DELIVERED]]
+                    writes.update((bits[k], 1) for k in bits if (value >> k) & 1)
+                else:
+                    writes[fields[_GHOST_FIELD[name]]] = value
         recency = recency_after(key, lambda: view(lay.recency), enabled_j,
                                 lambda x: post_r[x].state in ENABLED, same_enabled)
         if recency is not None:
@@ -585,13 +600,16 @@ class CompiledExplorer:
         of its first discovery (the least source, then the least event), in that order."""
         new = ~visited.contains(post)
         post, source, key = post[new], source[new], key[new]
-        order = np.lexsort((key, source, *(post[:, w] for w in range(post.shape[1]))))
-        post, source, key = post[order], source[order], key[order]
+        # one sort key for (source, event): the discovery order
+        found = source.astype(np.int64) * len(self.keys) + key
+        order = np.lexsort((found, *(post[:, w] for w in range(post.shape[1]))))
+        post, found = post[order], found[order]
         first = np.ones(len(post), dtype=bool)
         first[1:] = (post[1:] != post[:-1]).any(axis=1)
-        post, source, key = post[first], source[first], key[first]
-        order = np.lexsort((key, source))
-        return post[order], source[order], key[order]
+        post, found = post[first], found[first]
+        order = np.argsort(found, kind="stable")
+        post, found = post[order], found[order]
+        return post, found // len(self.keys), (found % len(self.keys)).astype(np.int16)
 
     def _bfs(self, result: Result, stop_at_first: bool, max_states: int | None,
              graph_checks: bool) -> None:
@@ -694,7 +712,7 @@ class CompiledExplorer:
             return
         coverage(result, self.world_cls, self.taken, self.bounds.expiry,
                  set().union(*(lay.values[fs[0]] for fs in lay.s)),
-                 set().union(*(lay.values[fs[0]] for fs in lay.r)))
+                 set().union(*(lay.values[fs[0]] for fs in lay.r)), self.bounds.v2)
         if graph_checks:
             self._dead_states(result, moved[:total], lowers[:total], self._live(self._codes))
 

@@ -81,7 +81,8 @@ def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None
     makes a push-result pending, the push-result answers it; a registration not enabled after
     the event starts afresh (its marks stay until it is enabled again); the count of counted
     errors in a row follows the contract (ok resets it, wait leaves it, any other error adds
-    one)."""
+    one). The stanzas added to ``delivered`` come as ``DELIVERED_ADD`` (``apply_delivered``
+    turns it into the new set where the whole set is at hand)."""
     out: dict[str, int] = dict(marks or {})
     if mask:
         out["pending"] = 1
@@ -92,10 +93,23 @@ def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None
         out["errors"] = 0
         return out
     if mask:
-        out["delivered"] = ghost.delivered | mask
+        out[DELIVERED_ADD] = mask  # delivered |= mask: applied without reading the others
     if outcome is not None and outcome != "wait":
         out["errors"] = 0 if outcome == "ok" else ghost.errors + 1
     return out
+
+
+DELIVERED_ADD = "delivered+"
+"""A ghost write: stanzas (bits) added to ``delivered``."""
+
+
+def apply_delivered(ghost: Any, changes: dict[str, int]) -> dict[str, int]:
+    """``changes`` (from ghost_writes) with the stanzas added to ``delivered`` folded into
+    the new value of ``delivered``."""
+    added = changes.pop(DELIVERED_ADD, 0)
+    if added:
+        changes["delivered"] = ghost.delivered | added
+    return changes
 
 
 def ghost_touched(key: tuple, changed_regs: Sequence[int], masks: Sequence[int],

@@ -27,6 +27,7 @@ from .bounded import APP, USER, BoundedWorld, Bounds, take, zero_clock
 from .environment import (
     QUEUE_EVENTS,
     TIMERS,
+    apply_delivered,
     ghost_touched,
     ghost_writes,
     is_session_event,
@@ -111,6 +112,8 @@ class Result:
     seconds: float = 0.0
     violations: dict[str, Violation] = field(default_factory=dict)
     uncovered: list[str] = field(default_factory=list)
+    left_to_v1: list[str] = field(default_factory=list)
+    """At a v2 bound: the version-1 rows not taken there (the v1 default bound takes them)."""
     unreached: list[str] = field(default_factory=list)
     stopped_early: bool = False
     models: int = 0
@@ -125,8 +128,11 @@ class Result:
         return not self.violations
 
     def summary(self) -> dict[str, Any]:
-        return {"states": self.states, "transitions": self.transitions,
-                "seconds": round(self.seconds, 3), "properties": self.properties}
+        out = {"states": self.states, "transitions": self.transitions,
+               "seconds": round(self.seconds, 3), "properties": self.properties}
+        if self.left_to_v1:
+            out["left_to_v1"] = self.left_to_v1
+        return out
 
 
 class Explorer:
@@ -339,10 +345,10 @@ class Explorer:
                                enabled_j if wd.marks_kept else None):
             enabled = post_regs[j].state in ENABLED
             marks = mark_writes(key, j, enabled_j, self.bounds,
-                                bool(step.masks[j] & wd.propose_bits), enabled)
+                                wd.rung(step.pushes, ())[j], enabled)  # (v2: compiled only)
             changes = ghost_writes(ghosts[j], enabled, step.masks[j], result_outcome(key, j),
                                    marks)
-            new[j] = ghosts[j]._replace(**changes)
+            new[j] = ghosts[j]._replace(**apply_delivered(ghosts[j], changes))
         ghosts = tuple(new)
         after = recency_after(key, lambda: recency, enabled_j,
                               lambda x: post_regs[x].state in ENABLED, step.same_enabled)
@@ -610,12 +616,32 @@ def record(violations: dict[str, Violation], path: Callable[[int], list[Any]],
             violations[name] = Violation(name, trace, detail)
 
 
+def _rows_not_taken(machine: str, table: dict[str, dict[str, tuple[Any, ...]]], taken: set
+                    ) -> list[tuple[str, bool]]:
+    """Each row of ``table`` not in ``taken``, shown as ``machine state --event[guards]-->
+    target``, and whether only a version-2 event takes it."""
+    out = []
+    for state, by_event in table.items():
+        for event, rows in by_event.items():
+            for index, row in enumerate(rows):
+                if (machine, state, event, index) not in taken:
+                    guards = " and ".join(("" if ok else "not ") + g.__name__
+                                          for g, ok in row[0])
+                    out.append((f"{machine} {state} --{event}[{guards}]--> {row[1]}",
+                                v2_row(event, row[3])))
+    return out
+
+
 def coverage(result: Result, world_cls: type, taken: set, timers: bool,
-             seen_sessions: set[str], seen_registrations: set[str]) -> None:
+             seen_sessions: set[str], seen_registrations: set[str], v2: bool = False) -> None:
     """Row coverage, reached machine states and table completeness of one exploration:
     ``taken`` holds (machine, state, event, row) of the rows taken, ``timers`` whether the
-    timer rows were explored (so must be taken too), ``seen_*`` the machine states that occur
-    in some explored state. Table completeness is static: it covers the timer events always."""
+    timer rows were explored (so must be taken too), ``v2`` whether the version-2 events were:
+    then the rows only they take must be taken, and the version-1 rows it misses are listed
+    in ``left_to_v1`` (a v2 bound leaves the v1 stanzas to the v1 default bound, which takes
+    every v1 row); without, the v2 rows are not required. ``seen_*`` are the machine states
+    that occur in some explored state. Table completeness is static: it covers the timer
+    events always."""
     tables = getattr(world_cls, "tables", None)
     if tables is None:
         return
@@ -623,15 +649,11 @@ def coverage(result: Result, world_cls: type, taken: set, timers: bool,
     if timers:
         explored.append(("registration", getattr(tables, "REGISTRATION_TIMERS", {})))
     for machine, table in explored:
-        for state, by_event in table.items():
-            for event, rows in by_event.items():
-                for index, row in enumerate(rows):
-                    if (machine, state, event, index) not in taken \
-                            and not v2_row(event, row[3]):  # v2 rows: not explored yet
-                        guards = " and ".join(
-                            ("" if ok else "not ") + g.__name__ for g, ok in row[0])
-                        result.uncovered.append(
-                            f"{machine} {state} --{event}[{guards}]--> {row[1]}")
+        for shown, row_is_v2 in _rows_not_taken(machine, table, taken):
+            if not row_is_v2:
+                (result.left_to_v1 if v2 else result.uncovered).append(shown)
+            elif v2:
+                result.uncovered.append(shown)
     if result.uncovered:
         result.violations.setdefault("every_transition_covered", Violation(
             "every_transition_covered", [], "never taken: " + "; ".join(result.uncovered)))

@@ -15,6 +15,7 @@ None when not stored) and, per record, the fields it wrote (the records' ``dirty
 
 from __future__ import annotations
 
+from collections.abc import Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from pushrules.model import records
@@ -78,6 +79,8 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     rank in the enabling order."""
 
     __slots__ = ("_st", "_fields", "_j", "vals", "dirty", "_pushed")
+    _j: int
+    _pushed: LazyPushed | None
 
     state = _field("state", 0)  # type: ignore[assignment]
 
@@ -93,16 +96,14 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     errors = _field("errors", 2)  # type: ignore[assignment]
 
     @property  # type: ignore[override]
-    def pushed(self) -> dict[str, None]:
+    def pushed(self) -> LazyPushed:
         if self._pushed is None:
-            mask = self._get("pushed", 3)
-            self._pushed = {sid: None for k, sid in enumerate(self._st.explorer.stanza_ids)
-                            if (mask >> k) & 1}
+            self._pushed = LazyPushed(self._st, self._fields[3])
         return self._pushed
 
     @pushed.setter
     def pushed(self, value: dict[str, None]) -> None:
-        self._pushed = value
+        self.pushed.replace(value)
 
 
     @property  # type: ignore[override]
@@ -115,6 +116,73 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     @seq.setter
     def seq(self, value: int) -> None:
         self._set("seq", value)
+
+
+class LazyPushed(MutableMapping[str, None]):
+    """A registration's dedup set (stanza id -> None, as RegistrationRecord.pushed) over its
+    one-bit fields: ``sid in pushed`` reads that stanza's bit only; adding, removing and
+    clearing write bits without reading them (``written``: stanza index -> bit).
+
+    ``len()`` is exact but reads no field: the model's one use of it is the dedup window
+    (``len(pushed) > dedup_window``), and the bounded world has fewer stanza ids than the
+    window (checked when the explorer starts), so its outcome cannot depend on the bits it
+    counts. A use whose outcome did would be caught by tests/test_compiled.py, which changes
+    every field a step did not read and requires the same outcome."""
+
+    __slots__ = ("_st", "_bits", "written")
+
+    def __init__(self, st: LazyState, field: int) -> None:
+        self._st = st
+        self._bits = st.layout.composite[field]
+        self.written: dict[int, int] = {}
+
+    def _index(self, sid: object) -> int | None:
+        return self._st.explorer.world.stanza_index.get(sid) if isinstance(sid, str) else None
+
+    def _bit(self, k: int, read: bool = True) -> int:
+        found = self.written.get(k)
+        if found is not None:
+            return found
+        field = self._bits[k]
+        if read:
+            return int(self._st.view(field))
+        return int(self._st.layout.value(self._st.view.code, field))
+
+    def __contains__(self, sid: object) -> bool:
+        k = self._index(sid)
+        return k is not None and k in self._bits and bool(self._bit(k))
+
+    def __getitem__(self, sid: str) -> None:
+        if sid not in self:
+            raise KeyError(sid)
+
+    def __setitem__(self, sid: str, value: None) -> None:
+        k = self._index(sid)
+        if k is None or k not in self._bits:
+            raise ValueError(f"unexpected stanza id {sid!r} in the bounded world")
+        self.written[k] = 1
+
+    def __delitem__(self, sid: str) -> None:
+        if sid not in self:
+            raise KeyError(sid)
+        self.written[self._index(sid)] = 0  # type: ignore[index]
+
+    def __iter__(self) -> Iterator[str]:
+        ids = self._st.explorer.stanza_ids
+        return iter([sid for k in self._bits if self._bit(k)  # reads every bit
+                     if (sid := ids[k]) is not None])
+
+    def __len__(self) -> int:
+        return sum(self._bit(k, read=False) for k in self._bits)
+
+    def clear(self) -> None:
+        self.written.update((k, 0) for k in self._bits)
+
+    def replace(self, value: dict[str, None]) -> None:
+        """Assign the whole set."""
+        self.clear()
+        for sid in value:
+            self[sid] = None
 
 
 class SeqField:
@@ -201,8 +269,11 @@ class LazyWorld:
         return {(APP, nodes[j]): None for j in range(len(nodes)) if st.rang(j)}
 
     def add_call_target(self, reg: RegistrationRecord, call_id: str) -> None:
-        if call_id != CALL_ID:
-            raise ValueError(f"unexpected call id {call_id!r} in the bounded world")
+        if call_id != CALL_ID:  # the user's own call: the real model never rings for it
+            self._lazy.stray = (f"{reg.node} became a target of call {call_id!r}: the bounded "
+                                f"world keeps the targets of the incoming call {CALL_ID!r} "
+                                "only")
+            return
         self._lazy.call_writes[self._lazy.explorer.world.reg_index[reg.key]] = 1
 
     def forget_calls_of(self, reg: RegistrationRecord) -> None:
@@ -238,6 +309,9 @@ class LazyState:
         self.chat_written = False  # v2: the room setting was stored, as chat_value
         self.chat_value: tuple[str, str | None] | None = None
         self.call_writes: dict[int, int] = {}  # v2: registration -> in the call (0/1) now
+        self.stray: str | None = None
+        """Set when the step left the bounded world in a way it could not record (a target
+        of another call than CALL_ID): reported after its properties (fields_in_domain)."""
 
     def rang(self, j: int) -> int:
         """v2: registration j is a target of the call (the proposal was pushed to it)."""

@@ -20,7 +20,7 @@ from pushrules.model.actions import send_push
 from pushrules.model.extract import MachineIR, ModelIR, TransitionIR, extract, v2_row
 from pushrules.model.guards import V2_GUARDS
 
-from .bounded import Bounds
+from .bounded import V2_ESCALATION, Bounds
 from .compiled import CompiledExplorer
 from .explore import Result
 from .tablegen import build_tables
@@ -59,6 +59,17 @@ EQUIVALENT: dict[str, str] = {
         "the second removal finds nothing enabled to remove",
     "dup-action session ack_delayed push_disable 0 remove_registrations":
         "the second removal finds nothing enabled to remove",
+    # version 2 (pushrules check --v2 --mutants)
+    "dup-action session active csi_state 0 set_csi":
+        "setting the session's client state twice to the event's state is setting it once",
+    "dup-action session ack_delayed csi_state 0 set_csi":
+        "setting the session's client state twice to the event's state is setting it once",
+    "drop-guard registration bound push_call 1 not ringing_app":
+        "in_pushed_queue holds only for a session that is ack_delayed or hibernated, "
+        "ringing_app only for an active one: the dropped guard is implied",
+    "drop-guard registration bound push_call 2 not in_pushed_queue":
+        "outgoing_copy holds only on archive-message-added, which names no session, so "
+        "in_pushed_queue is false there: the dropped guard is implied",
 }
 
 
@@ -96,12 +107,17 @@ def _replace(ir: ModelIR, machine: MachineIR, old: TransitionIR,
         ir, machines=tuple(changed if m is machine else m for m in ir.machines))
 
 
-def mutants(ir: ModelIR | None = None, timers: bool = False,
-            v2: bool = False) -> Iterator[Mutant]:
+def mutants(ir: ModelIR | None = None, timers: bool = False, v2: bool = False,
+            only_v2: bool = False) -> Iterator[Mutant]:
     """Every mutant of ``ir`` (the model's): of its contract rows, and with ``timers`` of its
     timer rows too (which only a checker with expiry explores). Without ``v2``, the rows only
     version-2 events take and the v2 guards are not mutated: a bound that raises no v2 event
-    cannot kill them (``skipped_v2`` counts them)."""
+    cannot kill them (``skipped_v2`` counts them). ``only_v2``: those alone (what
+    ``pushrules check --v2 --mutants`` runs at the v2 mutant bound)."""
+    if only_v2:
+        v1 = {m.id for m in mutants(ir, timers)}
+        yield from (m for m in mutants(ir, timers, v2=True) if m.id not in v1)
+        return
     ir = ir or extract()
     for machine in ir.machines:
         rows = machine.transitions + (machine.timers if timers else ())
@@ -177,6 +193,9 @@ ESCALATION = Bounds(sessions=2, push_sessions=2, orphans=1, stanzas=1, max_error
 """Survivors of the mutant bound are explored again here, up to ESCALATION_STATES states: three
 registrations with two devices allowed make the eviction order observable."""
 ESCALATION_STATES = 20_000
+V2_ESCALATION_STATES = 500_000
+"""A survivor of the v2 mutant bound is explored again at bounded.V2_ESCALATION (with the
+id-less proposal p0), up to this many states (it has 405,500: all of them)."""
 
 
 def run_mutant(mutant: Mutant, bounds: Bounds, escalation: Bounds | None = ESCALATION,
@@ -186,11 +205,14 @@ def run_mutant(mutant: Mutant, bounds: Bounds, escalation: Bounds | None = ESCAL
     tables = build_tables(mutant.ir)
     explorer = CompiledExplorer(bounds, world_class(tables))
     result = explorer.run(stop_at_first=True)
+    if escalation is ESCALATION and bounds.v2:
+        escalation = V2_ESCALATION
     if escalation is not None:
         escalation = dataclasses.replace(escalation, expiry=bounds.expiry)
     if not result.violations and escalation is not None and escalation != bounds:
         explorer = CompiledExplorer(escalation, world_class(tables))
-        result = explorer.run(stop_at_first=True, max_states=ESCALATION_STATES)
+        result = explorer.run(stop_at_first=True, max_states=V2_ESCALATION_STATES
+                              if bounds.v2 else ESCALATION_STATES)
     killed = sorted(result.violations)
     return (MutantResult(mutant.id, killed, result.states,
                          None if killed else EQUIVALENT.get(mutant.id)), result, explorer)

@@ -8,7 +8,7 @@ records to the properties through a View, and ``Visited`` is the explorer's set 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from itertools import permutations
 from operator import itemgetter
 from typing import Any
@@ -21,6 +21,10 @@ from .bounded import CHAT_SETTINGS, BoundedWorld
 from .parts import GhostPart, RegistrationPart, SessionGhostPart, SessionPart
 
 _U64 = np.uint64
+COMPOSITE = 1 << 20
+"""Field numbers from here on are composites: a set of stanzas held as one-bit fields."""
+SETS = ("pushed", "delivered")
+"""Record fields that are sets of stanzas (a registration's dedup set, its delivered ghost)."""
 
 
 class BoundExceeded(PushrulesError):
@@ -38,13 +42,15 @@ class Layout:
                  word_bits: int = 64) -> None:
         b = world.bounds
         n, m = b.sessions, len(world.nodes)
-        ids = sum(1 for s in world.stanzas if s.id is not None)
         orders = sum(1 for k in range(m + 1) for _ in permutations(range(m), k))
         errors = b.max_errors + 2
         # owners: none, a session that enables push, or a setup session (the orphans')
         owners = 1 + b.push_sessions + b.orphans
         self.names: list[str] = []
         sizes: list[int] = []
+        self.composite: dict[int, dict[int, int]] = {}
+        """Composite field -> {stanza index: its one-bit field}: a set of stanzas."""
+        self.composite_names: dict[int, str] = {}
 
         def add(name: str, size: int) -> int:
             self.names.append(name)
@@ -52,17 +58,19 @@ class Layout:
             return len(sizes) - 1
 
         def record(prefix: str, part: type, size: dict[str, int]) -> list[int]:
-            """A record's fields, in the order of its part's fields (checker/parts.py)."""
-            return [add(f"{prefix} {name}", size[name]) for name in part._fields]
+            """A record's fields, in the order of its part's fields (checker/parts.py); a
+            set of stanzas is a composite of one-bit fields (``SETS``)."""
+            return [self._add_set(f"{prefix} {name}", world, add) if name in SETS
+                    else add(f"{prefix} {name}", size[name]) for name in part._fields]
 
         # v2 model fields: a constant (no bits) outside a v2 world
         session = {"state": len(tables.SESSION_STATES), "binding": m + 1,
                    "csi": 2 if b.v2 else 1}
         registration = {"state": len(tables.REGISTRATION_STATES), "owner": owners,
-                        "errors": errors, "pushed": 2 ** ids, "calls": 2 if b.v2 else 1}
+                        "errors": errors, "calls": 2 if b.v2 else 1}
         # the expiry mark is a field only with expiry: a constant (no bits) otherwise, so the
         # layout, and what is explored, is the one of the contract events alone
-        ghost = {"delivered": 2 ** ids, "errors": errors, "pending": 2,
+        ghost = {"errors": errors, "pending": 2,
                  "expired": 2 if b.expiry else 1, "rang": 2 if b.v2 else 1,
                  "remote": 2 if b.v2 else 1}
         self.s = [record(world.sids[i], SessionPart, session) for i in range(n)]
@@ -96,6 +104,41 @@ class Layout:
         self.np_shift = np.array(self.shift, dtype=_U64)
         self.np_mask = np.array([(1 << w) - 1 for w in self.bits], dtype=_U64)
 
+    def _add_set(self, name: str, world: BoundedWorld, add: Callable[[str, int], int]) -> int:
+        """A set of stanzas (a mask over stanza indexes) as one one-bit field per stanza with
+        an id: a step that asks whether one stanza is in it reads that stanza's bit only, so
+        the tries branch on the stanzas a step is about, not on every subset."""
+        field = COMPOSITE + len(self.composite)
+        self.composite[field] = {k: add(f"{name} {s.id}", 2)
+                                 for k, s in enumerate(world.stanzas) if s.id is not None}
+        self.composite_names[field] = name
+        return field
+
+    def compose(self, field: int, bit: Callable[[int], Any]) -> int:
+        """The mask of composite ``field``, from each of its one-bit fields' value ``bit(f)``."""
+        mask = 0
+        for k, f in self.composite[field].items():
+            if bit(f):
+                mask |= 1 << k
+        return mask
+
+    def _split(self, values: dict[int, Any]) -> dict[int, Any]:
+        """``values`` with each composite field's mask given as its one-bit fields (a bit
+        field given itself wins over its composite's mask)."""
+        if not any(f >= COMPOSITE for f in values):
+            return values
+        out: dict[int, Any] = {}
+        for field, value in values.items():
+            if field >= COMPOSITE:
+                for k, f in self.composite[field].items():
+                    out.setdefault(f, (value >> k) & 1)
+            else:
+                out[field] = value
+        return out
+
+    def name(self, field: int) -> str:
+        return self.composite_names[field] if field >= COMPOSITE else self.names[field]
+
     def intern(self, field: int, value: Any) -> int:
         found = self.ids[field].get(value)
         if found is None:
@@ -108,19 +151,21 @@ class Layout:
         return found
 
     def value(self, code: tuple[int, ...], field: int) -> Any:
+        if field >= COMPOSITE:
+            return self.compose(field, lambda f: self.value(code, f))
         vid = (code[self.word[field]] >> self.shift[field]) & ((1 << self.bits[field]) - 1)
         return self.values[field][vid]
 
     def pack(self, values: dict[int, Any]) -> tuple[int, ...]:
         code = [0] * self.words
-        for field, value in values.items():
+        for field, value in self._split(values).items():
             code[self.word[field]] |= self.intern(field, value) << self.shift[field]
         return tuple(code)
 
     def masks(self, writes: dict[int, Any]) -> tuple[list[int], list[int]]:
         """(clear, set) per word for writing ``writes`` {field: value}."""
         clear, put = [0] * self.words, [0] * self.words
-        for field, value in writes.items():
+        for field, value in self._split(writes).items():
             w = self.word[field]
             clear[w] |= ((1 << self.bits[field]) - 1) << self.shift[field]
             put[w] |= self.intern(field, value) << self.shift[field]
@@ -140,6 +185,8 @@ class View:
 
     def __call__(self, field: int) -> Any:
         layout = self.layout
+        if field >= COMPOSITE:  # a set of stanzas: every bit is read
+            return layout.compose(field, self)
         vid = (self.code[layout.word[field]] >> layout.shift[field]) & (
             (1 << layout.bits[field]) - 1)
         if field not in self._seen:
@@ -160,9 +207,23 @@ class Fields:
         self.writes = writes
 
     def __getitem__(self, k: int) -> Any:
-        field = self.fields[k]
+        return self.get(self.fields[k])
+
+    def get(self, field: int) -> Any:
         writes = self.writes
-        return writes[field] if field in writes else self.view(field)
+        if field in writes:
+            return writes[field]
+        if field >= COMPOSITE:
+            return self.view.layout.compose(field, self.get)
+        return self.view(field)
+
+    def has(self, k: int, index: int) -> bool:
+        """Whether stanza ``index`` is in the set of stanzas that is field k (reads its bit
+        only)."""
+        field = self.fields[k]
+        if field in self.writes:
+            return bool((self.writes[field] >> index) & 1)
+        return bool(self.get(self.view.layout.composite[field][index]))
 
 
 def _named(name: str, part: type) -> type[Fields]:
@@ -175,7 +236,17 @@ def _named(name: str, part: type) -> type[Fields]:
 
 SessionFields = _named("SessionFields", SessionPart)
 RegistrationFields = _named("RegistrationFields", RegistrationPart)
-GhostFields = _named("GhostFields", GhostPart)
+
+
+class GhostFields(_named("_GhostFields", GhostPart)):  # type: ignore[misc]
+    __slots__ = ()
+
+    def delivered_has(self, index: int) -> bool:
+        """Stanza ``index`` is in ``delivered`` (reads its bit only; parts.GhostPart's)."""
+        return bool(self.has(_DELIVERED, index))
+
+
+_DELIVERED = GhostPart._fields.index("delivered")
 SessionGhostFields = _named("SessionGhostFields", SessionGhostPart)
 
 
@@ -208,14 +279,15 @@ class Visited:
     """A set of packed states (rows of ``words`` uint64): an open-addressing hash table in
     numpy arrays (linear probing, at most half full), queried and filled a whole batch at a
     time. A Python set costs a cache miss per state in the interpreter; this costs one per
-    probe in C. One-word states may be given as a 1-d array."""
+    probe in C. One-word states may be given as a 1-d array. The table is kept a column per
+    word, so a probe compares words with one-dimensional gathers (no row copies)."""
 
     _MIX = _U64(0x9E3779B97F4A7C15)
 
     def __init__(self, log2: int = 20, words: int = 1) -> None:
         self.log2 = log2
         self.words = words
-        self.table = np.zeros((1 << log2, words), dtype=_U64)
+        self.columns = [np.zeros(1 << log2, dtype=_U64) for _ in range(words)]
         self.used = np.zeros(1 << log2, dtype=bool)
         self.count = 0
 
@@ -235,23 +307,30 @@ class Visited:
         found = np.zeros(len(rows), dtype=bool)
         pending = np.arange(len(rows))
         mask = (1 << self.log2) - 1
+        words = [np.ascontiguousarray(rows[:, w]) for w in range(self.words)]
         while pending.size:
             at = slots[pending]
             used = self.used[at]
-            hit = used & (self.table[at] == rows[pending]).all(axis=1)
+            hit = used.copy()
+            for column, word in zip(self.columns, words, strict=True):
+                hit &= column[at] == word[pending]
             found[pending[hit]] = True
             pending = pending[used & ~hit]
             slots[pending] = (slots[pending] + 1) & mask
         return found
 
+    def rows(self) -> np.ndarray:
+        """Every state in the set (in table order)."""
+        return np.stack([column[self.used] for column in self.columns], axis=1)
+
     def add(self, codes: np.ndarray) -> None:
         """Add states known to be distinct and not in the set yet."""
         rows = self._rows(codes)
         if 2 * (self.count + len(rows)) > len(self.used):
-            old = self.table[self.used]
+            old = self.rows()
             while 2 * (self.count + len(rows)) > (1 << self.log2):
                 self.log2 += 1
-            self.table = np.zeros((1 << self.log2, self.words), dtype=_U64)
+            self.columns = [np.zeros(1 << self.log2, dtype=_U64) for _ in range(self.words)]
             self.used = np.zeros(1 << self.log2, dtype=bool)
             self.count = 0
             self.add(old)
@@ -263,8 +342,10 @@ class Visited:
             free = pending[~self.used[slots[pending]]]
             _, first = np.unique(slots[free], return_index=True)  # one winner per slot
             winners = free[first]
-            self.table[slots[winners]] = rows[winners]
-            self.used[slots[winners]] = True
+            at = slots[winners]
+            for w, column in enumerate(self.columns):
+                column[at] = rows[winners, w]
+            self.used[at] = True
             placed[winners] = True
             pending = pending[~placed[pending]]
             slots[pending] = (slots[pending] + 1) & mask

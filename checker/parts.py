@@ -52,6 +52,10 @@ class GhostPart(NamedTuple):
     remote: int = 0
     """v2: push-remote-disable took it since it was last enabled."""
 
+    def delivered_has(self, index: int) -> bool:
+        """Stanza ``index`` (its bit in ``delivered``) was delivered."""
+        return bool((self.delivered >> index) & 1)
+
 
 class SessionGhostPart(NamedTuple):
     """v2: the checker's own record of a session: its CSI state as the events gave it (1:

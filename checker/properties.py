@@ -86,7 +86,8 @@ PROPERTIES: dict[str, str] = {
     "no_missed_ring":
         "v2: a call proposal (on stanza-queued, archive, offline or groupchat) is pushed to "
         "every enabled registration not bound to an active, CSI-active session, urgent "
-        "(rule e/call; to the queued session's own registration rule a may push it)",
+        "(rule e/call; to the queued session's own registration rule a may push it); the "
+        "user's own archived proposal rings none of its devices",
     "call_end_only_where_rung":
         "v2: a call's end (retract, reject) is pushed, not urgent, to exactly the enabled "
         "registrations its proposal was pushed to since they were enabled, and nowhere else",
@@ -260,11 +261,19 @@ class Step:
 
     def delivered_before(self, j: int, sid: str) -> bool:
         """Stanza ``sid`` was pushed to registration j since it was last enabled anew."""
-        return bool((self.ghosts[j].delivered >> self.world.stanza_index[sid]) & 1)
+        return self.ghosts[j].delivered_has(self.world.stanza_index[sid])
 
     def delivered(self, j: int, sid: str) -> bool:
         """... before, or by this event."""
         return sid in self.pushed_to().get(j, ()) or self.delivered_before(j, sid)
+
+    def reached(self, j: int, stanza: Any) -> bool:
+        """The event's ``stanza`` was pushed to registration j, now or before (by its id); one
+        without an id (never deduplicated): by a push of this event covering a stanza
+        without an id (the fan-out events bring one stanza)."""
+        if stanza.id is not None:
+            return self.delivered(j, stanza.id)
+        return any(k == j and None in p.stanzas for k, p in self.known_pushes())
 
     def holders(self, j: int) -> set[int]:
         """Sessions that may hold registration j before or after the event: its owner
@@ -421,7 +430,7 @@ def _fan_out_loses(step: Step) -> bool:
     for j in range(len(step.world.nodes)):
         if not step.enabled_before(j) or (archive and step.held_live(j)):
             continue
-        if not step.delivered(j, stanza.id):
+        if not step.reached(j, stanza):
             return True
     return False
 

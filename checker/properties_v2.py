@@ -32,12 +32,14 @@ def _v2(step: Step) -> bool:
     return step.world.bounds.v2
 
 
-def _call(step: Step, kind: str) -> Any:
-    """The event's stanza when it is a call stanza of ``kind`` on rule e's events, or None."""
+def _call(step: Step, kind: str, outgoing: bool = False) -> Any:
+    """The event's stanza when it is a call stanza of ``kind`` on rule e's events, incoming
+    (or with ``outgoing``, the user's own archived copy), or None."""
     if not _v2(step) or step.kind not in CALL_PATHS:
         return None
     stanza = step.stanzas[0]
-    return stanza if step.world.facts_of[stanza].call == kind else None
+    facts = step.world.facts_of[stanza]
+    return stanza if facts.call == kind and facts.outgoing == outgoing else None
 
 
 def _rings_itself(step: Step, j: int) -> bool:
@@ -59,13 +61,17 @@ def _pushes_of(step: Step, sid: str) -> list[tuple[int, Any]]:
 @transition_property
 def no_missed_ring(step: Step) -> bool:
     """A call proposal not pushed (now or before) to an enabled registration that is not bound
-    to an active, CSI-active session; a push of it by rule e that is not urgent."""
+    to an active, CSI-active session; a push of it by rule e that is not urgent; a push of
+    the user's own outgoing proposal (the caller's devices do not ring)."""
+    own = _call(step, "propose", outgoing=True)
+    if own is not None:  # the user's own call (an archived copy) rings none of its devices
+        return bool(_pushes_of(step, own.id))
     call = _call(step, "propose")
     if call is None:
         return False
     for j in range(len(step.world.nodes)):
         if step.enabled_before(j) and not _rings_itself(step, j) \
-                and not step.delivered(j, call.id):
+                and not step.reached(j, call):
             return True
     return any(p.rule == "e/call" and not p.urgent for _, p in _pushes_of(step, call.id))
 
@@ -86,7 +92,7 @@ def call_end_only_where_rung(step: Step) -> bool:
             return True
     if call is None:
         return False
-    return any(step.enabled_before(j) and step.ghosts[j].rang and not step.delivered(j, call.id)
+    return any(step.enabled_before(j) and step.ghosts[j].rang and not step.reached(j, call)
                for j in range(len(step.world.nodes)))
 
 
@@ -95,6 +101,9 @@ def _held(step: Step, why: str) -> bool:
     if not _v2(step):
         return False
     by_id = {s.id: s for s in step.stanzas if s.id is not None}
+    idless = [s for s in step.stanzas if s.id is None]
+    if len(idless) == 1:  # a push's None is that stanza (a fan-out event brings one)
+        by_id[None] = idless[0]
     return any(sid in by_id and held_back(step, by_id[sid]) == why
                for _, push in step.known_pushes() for sid in push.stanzas)
 

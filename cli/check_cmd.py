@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from pushrules.checker.bounded import FLAGS, Bounds
+from pushrules.checker.bounded import FLAGS, V2_BOUNDS, V2_MUTANT_BOUNDS, Bounds
 from pushrules.checker.progress import Progress
 from pushrules.generated.events import EVENT_CLASSES
 
@@ -25,16 +25,20 @@ def _bound_options(fn):  # type: ignore[no-untyped-def]
         fn = click.option(f"--{f.name.replace('_', '-')}", f.name, type=click.IntRange(0),
                           default=None,
                           help=f"Bound (default {f.default}; "
-                               f"{getattr(MUTANT_BOUNDS, f.name)} with --mutants).")(fn)
+                               f"{getattr(MUTANT_BOUNDS, f.name)} with --mutants; with --v2 "
+                               f"{getattr(V2_BOUNDS, f.name)}, and "
+                               f"{getattr(V2_MUTANT_BOUNDS, f.name)} with --mutants).")(fn)
     return fn
 
 
 @click.command()
 @_bound_options
 @click.option("--v2", is_flag=True, default=None,
-              help="Also the contract's version-2 events: a group chat (a message, a mention, "
-                   "the room's echo), a call (propose, then retract), CSI changes, chat "
-                   "settings for the room and remote disable (checker/PROPERTIES.md).")
+              help="The contract's version-2 world: a group chat (a message that is the "
+                   "room's echo or not by the nick of the setting, a mention), a call (propose, "
+                   "then retract; the user's own reject and call, archived), CSI changes, chat "
+                   "settings for the room and remote disable, at its own default bound "
+                   "(checker/PROPERTIES.md). With --mutants: the version-2 mutants.")
 @click.option("--expiry", is_flag=True, default=None,
               help="Also explore the model's orphan expiry: its timer event expire for every "
                    "orphaned registration at any time (orphaned -> disabled, reason expired); "
@@ -58,7 +62,10 @@ def check(run_mutants: bool, only: str | None, as_json: bool, trace_dir: Path | 
     """Explore every interleaving of a bounded world over the generated tables and check the
     properties (see checker/PROPERTIES.md). Exit 1 on any failure; a violated property prints
     its shortest counterexample as a trace for `pushrules replay --strict`."""
-    base = MUTANT_BOUNDS if run_mutants else Bounds()
+    if bounds.get("v2"):
+        base = V2_MUTANT_BOUNDS if run_mutants else V2_BOUNDS
+    else:
+        base = MUTANT_BOUNDS if run_mutants else Bounds()
     chosen: dict[str, int | bool] = {k: v for k, v in bounds.items() if v is not None}
     try:
         limits = Bounds(**{**{f.name: getattr(base, f.name) for f in fields(Bounds)}, **chosen})
@@ -106,6 +113,10 @@ def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: boo
                        "(compiled explorer; the rest replayed from them)")
         for name, verdict in result.properties.items():
             click.echo(f"  {verdict:4}  {name}")
+        if result.left_to_v1:
+            click.echo(f"{len(result.left_to_v1)} version-1 rows are not taken at this v2 "
+                       "bound (it has no v1 stanza; the v1 default bound takes them): "
+                       + "; ".join(result.left_to_v1))
     for violation in result.violations.values():
         out = sys.stderr if as_json else sys.stdout
         out.write(f"\n# counterexample for {violation.prop}\n")
@@ -119,7 +130,8 @@ def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: boo
 def _mutants(limits: Bounds, only: str | None, as_json: bool, progress: bool = False) -> int:
     from pushrules.checker.mutants import mutants, run_mutant, skipped_v2
 
-    selected = [m for m in mutants(timers=limits.expiry, v2=limits.v2)
+    # with --v2 the version-2 mutants, at the v2 bound (the others: --mutants without --v2)
+    selected = [m for m in mutants(timers=limits.expiry, only_v2=limits.v2)
                 if only is None or only in m.id]
     if not selected:
         raise click.BadParameter(f"no mutant id contains {only!r}", param_hint="--mutant")
@@ -152,7 +164,9 @@ def _mutants(limits: Bounds, only: str | None, as_json: bool, progress: bool = F
     else:
         click.echo(f"{len(selected)} mutants, {killed} killed, {len(survivors)} survived "
                    f"({len(survivors) - len(unexplained)} listed as equivalent)")
-        if not limits.v2:
+        if limits.v2:
+            click.echo("(the version-1 mutants: --mutants without --v2)")
+        else:
             click.echo(f"({skipped_v2(limits.expiry)} mutants of version-2 rows and guards "
                        "are not run: this bound raises no v2 event; see --v2)")
     return 1 if unexplained else 0

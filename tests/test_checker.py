@@ -3,6 +3,7 @@ the model are killed with a shortest counterexample that `pushrules replay --str
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import subprocess
@@ -13,12 +14,13 @@ from click.testing import CliRunner
 
 from pushrules.check_cmd import MUTANT_BOUNDS, check
 from pushrules.checker import mutants as mutants_module
-from pushrules.checker.bounded import Bounds
+from pushrules.checker.bounded import V2_BOUNDS, V2_MUTANT_BOUNDS, Bounds
 from pushrules.checker.compiled import CompiledExplorer
 from pushrules.checker.explore import Explorer, Result, Taken
 from pushrules.checker.mutants import build_tables, mutants, run_mutant
 from pushrules.checker.properties import PROPERTIES
 from pushrules.checker.tableworld import TableWorld, world_class
+from pushrules.model import actions as model_actions
 from pushrules.model.config import Config
 from pushrules.runtime.replay import replay
 
@@ -197,3 +199,106 @@ def test_dead_state_analysis_finds_a_world_that_cannot_quiesce() -> None:
     violation = result.violations["no_dead_state"]
     assert "no state with every session offline is reachable" in violation.detail
     assert [e.EVENT for e in violation.trace] == ["session-bind"]
+
+
+# --- contract v2 (pushrules check --v2) --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def v2_run() -> tuple[CompiledExplorer, Result]:
+    """`pushrules check --v2` as a user runs it: the v2 default bound."""
+    explorer = CompiledExplorer(V2_BOUNDS)
+    return explorer, explorer.run()
+
+
+def test_real_model_passes_every_property_at_the_v2_bound(
+        v2_run: tuple[CompiledExplorer, Result],
+        default_run: tuple[CompiledExplorer, Result]) -> None:
+    explorer, result = v2_run
+    assert result.properties == {name: "pass" for name in PROPERTIES}, {
+        name: v.detail for name, v in result.violations.items()}
+    # every v2 row is taken here; the v1 rows it leaves are taken at the v1 default bound
+    assert result.uncovered == [] and result.unreached == []
+    assert result.left_to_v1 and not any("push_call" in row or "groupchat" in row
+                                          for row in result.left_to_v1)
+    assert default_run[1].uncovered == [] and default_run[1].left_to_v1 == []
+    assert result.states > 1_000_000 and explorer.computed < result.transitions // 10_000
+
+
+def test_v2_rows_are_required_only_when_v2_is_explored() -> None:
+    """Without v2 events the v2 rows are not required; with them, a row not taken fails."""
+    v1 = CompiledExplorer(MUTANT_BOUNDS).run()
+    assert v1.ok and v1.left_to_v1 == []
+    # no session enables push: only the orphan, never bound
+    tiny = CompiledExplorer(dataclasses.replace(V2_MUTANT_BOUNDS, push_sessions=0)).run()
+    assert "every_transition_covered" in tiny.violations
+    assert "registration bound --push_groupchat[]--> bound" in tiny.uncovered
+
+
+def _v2_mutant(mutant_id: str):
+    return next(m for m in mutants(v2=True) if m.id == mutant_id)
+
+
+@pytest.mark.parametrize("mutant_id, prop", [
+    ("drop-action registration bound push_call 3 send_push", "no_missed_ring"),
+    ("drop-action session active csi_state 0 set_csi", "no_missed_ring"),
+    ("drop-guard registration bound push_call_end 0 call_pushed_here",
+     "call_end_only_where_rung"),
+    ("drop-action registration orphaned push_call_end 0 send_push", "call_end_only_where_rung"),
+    ("dup-action registration bound push_groupchat 0 send_push", "at_most_once"),
+    ("retarget registration bound remote_disable 0 -> orphaned", "remote_disabled_never_pushed"),
+])
+def test_v2_mutants_are_killed_by_the_expected_property(mutant_id: str, prop: str) -> None:
+    outcome, _, _ = run_mutant(_v2_mutant(mutant_id), V2_MUTANT_BOUNDS)
+    assert prop in outcome.killed_by
+
+
+def test_v2_counterexample_replays_the_missed_ring() -> None:
+    """A mutant that does not push the call to a bound registration: its shortest
+    counterexample replays (--strict) without the ring, and the real model rings there."""
+    mutant = _v2_mutant("drop-action registration bound push_call 3 send_push")
+    tables = build_tables(mutant.ir)
+    explorer = CompiledExplorer(V2_MUTANT_BOUNDS, world_class(tables))
+    violation = explorer.run(stop_at_first=True).violations["no_missed_ring"]
+    text = violation.as_trace(explorer.world)
+    config = Config(max_errors=V2_MUTANT_BOUNDS.max_errors,
+                    max_devices=V2_MUTANT_BOUNDS.max_devices)
+
+    def pushes(engine: TableWorld) -> list[dict[str, object]]:
+        out, err = io.StringIO(), io.StringIO()
+        assert replay(text.splitlines(True), out, err, config=config, strict=True,
+                      engine=engine) == 0, err.getvalue()
+        return [json.loads(line) for line in out.getvalue().splitlines()]
+
+    last = json.loads([line for line in text.splitlines() if not line.startswith("#")][-1])
+    call = "p1"  # the proposal (V2_MUTANT_BOUNDS has no proposal without an id)
+    assert f"id='{call}'" in last["stanza"] and "<propose" in last["stanza"]
+    rings = [p for p in pushes(TableWorld(config)) if call in p["stanzas"]]
+    assert rings and all(p["rule"] == "e/call" and p["urgent"] for p in rings)
+    assert not [p for p in pushes(world_class(tables)(config)) if call in p["stanzas"]
+                and p["node"] in {r["node"] for r in rings}]
+
+
+@pytest.mark.parametrize("name, replacement, prop", [
+    ("is_echo", lambda stanza, setting: False, "echo_never_pushed"),
+    ("setting_blocks", lambda *args: None, "chat_settings_respected"),
+])
+def test_chat_setting_properties_catch_a_model_that_ignores_them(
+        monkeypatch: pytest.MonkeyPatch, name: str, replacement: object, prop: str) -> None:
+    """The row mutants cannot reach the chat rules (they live in send_push): a model whose
+    echo rule or setting check is switched off must fail the property."""
+    monkeypatch.setattr(model_actions, name, replacement)
+    result = CompiledExplorer(V2_MUTANT_BOUNDS).run(stop_at_first=True)
+    assert prop in result.violations
+
+
+def test_cli_v2_mutants_json() -> None:
+    runner = CliRunner()
+    equivalent = "dup-action session active csi_state 0 set_csi"
+    listed = runner.invoke(check, ["--v2", "--mutants", "--mutant", equivalent, "--json"])
+    assert listed.exit_code == 0, listed.output
+    assert json.loads(listed.output)["survivors"] == [
+        {"id": equivalent, "equivalent": mutants_module.EQUIVALENT[equivalent]}]
+    killed = runner.invoke(check, ["--v2", "--mutants", "--mutant",
+                                   "retarget registration orphaned remote_disable", "--json"])
+    assert killed.exit_code == 0, killed.output
+    assert json.loads(killed.output)["killed"] == json.loads(killed.output)["mutants"] > 0

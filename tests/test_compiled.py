@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pushrules.check_cmd import MUTANT_BOUNDS
-from pushrules.checker.bounded import Bounds
+from pushrules.checker.bounded import V2_MUTANT_BOUNDS, Bounds
 from pushrules.checker.compiled import CompiledExplorer, Leaf, Visited
 from pushrules.checker.explore import Explorer, Result
 from pushrules.checker.mutants import build_tables, mutants
@@ -42,6 +42,9 @@ MEMO_BOUNDS = Bounds(sessions=2, push_sessions=2, orphans=1, stanzas=2, max_erro
                      max_devices=2)
 """The CI bound of test_checker.py: every row taken, orphan and bound registrations together
 (only the compiled explorer runs it here: about two seconds)."""
+V2_MEMO_BOUNDS = V2_MUTANT_BOUNDS
+"""The v2 mutant bound (every v2 row taken): the one-bit stanza fields, the dedup set's
+len() that reads nothing (lazyworld.LazyPushed) and the v2 records must keep the memo exact."""
 
 
 class RecordingExplorer(Explorer):
@@ -158,17 +161,18 @@ def _bad_names(leaf: Leaf) -> list[list[str]]:
     return [sorted(names) for names, _ in leaf.bad]
 
 
-def test_memoized_leaves_match_fresh_computations() -> None:
+@pytest.mark.parametrize("bounds", [MEMO_BOUNDS, V2_MEMO_BOUNDS], ids=["v1", "v2"])
+def test_memoized_leaves_match_fresh_computations(bounds: Bounds) -> None:
     """Each explored state takes, for every event (and the invariants), the leaf its trie
     path leads to; a fresh computation from that very state must give the same outcome. A
     read the lazy world did not record would let a leaf computed for another state that
     differs in that field be reused here, and this comparison would see it."""
-    explored = CompiledExplorer(MEMO_BOUNDS)
+    explored = CompiledExplorer(bounds)
     explored.run()
     states = len(explored._codes)
     rng = np.random.default_rng(20240611)
     sample = sorted({*range(100), *rng.choice(states, 300, replace=False).tolist()})
-    fresh = CompiledExplorer(MEMO_BOUNDS)
+    fresh = CompiledExplorer(bounds)
     lay = explored.layout
     computed = explored.computed
     tries = len(explored.keys) + 1  # every event key, then the state invariants
@@ -191,16 +195,17 @@ def test_memoized_leaves_match_fresh_computations() -> None:
     assert explored.computed == computed
 
 
-def test_outcome_depends_only_on_the_fields_read() -> None:
+@pytest.mark.parametrize("bounds", [MEMO_BOUNDS, V2_MEMO_BOUNDS], ids=["v1", "v2"])
+def test_outcome_depends_only_on_the_fields_read(bounds: Bounds) -> None:
     """The trie reuses a leaf for every state agreeing on the fields read, so changing every
     field *not* read must leave the transition unchanged. This also catches a forgotten read
     that the explored states hide because they correlate it with a read field (a registration's
     errors and its ghost count of errors, say)."""
-    explored = CompiledExplorer(MEMO_BOUNDS)
+    explored = CompiledExplorer(bounds)
     explored.run()
     lay = explored.layout
     rng = np.random.default_rng(1357)
-    fresh = CompiledExplorer(MEMO_BOUNDS)
+    fresh = CompiledExplorer(bounds)
     for f in range(len(lay.names)):  # the same interned ids in both, so reads compare
         for value in lay.values[f]:
             fresh.layout.intern(f, value)
