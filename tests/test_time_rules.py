@@ -596,3 +596,22 @@ def test_time_options_parse_as_seconds() -> None:
                                      "orphan_ttl": "30"})
     assert (config.burst_window, config.retry_after, config.orphan_ttl) == (2.5, 10, 30)
     assert type(config.retry_after) is int  # whole seconds: due times print as the trace's
+
+
+def test_a_stores_row_keeps_the_time_facts_and_old_rows_load_with_none_set() -> None:
+    from pushrules.runtime.store.base import registration_from_row, registration_row
+
+    engine = Engine(Config(burst_window=5, max_errors=1, retry_after=3))
+    d = Clock(engine)
+    orphaned_phone(d)
+    d.offline_at(1, "m1")
+    d.offline_at(2, "m2")
+    reg = d.reg("node-phone")
+    row = json.loads(json.dumps(registration_row(reg)))
+    back = registration_from_row(BOB, (PUSH, "node-phone"), row)
+    assert (back.held, back.hold_until, back.last_sent) == (reg.held, 6, 1)
+    old = {k: v for k, v in row.items() if k not in ("held", "hold_until", "last_sent")}
+    plain = registration_from_row(BOB, (PUSH, "node-phone"), old)
+    assert (plain.held, plain.hold_until, plain.last_sent, plain.probe) == ((), None, None, None)
+    assert set(registration_row(plain)) == {"state", "options", "session", "errors", "reason",
+                                            "disabled_at", "seq", "pushed"}
