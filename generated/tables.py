@@ -666,6 +666,15 @@ REGISTRATION: Table = {
                 'disabled to be retried, its session is gone or holds another registration: rule a probes it no more',
             ),
         ),
+        'disable': (
+            (
+                ((_g.probing, True), ),
+                'disabled',
+                (_a.end_probing_by_client, ),
+                'reg/retry',
+                'the client disabled a registration being retried: the probing ends',
+            ),
+        ),
         'push_session': (
             (
                 ((_g.probe_ready, True), ),
@@ -823,7 +832,6 @@ REGISTRATION_REJECTIONS: dict[tuple[str, str], str] = {
     ('absent', 'push_session'): 'no such registration was ever enabled',
     ('absent', 'remote_disable'): 'an unknown registration is never fired: the world treats its remote disable as a routine no-op',
     ('absent', 'unbind'): 'no such registration was ever enabled',
-    ('disabled', 'disable'): 'the registration is not enabled',
     ('disabled', 'evict'): 'the registration is not enabled',
     ('orphaned', 'push_session'): 'no session is bound to it',
     ('orphaned', 'unbind'): 'the registration is already bound to no session',

@@ -65,14 +65,15 @@ def bind_registration(ctx: Ctx) -> None:
             world.fire_registration(reg.key, "evict", ctx)
 
 
-@action("disable the user's registrations with that jid (and node, when given)",
+@action("disable the user's registrations with that jid (and node, when given), and end the "
+        "retrying of those disabled for counted errors",
         fires=("disable",))
 def remove_registrations(ctx: Ctx) -> None:
     world, session, event = ctx.world, ctx.session, ctx.event
     assert session is not None
     matches = [
         r.key for r in world.registrations_of(session.user)
-        if r.state in ENABLED_STATES and r.jid == event.jid
+        if (r.state in ENABLED_STATES or r.probe is not None) and r.jid == event.jid
         and (event.node is None or r.node == event.node)
     ]
     if not matches:
@@ -476,15 +477,25 @@ def release_probe_session(ctx: Ctx) -> None:
 
 @action("the push service revoked the node while it was retried: probing ends (reason remote)")
 def end_probing(ctx: Ctx) -> None:
+    _end_probing(ctx, "remote: the push service revoked the node (XEP-0357 section 8)")
+
+
+@action("the client disabled it while it was retried: probing ends (reason client)")
+def end_probing_by_client(ctx: Ctx) -> None:
+    _end_probing(ctx, "disabled by the client")
+
+
+def _end_probing(ctx: Ctx, reason: str) -> None:
+    """No longer retried: as any other disable, no session, dedup memory or calls are kept."""
     reg = ctx.reg
     assert reg is not None
     reg.probe = reg.retry_at = None
     _release_bound_session(ctx, reg)
     reg.pushed.clear()
     ctx.world.forget_calls_of(reg)
-    reg.reason = "remote: the push service revoked the node (XEP-0357 section 8)"
-    ctx.world.audit(reg, "disable", reg.reason)
-    ctx.note(f"{reg.jid} {reg.node}: {reg.reason}: no longer retried")
+    reg.reason = reason
+    ctx.world.audit(reg, "disable", reason)
+    ctx.note(f"{reg.jid} {reg.node}: {reason}: no longer retried [reg/retry]")
 
 
 @action("record the client state (XEP-0352) the session indicated")

@@ -153,6 +153,26 @@ class ModelIR:
         return next(m for m in self.machines if m.name == name)
 
 
+def _transition_ir(name: str, t: Any, names: dict[str, str]) -> TransitionIR:
+    """One psm transition as plain data."""
+    event = str(next(iter(t.events)))
+    return TransitionIR(
+        machine=name,
+        source=t.source.id,
+        target=t.target.id,
+        event=event,
+        event_name=names[event],
+        guards=tuple(GuardRef(str(c.func), bool(c.expected_value)) for c in t.cond),
+        actions=tuple(
+            str(c.func) for c in t.on
+            if str(c.func) not in _CONVENTION_CALLBACKS and not str(c.func).startswith("on_")
+        ),
+        internal=bool(t.internal),
+        rule=t.rule,
+        why=t.why,
+    )
+
+
 def extract_machine(
     name: str, cls: Any, rejections: dict[tuple[str, str], str],
     timer_events: Collection[str] = (),
@@ -161,43 +181,33 @@ def extract_machine(
     initial = next(s.id for s in cls.states if s.initial)
     every_event = tuple((e.id, e.name) for e in cls.events)
     names = dict(every_event)
-    transitions: list[TransitionIR] = []
-    for state in cls.states:
-        for t in state.transitions:
-            event = next(iter(t.events))
-            transitions.append(TransitionIR(
-                machine=name,
-                source=t.source.id,
-                target=t.target.id,
-                event=str(event),
-                event_name=names[str(event)],
-                guards=tuple(GuardRef(str(c.func), bool(c.expected_value)) for c in t.cond),
-                actions=tuple(
-                    str(c.func) for c in t.on
-                    if str(c.func) not in _CONVENTION_CALLBACKS
-                    and not str(c.func).startswith("on_")
-                ),
-                internal=bool(t.internal),
-                rule=t.rule,
-                why=t.why,
-            ))
+    transitions = [_transition_ir(name, t, names) for state in cls.states
+                   for t in state.transitions]
     rejected = tuple(RejectionIR(s, e, r) for (s, e), r in sorted(rejections.items()))
+    return MachineIR(
+        name=name, class_name=cls.__name__, doc=(cls.__doc__ or "").strip(), states=states,
+        initial=initial, **_by_kind(every_event, transitions, rejected, timer_events),
+    )
+
+
+def _by_kind(every_event: tuple[tuple[str, str], ...], transitions: list[TransitionIR],
+             rejected: tuple[RejectionIR, ...], timer_events: Collection[str]) -> dict[str, Any]:
+    """MachineIR's events, rows and rejections of the contract events apart from those of the
+    timer events, and the time-based rules' timer rows apart from the checker's."""
     # Timer events all of whose rows carry a time-based rule's tag: no bounded checker raises
     # them yet (the checker's ``--expiry`` raises ``expire``).
     clock_events = {e for e in timer_events
                     if all(t.rule in TIME_RULES for t in transitions if t.event == e)}
-    return MachineIR(
-        name=name, class_name=cls.__name__, doc=(cls.__doc__ or "").strip(), states=states,
-        initial=initial,
-        events=tuple(e for e in every_event if e[0] not in timer_events),
-        transitions=tuple(t for t in transitions if t.event not in timer_events),
-        rejections=tuple(r for r in rejected if r.event not in timer_events),
-        timer_events=tuple(e for e in every_event if e[0] in timer_events),
-        timers=tuple(t for t in transitions if t.event in timer_events
-                     and t.event not in clock_events),
-        timer_rejections=tuple(r for r in rejected if r.event in timer_events),
-        clock_timers=tuple(t for t in transitions if t.event in clock_events),
-    )
+    return {
+        "events": tuple(e for e in every_event if e[0] not in timer_events),
+        "transitions": tuple(t for t in transitions if t.event not in timer_events),
+        "rejections": tuple(r for r in rejected if r.event not in timer_events),
+        "timer_events": tuple(e for e in every_event if e[0] in timer_events),
+        "timers": tuple(t for t in transitions if t.event in timer_events
+                        and t.event not in clock_events),
+        "timer_rejections": tuple(r for r in rejected if r.event in timer_events),
+        "clock_timers": tuple(t for t in transitions if t.event in clock_events),
+    }
 
 
 def _triggers(session: MachineIR, event: str) -> tuple[str, ...]:

@@ -44,7 +44,10 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
     disable = Event(
         tag(bound.to(disabled, on="disable_by_client")
             | orphaned.to(disabled, on="disable_by_client"),
-            "reg/disable", "the client disabled it: never pushed again"),
+            "reg/disable", "the client disabled it: never pushed again")
+        | tag(disabled.to.itself(internal=True, cond="probing", on="end_probing_by_client"),
+              "reg/retry", "the client disabled a registration being retried: the probing "
+              "ends"),
         name="disable",
     )
     evict = Event(
@@ -211,7 +214,6 @@ REJECTIONS: dict[tuple[str, str], str] = {
     ("absent", "unbind"): UNKNOWN,
     ("orphaned", "unbind"): "the registration is already bound to no session",
     ("absent", "disable"): UNKNOWN,
-    ("disabled", "disable"): NOT_ENABLED,
     ("absent", "evict"): UNKNOWN,
     ("disabled", "evict"): NOT_ENABLED,
     ("absent", "push_session"): UNKNOWN,

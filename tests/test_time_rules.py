@@ -388,6 +388,20 @@ def test_remote_disable_of_a_registration_being_retried_ends_the_probing(make: A
     assert d.offline_at(20, "m2") == []
 
 
+def test_a_client_disable_of_a_registration_being_retried_ends_the_probing(make: Any) -> None:
+    """disabled --disable[probing]--> disabled: <disable/> removes the registration, so it is
+    never retried (the session it was bound to when disabled sends it)."""
+    d = make(max_errors=1, retry_after=5)
+    d.at(0, "session-bind", session=PHONE)
+    d.enable()
+    d.result_at(0, "node-phone", False, "cancel")
+    d.disable()
+    reg = d.reg("node-phone")
+    assert (reg.probe, reg.retry_at, reg.reason) == (None, None, "disabled by the client")
+    assert d.world.session(PHONE).binding is None
+    assert d.offline_at(5, "m1") == []
+
+
 @pytest.mark.parametrize("how", ["client", "evicted", "expired", "remote"])
 def test_only_a_disable_for_counted_errors_is_retried(make: Any, how: str) -> None:
     d = make(max_errors=1, retry_after=1, orphan_ttl=3, max_devices=1)
@@ -453,6 +467,8 @@ ROW_TESTS = {
         test_remote_disable_of_a_registration_being_retried_ends_the_probing,
     ("disabled", "push-result"): test_a_successful_probe_enables_it_orphaned_with_its_dedup_memory,
     ("disabled", "unbind"): test_the_probe_session_is_released_when_it_ends,
+    ("disabled", "disable"):
+        test_a_client_disable_of_a_registration_being_retried_ends_the_probing,
 }
 
 
