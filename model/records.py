@@ -28,6 +28,11 @@ holding when it comes due (None: not running), in the order they go when due at 
 time (a held push before an expiry); a world's due queue is rebuilt from these fields."""
 
 
+TIMER_NAMES: dict[str, str] = {"flush": "held-push-due", "expire": "expire", "retry": "retry-due"}
+"""The timer events' names, as the diagrams and --explain show them (registration.py checks
+them against the machine)."""
+
+
 class Held(NamedTuple):
     """A stanza held for a registration by burst_window, and the rule that pushed it."""
 

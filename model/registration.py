@@ -5,7 +5,7 @@ from __future__ import annotations
 from statemachine import Event, State, StateMachine
 
 from .bridge import Callbacks
-from .records import DUE_FIELDS
+from .records import DUE_FIELDS, TIMER_NAMES
 from .rules import tag
 
 NEVER_DISABLED = "a disabled registration is never pushed to"
@@ -206,6 +206,7 @@ bounded checker explores contract events only, so its tables and mutants leave t
 (extract.py ``MachineIR.timers``)."""
 
 assert tuple(TIMER_EVENTS) == tuple(DUE_FIELDS)  # one order: records.py DUE_FIELDS
+assert {event: getattr(Registration, event).name for event in TIMER_EVENTS} == TIMER_NAMES
 
 UNKNOWN = "no such registration was ever enabled"
 NOT_ENABLED = "the registration is not enabled"

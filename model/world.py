@@ -29,7 +29,15 @@ from .events import (
     USER_REGISTRATIONS,
 )
 from .facts import FACTS
-from .records import DUE_FIELDS, ChatSetting, Push, RegistrationRecord, RegKey, SessionRecord
+from .records import (
+    DUE_FIELDS,
+    TIMER_NAMES,
+    ChatSetting,
+    Push,
+    RegistrationRecord,
+    RegKey,
+    SessionRecord,
+)
 from .rules import PROBE_PATHS, PROBE_RULE, PUSH_RULES
 
 
@@ -327,7 +335,8 @@ class WorldBase(ABC):
         before = len(self._pushes)
         self._fire(reg, timer, ctx)
         if notes is not None:
-            self.due_log.append(DueStep(when, timer, f"{reg.jid} {reg.node}", tuple(notes),
+            self.due_log.append(DueStep(when, TIMER_NAMES[timer], f"{reg.jid} {reg.node}",
+                                        tuple(notes),
                                         len(self._pushes) - before))
 
     def registration(self, key: RegKey) -> RegistrationRecord | None:
