@@ -36,19 +36,21 @@ Assumptions (also printed with the results; every figure is a per-day mean or pr
   (``message/offline/handle``). An important stanza for a device whose session is gone (and that
   has network) makes it bind, re-enable push and hibernate again: the push woke it.
 - Conversations: 1.5 an hour per user at peak, each 1-20 messages (mean 6) from one contact,
-  70% within 0.5-4 s of the previous one (a burst) and the rest after 20 s-3 min; half preceded
+  70% within 0.5-4 s of the previous one (a burst) and the rest after 20 s-3 min; 10% are
+  several pictures or links at once (3-8 messages 0.05-0.4 s apart); half preceded
   by a composing chat state; 60% plain bodies, 40% OMEMO. The user answers half of them when a
   device is in the foreground: a sent carbon to the user's other sessions and the contact's
   receipt. Messages with a body or OMEMO payload, call proposals and retractions are archived
   (MAM); chat states, receipts and carbons are not.
 - Group chats: a room for every three users, with 3-12 of them as members; 25% are busy (6
-  discussions an hour at peak, against 0.5), each discussion 2-40 messages (mean 9) from members
-  and guests, 80% within 1-10 s of the previous one. 10% of messages mention a member (XEP-0372
-  reference to the room nick). Members' chat settings (XEP-0492): busy rooms 10% always / 60%
-  on-mention / 30% never, quiet rooms 50/40/10, 15% with no setting (the server default,
-  always); a member's own messages come back as the room's echo. Members with no live session
-  get the room's messages at their bare JID (``message/bare/groupchat``) in half of the rooms
-  (those with offline delivery).
+  discussions an hour at peak, against 0.5), each discussion 2-40 messages (mean 9) from
+  members and guests, 80% within 1-10 s of the previous one; 5% of discussions are a flood (a
+  bot, or a bridge splitting a paste into lines: 5-20 messages 0.05-0.4 s apart). 10% of
+  messages mention a member (XEP-0372 reference to the room nick). Members' chat settings
+  (XEP-0492): busy rooms 10% always / 60% on-mention / 30% never, quiet rooms 50/40/10, 15%
+  with no setting (the server default, always); a member's own messages come back as the
+  room's echo. Members with no live session get the room's messages at their bare JID
+  (``message/bare/groupchat``) in half of the rooms (those with offline delivery).
 - Calls: 0.3 an hour per user at peak (XEP-0353 propose, archived). 40% ring out (the caller
   retracts after 5-30 s), 35% are answered on the phone after 3-10 s (the phone is in the
   foreground for the call, 1-15 min; an ``<accept/>`` goes to the user's other devices), 25% are
@@ -63,10 +65,13 @@ from __future__ import annotations
 
 import heapq
 import json
+import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
+
+import numpy
 
 HOUR = 3600.0
 DAY = 24 * HOUR
@@ -211,6 +216,15 @@ def _poisson(rng: random.Random, peak_per_hour: float, shift: float = 0.0,
             out.append(t)
 
 
+def _gap(rng: random.Random, rapid: bool, burst: tuple[float, float], burst_share: float,
+         pause: tuple[float, float]) -> float:
+    """Seconds to the next message of a discussion: rapid-fire (0.05-0.4 s), within a burst,
+    or after a pause."""
+    if rapid:
+        return rng.uniform(0.05, 0.4)
+    return rng.uniform(*burst) if rng.random() < burst_share else rng.uniform(*pause)
+
+
 def _nick(user: int) -> str:
     return f"n{user}"
 
@@ -237,8 +251,10 @@ def _rooms(rng: random.Random, users: int, ids: _Ids, end: float) -> list[Room]:
                     sorted(rng.sample(range(users), size)))
         for start in _poisson(rng, 6.0 if busy else 0.5, end=end):
             t = start
-            for _ in range(min(40, 2 + int(rng.expovariate(1 / 7)))):
-                t += rng.uniform(1, 10) if rng.random() < 0.8 else rng.uniform(30, 120)
+            flood = rng.random() < 0.05  # a bot, or a bridge splitting a paste into lines
+            count = rng.randint(5, 20) if flood else min(40, 2 + int(rng.expovariate(1 / 7)))
+            for _ in range(count):
+                t += _gap(rng, flood, (1, 10), 0.8, (30, 120))
                 if t >= end:
                     break
                 sender = (_nick(rng.choice(room.members)) if rng.random() < 0.3
@@ -375,8 +391,10 @@ class _UserDay:
                 self.at(start + rng.uniform(10, 180), self.open, self.phone,
                         rng.uniform(*self.phone.use))
             t = start
-            for _ in range(min(20, 1 + int(rng.expovariate(1 / 5)))):
-                t += rng.uniform(0.5, 4) if rng.random() < 0.7 else rng.uniform(20, 180)
+            files = rng.random() < 0.1  # several pictures or links sent at once
+            count = rng.randint(3, 8) if files else min(20, 1 + int(rng.expovariate(1 / 5)))
+            for _ in range(count):
+                t += _gap(rng, files, (0.5, 4), 0.7, (20, 180))
                 if rng.random() < 0.5:
                     sid = self.ids("s")
                     self.at(t - rng.uniform(1, 3), self.arrive,
@@ -646,3 +664,267 @@ def generate_day(plan: DayPlan = QUICK, seed: int = 14) -> Day:
 
 def lines_of(day: Day) -> Iterable[str]:
     return (json.dumps(line) for line in day.lines)
+
+
+# --- running the day through each setting -----------------------------------------------------
+
+BURST_WINDOWS = (0, 1, 5)
+"""The engine's settings compared (``Config(burst_window=...)``, seconds)."""
+
+
+@dataclass(frozen=True)
+class Limit:
+    """An app server's cap: at most ``count`` pushes per device in any ``window`` seconds."""
+
+    name: str
+    count: int
+    window: float
+    source: str
+
+
+LIMITS = (
+    Limit("5 per 1 s", 5, 1.0, "Openfire's push plugin, the app server cap of Monal#354"),
+    Limit("1 per 20 s", 1, 20.0, "fpush's per-token window (example config)"),
+)
+
+Sent = tuple[RegKey, float]
+"""One push as counted: the registration (device) and when it was sent."""
+
+
+def over_limit(times: list[float], count: int, window: float) -> list[int]:
+    """Indexes of one device's pushes (``times`` in order) that arrive when ``count`` pushes
+    already went to it in the ``window`` seconds before (``t - t' < window``): the pushes an
+    app server allowing ``count`` per ``window`` would refuse, delay or drop. Times are
+    sorted, so that is the push ``count`` places back being less than ``window`` ago."""
+    return [i for i in range(count, len(times)) if times[i] - times[i - count] < window]
+
+
+def summarize(sent: list[Sent], devices: list[RegKey], hours: float) -> dict[str, Any]:
+    """Pushes per device per hour (mean, p95, max over every device-hour of the day, quiet
+    ones included), the mean per hour of the day, and each limit's violations: how many
+    pushes were over it, and the share of device-hours with at least one."""
+    slots = max(1, math.ceil(hours))
+
+    def slot(at: float) -> int:  # pushes flushed after the last event count in the last hour
+        return min(slots - 1, int(at // HOUR))
+
+    per_device: dict[RegKey, list[float]] = {key: [] for key in devices}
+    for key, at in sent:
+        per_device.setdefault(key, []).append(at)
+    grid = []
+    for times in per_device.values():
+        times.sort()
+        row = [0] * slots
+        for at in times:
+            row[slot(at)] += 1
+        grid.append(row)
+    limits: dict[str, dict[str, Any]] = {}
+    for limit in LIMITS:
+        over = hours_hit = devices_hit = 0
+        for times in per_device.values():
+            indexes = over_limit(times, limit.count, limit.window)
+            hit = {slot(times[i]) for i in indexes}
+            over, hours_hit, devices_hit = over + len(indexes), hours_hit + len(hit), \
+                devices_hit + bool(hit)
+        limits[limit.name] = {"violations": over, "device_hours": hours_hit,
+                              "device_hours_share": hours_hit / max(1, len(grid) * slots),
+                              "devices": devices_hit}
+    cells = sorted(n for row in grid for n in row)
+    return {
+        "pushes": len(sent), "devices": len(grid), "device_hours": len(cells),
+        "per_device_hour": {
+            "mean": sum(cells) / len(cells) if cells else 0.0,
+            "p95": _percentile(cells, 95), "max": cells[-1] if cells else 0,
+        },
+        "per_device_day_max": max((sum(row) for row in grid), default=0),
+        "hourly_mean": [sum(row[h] for row in grid) / max(1, len(grid)) for h in range(slots)],
+        "limits": limits,
+    }
+
+
+def _percentile(ordered: list[int], q: float) -> float:
+    """The q-th percentile of sorted values, linear between the closest ranks (numpy's
+    default)."""
+    if not ordered:
+        return 0.0
+    return float(numpy.percentile(ordered, q))
+
+
+# --- deciders: the engine per setting, and the Prosody baseline ---------------------------------
+
+ENGINE = "pushrules.runtime.engine.Engine"
+ORACLE = ("tests/oracle/contract.py (the independent reading of the contract), standing in for "
+          "the engine until Config has burst_window")
+
+
+def engine_has_burst_window() -> bool:
+    from dataclasses import fields
+
+    from pushrules.model.config import Config
+
+    return any(f.name == "burst_window" for f in fields(Config))
+
+
+def engine_pushes(events: list[Any], burst_window: float) -> list[Sent]:
+    """The engine's pushes for the day with ``Config(burst_window=...)``, the held ones
+    flushed at the end (each at its due time)."""
+    from pushrules.model.config import Config
+    from pushrules.runtime import Engine
+
+    engine = Engine(Config(burst_window=burst_window))  # type: ignore[call-arg]
+    sent: list[Sent] = []
+    now = 0.0
+    for event in events:
+        now = now if event.at is None else event.at
+        sent += [((p.user, p.jid, p.node), now if p.at is None else p.at)
+                 for p in engine.handle(event)]
+    sent += [((p.user, p.jid, p.node), now if p.at is None else p.at) for p in engine.finish()]
+    return sent
+
+
+def oracle_pushes(lines: list[Line], burst_window: float) -> list[Sent]:
+    """The same through tests/oracle/contract.py (a source checkout only)."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    root = str(Path(__file__).resolve().parent.parent)
+    if root not in sys.path:
+        sys.path.insert(0, root)
+    oracle = importlib.import_module("tests.oracle.contract").Oracle(
+        {"burst_window": burst_window})
+    pushes = [push for line in lines for push in oracle.feed(line)] + oracle.finish()
+    return [((p["user"], p["jid"], p["node"]), p["at"]) for p in pushes]
+
+
+def prosody_pushes(events: list[Any], chat_settings: bool) -> list[Sent]:
+    from .prosody_batching import simulate
+
+    return [(push.key, push.at) for push in simulate(events, chat_settings)]
+
+
+def run(quick: bool = False, seed: int = 14, progress: Callable[[str], None] | None = None,
+        plan: DayPlan | None = None) -> dict[str, Any]:
+    """The day through every setting and the baseline, as one JSON-able dict."""
+    from time import perf_counter
+
+    from pushrules.runtime.trace import read_trace
+
+    plan = plan or (QUICK if quick else FULL)
+    say = progress or (lambda _message: None)
+    start = perf_counter()
+    say(f"simday: generating {plan.users} users' day (seed {seed})")
+    day = generate_day(plan, seed)
+    events = [item.event for item in read_trace(lines_of(day))]  # as replay reads it
+    prepared = perf_counter() - start
+    with_engine = engine_has_burst_window()
+    runs: list[tuple[str, str, Callable[[], list[Sent]]]] = [
+        (f"burst_window={w}", "pushrules",
+         (lambda w=w: engine_pushes(events, w)) if with_engine
+         else (lambda w=w: oracle_pushes(day.lines, w)))
+        for w in BURST_WINDOWS
+    ]
+    runs += [("prosody 1 s batch", "baseline", lambda: prosody_pushes(events, False)),
+             ("prosody 1 s batch + chat settings", "baseline",
+              lambda: prosody_pushes(events, True))]
+    settings: dict[str, dict[str, Any]] = {}
+    for name, kind, decide in runs:
+        say(f"simday: {name}")
+        began = perf_counter()
+        sent = decide()
+        settings[name] = {"kind": kind, **summarize(sent, day.devices, day.hours),
+                          "seconds": perf_counter() - began}
+    return {
+        "quick": quick, "seed": seed, "users": day.users, "devices": len(day.devices),
+        "hours": day.hours, "events": len(day.lines), "event_counts": day.counts(),
+        "decider": ENGINE if with_engine else ORACLE, "settings": settings,
+        "limits": [{"name": limit.name, "count": limit.count, "window": limit.window,
+                    "source": limit.source} for limit in LIMITS],
+        "seconds": {"prepare": prepared, "total": perf_counter() - start},
+    }
+
+
+# --- report -----------------------------------------------------------------------------------
+
+def assumptions() -> str:
+    """The generator's assumptions, as the module docstring states them (one source)."""
+    doc = __doc__ or ""
+    start = doc.index("- Diurnal")
+    return doc[start:].strip()
+
+
+def _share(value: float) -> str:
+    return f"{100 * value:.1f}%"
+
+
+def text(result: dict[str, Any], plot: str | None = None) -> str:
+    """The result as Markdown: the table, the plot's link, how it was made."""
+    limits = [limit["name"] for limit in result["limits"]]
+    head = ("| setting | pushes | per device-hour: mean | p95 | max | most to one device in "
+            "the day | " + " | ".join(f"over {n}: pushes | device-hours" for n in limits) + " |")
+    lines = [
+        "# A simulated day of traffic",
+        "",
+        f"`pushrules bench --simday{' --quick' if result['quick'] else ''} --seed "
+        f"{result['seed']}`: {result['users']} users, {result['devices']} push devices, "
+        f"{result['events']:,} contract events over {result['hours']:g} h, run in "
+        f"{result['seconds']['total']:.0f} s. The pushrules rows are decided by "
+        f"{result['decider']}; the Prosody rows are the comparison baseline "
+        "(benchmarks/prosody_batching.py: mod_cloud_notify 0.12's 1 s batching as "
+        "shared/research/prosody-cloud-notify.md 1.2-1.3 describe it), not a rule.",
+        "",
+        head,
+        "|---|---:|---:|---:|---:|---:|" + "---:|---:|" * len(limits),
+    ]
+    for name, row in result["settings"].items():
+        per = row["per_device_hour"]
+        cells = [f"{row['limits'][n]['violations']:,} | "
+                 f"{row['limits'][n]['device_hours']:,} "
+                 f"({_share(row['limits'][n]['device_hours_share'])})" for n in limits]
+        label = name if row["kind"] == "pushrules" else f"{name} (baseline)"
+        lines.append(f"| {label} | {row['pushes']:,} | {per['mean']:.2f} | {per['p95']:.1f} | "
+                     f"{per['max']} | {row['per_device_day_max']} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Device-hours: every push registration for every hour of the day, quiet hours "
+        "included. A push is over a limit when the device already got that many pushes in "
+        "the window before it (`t - t' < window`); the device-hours column counts the hours "
+        "with at least one such push, and their share of all device-hours. Limits: "
+        + "; ".join(f"{limit['name']}: {limit['source']}" for limit in result["limits"]) + ".",
+    ]
+    if plot:
+        lines += ["", f"![pushes per device per hour, and limit violations]({plot})"]
+    lines += ["", "## Assumptions", "", assumptions(), ""]
+    return "\n".join(lines)
+
+
+def write_plot(result: dict[str, Any], path: str) -> None:
+    """Two panels into a PNG: mean pushes per device in each hour of the day per setting, and
+    each setting's share of device-hours over each limit."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12, 4.4), layout="constrained")
+    canvas = FigureCanvasAgg(figure)
+    hourly, bars = figure.subplots(1, 2, width_ratios=(3, 2))
+    names = list(result["settings"])
+    for name in names:
+        row = result["settings"][name]
+        style = "-" if row["kind"] == "pushrules" else "--"
+        hourly.plot(range(len(row["hourly_mean"])), row["hourly_mean"], style, label=name)
+    hourly.set(xlabel="hour of the day", ylabel="pushes per device (mean)",
+               title=f"Pushes per device per hour ({result['users']} users, seed "
+                     f"{result['seed']})", xticks=range(0, int(result["hours"]) + 1, 3))
+    hourly.legend(fontsize="small")
+    width = 0.8 / max(1, len(result["limits"]))
+    for k, limit in enumerate(result["limits"]):
+        shares = [100 * result["settings"][n]["limits"][limit["name"]]["device_hours_share"]
+                  for n in names]
+        positions = [i + (k - (len(result["limits"]) - 1) / 2) * width for i in range(len(names))]
+        drawn = bars.bar(positions, shares, width, label=f"over {limit['name']}")
+        bars.bar_label(drawn, fmt="%.1f", fontsize="x-small")
+    bars.set_xticks(range(len(names)), [n.replace(" + ", "\n+ ") for n in names],
+                    fontsize="x-small", rotation=20)
+    bars.set(ylabel="device-hours with a violation (%)", title="App server limits")
+    bars.legend(fontsize="small")
+    canvas.print_png(path)
