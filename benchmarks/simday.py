@@ -69,6 +69,7 @@ import math
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, TextIO
 
 import numpy
@@ -98,7 +99,7 @@ class DayPlan:
     hours: float = 24.0
 
 
-QUICK = DayPlan(users=8)
+QUICK = DayPlan(users=10)
 FULL = DayPlan(users=150)
 
 
@@ -820,13 +821,13 @@ def run(quick: bool = False, seed: int = 14, progress: Callable[[str], None] | N
     with_engine = engine_has_burst_window()
     runs: list[tuple[str, str, Callable[[], list[Sent]]]] = [
         (f"burst_window={w}", "pushrules",
-         (lambda w=w: engine_pushes(events, w)) if with_engine
-         else (lambda w=w: oracle_pushes(day.lines, w)))
+         partial(engine_pushes, events, w) if with_engine else partial(oracle_pushes,
+                                                                        day.lines, w))
         for w in BURST_WINDOWS
     ]
-    runs += [("prosody 1 s batch", "baseline", lambda: prosody_pushes(events, False)),
+    runs += [("prosody 1 s batch", "baseline", partial(prosody_pushes, events, False)),
              ("prosody 1 s batch + chat settings", "baseline",
-              lambda: prosody_pushes(events, True))]
+              partial(prosody_pushes, events, True))]
     settings: dict[str, dict[str, Any]] = {}
     for name, kind, decide in runs:
         say(f"simday: {name}")
@@ -901,11 +902,9 @@ def text(result: dict[str, Any], plot: str | None = None) -> str:
 def write_plot(result: dict[str, Any], path: str) -> None:
     """Two panels into a PNG: mean pushes per device in each hour of the day per setting, and
     each setting's share of device-hours over each limit."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
 
     figure = Figure(figsize=(12, 4.4), layout="constrained")
-    canvas = FigureCanvasAgg(figure)
     hourly, bars = figure.subplots(1, 2, width_ratios=(3, 2))
     names = list(result["settings"])
     for name in names:
@@ -927,4 +926,4 @@ def write_plot(result: dict[str, Any], path: str) -> None:
                     fontsize="x-small", rotation=20)
     bars.set(ylabel="device-hours with a violation (%)", title="App server limits")
     bars.legend(fontsize="small")
-    canvas.print_png(path)
+    figure.savefig(path, format="png", dpi=100)
