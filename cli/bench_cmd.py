@@ -21,7 +21,7 @@ import click
                    "server, the memory, SQLite and Redis stores, against the raw ceiling.")
 @click.option("--simday", is_flag=True,
               help="A simulated day of traffic: pushes per device per hour with burst_window "
-                   "0, 1 and 5 s against Prosody's 1 s batching, and app-server limit "
+                   "0, 1, 5 and 20 s against Prosody's 1 s batching, and app-server limit "
                    "violations, as a Markdown table.")
 @click.option("--seed", type=int, help="With --simday: the seed of the simulated day "
                                       "(default 14).")

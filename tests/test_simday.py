@@ -229,7 +229,8 @@ def test_chat_settings_filter_the_baseline_only_when_asked() -> None:
 def test_a_run_gives_the_table_for_every_setting_and_a_png(tmp_path) -> None:
     result = simday.run(seed=2, plan=TINY)
     assert list(result["settings"]) == [
-        "burst_window=0", "burst_window=1", "burst_window=5", "prosody 1 s batch",
+        "burst_window=0", "burst_window=1", "burst_window=5", "burst_window=20",
+        "prosody 1 s batch",
         "prosody 1 s batch + chat settings"]
     for row in result["settings"].values():
         assert row["pushes"] == pytest.approx(sum(row["hourly_mean"]) * row["devices"])
