@@ -781,7 +781,7 @@ def engine_pushes(events: list[Any], burst_window: float) -> list[Sent]:
         now = now if event.at is None else event.at
         sent += [((p.user, p.jid, p.node), now if p.at is None else p.at)
                  for p in engine.handle(event)]
-    sent += [((p.user, p.jid, p.node), now if p.at is None else p.at) for p in engine.finish()]
+    sent += [((p.user, p.jid, p.node), now if p.at is None else p.at) for p in engine.flush()]
     return sent
 
 
