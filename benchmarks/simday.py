@@ -75,12 +75,12 @@ from typing import Any, TextIO
 
 import numpy
 
+from .mix import APP_SERVER, DOMAIN  # the benchmark mix's server and app server
+
 HOUR = 3600.0
 DAY = 24 * HOUR
-DOMAIN = "example.org"
 CONTACTS = "contacts.example"
 MUC = "muc.example.org"
-APP_SERVER = "push.example.net"
 
 DIURNAL: tuple[float, ...] = (
     0.10, 0.05, 0.02, 0.02, 0.02, 0.05, 0.15, 0.40, 0.65, 0.80, 0.80, 0.80,
