@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from operator import itemgetter
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Generic, NamedTuple, TypeVar, overload
 
 from .stanza import Stanza
 
@@ -13,12 +13,60 @@ RegKey = tuple[str, str, str]
 
 CSI_ACTIVE = "active"
 
+PROBE_WAITING = "waiting"
+"""retry_after: disabled for counted errors, waiting for retry_after seconds to pass."""
+PROBE_READY = "ready"
+"""retry_after: the next stanza the rules would push to it is pushed once, as a probe."""
+PROBE_SENT = "sent"
+"""retry_after: a probe was sent; nothing more until its push-result."""
+
+
+DUE_FIELDS: dict[str, str] = {"flush": "hold_until", "expire": "expire_at", "retry": "retry_at"}
+"""The registration's timer events (model/registration.py TIMER_EVENTS) -> the record field
+holding when it comes due (None: not running), in the order they go when due at the same
+time (a held push before an expiry); a world's due queue is rebuilt from these fields."""
+
+
+class Held(NamedTuple):
+    """A stanza held for a registration by burst_window, and the rule that pushed it."""
+
+    stanza: Stanza
+    rule: str
+
 
 class ChatSetting(NamedTuple):
     """A user's XEP-0492 setting for one chat (v2 chat-settings): a fact of the user."""
 
     notify: str
     nick: str | None = None
+
+
+T = TypeVar("T")
+
+
+class _Slot(Generic[T]):
+    """A record field kept in the slot ``_name``, read as ``default`` while not set."""
+
+    def __init__(self, default: T) -> None:
+        self.default = default
+        self.slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    @overload
+    def __get__(self, obj: None, cls: type) -> _Slot[T]: ...
+    @overload
+    def __get__(self, obj: object, cls: type) -> T: ...
+
+    def __get__(self, obj: object | None, cls: type) -> T | _Slot[T]:
+        if obj is None:
+            return self
+        value: T = getattr(obj, self.slot, self.default)
+        return value
+
+    def __set__(self, obj: object, value: T) -> None:
+        setattr(obj, self.slot, value)
 
 
 class SessionRecord:
@@ -46,7 +94,30 @@ class RegistrationRecord:
     __slots__ = (
         "user", "jid", "node", "state", "options", "session", "errors",
         "reason", "disabled_at", "seq", "pushed",
+        "_last_sent", "_held", "_hold_until", "_expire_at", "_retry_at", "_probe",
+        "_probe_session",
     )
+
+    # --- the time-based rules (contract v2); the due times are what a world's due queue is
+    # rebuilt from (WorldBase.rebuild_due), so a store that keeps them keeps the timers.
+    # Defaulted slots: a record built without __init__ (the checker's lazy records) reads them
+    # as not set.
+    last_sent: _Slot[float | None] = _Slot(None)
+    """burst_window: when the last push to it was sent (None: none since enabled)."""
+    held: _Slot[tuple[Held, ...]] = _Slot(())
+    """burst_window: the stanzas held for it, in order, each with the rule that pushed it."""
+    hold_until: _Slot[float | None] = _Slot(None)
+    """burst_window: when the held stanzas come due (the window's end)."""
+    expire_at: _Slot[float | None] = _Slot(None)
+    """orphan_ttl: when it expires, while bound to no live session."""
+    retry_at: _Slot[float | None] = _Slot(None)
+    """retry_after: when the wait after a disable for counted errors ends."""
+    probe: _Slot[str | None] = _Slot(None)
+    """retry_after, while disabled for counted errors: PROBE_WAITING, PROBE_READY or
+    PROBE_SENT (None: not retried)."""
+    probe_session: _Slot[str | None] = _Slot(None)
+    """retry_after: the session it was bound to when disabled, while that one is live: the
+    session whose stanzas can probe it (rule a)."""
 
     def __init__(self, user: str, jid: str, node: str, state: str = "absent") -> None:
         self.user = user
@@ -71,7 +142,16 @@ class RegistrationRecord:
             "user": self.user, "jid": self.jid, "node": self.node, "state": self.state,
             "session": self.session, "errors": self.errors, "reason": self.reason,
             "disabled_at": self.disabled_at, "options": options,
+            **self.timers(),
         }
+
+    def timers(self) -> dict[str, Any]:
+        """The time-based rules' facts that are set (none in an untimed world)."""
+        facts = {"last_sent": self.last_sent, "hold_until": self.hold_until,
+                 "held": [h.stanza.id for h in self.held] or None,
+                 "expire_at": self.expire_at, "retry_at": self.retry_at, "probe": self.probe,
+                 "probe_session": self.probe_session}
+        return {k: v for k, v in facts.items() if v is not None}
 
 
 _PUSH_FIELDS: Final = (
