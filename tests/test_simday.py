@@ -9,6 +9,7 @@ import json
 
 import pytest
 from click.testing import CliRunner
+from oracle.contract import replay as oracle_replay
 
 from pushrules.benchmarks import simday
 from pushrules.benchmarks.prosody_batching import BaselinePush, simulate
@@ -80,6 +81,19 @@ def test_activity_follows_the_day(day) -> None:
     for line in day.lines:
         hours[min(23, int(line["at"] // simday.HOUR))] += 1
     assert sum(hours[2:5]) * 5 < sum(hours[19:22])
+
+
+@pytest.mark.parametrize("burst_window", simday.BURST_WINDOWS)
+def test_the_engine_and_the_independent_reading_push_the_same_day(day, burst_window) -> None:
+    """What the benchmark counts: every push (device, time) of the engine, the held ones
+    flushed at the end, is one the contract's independent reading sends too."""
+    events = [item.event for item in read_trace(simday.lines_of(day))]
+    sent = simday.engine_pushes(events, burst_window)
+    expected, rejected = oracle_replay(day.lines, {"burst_window": burst_window})
+    assert rejected == []
+    assert sorted(sent) == sorted(((p["user"], p["jid"], p["node"]), p["at"])
+                                  for p in expected)
+    assert len(sent) > 0
 
 
 # --- counting limit violations ----------------------------------------------------------------
