@@ -835,8 +835,10 @@ def _share(value: float) -> str:
 def text(result: dict[str, Any], plot: str | None = None) -> str:
     """The result as Markdown: the table, the plot's link, how it was made."""
     limits = [limit["name"] for limit in result["limits"]]
-    head = ("| setting | pushes | per device-hour: mean | p95 | max | most to one device in "
-            "the day | " + " | ".join(f"over {n}: pushes | device-hours" for n in limits) + " |")
+    head = ("| setting | pushes | vs burst_window=0 | per device-hour: mean | p95 | max | most "
+            "to one device in the day | "
+            + " | ".join(f"over {n}: pushes | device-hours" for n in limits) + " |")
+    off = result["settings"].get("burst_window=0", {}).get("pushes")
     lines = [
         "# A simulated day of traffic",
         "",
@@ -850,7 +852,7 @@ def text(result: dict[str, Any], plot: str | None = None) -> str:
         "shared/research/prosody-cloud-notify.md 1.2-1.3 describe it), not a rule.",
         "",
         head,
-        "|---|---:|---:|---:|---:|---:|" + "---:|---:|" * len(limits),
+        "|---|---:|---:|---:|---:|---:|---:|" + "---:|---:|" * len(limits),
     ]
     for name, row in result["settings"].items():
         per = row["per_device_hour"]
@@ -858,9 +860,14 @@ def text(result: dict[str, Any], plot: str | None = None) -> str:
                  f"{row['limits'][n]['device_hours']:,} "
                  f"({_share(row['limits'][n]['device_hours_share'])})" for n in limits]
         label = name if row["kind"] == "pushrules" else f"{name} (baseline)"
-        lines.append(f"| {label} | {row['pushes']:,} | {per['mean']:.2f} | {per['p95']:.1f} | "
-                     f"{per['max']} | {row['per_device_day_max']} | " + " | ".join(cells) + " |")
+        versus = f"{row['pushes'] / off:.2f}x" if off else "n/a"
+        lines.append(f"| {label} | {row['pushes']:,} | {versus} | {per['mean']:.2f} | "
+                     f"{per['p95']:.1f} | {per['max']:,} | {row['per_device_day_max']:,} | "
+                     + " | ".join(cells) + " |")
+    counts = sorted(result["event_counts"].items(), key=lambda item: -item[1])
     lines += [
+        "",
+        "Events: " + ", ".join(f"`{name}` {n:,}" for name, n in counts) + ".",
         "",
         "Device-hours: every push registration for every hour of the day, quiet hours "
         "included. A push is over a limit when the device already got that many pushes in "
