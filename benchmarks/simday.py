@@ -665,6 +665,7 @@ def generate_day(plan: DayPlan = QUICK, seed: int = 14) -> Day:
 
 
 def lines_of(day: Day) -> Iterable[str]:
+    """The day's lines as JSON text, as a trace file holds them (for read_trace or replay)."""
     return (json.dumps(line) for line in day.lines)
 
 
