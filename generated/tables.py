@@ -767,7 +767,7 @@ REGISTRATION: Table = {
                 ((_g.probing, True), ),
                 'disabled',
                 (_a.end_probing, ),
-                'reg/remote-disable',
+                'reg/retry',
                 'the push service revoked a node being retried: the probing ends',
             ),
             (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import astuple, fields
 from operator import itemgetter
 from typing import Any, Final, Generic, NamedTuple, TypeVar, overload
 
@@ -145,6 +146,23 @@ class RegistrationRecord:
             **self.timers(),
         }
 
+    def time_row(self) -> dict[str, Any]:
+        """The time-based rules' facts that are set, as JSON-able data a store keeps with the
+        record (empty in an untimed world, so rows written before are unchanged)."""
+        row: dict[str, Any] = {name: getattr(self, name) for name in _TIME_FIELDS
+                               if getattr(self, name) is not None}
+        if self.held:
+            row["held"] = [[_stanza_row(h.stanza), h.rule] for h in self.held]
+        return row
+
+    def restore_time_row(self, row: dict[str, Any]) -> None:
+        """The facts ``time_row`` gave (absent keys: not set). Raises KeyError, TypeError or
+        ValueError on data it did not write."""
+        for name in _TIME_FIELDS:
+            setattr(self, name, row.get(name))
+        self.held = tuple(Held(_stanza_from_row(stanza), str(rule))
+                          for stanza, rule in row.get("held") or ())
+
     def timers(self) -> dict[str, Any]:
         """The time-based rules' facts that are set (none in an untimed world)."""
         facts = {"last_sent": self.last_sent, "hold_until": self.hold_until,
@@ -230,6 +248,22 @@ class Push(tuple[Any, ...]):
         if self[10] is not None:
             out["at"] = self[10]
         return out
+
+
+_TIME_FIELDS = ("last_sent", "hold_until", "expire_at", "retry_at", "probe", "probe_session")
+"""The time-based rules' scalar facts of a registration (``held`` is kept apart)."""
+_STANZA_FIELDS = tuple(f.name for f in fields(Stanza))
+
+
+def _stanza_row(stanza: Stanza) -> list[Any]:
+    return [list(v) if isinstance(v, tuple) else v for v in astuple(stanza)]
+
+
+def _stanza_from_row(row: list[Any]) -> Stanza:
+    values = dict(zip(_STANZA_FIELDS, row, strict=True))
+    values["mentions"] = tuple(values["mentions"])
+    values["replies"] = tuple(values["replies"])
+    return Stanza(**values)
 
 
 for _index, _name in enumerate(_PUSH_FIELDS):

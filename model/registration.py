@@ -143,8 +143,7 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             "reg/remote-disable", "the push service revoked the node: never pushed again "
             "until enabled anew")
         | tag(disabled.to.itself(internal=True, cond="probing", on="end_probing"),
-              "reg/remote-disable", "the push service revoked a node being retried: the "
-              "probing ends")
+              "reg/retry", "the push service revoked a node being retried: the probing ends")
         | tag(disabled.to.itself(internal=True), "reg/remote-disable",
               "already disabled: a routine no-op, like a late push-result"),
         name="push-remote-disable",
