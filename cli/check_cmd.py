@@ -117,6 +117,10 @@ def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: boo
             click.echo(f"{len(result.left_to_v1)} version-1 rows are not taken at this v2 "
                        "bound (it has no v1 stanza; the v1 default bound takes them): "
                        + "; ".join(result.left_to_v1))
+        if result.left_to_time:
+            click.echo(f"{len(result.left_to_time)} rows of the time-based rules are not "
+                       "explored (no bounded world runs the clock yet; tests/test_time_rules.py "
+                       "takes each): " + "; ".join(result.left_to_time))
     for violation in result.violations.values():
         out = sys.stderr if as_json else sys.stdout
         out.write(f"\n# counterexample for {violation.prop}\n")
