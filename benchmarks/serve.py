@@ -62,6 +62,17 @@ class Plan:
     ceiling_pushes: int
     stores: tuple[str, ...] = STORES
     drain_timeout: float = 60.0
+    push_heavy: tuple[str, ...] = ("memory", "sqlite", "redis")
+    """Stores also run at saturation on the push-heavy trace (``PUSH_HEAVY``)."""
+    push_heavy_users: int = 0
+    """Users of the push-heavy trace (0: four times ``users``)."""
+
+
+PUSH_HEAVY = (0, 0)
+"""The generator's ``routine`` for the push-heavy trace: no routine traffic between the state
+changes that push, so about 0.18 pushes per event instead of 0.11. Pushes/s on the usual trace
+is bounded by events/s x pushes per event; on this one the push path binds first, when it is
+what limits the sidecar."""
 
 
 FULL = Plan(users=200, rates=(1000, 2000, 5000), rate_seconds=8.0, overload_seconds=60.0,
@@ -86,8 +97,8 @@ class Trace:
         return len(self.pushes)
 
 
-def build_trace(users: int, seed: int = 5) -> Trace:
-    mix = generate(users, seed=seed, keep_xml=True)
+def build_trace(users: int, seed: int = 5, routine: tuple[int, int] = (2, 6)) -> Trace:
+    mix = generate(users, seed=seed, keep_xml=True, routine=routine)
     engine = Engine(Config())
     lines: list[bytes] = []
     decided: list[list[str]] = []
@@ -398,7 +409,9 @@ async def one_run(port: int, app: AppServerProcess, trace: Trace, store: str,
     pushed = serve.last_outcome - start if serve.last_outcome else float("nan")
     result = {"events": count, "pushes": serve.delivered, "outcomes": serve.outcomes,
               "events_per_s": round(count / wrote),
-              "pushes_per_s": round(serve.delivered / pushed) if serve.delivered else 0}
+              "pushes_per_s": round(serve.delivered / pushed) if serve.delivered else 0,
+              # The most pushes/s the event rate allows: at this, the events bind, not pushes.
+              "event_cap_pushes_per_s": round(expected / wrote)}
     result.update(latencies(trace, count, written, records))
     return result
 
@@ -472,6 +485,7 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
         users *= 2
         trace = build_trace(users)
     progress(f"trace: {users} users, {len(trace.lines)} events, {trace.push_count} pushes")
+    heavy = build_trace(plan.push_heavy_users or 4 * plan.users, seed=7, routine=PUSH_HEAVY)
     prosody = Prosody(tmp / "prosody")
     prosody.start()
     app = AppServerProcess(prosody.port)
@@ -483,7 +497,9 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
         raw = await ceiling(prosody.port, pushes[:plan.ceiling_pushes])
         app.take()
         out: dict[str, Any] = {"trace": {"events": len(trace.lines), "pushes": trace.push_count},
-                               "ceiling": raw, "stores": {}}
+                               "push_heavy_trace": {"events": len(heavy.lines),
+                                                    "pushes": heavy.push_count},
+                               "ceiling": raw, "stores": {}, "push_heavy": {}}
         for kind in plan.stores:
             try:
                 url = stores.url(kind)
@@ -498,6 +514,11 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
                 runs[f"at_{rate}"] = await one_run(prosody.port, app, trace, stores.url(kind),
                                                    rate, plan.rate_seconds, plan.drain_timeout)
             out["stores"][kind] = runs
+            if kind in plan.push_heavy:
+                progress(f"{kind}: saturation, push-heavy trace, {len(heavy.lines)} events")
+                out["push_heavy"][kind] = await one_run(prosody.port, app, heavy,
+                                                        stores.url(kind), None, None,
+                                                        plan.drain_timeout)
         progress(f"overload: {plan.overload_seconds} s")
         out["overload"] = await overload(prosody.port, trace, plan.overload_seconds)
         return out
@@ -519,6 +540,8 @@ def summary(detail: dict[str, Any]) -> dict[str, Any]:
     rss = {"start": detail["overload"]["start"], "end": detail["overload"]["end"]}
     ratios = {"pushes_to_ceiling": {k: round(v["pushes_per_s"] / ceiling_pps, 3)
                                     for k, v in stores.items()},
+              "push_heavy_to_ceiling": {k: round(v["pushes_per_s"] / ceiling_pps, 3)
+                                        for k, v in detail.get("push_heavy", {}).items()},
               "rss_end_to_start": round(rss["end"] / rss["start"], 2)}
     return {"serve": {"ceiling_pushes_per_s": ceiling_pps, "stores": stores,
                       "overload_rss_mb": rss},
@@ -547,6 +570,10 @@ def text(result: dict[str, Any]) -> str:
     rss = serve["overload_rss_mb"]
     rows += ["", f"overload RSS: {rss['start']} MB at the start, {rss['end']} MB at the end "
                  f"(x{ratios['rss_end_to_start']})"]
+    for kind, r in detail.get("push_heavy", {}).items():
+        rows.append(f"push-heavy trace, {kind}: {r['pushes_per_s']} pushes/s "
+                    f"(x{ratios['push_heavy_to_ceiling'][kind]} ceiling; the event rate "
+                    f"allows {r['event_cap_pushes_per_s']})")
     for kind, runs in detail["stores"].items():
         for name, r in runs.items():
             rows.append(f"  {kind} {name}: {r}")

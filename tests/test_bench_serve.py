@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).parent / "integration"))
 from harness import in_ci  # noqa: E402
 
 TINY = serve.Plan(users=4, rates=(300,), rate_seconds=1.0, overload_seconds=3.0,
-                  ceiling_pushes=100, drain_timeout=30.0)
+                  ceiling_pushes=100, drain_timeout=30.0, push_heavy_users=6)
 STORE_KEYS = {"events_per_s", "pushes_per_s", "p50_ms", "p99_ms", "p99_ms_at_2k"}
 
 
@@ -71,6 +71,14 @@ def test_tiny_run_has_the_issue_shape_and_sane_figures():
             # every publish received is one the sidecar reported, matched to its event
             assert run["matched"] == run["pushes"] <= run["outcomes"] <= run["expected"]
             assert run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
+    # the push-heavy trace: the same generator, more pushes per event, on every store
+    assert set(detail["push_heavy"]) == set(stores)
+    heavy = detail["push_heavy_trace"]
+    assert heavy["pushes"] / heavy["events"] > detail["trace"]["pushes"] / detail["trace"]["events"]
+    for kind, run in detail["push_heavy"].items():
+        assert run["matched"] == run["pushes"] <= run["outcomes"] <= run["expected"], kind
+        assert run["pushes_per_s"] > 0 and run["event_cap_pushes_per_s"] > 0
+        assert detail["ratios"]["push_heavy_to_ceiling"][kind] > 0
     assert set(result["overload_rss_mb"]) == {"start", "end"}
     assert result["overload_rss_mb"]["start"] > 0
     assert detail["overload"]["events"] > 0
