@@ -96,6 +96,7 @@ def test_tiny_run_has_the_issue_shape_and_sane_figures():
         assert detail["ratios"]["push_heavy_to_ceiling"][kind] > 0
         assert 0 < run["burst_pushes"] <= run["matched"], kind  # the closing burst's publishes
         assert detail["ratios"]["burst_to_ceiling"][kind] > 0
+        assert run["ceiling_before_pushes_per_s"] > 0  # measured again right before the burst
     assert set(result["overload_rss_mb"]) == {"start", "end"}
     assert result["overload_rss_mb"]["start"] > 0
     assert detail["overload"]["events"] > 0
