@@ -39,12 +39,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pushrules.generated.events import PushResult
+from pushrules.generated.events import MessageOfflineHandle, PushResult
 from pushrules.model.config import Config
+from pushrules.model.stanza import parse_stanza
 from pushrules.runtime.engine import Engine
 from pushrules.runtime.trace import event_json
 
-from .mix import APP_SERVER, DOMAIN, generate
+from .mix import APP_SERVER, DOMAIN, Mix, generate
 from .servers import APP_JIDS, PUSH_JID, PUSH_SECRET, Prosody, free_port
 
 APP = APP_JIDS[0]
@@ -62,6 +63,21 @@ class Plan:
     ceiling_pushes: int
     stores: tuple[str, ...] = STORES
     drain_timeout: float = 60.0
+    push_heavy: tuple[str, ...] = ("memory", "sqlite", "redis")
+    """Stores also run at saturation on the push-heavy trace (``PUSH_HEAVY``)."""
+    push_heavy_users: int = 0
+    """Users of the push-heavy trace (0: four times ``users``)."""
+    burst_rounds: int = 12
+    """The push-heavy trace ends with this many offline messages per user with push (each
+    pushed to every registration of the user, rule c): the push path's own rate."""
+
+
+PUSH_HEAVY = (0, 0)
+"""The generator's ``routine`` for the push-heavy trace: no routine traffic between the state
+changes that push (about 0.18 pushes per event instead of 0.11), then a burst of offline
+messages (about 2 pushes per event). Pushes/s over a whole run is bounded by events/s x pushes
+per event; in the burst the event rate allows more pushes than the ceiling, so the push path
+binds: its pushes/s is the sidecar's push capacity."""
 
 
 FULL = Plan(users=200, rates=(1000, 2000, 5000), rate_seconds=8.0, overload_seconds=60.0,
@@ -80,19 +96,26 @@ class Trace:
     """Per line, the nodes it pushes to (in decision order)."""
     pushes: list[Any] = field(repr=False)
     """Every push decided, in order (the ceiling publishes the same IQs)."""
+    burst_start: int | None = None
+    """Index of the first line of the closing burst of offline messages, if any."""
 
     @property
     def push_count(self) -> int:
         return len(self.pushes)
 
 
-def build_trace(users: int, seed: int = 5) -> Trace:
-    mix = generate(users, seed=seed, keep_xml=True)
+def build_trace(users: int, seed: int = 5, routine: tuple[int, int] = (2, 6),
+                burst: int = 0) -> Trace:
+    mix = generate(users, seed=seed, keep_xml=True, routine=routine)
     engine = Engine(Config())
     lines: list[bytes] = []
     decided: list[list[str]] = []
     pushes: list[Any] = []
-    for event in mix.events:
+    tail = _burst(mix, burst)
+    start = None
+    for n, event in enumerate(mix.events + tail):
+        if n == len(mix.events) and tail:
+            start = len(lines)
         if isinstance(event, PushResult):
             continue
         data = event_json(event, lambda stanza: mix.xml[str(stanza.id)])
@@ -105,7 +128,22 @@ def build_trace(users: int, seed: int = 5) -> Trace:
             pushes.append(push)
             engine.handle(PushResult(push.user, push.jid, push.node, True))
         decided.append(decided_here)
-    return Trace(lines, decided, pushes)
+    return Trace(lines, decided, pushes, start)
+
+
+def _burst(mix: Mix, rounds: int) -> list[Any]:
+    """``rounds`` offline messages for each user that enabled push (even-numbered users), with
+    the mix's first message shape; their XML goes to ``mix.xml``."""
+    out: list[Any] = []
+    for n in range(rounds):
+        for u in range(0, mix.users, 2):
+            user = f"u{u}@{DOMAIN}"
+            sid = f"burst{n}-{u}"
+            xml = (f'<message xmlns="jabber:client" type="chat" id="{sid}" '
+                   f'from="c{u}@{DOMAIN}/r" to="{user}"><body>burst {n}</body></message>')
+            mix.xml[sid] = xml
+            out.append(MessageOfflineHandle(user, parse_stanza(xml)))
+    return out
 
 
 def _readdressed(event: Any) -> Any:
@@ -360,16 +398,26 @@ class Serve:
 def latencies(trace: Trace, count: int, written: list[float],
               records: list[tuple[str, float]]) -> dict[str, Any]:
     """Event written -> publish received, matching the k-th publish of a node to the k-th push
-    decided for it among the first ``count`` events."""
+    decided for it among the first ``count`` events; with a closing burst, also the pushes/s
+    received from its first push received to its last (``burst_pushes_per_s``)."""
     expected: dict[str, deque[int]] = defaultdict(deque)
     for index in range(count):
         for node in trace.decided[index]:
             expected[node].append(index)
     found: list[float] = []
+    burst: list[float] = []
+    start = len(trace.lines) if trace.burst_start is None else trace.burst_start
     for node, at in records:
         queue = expected.get(node)
         if queue:
-            found.append((at - written[queue.popleft()]) * 1000)
+            index = queue.popleft()
+            found.append((at - written[index]) * 1000)
+            if index >= start:
+                burst.append(at)
+    extra: dict[str, Any] = {}
+    if len(burst) > 1 and max(burst) > min(burst):
+        extra = {"burst_pushes": len(burst),
+                 "burst_pushes_per_s": round((len(burst) - 1) / (max(burst) - min(burst)))}
     wanted = sum(len(trace.decided[i]) for i in range(count))
     if not found:
         return {"matched": 0, "expected": wanted}
@@ -377,7 +425,7 @@ def latencies(trace: Trace, count: int, written: list[float],
     return {"matched": len(found), "expected": wanted,
             "p50_ms": round(statistics.median(found), 1),
             "p99_ms": round(found[min(len(found) - 1, int(len(found) * 0.99))], 1),
-            "max_ms": round(found[-1], 1)}
+            "max_ms": round(found[-1], 1), **extra}
 
 
 async def one_run(port: int, app: AppServerProcess, trace: Trace, store: str,
@@ -398,7 +446,9 @@ async def one_run(port: int, app: AppServerProcess, trace: Trace, store: str,
     pushed = serve.last_outcome - start if serve.last_outcome else float("nan")
     result = {"events": count, "pushes": serve.delivered, "outcomes": serve.outcomes,
               "events_per_s": round(count / wrote),
-              "pushes_per_s": round(serve.delivered / pushed) if serve.delivered else 0}
+              "pushes_per_s": round(serve.delivered / pushed) if serve.delivered else 0,
+              # The most pushes/s the event rate allows: at this, the events bind, not pushes.
+              "event_cap_pushes_per_s": round(expected / wrote)}
     result.update(latencies(trace, count, written, records))
     return result
 
@@ -472,6 +522,8 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
         users *= 2
         trace = build_trace(users)
     progress(f"trace: {users} users, {len(trace.lines)} events, {trace.push_count} pushes")
+    heavy = build_trace(plan.push_heavy_users or 4 * plan.users, seed=7, routine=PUSH_HEAVY,
+                        burst=plan.burst_rounds)
     prosody = Prosody(tmp / "prosody")
     prosody.start()
     app = AppServerProcess(prosody.port)
@@ -483,7 +535,9 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
         raw = await ceiling(prosody.port, pushes[:plan.ceiling_pushes])
         app.take()
         out: dict[str, Any] = {"trace": {"events": len(trace.lines), "pushes": trace.push_count},
-                               "ceiling": raw, "stores": {}}
+                               "push_heavy_trace": {"events": len(heavy.lines),
+                                                    "pushes": heavy.push_count},
+                               "ceiling": raw, "stores": {}, "push_heavy": {}}
         for kind in plan.stores:
             try:
                 url = stores.url(kind)
@@ -498,6 +552,9 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
                 runs[f"at_{rate}"] = await one_run(prosody.port, app, trace, stores.url(kind),
                                                    rate, plan.rate_seconds, plan.drain_timeout)
             out["stores"][kind] = runs
+            if kind in plan.push_heavy:
+                out["push_heavy"][kind] = await _push_heavy(plan, prosody.port, app, heavy,
+                                                            stores.url(kind), progress)
         progress(f"overload: {plan.overload_seconds} s")
         out["overload"] = await overload(prosody.port, trace, plan.overload_seconds)
         return out
@@ -505,6 +562,20 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
         app.stop()
         prosody.stop()
         stores.close()
+
+
+async def _push_heavy(plan: Plan, port: int, app: AppServerProcess, heavy: Trace, url: str,
+                      progress: Progress) -> dict[str, Any]:
+    """The push-heavy trace at saturation, right after a ceiling of the burst's size (the
+    machine's load moves the ceiling within a run: the burst is compared with this one)."""
+    burst = heavy.pushes[len(heavy.pushes) - sum(len(d) for d in heavy.decided[
+        heavy.burst_start or len(heavy.lines):]):]
+    raw = await ceiling(port, burst or heavy.pushes)
+    app.take()
+    progress(f"{url.split(':')[0]}: saturation, push-heavy trace, {len(heavy.lines)} events "
+             f"(ceiling just before: {raw['pushes_per_s']} pushes/s)")
+    run = await one_run(port, app, heavy, url, None, None, plan.drain_timeout)
+    return {**run, "ceiling_before_pushes_per_s": raw["pushes_per_s"]}
 
 
 def summary(detail: dict[str, Any]) -> dict[str, Any]:
@@ -519,6 +590,14 @@ def summary(detail: dict[str, Any]) -> dict[str, Any]:
     rss = {"start": detail["overload"]["start"], "end": detail["overload"]["end"]}
     ratios = {"pushes_to_ceiling": {k: round(v["pushes_per_s"] / ceiling_pps, 3)
                                     for k, v in stores.items()},
+              "push_heavy_to_ceiling": {k: round(v["pushes_per_s"] / ceiling_pps, 3)
+                                        for k, v in detail.get("push_heavy", {}).items()},
+              # the push path's capacity: pushes/s within the closing burst, over the
+              # ceiling measured right before it
+              "burst_to_ceiling": {k: round(v["burst_pushes_per_s"]
+                                         / v["ceiling_before_pushes_per_s"], 3)
+                                   for k, v in detail.get("push_heavy", {}).items()
+                                   if "burst_pushes_per_s" in v},
               "rss_end_to_start": round(rss["end"] / rss["start"], 2)}
     return {"serve": {"ceiling_pushes_per_s": ceiling_pps, "stores": stores,
                       "overload_rss_mb": rss},
@@ -547,6 +626,12 @@ def text(result: dict[str, Any]) -> str:
     rss = serve["overload_rss_mb"]
     rows += ["", f"overload RSS: {rss['start']} MB at the start, {rss['end']} MB at the end "
                  f"(x{ratios['rss_end_to_start']})"]
+    for kind, r in detail.get("push_heavy", {}).items():
+        rows.append(f"push-heavy trace, {kind}: {r['pushes_per_s']} pushes/s "
+                    f"(x{ratios['push_heavy_to_ceiling'][kind]} ceiling; the event rate "
+                    f"allows {r['event_cap_pushes_per_s']}); in its closing burst "
+                    f"{r.get('burst_pushes_per_s')} pushes/s "
+                    f"(x{ratios['burst_to_ceiling'].get(kind)} the ceiling just before it)")
     for kind, runs in detail["stores"].items():
         for name, r in runs.items():
             rows.append(f"  {kind} {name}: {r}")

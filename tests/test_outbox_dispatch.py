@@ -231,3 +231,78 @@ def test_over_a_store_committing_per_iteration_each_push_is_committed_before_it_
         store.close()
 
     asyncio.run(main())
+
+
+def _local_redis():
+    import os
+
+    import pytest
+
+    from pushrules.runtime.store.local_redis import LocalRedis, RedisServerMissing
+
+    try:
+        return LocalRedis()
+    except RedisServerMissing as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{exc}: the Redis tests never skip in CI")
+        pytest.skip(str(exc))
+
+
+def test_over_redis_the_send_counts_of_an_iteration_are_in_redis_before_the_sends():
+    """Redis with deferred send counts: when a publish goes out, its decision (committed at
+    once) and its attempt count (one pipeline for all the iteration's sends) are in Redis,
+    as another client reads them."""
+    from pushrules.runtime.store.redis_store import RedisStore
+
+    async def main(url):
+        store = RedisStore(f"{url}?node=a")
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2", "n3"))
+        loop = asyncio.get_running_loop()
+        store.defer_commits(lambda flush: loop.call_later(60, flush))  # never on its own
+        flushes = []
+
+        def flush():
+            flushes.append(len(sender.sent))
+            store.flush()
+
+        dispatcher.flush = flush
+        reader = RedisStore(f"{url}?node=a")  # (same node: it may read the entries' leases)
+        seen: list[list[tuple[str, int]]] = []
+        send = sender.__call__
+
+        async def checking(push):
+            seen.append(sorted((p.row["node"], p.attempts) for p in reader.outbox_pending()))
+            return await send(push)
+
+        dispatcher.send = checking
+        dispatcher.handle(offline("m1"))
+        assert [p.attempts for p in reader.outbox_pending()] == [0, 0, 0]  # decided, unsent
+        await dispatcher.drain()
+        assert [o.status for o in outcomes] == ["delivered"] * 3
+        assert seen and all(s == [("n1", 1), ("n2", 1), ("n3", 1)] for s in seen)
+        assert flushes == [0]  # one pipeline before the three sends
+        assert reader.outbox_pending() == []
+        reader.close()
+        store.close()
+
+    with _local_redis() as server:
+        asyncio.run(main(server.url))
+
+
+def test_deferred_redis_send_counts_survive_a_server_that_lost_its_scripts():
+    from pushrules.runtime.store.redis_store import RedisStore
+
+    with _local_redis() as server:
+        store = RedisStore(f"{server.url}?node=a")
+        engine = setup(store)[0]
+        engine.handle(offline("m1"))
+        entry = engine.last_entries[0]
+        scheduled = []
+        store.defer_commits(scheduled.append)
+        engine.outbox_attempt(entry)
+        engine.outbox_attempt(entry)
+        assert len(scheduled) == 1  # one flush for both
+        store._redis.script_flush()
+        store.flush()
+        assert [p.attempts for p in store.outbox_pending()] == [2]
+        store.close()

@@ -41,8 +41,9 @@ audit entry) before the event, in the same commit.
 from __future__ import annotations
 
 import json
+import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -218,6 +219,7 @@ return 1
 """
 
 OUR_PARAMS = ("prefix",)
+log = logging.getLogger("pushrules.store")
 
 
 class RedisStore:
@@ -253,6 +255,9 @@ class RedisStore:
         self._outbox_attempt = self._redis.register_script(OUTBOX_ATTEMPT)
         self._outbox_claim = self._redis.register_script(OUTBOX_CLAIM)
         self._outbox_remove = self._redis.register_script(OUTBOX_REMOVE)
+        self._schedule: Callable[[Callable[[], None]], object] | None = None
+        self._counts: list[list[Any]] = []
+        """Send counts deferred to the next ``flush`` (EVALSHA arguments of OUTBOX_ATTEMPT)."""
 
     def _connect(self, url: str, timeout: float) -> Any:
         """The client for ``url`` (our own parameters removed); subclasses pick another."""
@@ -383,6 +388,12 @@ class RedisStore:
         return out
 
     def outbox_attempt(self, user: str, key: str, attempts: int) -> None:
+        if self._schedule is not None:
+            if not self._counts:
+                self._schedule(self._flush_scheduled)
+            self._counts.append([self._outbox_attempt.sha, 3, *self._outbox_keys(user), key,
+                                 attempts, self.node, self.lease_ms])
+            return
         with self._errors("record a send in the outbox of", user):
             self._outbox_attempt(keys=self._outbox_keys(user),
                                  args=[key, attempts, self.node, self.lease_ms])
@@ -394,12 +405,52 @@ class RedisStore:
             # A script, not MULTI: atomic on the user's slot on a cluster too.
             self._outbox_remove(keys=self._outbox_keys(user), args=keys)
 
+    # --- send counts in one pipeline per loop iteration ---------------------------------------
+    def defer_commits(self, schedule: Callable[[Callable[[], None]], object]) -> None:
+        """From now on, outbox send counts wait for ``flush()`` and go in one pipeline (one
+        round trip for all the sends of a loop iteration; the dispatcher flushes before it
+        sends, so each count is in Redis before its send). ``schedule(flush)`` is called when
+        the first one waits. Commits stay one script each, answered at once: their version
+        check decides whether the pushes they carry exist at all. A cluster client keeps
+        one call per count (its pipelines route per slot differently)."""
+        if isinstance(self._redis, redis.Redis):
+            self._schedule = schedule
+
+    def flush(self) -> None:
+        """Send the waiting send counts (StoreUnavailable if that fails: those counts are
+        lost, the sends go ahead, as when a count fails on its own)."""
+        counts, self._counts = self._counts, []
+        if not counts:
+            return
+        with self._errors("record sends in the outbox of", "any"):
+            try:
+                self._pipeline(counts)
+            except redis.exceptions.NoScriptError:  # the server lost its scripts (a restart)
+                self._redis.script_load(OUTBOX_ATTEMPT)
+                self._pipeline(counts)  # (a count sent twice sets the same value)
+
+    def _pipeline(self, counts: list[list[Any]]) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        for args in counts:
+            pipe.execute_command("EVALSHA", *args)
+        pipe.execute()
+
+    def _flush_scheduled(self) -> None:
+        try:
+            self.flush()
+        except StoreError as exc:  # nobody to raise to: say what was lost
+            log.warning("%s", exc)
+
     def ttl_ms(self, user: str, reg: RegId) -> int:
         """Milliseconds before the registration's orphan TTL fires (-2: no TTL running)."""
         with self._errors("read a TTL of", user):
             return int(self._redis.pttl(self._user_prefix(user) + "ttl:" + _reg_id(reg)))
 
     def close(self) -> None:
+        try:
+            self.flush()
+        except StoreError as exc:
+            log.warning("%s", exc)
         self._redis.close()
 
 
