@@ -142,6 +142,8 @@ class _StanzaReader:
                     clean = False
         except ParseError:
             clean = False
+        # (``fromstring`` never hands in XML naming our marker: it cannot be forged here; an
+        # open CDATA section swallows the marker, leaving one child.)
         if not (clean and len(root) == 2 and root.text is None and root[0].tail is None):
             _local_reader.reader = _StanzaReader()
             return None
@@ -155,6 +157,23 @@ class _StanzaReader:
 
 
 _local_reader = threading.local()
+
+
+def _read_alone(xml: str) -> Element | None:
+    """The one element of ``xml`` parsed by a parser of its own (None: not exactly one element
+    free of processing instructions and comments; ``fromstring`` has refused a leading DTD or
+    declaration already)."""
+    parser: Any = XMLPullParser(events=("start", "pi", "comment"))
+    try:
+        parser.feed(xml)
+        events = list(parser.read_events())
+        parser.close()
+    except ParseError:
+        return None
+    if any(kind != "start" for kind, _ in events) or not events:
+        return None
+    root: Element = events[0][1]
+    return root
 
 
 def _reader() -> _StanzaReader:
@@ -204,7 +223,9 @@ def fromstring(xml: str) -> Element:
     # tag, no CDATA section after its end tag (element content allows one, a document not).
     if not xml.startswith("<") or xml[1:2] in ("!", "?", "/", "") or xml.endswith("]]>"):
         raise StanzaError(_why_refused(xml))
-    element = _reader().read(xml)
+    # Our reader's end marker inside the XML could be forged to look closed: such rare XML is
+    # parsed on its own instead.
+    element = _read_alone(xml) if _SENTINEL in xml else _reader().read(xml)
     if element is None:
         raise StanzaError(_why_refused(xml))
     return element

@@ -20,8 +20,10 @@ from pushrules.checker.explore import Explorer, Result, Taken
 from pushrules.checker.mutants import build_tables, mutants, run_mutant
 from pushrules.checker.properties import PROPERTIES
 from pushrules.checker.tableworld import TableWorld, world_class
+from pushrules.generated import tables as generated_tables
 from pushrules.model import actions as model_actions
 from pushrules.model.config import Config
+from pushrules.model.rules import TIME_RULES
 from pushrules.runtime.replay import replay
 
 SMALL_BOUNDS = Bounds(sessions=2, push_sessions=1, orphans=1, stanzas=1, max_errors=2,
@@ -150,7 +152,11 @@ def test_cli_check_json_passes_and_fails(monkeypatch: pytest.MonkeyPatch) -> Non
     ok = runner.invoke(check, args)
     assert ok.exit_code == 0, ok.output
     summary = json.loads(ok.output)
-    assert set(summary) == {"states", "transitions", "seconds", "properties"}
+    assert set(summary) == {"states", "transitions", "seconds", "properties", "left_to_time"}
+    # the rows only the clock takes are listed, not required (no bounded world runs it yet)
+    time_rows = [row for by_event in generated_tables.REGISTRATION.values()
+                 for rows in by_event.values() for row in rows if row[3] in TIME_RULES]
+    assert len(summary["left_to_time"]) == len(time_rows) > 0
     assert summary["states"] > 1000 and summary["transitions"] > summary["states"]
     assert set(summary["properties"].values()) == {"pass"}
     mutant = _mutant("drop-guard registration bound push_result 2 below_max_errors")

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from replaykit import msg
 
 from pushrules.model import stanza as st_mod
-from pushrules.model.stanza import StanzaError, parse_stanza
+from pushrules.model.stanza import StanzaError, fromstring, parse_stanza
 
 CS = "<composing xmlns='http://jabber.org/protocol/chatstates'/>"
 CARBON = ("<{d} xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'>"
@@ -189,3 +189,21 @@ def test_parse_cache_is_bounded_in_bytes() -> None:
     small = msg("small")
     assert parse_stanza(small) is parse_stanza(small)  # a repeat is parsed once
     cache.clear()
+
+
+@pytest.mark.parametrize("xml", [
+    "<a/><pushrules-stanza-end><![CDATA[",
+    "<pushrules-stanza-end/><pushrules-stanza-end/><![CDATA[<a>",
+    "<a/><![CDATA[",
+])
+def test_xml_forging_or_swallowing_the_readers_marker_is_refused_and_the_reader_goes_on(xml):
+    # Found by hypothesis (test_bench_stanza.py): a forged, open marker element was taken as
+    # the reader's own, and the open CDATA then swallowed every later stanza.
+    with pytest.raises(StanzaError, match="not well-formed XML"):
+        fromstring(xml)
+    assert fromstring("<message id='m1'><body>b</body></message>").get("id") == "m1"
+
+
+def test_a_stanza_naming_the_readers_marker_in_its_text_still_parses():
+    body = fromstring("<message id='m1'><body>pushrules-stanza-end</body></message>")[0]
+    assert body.text == "pushrules-stanza-end"
