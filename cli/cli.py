@@ -101,7 +101,11 @@ def render(check: bool, root: Path | None) -> None:
                    "`pushrules registrations USER --store URL`. Default: in memory, not kept.")
 def replay(trace, settings: tuple[str, ...], explain: bool, strict: bool,
            store_url: str | None) -> None:
-    """Replay a TRACE of server events (JSON Lines; - for stdin); print the pushes."""
+    """Replay a TRACE of server events (JSON Lines; - for stdin); print the pushes.
+
+    The clock is the events' `at`: with burst_window, orphan_ttl or retry_after set, what comes
+    due happens before the event that passed its time, and the held pushes are sent at the end
+    of input (or at a line that ends the replay), each at its due time."""
     from pushrules.runtime.replay import EXIT_BAD_INPUT, open_engine
     from pushrules.runtime.replay import replay as run
 

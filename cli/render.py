@@ -41,7 +41,7 @@ def _mermaid_label(t: TransitionIR) -> str:
         text += f" [{t.guard_label}]"
     if t.actions:
         text += " / " + ", ".join(t.actions)
-    text += f" ({t.rule}, pushes)" if t.pushes else f" ({t.rule})"
+    text += f" ({t.rule}, pushes)" if t.sends else f" ({t.rule})"
     return _mermaid_escape(text)
 
 
@@ -67,7 +67,7 @@ def _edge_groups(m: MachineIR) -> list[EdgeGroup]:
     for t in m.every_transition:
         if t.source != t.target:
             groups.setdefault((t.source, t.target), []).append(t)
-    return [EdgeGroup(s, d, any(t.pushes for t in rows),
+    return [EdgeGroup(s, d, any(t.sends for t in rows),
                       tuple(dict.fromkeys(e for t in rows for e in t.triggers)))
             for (s, d), rows in groups.items()]
 
@@ -121,7 +121,7 @@ def _environment() -> Environment:
     env.filters["dotwrap"] = _dot_wrap
     env.filters["edge_groups"] = _edge_groups
     env.globals["leaving"] = _leaving
-    env.tests["pushing"] = lambda t: t.pushes
+    env.tests["pushing"] = lambda t: t.sends
     env.filters["mdesc"] = lambda s: (" ".join(s.split()).replace("|", "\\|")
                                       .replace("<", "&lt;").replace(">", "&gt;"))
     return env

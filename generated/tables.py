@@ -657,7 +657,48 @@ REGISTRATION: Table = {
                 'a new registration starts bound, with no errors',
             ),
         ),
+        'unbind': (
+            (
+                (),
+                'disabled',
+                (_a.release_probe_session, ),
+                'reg/retry',
+                'disabled to be retried, its session is gone or holds another registration: rule a probes it no more',
+            ),
+        ),
+        'disable': (
+            (
+                ((_g.probing, True), ),
+                'disabled',
+                (_a.end_probing_by_client, ),
+                'reg/retry',
+                'the client disabled a registration being retried: the probing ends',
+            ),
+        ),
+        'push_session': (
+            (
+                ((_g.probe_ready, True), ),
+                'disabled',
+                (_a.send_probe, ),
+                'reg/probe',
+                'retried, and its session would push by rule a: one stanza as a probe',
+            ),
+            (
+                ((_g.probe_ready, False), ),
+                'disabled',
+                (),
+                'reg/retry',
+                "waiting for retry_after or for the probe's push-result: nothing is pushed",
+            ),
+        ),
         'push_archive': (
+            (
+                ((_g.probe_ready, True), (_g.addressed_to_user, True), ),
+                'disabled',
+                (_a.send_probe, ),
+                'reg/probe',
+                'retried, and the rules would push the stanza to it were it enabled: one stanza, by the rule of this path, as a probe',
+            ),
             (
                 (),
                 'disabled',
@@ -668,6 +709,13 @@ REGISTRATION: Table = {
         ),
         'push_offline': (
             (
+                ((_g.probe_ready, True), ),
+                'disabled',
+                (_a.send_probe, ),
+                'reg/probe',
+                'retried, and the rules would push the stanza to it were it enabled: one stanza, by the rule of this path, as a probe',
+            ),
+            (
                 (),
                 'disabled',
                 (),
@@ -676,6 +724,13 @@ REGISTRATION: Table = {
             ),
         ),
         'push_groupchat': (
+            (
+                ((_g.probe_ready, True), ),
+                'disabled',
+                (_a.send_probe, ),
+                'reg/probe',
+                'retried, and the rules would push the stanza to it were it enabled: one stanza, by the rule of this path, as a probe',
+            ),
             (
                 (),
                 'disabled',
@@ -686,6 +741,13 @@ REGISTRATION: Table = {
         ),
         'push_call': (
             (
+                ((_g.probe_ready, True), (_g.outgoing_copy, False), ),
+                'disabled',
+                (_a.send_probe, ),
+                'reg/probe',
+                'retried, and the rules would push the stanza to it were it enabled: one stanza, by the rule of this path, as a probe',
+            ),
+            (
                 (),
                 'disabled',
                 (),
@@ -694,6 +756,13 @@ REGISTRATION: Table = {
             ),
         ),
         'push_call_end': (
+            (
+                ((_g.probe_ready, True), (_g.call_pushed_here, True), (_g.outgoing_copy, False), ),
+                'disabled',
+                (_a.send_probe, ),
+                'reg/probe',
+                'retried, and the rules would push the stanza to it were it enabled: one stanza, by the rule of this path, as a probe',
+            ),
             (
                 (),
                 'disabled',
@@ -704,6 +773,13 @@ REGISTRATION: Table = {
         ),
         'remote_disable': (
             (
+                ((_g.probing, True), ),
+                'disabled',
+                (_a.end_probing, ),
+                'reg/retry',
+                'the push service revoked a node being retried: the probing ends',
+            ),
+            (
                 (),
                 'disabled',
                 (),
@@ -712,6 +788,27 @@ REGISTRATION: Table = {
             ),
         ),
         'push_result': (
+            (
+                ((_g.probe_sent, True), (_g.result_ok, True), ),
+                'orphaned',
+                (_a.enable_after_probe, ),
+                'reg/retry',
+                'the probe succeeded: enabled again, bound to no session',
+            ),
+            (
+                ((_g.probe_sent, True), (_g.result_wait, True), ),
+                'disabled',
+                (_a.probe_again, ),
+                'reg/retry',
+                'a wait error for the probe is transient: still probing',
+            ),
+            (
+                ((_g.probe_sent, True), (_g.counted_error, True), ),
+                'disabled',
+                (_a.retry_later, ),
+                'reg/retry',
+                'a counted error for the probe: disabled again, the wait starts over',
+            ),
             (
                 (),
                 'disabled',
@@ -735,10 +832,7 @@ REGISTRATION_REJECTIONS: dict[tuple[str, str], str] = {
     ('absent', 'push_session'): 'no such registration was ever enabled',
     ('absent', 'remote_disable'): 'an unknown registration is never fired: the world treats its remote disable as a routine no-op',
     ('absent', 'unbind'): 'no such registration was ever enabled',
-    ('disabled', 'disable'): 'the registration is not enabled',
     ('disabled', 'evict'): 'the registration is not enabled',
-    ('disabled', 'push_session'): 'a disabled registration is never pushed to',
-    ('disabled', 'unbind'): 'the registration is not enabled',
     ('orphaned', 'push_session'): 'no session is bound to it',
     ('orphaned', 'unbind'): 'the registration is already bound to no session',
 }
@@ -747,9 +841,22 @@ REGISTRATION_REJECTIONS: dict[tuple[str, str], str] = {
 # checker explores contract events only. An engine that runs timers takes these rows as above.
 REGISTRATION_TIMER_EVENTS: dict[str, str] = {
     'expire': 'expire',
+    'flush': 'held-push-due',
+    'retry': 'retry-due',
 }
 
 REGISTRATION_TIMERS: Table = {
+    'bound': {
+        'flush': (
+            (
+                (),
+                'bound',
+                (_a.send_held, ),
+                'burst/flush',
+                'the burst window since the last push ended: the held stanzas the rules would still push go as one push',
+            ),
+        ),
+    },
     'orphaned': {
         'expire': (
             (
@@ -760,12 +867,37 @@ REGISTRATION_TIMERS: Table = {
                 'bound to no live session for orphan_ttl seconds: disabled with the reason expired',
             ),
         ),
+        'flush': (
+            (
+                (),
+                'orphaned',
+                (_a.send_held, ),
+                'burst/flush',
+                'the burst window since the last push ended: the held stanzas the rules would still push go as one push',
+            ),
+        ),
+    },
+    'disabled': {
+        'retry': (
+            (
+                (),
+                'disabled',
+                (_a.ready_to_probe, ),
+                'reg/retry',
+                'retry_after seconds since the disable for counted errors: the next stanza is a probe',
+            ),
+        ),
     },
 }
 
 REGISTRATION_TIMER_REJECTIONS: dict[tuple[str, str], str] = {
     ('absent', 'expire'): 'no such registration was ever enabled',
+    ('absent', 'flush'): 'no such registration was ever enabled',
+    ('absent', 'retry'): 'no such registration was ever enabled',
     ('bound', 'expire'): 'bound to a live session: its orphan TTL is not running',
+    ('bound', 'retry'): 'only a registration disabled for counted errors is retried',
     ('disabled', 'expire'): 'the registration is not enabled',
+    ('disabled', 'flush'): 'the pushes held for a disabled registration were discarded',
+    ('orphaned', 'retry'): 'only a registration disabled for counted errors is retried',
 }
 

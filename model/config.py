@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -30,13 +31,19 @@ class Config:
                                       "deduplication (oldest forgotten first).")
     orphan_ttl: int = _option(0, "Seconds a registration may stay bound to no live session "
                                  "before it is disabled with the reason expired (0: never); "
-                                 "today a store that keeps the clock (Redis) fires it.")
+                                 "the clock is the events' `at` (v2; whole seconds, as a store's "
+                                 "key TTL takes them).")
     final_timeout_counts: bool = _option(True, "A push whose every send timed out (no answer "
                                                "at all) counts as an error (push-result with "
                                                "no error type); off: given up like a wait.")
 
     groupchat_default: str = _option("always", "Chat setting of a group chat the user has no "
                                                "setting for: always, on-mention or never.")
+    burst_window: float = _option(0.0, "Seconds after a push to a registration during which "
+                                       "further pushes to it are held, then sent as one when "
+                                       "the window ends (0: off; urgent pushes never held).")
+    retry_after: float = _option(0.0, "Seconds after a disable for counted errors before the "
+                                      "next stanza is pushed to it once as a probe (0: never).")
 
     @classmethod
     def option_docs(cls) -> list[tuple[str, object, str]]:
@@ -59,15 +66,26 @@ class Config:
         if new.groupchat_default not in NOTIFY_SETTINGS:
             raise ValueError(f"option groupchat_default: {new.groupchat_default!r} is not one "
                              f"of {', '.join(NOTIFY_SETTINGS)}")
-        if new.orphan_ttl < 0:
-            raise ValueError("orphan_ttl must not be negative (0: never expire)")
+        for name in TIME_OPTIONS:
+            if getattr(new, name) < 0:
+                raise ValueError(f"option {name} must not be negative (seconds; 0: off), got "
+                                 f"{getattr(new, name)!r}")
         return new
+
+    @property
+    def timed(self) -> bool:
+        """Some time-based rule is on (a world must then run its clock's due queue)."""
+        return bool(self.burst_window or self.orphan_ttl or self.retry_after)
 
     @classmethod
     def options_help(cls) -> str:
         """Every option and its default (for --help): ``max_errors (16), max_devices (5), ...``."""
         defaults = cls()
         return ", ".join(f"{f.name} ({getattr(defaults, f.name)!r})" for f in fields(cls))
+
+
+TIME_OPTIONS = ("burst_window", "orphan_ttl", "retry_after")
+"""The time-based rules' options (contract v2): seconds, 0 is off."""
 
 
 def _parse(name: str, raw: str, kind: type) -> object:
@@ -83,4 +101,14 @@ def _parse(name: str, raw: str, kind: type) -> object:
             return int(raw)
         except ValueError:
             raise ValueError(f"option {name}: {raw!r} is not an integer") from None
+    if kind is float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ValueError(f"option {name}: {raw!r} is not a number of seconds") from None
+        if not math.isfinite(value):
+            raise ValueError(f"option {name}: {raw!r} is not a finite number of seconds")
+        # Whole seconds stay an int, so a due time computed from an integer `at` is printed
+        # as the trace wrote its times (18, not 18.0).
+        return int(value) if value.is_integer() else value
     return raw

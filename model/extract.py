@@ -13,7 +13,7 @@ from .events import CALL_EVENTS, EVENTS, SESSION, EventSpec
 from .guards import GUARD_DOCS
 from .registration import REJECTIONS as REGISTRATION_REJECTIONS
 from .registration import TIMER_EVENTS, Registration
-from .rules import ALL_RULES, PUSH_RULES, V2_RULES
+from .rules import ALL_RULES, PUSH_RULES, TIME_RULES, V2_RULES
 from .session import REJECTIONS as SESSION_REJECTIONS
 from .session import PushSession
 
@@ -29,6 +29,11 @@ def row_pushes(rule: str, actions: tuple[str, ...]) -> bool:
     registration it is bound to). A push-rule row without actions decides that nothing is
     pushed (rule b for an outgoing copy)."""
     return PUSH_ACTION in actions or (rule in PUSH_RULES and bool(actions))
+
+
+SENDING_ACTIONS = frozenset({PUSH_ACTION, "send_probe", "send_held"})
+"""Actions that send a push: the dedup step, a retried registration's probe, and held pushes
+sent when due (what the diagrams and the rules table mark as pushing)."""
 
 
 V2_MACHINE_EVENTS = frozenset(
@@ -73,6 +78,11 @@ class TransitionIR:
         return row_pushes(self.rule, self.actions)
 
     @property
+    def sends(self) -> bool:
+        """It pushes (``pushes``), or sends a probe or held pushes (the time-based rules)."""
+        return self.pushes or any(a in SENDING_ACTIONS for a in self.actions)
+
+    @property
     def guard_label(self) -> str:
         return " and ".join(g.label for g in self.guards)
 
@@ -97,20 +107,26 @@ class MachineIR:
     timer_events: tuple[tuple[str, str], ...] = ()
     """Events raised by a clock, not by a contract event (registration.py TIMER_EVENTS)."""
     timers: tuple[TransitionIR, ...] = ()
-    """The transitions of the timer events: apart from ``transitions``, which the checker
-    explores and mutates (it raises contract events only)."""
+    """The transitions of the timer events the bounded checker raises with ``--expiry``:
+    apart from ``transitions``, which the checker explores and mutates (it raises contract
+    events only)."""
     timer_rejections: tuple[RejectionIR, ...] = ()
+    clock_timers: tuple[TransitionIR, ...] = ()
+    """The transitions of the time-based rules' timer events (burst_window, retry_after: rule
+    tags in TIME_RULES), which no bounded checker raises yet (its time abstraction is to come);
+    an engine takes them as the others."""
 
     def rows(self, state: str, event: str) -> tuple[TransitionIR, ...]:
         return tuple(t for t in self.transitions if t.source == state and t.event == event)
 
     def timer_rows(self, state: str, event: str) -> tuple[TransitionIR, ...]:
-        return tuple(t for t in self.timers if t.source == state and t.event == event)
+        return tuple(t for t in self.timers + self.clock_timers
+                     if t.source == state and t.event == event)
 
     @property
     def every_transition(self) -> tuple[TransitionIR, ...]:
         """Contract-driven and timer transitions: what a reader of the rules sees."""
-        return self.transitions + self.timers
+        return self.transitions + self.timers + self.clock_timers
 
     @property
     def every_rejection(self) -> tuple[RejectionIR, ...]:
@@ -137,6 +153,26 @@ class ModelIR:
         return next(m for m in self.machines if m.name == name)
 
 
+def _transition_ir(name: str, t: Any, names: dict[str, str]) -> TransitionIR:
+    """One psm transition as plain data."""
+    event = str(next(iter(t.events)))
+    return TransitionIR(
+        machine=name,
+        source=t.source.id,
+        target=t.target.id,
+        event=event,
+        event_name=names[event],
+        guards=tuple(GuardRef(str(c.func), bool(c.expected_value)) for c in t.cond),
+        actions=tuple(
+            str(c.func) for c in t.on
+            if str(c.func) not in _CONVENTION_CALLBACKS and not str(c.func).startswith("on_")
+        ),
+        internal=bool(t.internal),
+        rule=t.rule,
+        why=t.why,
+    )
+
+
 def extract_machine(
     name: str, cls: Any, rejections: dict[tuple[str, str], str],
     timer_events: Collection[str] = (),
@@ -145,37 +181,33 @@ def extract_machine(
     initial = next(s.id for s in cls.states if s.initial)
     every_event = tuple((e.id, e.name) for e in cls.events)
     names = dict(every_event)
-    transitions: list[TransitionIR] = []
-    for state in cls.states:
-        for t in state.transitions:
-            event = next(iter(t.events))
-            transitions.append(TransitionIR(
-                machine=name,
-                source=t.source.id,
-                target=t.target.id,
-                event=str(event),
-                event_name=names[str(event)],
-                guards=tuple(GuardRef(str(c.func), bool(c.expected_value)) for c in t.cond),
-                actions=tuple(
-                    str(c.func) for c in t.on
-                    if str(c.func) not in _CONVENTION_CALLBACKS
-                    and not str(c.func).startswith("on_")
-                ),
-                internal=bool(t.internal),
-                rule=t.rule,
-                why=t.why,
-            ))
+    transitions = [_transition_ir(name, t, names) for state in cls.states
+                   for t in state.transitions]
     rejected = tuple(RejectionIR(s, e, r) for (s, e), r in sorted(rejections.items()))
     return MachineIR(
         name=name, class_name=cls.__name__, doc=(cls.__doc__ or "").strip(), states=states,
-        initial=initial,
-        events=tuple(e for e in every_event if e[0] not in timer_events),
-        transitions=tuple(t for t in transitions if t.event not in timer_events),
-        rejections=tuple(r for r in rejected if r.event not in timer_events),
-        timer_events=tuple(e for e in every_event if e[0] in timer_events),
-        timers=tuple(t for t in transitions if t.event in timer_events),
-        timer_rejections=tuple(r for r in rejected if r.event in timer_events),
+        initial=initial, **_by_kind(every_event, transitions, rejected, timer_events),
     )
+
+
+def _by_kind(every_event: tuple[tuple[str, str], ...], transitions: list[TransitionIR],
+             rejected: tuple[RejectionIR, ...], timer_events: Collection[str]) -> dict[str, Any]:
+    """MachineIR's events, rows and rejections of the contract events apart from those of the
+    timer events, and the time-based rules' timer rows apart from the checker's."""
+    # Timer events all of whose rows carry a time-based rule's tag: no bounded checker raises
+    # them yet (the checker's ``--expiry`` raises ``expire``).
+    clock_events = {e for e in timer_events
+                    if all(t.rule in TIME_RULES for t in transitions if t.event == e)}
+    return {
+        "events": tuple(e for e in every_event if e[0] not in timer_events),
+        "transitions": tuple(t for t in transitions if t.event not in timer_events),
+        "rejections": tuple(r for r in rejected if r.event not in timer_events),
+        "timer_events": tuple(e for e in every_event if e[0] in timer_events),
+        "timers": tuple(t for t in transitions if t.event in timer_events
+                        and t.event not in clock_events),
+        "timer_rejections": tuple(r for r in rejected if r.event in timer_events),
+        "clock_timers": tuple(t for t in transitions if t.event in clock_events),
+    }
 
 
 def _triggers(session: MachineIR, event: str) -> tuple[str, ...]:
@@ -201,7 +233,8 @@ def _with_triggers(session: MachineIR, registration: MachineIR) -> tuple[Machine
 
     return (replace(session, transitions=tuple(map(own, session.transitions))),
             replace(registration, transitions=tuple(map(caused, registration.transitions)),
-                    timers=tuple(map(caused, registration.timers))))
+                    timers=tuple(map(caused, registration.timers)),
+                    clock_timers=tuple(map(caused, registration.clock_timers))))
 
 
 def extract() -> ModelIR:

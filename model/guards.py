@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from .context import Ctx
 from .events import TRANSIENT_ERROR
-from .records import CSI_ACTIVE
+from .records import CSI_ACTIVE, PROBE_READY, PROBE_SENT
 from .stanza import CALL_END
 
 Guard = Callable[[Ctx], bool]
@@ -92,7 +92,27 @@ def ends_call(ctx: Ctx) -> bool:
     return ctx.event.stanza.call == CALL_END  # type: ignore[no-any-return]
 
 
+# --- v2: time-based rules (retry_after) --------------------------------------------------------
+
+@guard("retry_after has passed since the disable for counted errors: the next stanza is a probe")
+def probe_ready(ctx: Ctx) -> bool:
+    return ctx.reg.probe == PROBE_READY  # type: ignore[union-attr]
+
+
+@guard("a probe was sent: its push-result decides (success enables it again)")
+def probe_sent(ctx: Ctx) -> bool:
+    return ctx.reg.probe == PROBE_SENT  # type: ignore[union-attr]
+
+
+@guard("disabled for counted errors and retried (waiting, ready to probe or probe sent)")
+def probing(ctx: Ctx) -> bool:
+    return ctx.reg.probe is not None  # type: ignore[union-attr]
+
+
+TIME_GUARDS = frozenset({"probe_ready", "probe_sent", "probing"})
+"""Guards only the time-based rules make matter (retry_after)."""
+
 V2_GUARDS = frozenset({"ringing_app", "in_pushed_queue", "outgoing_copy", "call_pushed_here",
-                       "ends_call"})
-"""Guards only version-2 stanzas or events can make matter (calls): a bound without v2 events
-cannot tell a mutant that drops one from the model."""
+                       "ends_call"}) | TIME_GUARDS
+"""Guards only version-2 stanzas or events can make matter (calls, time): a bound without v2
+events cannot tell a mutant that drops one from the model."""

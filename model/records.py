@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import astuple, fields
 from operator import itemgetter
-from typing import Any, Final, NamedTuple
+from typing import Any, Final, Generic, NamedTuple, TypeVar, overload
 
 from .stanza import Stanza
 
@@ -13,12 +14,65 @@ RegKey = tuple[str, str, str]
 
 CSI_ACTIVE = "active"
 
+PROBE_WAITING = "waiting"
+"""retry_after: disabled for counted errors, waiting for retry_after seconds to pass."""
+PROBE_READY = "ready"
+"""retry_after: the next stanza the rules would push to it is pushed once, as a probe."""
+PROBE_SENT = "sent"
+"""retry_after: a probe was sent; nothing more until its push-result."""
+
+
+DUE_FIELDS: dict[str, str] = {"flush": "hold_until", "expire": "expire_at", "retry": "retry_at"}
+"""The registration's timer events (model/registration.py TIMER_EVENTS) -> the record field
+holding when it comes due (None: not running), in the order they go when due at the same
+time (a held push before an expiry); a world's due queue is rebuilt from these fields."""
+
+
+TIMER_NAMES: dict[str, str] = {"flush": "held-push-due", "expire": "expire", "retry": "retry-due"}
+"""The timer events' names, as the diagrams and --explain show them (registration.py checks
+them against the machine)."""
+
+
+class Held(NamedTuple):
+    """A stanza held for a registration by burst_window, and the rule that pushed it."""
+
+    stanza: Stanza
+    rule: str
+
 
 class ChatSetting(NamedTuple):
     """A user's XEP-0492 setting for one chat (v2 chat-settings): a fact of the user."""
 
     notify: str
     nick: str | None = None
+
+
+T = TypeVar("T")
+
+
+class _Slot(Generic[T]):
+    """A record field kept in the slot ``_name``, read as ``default`` while not set."""
+
+    def __init__(self, default: T) -> None:
+        self.default = default
+        self.slot = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    @overload
+    def __get__(self, obj: None, cls: type) -> _Slot[T]: ...
+    @overload
+    def __get__(self, obj: object, cls: type) -> T: ...
+
+    def __get__(self, obj: object | None, cls: type) -> T | _Slot[T]:
+        if obj is None:
+            return self
+        value: T = getattr(obj, self.slot, self.default)
+        return value
+
+    def __set__(self, obj: object, value: T) -> None:
+        setattr(obj, self.slot, value)
 
 
 class SessionRecord:
@@ -46,7 +100,30 @@ class RegistrationRecord:
     __slots__ = (
         "user", "jid", "node", "state", "options", "session", "errors",
         "reason", "disabled_at", "seq", "pushed",
+        "_last_sent", "_held", "_hold_until", "_expire_at", "_retry_at", "_probe",
+        "_probe_session",
     )
+
+    # --- the time-based rules (contract v2); the due times are what a world's due queue is
+    # rebuilt from (WorldBase.rebuild_due), so a store that keeps them keeps the timers.
+    # Defaulted slots: a record built without __init__ (the checker's lazy records) reads them
+    # as not set.
+    last_sent: _Slot[float | None] = _Slot(None)
+    """burst_window: when the last push to it was sent (None: none since enabled)."""
+    held: _Slot[tuple[Held, ...]] = _Slot(())
+    """burst_window: the stanzas held for it, in order, each with the rule that pushed it."""
+    hold_until: _Slot[float | None] = _Slot(None)
+    """burst_window: when the held stanzas come due (the window's end)."""
+    expire_at: _Slot[float | None] = _Slot(None)
+    """orphan_ttl: when it expires, while bound to no live session."""
+    retry_at: _Slot[float | None] = _Slot(None)
+    """retry_after: when the wait after a disable for counted errors ends."""
+    probe: _Slot[str | None] = _Slot(None)
+    """retry_after, while disabled for counted errors: PROBE_WAITING, PROBE_READY or
+    PROBE_SENT (None: not retried)."""
+    probe_session: _Slot[str | None] = _Slot(None)
+    """retry_after: the session it was bound to when disabled, while that one is live: the
+    session whose stanzas can probe it (rule a)."""
 
     def __init__(self, user: str, jid: str, node: str, state: str = "absent") -> None:
         self.user = user
@@ -71,7 +148,33 @@ class RegistrationRecord:
             "user": self.user, "jid": self.jid, "node": self.node, "state": self.state,
             "session": self.session, "errors": self.errors, "reason": self.reason,
             "disabled_at": self.disabled_at, "options": options,
+            **self.timers(),
         }
+
+    def time_row(self) -> dict[str, Any]:
+        """The time-based rules' facts that are set, as JSON-able data a store keeps with the
+        record (empty in an untimed world, so rows written before are unchanged)."""
+        row: dict[str, Any] = {name: getattr(self, name) for name in _TIME_FIELDS
+                               if getattr(self, name) is not None}
+        if self.held:
+            row["held"] = [[_stanza_row(h.stanza), h.rule] for h in self.held]
+        return row
+
+    def restore_time_row(self, row: dict[str, Any]) -> None:
+        """The facts ``time_row`` gave (absent keys: not set). Raises KeyError, TypeError or
+        ValueError on data it did not write."""
+        for name in _TIME_FIELDS:
+            setattr(self, name, row.get(name))
+        self.held = tuple(Held(_stanza_from_row(stanza), str(rule))
+                          for stanza, rule in row.get("held") or ())
+
+    def timers(self) -> dict[str, Any]:
+        """The time-based rules' facts that are set (none in an untimed world)."""
+        facts = {"last_sent": self.last_sent, "hold_until": self.hold_until,
+                 "held": [h.stanza.id for h in self.held] or None,
+                 "expire_at": self.expire_at, "retry_at": self.retry_at, "probe": self.probe,
+                 "probe_session": self.probe_session}
+        return {k: v for k, v in facts.items() if v is not None}
 
 
 _PUSH_FIELDS: Final = (
@@ -150,6 +253,22 @@ class Push(tuple[Any, ...]):
         if self[10] is not None:
             out["at"] = self[10]
         return out
+
+
+_TIME_FIELDS = ("last_sent", "hold_until", "expire_at", "retry_at", "probe", "probe_session")
+"""The time-based rules' scalar facts of a registration (``held`` is kept apart)."""
+_STANZA_FIELDS = tuple(f.name for f in fields(Stanza))
+
+
+def _stanza_row(stanza: Stanza) -> list[Any]:
+    return [list(v) if isinstance(v, tuple) else v for v in astuple(stanza)]
+
+
+def _stanza_from_row(row: list[Any]) -> Stanza:
+    values = dict(zip(_STANZA_FIELDS, row, strict=True))
+    values["mentions"] = tuple(values["mentions"])
+    values["replies"] = tuple(values["replies"])
+    return Stanza(**values)
 
 
 for _index, _name in enumerate(_PUSH_FIELDS):

@@ -5,9 +5,13 @@ from __future__ import annotations
 from statemachine import Event, State, StateMachine
 
 from .bridge import Callbacks
+from .records import DUE_FIELDS, TIMER_NAMES
 from .rules import tag
 
 NEVER_DISABLED = "a disabled registration is never pushed to"
+PROBE_WHY = ("retried, and the rules would push the stanza to it were it enabled: one stanza, "
+             "by the rule of this path, as a probe")
+NOT_RETRIED = "only a registration disabled for counted errors is retried"
 
 
 class Registration(Callbacks, StateMachine):  # type: ignore[misc]
@@ -31,13 +35,19 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
     )
     unbind = Event(
         tag(bound.to(orphaned, on="release_session"), "reg/orphan",
-            "its session is gone or bound elsewhere: the registration is orphaned"),
+            "its session is gone or bound elsewhere: the registration is orphaned")
+        | tag(disabled.to.itself(internal=True, on="release_probe_session"), "reg/retry",
+              "disabled to be retried, its session is gone or holds another registration: "
+              "rule a probes it no more"),
         name="unbind",
     )
     disable = Event(
         tag(bound.to(disabled, on="disable_by_client")
             | orphaned.to(disabled, on="disable_by_client"),
-            "reg/disable", "the client disabled it: never pushed again"),
+            "reg/disable", "the client disabled it: never pushed again")
+        | tag(disabled.to.itself(internal=True, cond="probing", on="end_probing_by_client"),
+              "reg/retry", "the client disabled a registration being retried: the probing "
+              "ends"),
         name="disable",
     )
     evict = Event(
@@ -54,7 +64,11 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
     )
     push_session = Event(
         tag(bound.to.itself(internal=True, on="send_push"), "dedup",
-            "rule (a) for the bound session: push what this registration has not had yet"),
+            "rule (a) for the bound session: push what this registration has not had yet")
+        | tag(disabled.to.itself(internal=True, cond="probe_ready", on="send_probe"),
+              "reg/probe", "retried, and its session would push by rule a: one stanza as a probe")
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/retry",
+              "waiting for retry_after or for the probe's push-result: nothing is pushed"),
         name="push-session",
     )
     push_archive = Event(
@@ -64,6 +78,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
               "an outgoing message archived for its sender: the sender is not woken")
         | tag(bound.to.itself(internal=True), "b/archive",
               "bound to a live session: rule (a) covers it, the archive path does not push")
+        | tag(disabled.to.itself(internal=True, cond=["probe_ready", "addressed_to_user"],
+                                 on="send_probe"), "reg/probe", PROBE_WHY)
         | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
         name="archive-message-added",
     )
@@ -71,6 +87,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
         tag(bound.to.itself(internal=True, on="send_push")
             | orphaned.to.itself(internal=True, on="send_push"),
             "c/offline", "stored offline: every registration of the user is woken")
+        | tag(disabled.to.itself(internal=True, cond="probe_ready", on="send_probe"),
+              "reg/probe", PROBE_WHY)
         | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
         name="message/offline/handle",
     )
@@ -79,6 +97,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             | orphaned.to.itself(internal=True, on="send_push"),
             "d/groupchat", "a groupchat to the user's bare JID reaches no session: every "
             "registration of the user is woken")
+        | tag(disabled.to.itself(internal=True, cond="probe_ready", on="send_probe"),
+              "reg/probe", PROBE_WHY)
         | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
         name="message/bare/groupchat",
     )
@@ -98,6 +118,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
         | tag(orphaned.to.itself(internal=True, unless="outgoing_copy", on="send_push"),
               "e/call", "a call must ring now and no live session has this device: wake it "
               "at once (urgent)")
+        | tag(disabled.to.itself(internal=True, cond="probe_ready", unless="outgoing_copy",
+                                 on="send_probe"), "reg/probe", PROBE_WHY)
         | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
         name="call-propose",
     )
@@ -113,6 +135,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
         | tag(bound.to.itself(internal=True, cond=["call_pushed_here", "outgoing_copy"])
               | orphaned.to.itself(internal=True, cond=["call_pushed_here", "outgoing_copy"]),
               "e/call-end", "an outgoing call end archived for its sender: nothing to stop")
+        | tag(disabled.to.itself(internal=True, cond=["probe_ready", "call_pushed_here"],
+                                 unless="outgoing_copy", on="send_probe"), "reg/probe", PROBE_WHY)
         | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
         name="call-end",
     )
@@ -121,6 +145,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             | orphaned.to(disabled, on="disable_remotely"),
             "reg/remote-disable", "the push service revoked the node: never pushed again "
             "until enabled anew")
+        | tag(disabled.to.itself(internal=True, cond="probing", on="end_probing"),
+              "reg/retry", "the push service revoked a node being retried: the probing ends")
         | tag(disabled.to.itself(internal=True), "reg/remote-disable",
               "already disabled: a routine no-op, like a late push-result"),
         name="push-remote-disable",
@@ -142,18 +168,45 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
               | orphaned.to(disabled, cond="counted_error", unless="below_max_errors",
                             on=["count_error", "disable_for_errors"]),
               "errors/count", "max_errors counted errors in a row: disable, keeping the reason")
+        | tag(disabled.to(orphaned, cond=["probe_sent", "result_ok"], on="enable_after_probe"),
+              "reg/retry", "the probe succeeded: enabled again, bound to no session")
+        | tag(disabled.to.itself(internal=True, cond=["probe_sent", "result_wait"],
+                                 on="probe_again"),
+              "reg/retry", "a wait error for the probe is transient: still probing")
+        | tag(disabled.to.itself(internal=True, cond=["probe_sent", "counted_error"],
+                                 on="retry_later"),
+              "reg/retry", "a counted error for the probe: disabled again, the wait starts over")
         | tag(disabled.to.itself(internal=True), "errors/count",
               "a late answer for a disabled registration changes nothing"),
         name="push-result",
     )
+    # Timer events (TIMER_EVENTS): raised by the world's clock (model/world.py run_due).
+    flush = Event(
+        tag(bound.to.itself(internal=True, on="send_held")
+            | orphaned.to.itself(internal=True, on="send_held"),
+            "burst/flush", "the burst window since the last push ended: the held stanzas the "
+            "rules would still push go as one push"),
+        name="held-push-due",
+    )
+    retry = Event(
+        tag(disabled.to.itself(internal=True, on="ready_to_probe"), "reg/retry",
+            "retry_after seconds since the disable for counted errors: the next stanza is a "
+            "probe"),
+        name="retry-due",
+    )
 
 
-TIMER_EVENTS: dict[str, str] = {"expire": "orphan_ttl"}
+TIMER_EVENTS: dict[str, str] = {"flush": "burst_window", "expire": "orphan_ttl",
+                                 "retry": "retry_after"}
 """Registration events raised by a clock (with the option that sets its time) rather than by a
-contract event: today a store whose orphan TTL fired (the Redis store) has the engine fire
-``expire``; contract v2's times will
-raise it from the trace. The bounded checker explores contract events only, so its tables and
-mutants leave these rows out (extract.py ``MachineIR.timers``)."""
+contract event, in the order they go when due at the same time (a held push before an
+expiry): the world's due queue raises them from the events' ``at`` (model/world.py
+``run_due``), and a store whose orphan TTL fired (Redis) has the engine fire ``expire``. The
+bounded checker explores contract events only, so its tables and mutants leave these rows out
+(extract.py ``MachineIR.timers``)."""
+
+assert tuple(TIMER_EVENTS) == tuple(DUE_FIELDS)  # one order: records.py DUE_FIELDS
+assert {event: getattr(Registration, event).name for event in TIMER_EVENTS} == TIMER_NAMES
 
 UNKNOWN = "no such registration was ever enabled"
 NOT_ENABLED = "the registration is not enabled"
@@ -161,14 +214,11 @@ NOT_ENABLED = "the registration is not enabled"
 REJECTIONS: dict[tuple[str, str], str] = {
     ("absent", "unbind"): UNKNOWN,
     ("orphaned", "unbind"): "the registration is already bound to no session",
-    ("disabled", "unbind"): NOT_ENABLED,
     ("absent", "disable"): UNKNOWN,
-    ("disabled", "disable"): NOT_ENABLED,
     ("absent", "evict"): UNKNOWN,
     ("disabled", "evict"): NOT_ENABLED,
     ("absent", "push_session"): UNKNOWN,
     ("orphaned", "push_session"): "no session is bound to it",
-    ("disabled", "push_session"): NEVER_DISABLED,
     ("absent", "push_archive"): UNKNOWN,
     ("absent", "push_offline"): UNKNOWN,
     ("absent", "push_groupchat"): UNKNOWN,
@@ -180,4 +230,9 @@ REJECTIONS: dict[tuple[str, str], str] = {
     ("absent", "expire"): UNKNOWN,
     ("bound", "expire"): "bound to a live session: its orphan TTL is not running",
     ("disabled", "expire"): NOT_ENABLED,
+    ("absent", "flush"): UNKNOWN,
+    ("disabled", "flush"): "the pushes held for a disabled registration were discarded",
+    ("absent", "retry"): UNKNOWN,
+    ("bound", "retry"): NOT_RETRIED,
+    ("orphaned", "retry"): NOT_RETRIED,
 }

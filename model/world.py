@@ -8,6 +8,7 @@ the same for all engines, so engines can only differ in the transition they take
 
 from __future__ import annotations
 
+import heapq
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -28,8 +29,16 @@ from .events import (
     USER_REGISTRATIONS,
 )
 from .facts import FACTS
-from .records import ChatSetting, Push, RegistrationRecord, RegKey, SessionRecord
-from .rules import PUSH_RULES
+from .records import (
+    DUE_FIELDS,
+    TIMER_NAMES,
+    ChatSetting,
+    Push,
+    RegistrationRecord,
+    RegKey,
+    SessionRecord,
+)
+from .rules import PROBE_PATHS, PROBE_RULE, PUSH_RULES
 
 
 class ImpossibleEvent(PushrulesError, ValueError):
@@ -89,6 +98,38 @@ ROUTES: dict[str, Route] = {spec.name: Route(spec.target, spec.machine_event, sp
 
 
 @dataclass(frozen=True, slots=True)
+class Due:
+    """A timer event as the context's event: raised by the world's clock for one registration
+    (model/registration.py TIMER_EVENTS), not by a contract event."""
+
+    timer: str
+    at: float
+    user: str
+    jid: str
+    node: str
+
+    @property
+    def EVENT(self) -> str:  # noqa: N802 - the name every event's kind goes by
+        return self.timer
+
+
+@dataclass(frozen=True, slots=True)
+class DueStep:
+    """What one timer event decided (for --explain): when, which, for whom, and why."""
+
+    at: float
+    timer: str
+    reg: str
+    notes: tuple[str, ...]
+    pushes: int
+
+
+_TIMERS = tuple(DUE_FIELDS.items())
+"""(timer event, due field) by kind: the index is the order at the same time."""
+_KIND = {timer: kind for kind, (timer, _) in enumerate(_TIMERS)}
+
+
+@dataclass(frozen=True, slots=True)
 class AuditEntry:
     time: float
     user: str
@@ -116,6 +157,12 @@ class WorldBase(ABC):
         self.time: float = 0.0
         """The trace's clock (v2 ``at``); ``timed`` once any event carried ``at``."""
         self.timed = False
+        self._due: list[tuple[float, int, int, RegKey]] = []
+        """The due queue: (when, timer kind, order, registration), a heap; an entry whose
+        registration's due field no longer says ``when`` is stale (skipped)."""
+        self._due_order = 0
+        self.due_log: list[DueStep] = []
+        """With ``explain``: what the timer events of the last call decided."""
         self.audit_log: list[AuditEntry] = []
         self._pushes: list[Push] = []
         self._seq = 0
@@ -207,11 +254,90 @@ class WorldBase(ABC):
         return self.time if self.timed else None
 
     def advance_time(self, at: float | None) -> None:
-        """An event's ``at`` (None: the time of the event before). The trace parser has
-        already refused one going back (a malformed line)."""
+        """An event's ``at`` (None: the time of the event before): what comes due at or before
+        it happens first, in time order (its pushes go with the event's). The trace parser has
+        already refused an ``at`` going back (a malformed line)."""
         if at is not None:
+            if self._due:
+                self._run_due(at)
             self.time = at
             self.timed = True
+
+    # --- the clock: timer events come due (contract v2 time-based rules) ---------------------
+    def schedule(self, reg: RegistrationRecord, timer: str) -> None:
+        """The registration's ``timer`` (its due field is set) goes into the due queue."""
+        kind = _KIND[timer]
+        when = getattr(reg, _TIMERS[kind][1])
+        self._due_order += 1
+        heapq.heappush(self._due, (when, kind, self._due_order, reg.key))
+
+    def rebuild_due(self) -> None:
+        """The due queue again from the registration records' due fields (after records were
+        loaded or restored: a store keeps the fields, not the queue)."""
+        self._due = []
+        for regs in self.users.values():
+            for reg in regs.values():
+                for timer, field in _TIMERS:
+                    if getattr(reg, field) is not None:
+                        self.schedule(reg, timer)
+
+    def next_due(self) -> float | None:
+        """When the next timer event comes due (None: none is running)."""
+        due = self._due
+        while due and self._stale(due[0]) is None:
+            heapq.heappop(due)
+        return due[0][0] if due else None
+
+    def run_due(self, until: float) -> list[Push]:
+        """Advance the clock to ``until``, firing every timer event due at or before it in
+        time order; the pushes they decided (each with its due time)."""
+        self._pushes = pushes = list[Push]()
+        self.due_log = []
+        if self._due:
+            self._run_due(until)
+        if until > self.time:
+            self.time = until
+        return pushes
+
+    def flush_held(self) -> list[Push]:
+        """End of input: every held push is sent at its due time, checked against the state
+        then; no expiry or retry is simulated past the last event (the clock stays)."""
+        self._pushes = pushes = list[Push]()
+        self.due_log = []
+        now = self.time
+        flushes = sorted(entry for entry in self._due if entry[1] == _KIND["flush"])
+        for entry in flushes:
+            self._fire_due(entry)
+        self.time = now
+        return pushes
+
+    def _stale(self, entry: tuple[float, int, int, RegKey]) -> RegistrationRecord | None:
+        """The registration of a due-queue entry, or None when the entry is stale."""
+        reg = self.registration(entry[3])
+        if reg is None or getattr(reg, _TIMERS[entry[1]][1]) != entry[0]:
+            return None
+        return reg
+
+    def _run_due(self, until: float) -> None:
+        due = self._due
+        while due and due[0][0] <= until:
+            self._fire_due(heapq.heappop(due))
+
+    def _fire_due(self, entry: tuple[float, int, int, RegKey]) -> None:
+        reg = self._stale(entry)
+        if reg is None:
+            return
+        when, kind = entry[0], entry[1]
+        timer = _TIMERS[kind][0]
+        self.time = when
+        notes: list[str] | None = [] if self.explain else None
+        ctx = Ctx(self, Due(timer, when, *reg.key), None, None, "", (), notes)
+        before = len(self._pushes)
+        self._fire(reg, timer, ctx)
+        if notes is not None:
+            self.due_log.append(DueStep(when, TIMER_NAMES[timer], f"{reg.jid} {reg.node}",
+                                        tuple(notes),
+                                        len(self._pushes) - before))
 
     def registration(self, key: RegKey) -> RegistrationRecord | None:
         regs = self.users.get(key[0])
@@ -252,16 +378,18 @@ class WorldBase(ABC):
         changes nothing) when the current state does not allow the event."""
         route = ROUTES[event.EVENT]
         self._pushes = pushes = list[Push]()
+        self.due_log = []
+        # Time first: what comes due before the event happens before it, even when the
+        # event itself is then rejected (the clock is not the event's).
+        self.advance_time(event.at)
         notes: list[str] | None = [] if self.explain else None
         target = route.target
         if target == USER_REGISTRATIONS and notes is None \
                 and not self._has_registrations(getattr(event, route.user_field)):
-            self.advance_time(event.at)
             return pushes  # no registration to fan out to (the note below is for --explain)
         ctx = Ctx(self, event, None, None, "", (), notes)
         if target == SESSION:
-            self._handle_session(event, route.machine_event, ctx)  # may reject: time first
-            self.advance_time(event.at)
+            self._handle_session(event, route.machine_event, ctx)
             if route.calls and event.stanza.call is not None:
                 assert ctx.session is not None
                 self._fan_out(ctx.session.user, CALL_EVENTS[event.stanza.call], ctx)
@@ -274,11 +402,8 @@ class WorldBase(ABC):
     def _handle_other(self, event: Any, route: Route, ctx: Ctx) -> None:
         target = route.target
         if target == REGISTRATION:
-            reg = self._known_registration(event)
-            self.advance_time(event.at)
-            self._fire(reg, route.machine_event, ctx)
+            self._fire(self._known_registration(event), route.machine_event, ctx)
             return
-        self.advance_time(event.at)
         if target == USER_REGISTRATIONS:
             stanza = event.stanza
             machine_event = route.machine_event
@@ -352,6 +477,8 @@ class WorldBase(ABC):
         """Called by an engine when it takes a transition, before its actions run."""
         if rule in PUSH_RULES:
             ctx.rule = rule
+        elif rule == PROBE_RULE:  # a probe goes by the rule of its path (rule a: the session's)
+            ctx.rule = PROBE_PATHS.get(event, ctx.rule)
         if ctx.notes is not None:
             arrow = source if source == target else f"{source} -> {target}"
             ctx.notes.append(f"{machine} {name} {event}: {arrow} [{rule}] {why}")

@@ -8,7 +8,7 @@ from pushrules.generated import tables
 from pushrules.model.context import Ctx
 from pushrules.model.events import SESSION, USER_REGISTRATIONS
 from pushrules.model.records import Push, RegistrationRecord, SessionRecord
-from pushrules.model.rules import PUSH_RULES
+from pushrules.model.rules import SETS_RULE
 from pushrules.model.world import ROUTES, UNDECLARED, WorldBase, session_rejection
 
 Row = tuple[tuple[tuple[Any, bool], ...], str, tuple[Any, ...], str, str]
@@ -18,14 +18,23 @@ FlaggedRows = tuple[tuple[Any, ...], ...]
 
 def _with_push_flag(table: dict[str, dict[str, tuple[Row, ...]]]
                     ) -> dict[str, dict[str, FlaggedRows]]:
-    """The generated rows, each with one more field: whether its rule is a push rule (then
-    taking it must set ``ctx.rule``). Computed once, so the hot path skips ``_enter`` when
-    there is nothing for it to do."""
+    """The generated rows, each with one more field: whether its rule decides the push's rule
+    (a push rule, or a probe's: then taking it must set ``ctx.rule``). Computed once, so the
+    hot path skips ``_enter`` when there is nothing for it to do."""
     return {
-        state: {event: tuple((*row, row[3] in PUSH_RULES) for row in rows)
+        state: {event: tuple((*row, row[3] in SETS_RULE) for row in rows)
                 for event, rows in by_event.items()}
         for state, by_event in table.items()
     }
+
+
+def _with_timers(table: dict[str, dict[str, tuple[Row, ...]]],
+                 timers: dict[str, dict[str, tuple[Row, ...]]]
+                 ) -> dict[str, dict[str, tuple[Row, ...]]]:
+    """The registration rows of contract events and of the timer events (the world's clock
+    raises these: model/world.py run_due) in one table."""
+    return {state: {**table.get(state, {}), **timers.get(state, {})}
+            for state in {*table, *timers}}
 
 
 def _plain_target(rows: FlaggedRows) -> str | None:
@@ -72,7 +81,24 @@ class Engine(WorldBase):
     """
 
     _SESSION_ROWS = _with_push_flag(tables.SESSION)
-    _REGISTRATION_ROWS = _with_push_flag(tables.REGISTRATION)
+
+    # --- the clock, for an integrator (time only ever comes from here and from events' `at`)
+    def advance(self, until: float) -> list[Push]:
+        """Time passes to ``until`` (seconds on the events' clock) with no event: the held
+        pushes, expiries and retries due by then happen, in time order; their pushes. Raises
+        ValueError for a time before the clock's (nothing changes)."""
+        if until < self.time:
+            raise ValueError(f"advance to {until!r}: earlier than the clock's {self.time!r} "
+                             f"(time never goes back)")
+        self.timed = True
+        return self.run_due(until)
+
+    def flush(self) -> list[Push]:
+        """End of input: every held push is sent, each at its due time, checked against the
+        state then (no expiry or retry is simulated; the clock stays). Their pushes."""
+        return self.flush_held()
+    _REGISTRATION_ROWS = _with_push_flag(_with_timers(tables.REGISTRATION,
+                                                      tables.REGISTRATION_TIMERS))
 
     def handle(self, event: Any) -> list[Push]:
         route = _ROUTES.get(event.EVENT)

@@ -203,6 +203,7 @@ def registration_row(rec: RegistrationRecord) -> Row:
         "state": rec.state, "options": dict(rec.options), "session": rec.session,
         "errors": rec.errors, "reason": rec.reason, "disabled_at": rec.disabled_at,
         "seq": rec.seq, "pushed": list(rec.pushed),
+        **rec.time_row(),  # v2 time-based rules: only what is set (rows before are unchanged)
     }
 
 
@@ -226,6 +227,7 @@ def registration_from_row(user: str, reg: RegId, row: Row,
     rec.disabled_at = row["disabled_at"]
     rec.seq = int(row["seq"])
     rec.pushed = dict.fromkeys(row["pushed"]) if pushed is None else pushed.copy()
+    rec.restore_time_row(row)  # absent in rows written before: nothing set
     return rec
 
 

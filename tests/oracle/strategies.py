@@ -278,3 +278,85 @@ def v2_options(timed: bool) -> st.SearchStrategy[dict[str, str]]:
             "retry_after": st.sampled_from(("0", "2", "5")),
         }
     return st.fixed_dictionaries({}, optional=optional)
+
+
+# --- time-heavy traces (issue 14): bob's two devices, answers from the app server for them,
+# and times on every event, so that held pushes, expiries and retry probes happen often. A small
+# fixed stanza pool keeps generation fast (the v2 stanza kinds are the other strategies').
+
+TIME_STANZAS = tuple(
+    [message(f"m{n}", "alice@example.org/pc", BOB, "chat", "<body>hi</body>") for n in range(1, 6)]
+    + [message("m6", "alice@example.org/pc", BOB, "chat",
+               "<composing xmlns='http://jabber.org/protocol/chatstates'/>"),
+       message(None, "alice@example.org/pc", BOB, "chat", "<body>no id</body>"),
+       message("g1", f"{ROOM}/alice", BOB, "groupchat", "<body>all</body>"),
+       message("o1", f"{BOB}/desktop", "alice@example.org", "chat", "<body>out</body>"),
+       message("p1", "alice@example.org/pc", BOB, "chat", call_payload("propose", "c1")),
+       message("r1", "alice@example.org/pc", BOB, "chat", call_payload("retract", "c1"))])
+
+
+def time_heavy_events() -> st.SearchStrategy[dict[str, Any]]:
+    node = st.sampled_from(NODES)
+    session = st.sampled_from(SESSIONS[:3])
+    xml = st.sampled_from(TIME_STANZAS)
+    answer = st.builds(push_result, st.just(BOB), st.just(PUSH_JIDS[0]), node,
+                       st.sampled_from((True, False, False)),
+                       st.sampled_from(("cancel", "wait", "auth", None, "missing")))
+    to_bob = st.builds(lambda e, x: {"event": e, "user": BOB, "stanza": x},
+                       st.sampled_from(("message/offline/handle", "message/offline/handle",
+                                        "message/bare/groupchat", "archive-message-added")),
+                       xml).map(lambda e: e if e["event"] != "archive-message-added" else
+                                {"event": e["event"], "for_user": BOB, "stanza": e["stanza"]})
+    simple = st.builds(lambda e, s: {"event": e, "session": s},
+                       st.sampled_from(("session-bind", "smacks-ack-received",
+                                        "smacks-hibernation-end", "session-destroyed")), session)
+    queues = st.builds(lambda e, s, q: {"event": e, "session": s, "queue": q},
+                       st.sampled_from(("smacks-ack-delayed", "smacks-hibernation-start")),
+                       session, st.lists(xml, max_size=2).map(unique_ids))
+    queued = st.builds(lambda s, x: {"event": "stanza-queued", "session": s, "stanza": x},
+                       session, xml)
+    enable = st.builds(lambda s, n: {"event": "push-enable", "session": s,
+                                     "jid": PUSH_JIDS[0], "node": n, "secret": "s3cret"},
+                       session, node)
+    remote = st.builds(lambda n: {"event": "push-remote-disable", "user": BOB,
+                                  "jid": PUSH_JIDS[0], "node": n}, node)
+    rare = st.one_of(
+        st.one_of(remote, simple, simple),
+        st.builds(lambda s, n: {"event": "push-disable", "session": s, "jid": PUSH_JIDS[0],
+                                "node": n}, session, node),
+        st.builds(lambda s, v: {"event": "csi-state", "session": s, "state": v}, session,
+                  st.sampled_from(("active", "inactive"))))
+    return st.one_of(simple, queues, queued, queued, answer, answer, answer, to_bob, to_bob,
+                     to_bob, enable, rare, st.just({"event": "tick"}))
+
+
+@st.composite
+def time_heavy_traces(draw: st.DrawFn, max_size: int = 30) -> str:
+    """A trace whose every event carries `at` (steps up to 10 s), mostly possible events."""
+    states: dict[str, str] = {}
+    items: list[dict[str, Any]] = []
+    for session, node in ((SESSIONS[0], NODES[0]), (SESSIONS[1], NODES[1])):
+        states[session] = "active"
+        items += [{"event": "session-bind", "session": session},
+                  {"event": "push-enable", "session": session, "jid": PUSH_JIDS[0],
+                   "node": node, "secret": "s3cret"}]
+    for _ in range(draw(st.integers(min_value=1, max_value=max_size))):
+        event = draw(time_heavy_events())
+        chosen = steer(event, states, draw(st.integers(0, 19)) == 0)
+        if chosen is None:
+            chosen = {"event": "session-bind", "session": event["session"]}
+            states[event["session"]] = "active"
+        items.append(chosen)
+    step = st.sampled_from((0, 0, 0.5, 1, 1, 2, 3, 5, 10))
+    items = with_times(items, draw(st.lists(step, min_size=len(items), max_size=len(items))))
+    return "".join(json.dumps(e) + "\n" for e in items)
+
+
+def time_options() -> st.SearchStrategy[dict[str, str]]:
+    return st.fixed_dictionaries({
+        "max_errors": st.sampled_from(("1", "1", "2")),
+        "burst_window": st.sampled_from(("0", "1", "2", "5")),
+        "orphan_ttl": st.sampled_from(("0", "3", "10")),
+        "retry_after": st.sampled_from(("0", "2", "5", "5")),
+    }, optional={"max_devices": st.sampled_from(("1", "2", "5")),
+                 "groupchat_default": st.sampled_from(("always", "on-mention", "never"))})

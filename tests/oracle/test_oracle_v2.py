@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from pushrules.generated.events import EVENT_CLASSES
 from pushrules.model.config import Config
 
-from .strategies import traces, v2_options
+from .strategies import time_heavy_traces, time_options, traces, v2_options
 from .traces import engine_replay, oracle_replay, per_registration
 
 V2_KNOWN = "message/bare/groupchat" in EVENT_CLASSES
@@ -42,4 +42,14 @@ TIME_RULES = "burst_window" in {f.name for f in fields(Config)}
 @given(traces(v2=True, timed=True), v2_options(timed=True))
 def test_oracle_agrees_with_engine_on_timed_v2_traces(text: str,
                                                        options: dict[str, str]) -> None:
+    assert_agree(text, options)
+
+
+@pytest.mark.skipif(not TIME_RULES, reason="the time-based rules are issue 14's")
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(time_heavy_traces(), time_options())
+def test_oracle_agrees_with_engine_on_time_heavy_traces(text: str,
+                                                         options: dict[str, str]) -> None:
+    """Every event timed, bob's answers from the app server, short windows, ttls and retry
+    waits: held pushes, expiries and probes happen in most traces."""
     assert_agree(text, options)
