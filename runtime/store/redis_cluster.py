@@ -56,6 +56,7 @@ from redis.exceptions import (
 from redis.retry import Retry
 
 from .base import StoreError, StoreUnavailable, UserChanges
+from .redis_due import slot_tag, slot_tags
 from .redis_store import RedisStore
 
 # KEYS: meta, commits; ARGV: the commit's token. A write only when the commit is in this
@@ -194,6 +195,13 @@ class RedisClusterStore(RedisStore):
             self._require_acked(user, int(replies[2]), replicas, node.name)
         self._inline = True
         return done
+
+    def due_key(self, user: str) -> str:
+        """The due index's set on the user's slot (redis_due.py: one per slot)."""
+        return f"{self.prefix}:{{{slot_tag(user)}}}:due"
+
+    def due_keys(self) -> list[str]:
+        return [f"{self.prefix}:{{{tag}}}:due" for tag in slot_tags()]
 
     def _confirmed(self, user: str, token: str) -> None:
         """Return once the user's master has the commit and its replicas have it too; else

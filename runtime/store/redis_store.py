@@ -65,6 +65,7 @@ from .base import (
     facts_from_json,
     facts_json,
 )
+from .redis_due import due_before, due_first, due_payload
 
 RECENT_TOKENS = 64
 LEASE_SECONDS = 60
@@ -168,6 +169,11 @@ for _, key in ipairs(c.o_del) do
   redis.call('HDEL', OUTBOX, key)
   redis.call('HDEL', TRIES, key)
   redis.call('HDEL', LEASE, key)
+end
+-- The due index (time-based rules): the user's next due time, with the rows it indexes.
+if c.due_key then
+  if c.due then redis.call('ZADD', c.due_key, c.due, c.user)
+  else redis.call('ZREM', c.due_key, c.user) end
 end
 redis.call('HSET', KEYS[1], 'version', current + 1, 'seq', c.seq)
 redis.call('LPUSH', COMMITS, c.token)
@@ -353,6 +359,8 @@ class RedisStore:
         }
         if changes.facts is not None:
             payload["facts"] = facts_json(changes.facts)
+        if changes.due_set:
+            payload.update(due_payload(self.due_key(changes.user), changes))
         user = changes.user
         with self._errors("commit", user):
             done = self._commit(keys=[self._user_prefix(user) + "meta"],
@@ -398,6 +406,22 @@ class RedisStore:
         """Milliseconds before the registration's orphan TTL fires (-2: no TTL running)."""
         with self._errors("read a TTL of", user):
             return int(self._redis.pttl(self._user_prefix(user) + "ttl:" + _reg_id(reg)))
+
+    def due_key(self, user: str) -> str:
+        """The sorted set of the due index holding ``user`` (redis_due.py)."""
+        return f"{self.prefix}:due"
+
+    def due_keys(self) -> list[str]:
+        """Every set of the due index."""
+        return [self.due_key("")]
+
+    def due_users(self, until: float, limit: int) -> list[tuple[float, str]]:
+        with self._errors("read the due index of", "any"):
+            return due_before(self._redis, self.due_keys(), until, limit)
+
+    def due_next(self) -> float | None:
+        with self._errors("read the due index of", "any"):
+            return due_first(self._redis, self.due_keys())
 
     def close(self) -> None:
         self._redis.close()

@@ -108,11 +108,6 @@ def test_a_ttl_that_fires_between_load_and_commit_makes_the_event_run_again(redi
     assert [a.action for a in store.audit_trail(BOB)] == ["expire"]
 
 
-def test_orphan_ttl_needs_a_store_that_keeps_a_clock(tmp_path):
-    with pytest.raises(StoreError, match="keeps no clock for orphan_ttl=5"):
-        StoredEngine(open_store(f"sqlite:///{tmp_path}/x.db"), Config(orphan_ttl=5))
-
-
 def test_keys_are_namespaced_by_prefix(redis_server):
     one = StoredEngine(open_store(f"{redis_server.url}?prefix=tenant-a"), Config())
     two = StoredEngine(open_store(f"{redis_server.url}?prefix=tenant-b"), Config())
