@@ -84,6 +84,16 @@ class StoredTime(Engine):
         if due != rows_due(snapshot.registrations.values()) or (
                 self._in_due and self._index_due != due):
             changes.due_set, changes.due = True, due
+            if due is not None and (self._hint is None or due < self._hint):
+                self._hint = due
+
+    _hint: float | None = None
+
+    def due_hint(self) -> float | None:
+        """The earliest due time this engine committed since the last call (the sidecar's
+        timer: no store read per event), then forgotten."""
+        hint, self._hint = self._hint, None
+        return hint
 
     _in_due = False
     _index_due: float | None = None
