@@ -170,3 +170,20 @@ def test_a_tick_runs_the_due_work_of_every_user(opener):
     pushes = engine.handle(EV["tick"](at=6))
     assert sorted((p.user, p.stanzas) for p in pushes) == [(ANN, ("ann2",)), (BOB, ("bob2",))]
     assert len(engine.last_entries) == 2
+
+
+@pytest.mark.parametrize("name", TIMED)
+def test_replay_with_a_store_flushes_held_pushes_at_the_end_like_the_plain_replay(opener, name):
+    """`pushrules replay --store URL` of a timed example prints its expected output (held
+    pushes flushed at the end, every push with `at`), on every store."""
+    import io
+
+    from pushrules.runtime.replay import replay
+
+    path = EXAMPLES / f"{name}.jsonl"
+    config, _ = example(name)
+    out, err = io.StringIO(), io.StringIO()
+    status = replay(path.read_text().splitlines(), out, err, config=config,
+                    engine=StoredEngine(opener(), config))
+    assert (status, err.getvalue()) == (0, "")
+    assert out.getvalue() == path.with_suffix(".expected").read_text()
