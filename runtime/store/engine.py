@@ -138,9 +138,9 @@ class StoredEngine(StoredTime):
     ``handle(push_result, settle=(key,))`` or ``outbox_remove`` settles it; ``outbox_pending``
     lists what a crashed run left. Without it, pushes live only in the caller's memory.
 
-    The model's ``orphan_ttl`` is run by a store that keeps its clock (Redis): when it fired,
-    the engine takes the model's ``expire`` transition (model/registration.py) before the event
-    and commits it with the event. Other stores refuse the option."""
+    The model's ``orphan_ttl`` runs by the events' clock on every store (due.py); a Redis key
+    TTL started by an earlier version that fired makes the engine take the model's ``expire``
+    transition (model/registration.py) before the event, committed with it."""
 
     # The contract's rows and the model's timer rows (only a store with a clock raises those).
     _REGISTRATION_ROWS = _with_push_flag(
@@ -358,7 +358,7 @@ class StoredEngine(StoredTime):
                                                 snapshot.registrations, registration_row)
         _registration_deltas(snapshot, changes)
         changes.audit = list(self.audit_log)
-        changes.orphan_ttl = self.config.orphan_ttl
+        changes.orphan_ttl = 0  # the model's orphan_ttl runs by the events' clock (due.py)
         changes.live_timers = [reg for reg in snapshot.timers
                                if reg in changes.registrations_put]
         changes.registrations_del = list(snapshot.vanished)

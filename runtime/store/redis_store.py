@@ -31,7 +31,9 @@ another node. Nodes on one host sharing a store need distinct ``node=`` names.
 Loads and commits are Lua scripts, each atomic on the server: a commit applies only if the
 user's version is still the one loaded (optimistic concurrency), else the caller runs the event
 again on fresh state. The model's option ``orphan_ttl`` (model/config.py) says when an orphaned
-registration expires; this store only keeps the clock: the ``ttl:ID`` key is set with that
+registration expires, by the events' clock (the due index, runtime/store/due.py); the engine
+asks this store for no key TTL (``UserChanges.orphan_ttl`` 0). Before, this store kept the
+clock, and a key set that way still runs: the ``ttl:ID`` key is set with that
 TTL when the registration becomes orphaned (pushes to it do not extend it; re-enabling deletes
 it). When the key has gone, the load reports the registration as expired and the engine fires
 the model's ``expire`` transition on it (orphaned -> disabled, reason expired, an ``expire``
@@ -334,8 +336,10 @@ class RedisStore:
         for reg, row in changes.registrations_put.items():
             mode = "plain"
             stored = {name: value for name, value in row.items() if name != "pushed"}
-            if ttl > 0 and row["state"] == "orphaned":
-                mode = "keep" if reg in changes.live_timers else "ttl"
+            if row["state"] == "orphaned" and reg in changes.live_timers:
+                mode = "keep"  # a key TTL started by an earlier version runs on
+            elif ttl > 0 and row["state"] == "orphaned":
+                mode = "ttl"
             r_put.append([_reg_id(reg), json.dumps(stored), mode])
         payload = {
             "token": changes.token, "base": changes.base_version, "seq": changes.seq,
