@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pushrules.model.errors import PushrulesError
-from pushrules.model.records import Push, RegistrationRecord, SessionRecord
+from pushrules.model.records import DUE_FIELDS, Push, RegistrationRecord, SessionRecord
 from pushrules.model.world import AuditEntry
 
 RegId = tuple[str, str]
@@ -103,6 +103,10 @@ class UserChanges:
     facts: Row | None = None
     """The user's facts record when the event changed it (replaces the stored one whole; an
     empty dict: the user has none now), None when unchanged (nothing written)."""
+    due_set: bool = False
+    due: float | None = None
+    """With ``due_set``: when the user's next timer comes due after this commit (None: none
+    runs); the store's due index (``due_users``) takes it in the same transaction."""
     known_registrations: list[RegId] = field(default_factory=list)
     known_timers: list[RegId] = field(default_factory=list)
     """Set when the event ran on a cached copy not checked first: a store whose rows or
@@ -152,6 +156,15 @@ class Store(Protocol):
 
     def outbox_remove(self, user: str, keys: list[str]) -> None:
         """Forget entries that will not be sent again (gave up, dropped, answer unrecordable)."""
+        ...
+
+    def due_users(self, until: float, limit: int) -> list[tuple[float, str]]:
+        """The due index (time-based rules): up to ``limit`` users whose next timer comes due
+        at or before ``until``, as (when, user), earliest first."""
+        ...
+
+    def due_next(self) -> float | None:
+        """When the earliest timer of any user comes due (None: none runs)."""
         ...
 
     def close(self) -> None: ...
@@ -205,6 +218,14 @@ def registration_row(rec: RegistrationRecord) -> Row:
         "seq": rec.seq, "pushed": list(rec.pushed),
         **rec.time_row(),  # v2 time-based rules: only what is set (rows before are unchanged)
     }
+
+
+def rows_due(rows: Any) -> float | None:
+    """When the first timer of these registration rows comes due (None: none runs): what a
+    store's due index holds for their user."""
+    times = [t for row in rows for name in DUE_FIELDS.values()
+             if (t := row.get(name)) is not None]
+    return min(times) if times else None
 
 
 def session_from_row(user: str, sid: str, row: Row) -> SessionRecord:

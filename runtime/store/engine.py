@@ -20,14 +20,13 @@ from pushrules.model.config import Config
 from pushrules.model.context import Ctx
 from pushrules.model.events import EVENTS_BY_NAME, SESSION
 from pushrules.model.records import Push
-from pushrules.runtime.engine import Engine, _with_push_flag
+from pushrules.runtime.engine import _with_push_flag
 
 from .base import (
     Row,
     Store,
     StoreConflict,
     StoreCorrupt,
-    StoreError,
     UserChanges,
     UserSnapshot,
     outbox_key,
@@ -39,6 +38,7 @@ from .base import (
     session_from_row,
     session_row,
 )
+from .due import StoredTime
 
 TIMER_EVENT = "expire"
 """The model's timer event (model/registration.py TIMER_EVENTS) a store's orphan TTL fires."""
@@ -121,7 +121,7 @@ class OutboxEntry:
     attempts: int = 0
 
 
-class StoredEngine(Engine):
+class StoredEngine(StoredTime):
     """``Engine`` whose state lives in a store (see ``open_store``). ``handle`` may raise
     ``StoreUnavailable`` (nothing applied; handle the same event again to retry) besides
     ``ImpossibleEvent``. ``audit_log`` holds the entries of the last event only: the store
@@ -138,9 +138,9 @@ class StoredEngine(Engine):
     ``handle(push_result, settle=(key,))`` or ``outbox_remove`` settles it; ``outbox_pending``
     lists what a crashed run left. Without it, pushes live only in the caller's memory.
 
-    The model's ``orphan_ttl`` is run by a store that keeps its clock (Redis): when it fired,
-    the engine takes the model's ``expire`` transition (model/registration.py) before the event
-    and commits it with the event. Other stores refuse the option."""
+    The model's ``orphan_ttl`` runs by the events' clock on every store (due.py); a Redis key
+    TTL started by an earlier version that fired makes the engine take the model's ``expire``
+    transition (model/registration.py) before the event, committed with it."""
 
     # The contract's rows and the model's timer rows (only a store with a clock raises those).
     _REGISTRATION_ROWS = _with_push_flag(
@@ -151,9 +151,6 @@ class StoredEngine(Engine):
                  clock: Any = time.time, max_attempts: int = 100,
                  cache_users: int = 1024, outbox: bool = True) -> None:
         super().__init__(config, explain=explain, clock=clock)
-        if self.config.orphan_ttl and not getattr(store, "expires_orphans", False):
-            raise StoreError(f"{store.url}: this store keeps no clock for orphan_ttl="
-                             f"{self.config.orphan_ttl}; use a redis:// store or orphan_ttl=0")
         self.store = store
         self.max_attempts = max_attempts
         self.commits = 0
@@ -180,6 +177,8 @@ class StoredEngine(Engine):
     def handle(self, event: Any, *, settle: tuple[str, ...] = ()) -> list[Push]:
         """Apply the event; ``settle``: keys of the user's outbox entries this event answers,
         removed in the same commit (a commit is made for them even if nothing else changed)."""
+        if event.EVENT == "tick":  # time passes for every user (due.py)
+            return self.tick(event)
         user = event_user(event)
         self.last_entries = []
         pending, self._pending = self._pending, None
@@ -331,6 +330,7 @@ class StoredEngine(Engine):
         for reg in snapshot.expired:
             # The store's clock fired the model's timer: take its transition before the event.
             self.fire_registration((user, *reg), TIMER_EVENT, Ctx(self, Timer()))
+        self._install_clock(snapshot)  # the time-based rules' clock and due queue (due.py)
 
     def _install_facts(self, snapshot: UserSnapshot) -> None:
         """The user's facts as stored; only this user's (installed afresh per event, like the
@@ -358,7 +358,7 @@ class StoredEngine(Engine):
                                                 snapshot.registrations, registration_row)
         _registration_deltas(snapshot, changes)
         changes.audit = list(self.audit_log)
-        changes.orphan_ttl = self.config.orphan_ttl
+        changes.orphan_ttl = 0  # the model's orphan_ttl runs by the events' clock (due.py)
         changes.live_timers = [reg for reg in snapshot.timers
                                if reg in changes.registrations_put]
         changes.registrations_del = list(snapshot.vanished)
@@ -384,4 +384,5 @@ class StoredEngine(Engine):
         self._next = UserSnapshot(user, snapshot.version + 1, changes.seq, sessions, regs,
                                   token=changes.token, pushed=pushed,
                                   timers=_timers_after(snapshot, changes), facts=facts)
+        self._commit_clock(snapshot, changes)  # due.py
         return changes

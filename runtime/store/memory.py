@@ -16,7 +16,7 @@ RECENT_TOKENS = 64
 
 class _User:
     __slots__ = ("version", "seq", "sessions", "registrations", "facts", "audit", "tokens",
-                 "outbox", "tries")
+                 "outbox", "tries", "due")
 
     def __init__(self) -> None:
         self.version = 0
@@ -28,6 +28,7 @@ class _User:
         self.tokens: deque[str] = deque(maxlen=RECENT_TOKENS)
         self.outbox: dict[str, str] = {}
         self.tries: dict[str, int] = {}
+        self.due: float | None = None
 
 
 class MemoryStore:
@@ -68,6 +69,8 @@ class MemoryStore:
                 state.registrations.pop(reg, None)
             if changes.facts is not None:
                 state.facts = facts_json(changes.facts)
+            if changes.due_set:
+                state.due = changes.due
             state.audit.extend(changes.audit)
             for key, row in changes.outbox_put.items():
                 state.outbox[key] = json.dumps(row)
@@ -104,6 +107,17 @@ class MemoryStore:
             for key in keys:
                 state.outbox.pop(key, None)
                 state.tries.pop(key, None)
+
+    def due_users(self, until: float, limit: int) -> list[tuple[float, str]]:
+        with self._lock:
+            due = sorted((state.due, user) for user, state in self._users.items()
+                         if state.due is not None and state.due <= until)
+        return due[:limit]
+
+    def due_next(self) -> float | None:
+        with self._lock:
+            times = [s.due for s in self._users.values() if s.due is not None]
+        return min(times) if times else None
 
     def close(self) -> None:
         pass

@@ -39,6 +39,7 @@ sends them again, and once the slot has moved they run whole on its new master.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -51,11 +52,13 @@ from redis.exceptions import (
     ClusterError,
     NoScriptError,
     RedisClusterException,
+    ResponseError,
     TryAgainError,
 )
 from redis.retry import Retry
 
 from .base import StoreError, StoreUnavailable, UserChanges
+from .redis_due import slot_tag, slot_tags
 from .redis_store import RedisStore
 
 # KEYS: meta, commits; ARGV: the commit's token. A write only when the commit is in this
@@ -66,6 +69,18 @@ if redis.call('LPOS', KEYS[2], ARGV[1]) then
   return 1
 end
 return 0
+"""
+
+# ARGV: the latest due time, how many, then the due sets of the slots this master serves (a
+# read across this node's slots: allowed by the flag).
+DUE_READ = """#!lua flags=allow-cross-slot-keys,no-writes
+local out = {}
+for i = 3, #ARGV do
+  local r = redis.call('ZRANGEBYSCORE', ARGV[i], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0,
+                       tonumber(ARGV[2]))
+  for j = 1, #r do out[#out + 1] = r[j] end
+end
+return out
 """
 
 SCHEMES = {"redis+cluster": False, "rediss+cluster": True}
@@ -80,6 +95,9 @@ ANOTHER_WAY: tuple[type[Exception], ...] = (
     AskError, TryAgainError, ClusterDownError, NoScriptError, *RedisStore.UNAVAILABLE)
 """Errors of the direct commit after which it goes the cluster client's way (AskError
 covers MOVED)."""
+
+DUE_READ_FALLBACK: tuple[type[Exception], ...] = (*ANOTHER_WAY, ResponseError)
+"""A per-master read of the due index that failed (a slot moving): read set by set instead."""
 
 
 class _SlotGuarded:
@@ -194,6 +212,43 @@ class RedisClusterStore(RedisStore):
             self._require_acked(user, int(replies[2]), replicas, node.name)
         self._inline = True
         return done
+
+    def due_key(self, user: str) -> str:
+        """The due index's set on the user's slot (redis_due.py: one per slot)."""
+        return f"{self.prefix}:{{{slot_tag(user)}}}:due"
+
+    def due_keys(self) -> list[str]:
+        return [f"{self.prefix}:{{{tag}}}:due" for tag in slot_tags()]
+
+    def due_users(self, until: float, limit: int) -> list[tuple[float, str]]:
+        """One script per master over the due sets of the slots it serves (one round trip
+        each); while the slot map is changing, every set through the cluster client."""
+        bound = "+inf" if until == math.inf else repr(until)
+        found: list[tuple[float, str]] = []
+        try:
+            for client, keys in self._due_keys_by_master():
+                reply = client.execute_command("EVAL", DUE_READ, 0, bound, limit, *keys)
+                found += [(float(reply[i + 1]), reply[i].decode())
+                          for i in range(0, len(reply), 2)]
+        except DUE_READ_FALLBACK:
+            return super().due_users(until, limit)
+        return sorted(found)[:limit]
+
+    def due_next(self) -> float | None:
+        first = self.due_users(math.inf, 1)
+        return first[0][0] if first else None
+
+    def _due_keys_by_master(self) -> list[tuple[Any, list[str]]]:
+        cluster = self._redis
+        by_master: dict[str, tuple[Any, list[str]]] = {}
+        tags = slot_tags()
+        for slot, nodes in cluster.nodes_manager.slots_cache.items():
+            master = nodes[0]
+            entry = by_master.get(master.name)
+            if entry is None:
+                entry = by_master[master.name] = (cluster.get_redis_connection(master), [])
+            entry[1].append(f"{self.prefix}:{{{tags[slot]}}}:due")
+        return list(by_master.values())
 
     def _confirmed(self, user: str, token: str) -> None:
         """Return once the user's master has the commit and its replicas have it too; else

@@ -31,7 +31,9 @@ another node. Nodes on one host sharing a store need distinct ``node=`` names.
 Loads and commits are Lua scripts, each atomic on the server: a commit applies only if the
 user's version is still the one loaded (optimistic concurrency), else the caller runs the event
 again on fresh state. The model's option ``orphan_ttl`` (model/config.py) says when an orphaned
-registration expires; this store only keeps the clock: the ``ttl:ID`` key is set with that
+registration expires, by the events' clock (the due index, runtime/store/due.py); the engine
+asks this store for no key TTL (``UserChanges.orphan_ttl`` 0). Before, this store kept the
+clock, and a key set that way still runs: the ``ttl:ID`` key is set with that
 TTL when the registration becomes orphaned (pushes to it do not extend it; re-enabling deletes
 it). When the key has gone, the load reports the registration as expired and the engine fires
 the model's ``expire`` transition on it (orphaned -> disabled, reason expired, an ``expire``
@@ -66,6 +68,7 @@ from .base import (
     facts_from_json,
     facts_json,
 )
+from .redis_due import due_before, due_first, due_payload
 
 RECENT_TOKENS = 64
 LEASE_SECONDS = 60
@@ -169,6 +172,11 @@ for _, key in ipairs(c.o_del) do
   redis.call('HDEL', OUTBOX, key)
   redis.call('HDEL', TRIES, key)
   redis.call('HDEL', LEASE, key)
+end
+-- The due index (time-based rules): the user's next due time, with the rows it indexes.
+if c.due_key then
+  if c.due then redis.call('ZADD', c.due_key, c.due, c.user)
+  else redis.call('ZREM', c.due_key, c.user) end
 end
 redis.call('HSET', KEYS[1], 'version', current + 1, 'seq', c.seq)
 redis.call('LPUSH', COMMITS, c.token)
@@ -333,8 +341,10 @@ class RedisStore:
         for reg, row in changes.registrations_put.items():
             mode = "plain"
             stored = {name: value for name, value in row.items() if name != "pushed"}
-            if ttl > 0 and row["state"] == "orphaned":
-                mode = "keep" if reg in changes.live_timers else "ttl"
+            if row["state"] == "orphaned" and reg in changes.live_timers:
+                mode = "keep"  # a key TTL started by an earlier version runs on
+            elif ttl > 0 and row["state"] == "orphaned":
+                mode = "ttl"
             r_put.append([_reg_id(reg), json.dumps(stored), mode])
         payload = {
             "token": changes.token, "base": changes.base_version, "seq": changes.seq,
@@ -358,6 +368,8 @@ class RedisStore:
         }
         if changes.facts is not None:
             payload["facts"] = facts_json(changes.facts)
+        if changes.due_set:
+            payload.update(due_payload(self.due_key(changes.user), changes))
         user = changes.user
         with self._errors("commit", user):
             done = self._commit(keys=[self._user_prefix(user) + "meta"],
@@ -445,6 +457,22 @@ class RedisStore:
         """Milliseconds before the registration's orphan TTL fires (-2: no TTL running)."""
         with self._errors("read a TTL of", user):
             return int(self._redis.pttl(self._user_prefix(user) + "ttl:" + _reg_id(reg)))
+
+    def due_key(self, user: str) -> str:
+        """The sorted set of the due index holding ``user`` (redis_due.py)."""
+        return f"{self.prefix}:due"
+
+    def due_keys(self) -> list[str]:
+        """Every set of the due index."""
+        return [self.due_key("")]
+
+    def due_users(self, until: float, limit: int) -> list[tuple[float, str]]:
+        with self._errors("read the due index of", "any"):
+            return due_before(self._redis, self.due_keys(), until, limit)
+
+    def due_next(self) -> float | None:
+        with self._errors("read the due index of", "any"):
+            return due_first(self._redis, self.due_keys())
 
     def close(self) -> None:
         try:

@@ -39,8 +39,8 @@ log = logging.getLogger(__name__)
 
 APPLICATION_ID = 0x70757368  # "push"
 SCHEMA_VERSION = 4
-"""4: sessions.csi and users.facts (contract v2); 3: the outbox; 2: dedup ids in their own
-table (1 rewrote them per push)."""
+"""4: sessions.csi, users.facts, users.due and registrations.timing (contract v2); 3: the
+outbox; 2: dedup ids in their own table (1 rewrote them per push)."""
 TABLES = ("users", "sessions", "registrations", "pushed", "audit", "outbox")
 
 OUTBOX_TABLE = """
@@ -54,10 +54,19 @@ CREATE TABLE outbox (              -- decided pushes not answered yet (sent agai
 """
 SESSIONS_CSI = "csi TEXT NOT NULL DEFAULT 'active'"  # XEP-0352 state; sessions before v2: active
 USERS_FACTS = "facts TEXT"  # JSON WorldBase.user_facts (chat settings, calls); NULL: none
+# The time-based rules (v2): when the user's next timer comes due (NULL: none), the index the
+# due work across users is found by; a registration's time facts (held pushes, last sent, due
+# times, probe) as JSON RegistrationRecord.time_row (NULL: none set).
+USERS_DUE = "due REAL"
+USERS_DUE_INDEX = "CREATE INDEX users_by_due ON users (due) WHERE due IS NOT NULL"
+REGISTRATIONS_TIMING = "timing TEXT"
 MIGRATIONS = {
     2: (OUTBOX_TABLE,),
     3: (f"ALTER TABLE sessions ADD COLUMN {SESSIONS_CSI}",
-        f"ALTER TABLE users ADD COLUMN {USERS_FACTS}"),
+        f"ALTER TABLE users ADD COLUMN {USERS_FACTS}",
+        f"ALTER TABLE users ADD COLUMN {USERS_DUE}",
+        f"ALTER TABLE registrations ADD COLUMN {REGISTRATIONS_TIMING}",
+        USERS_DUE_INDEX),
 }
 """Schema version -> the statements that bring it to the next version, in one transaction."""
 
@@ -67,8 +76,10 @@ CREATE TABLE users (
     version INTEGER NOT NULL,      -- bumped by every commit: the optimistic-concurrency check
     seq INTEGER NOT NULL,          -- enable-order counter (eviction picks the lowest seq)
     token TEXT NOT NULL,           -- last commit's token: a repeated commit is a no-op
-    """ + USERS_FACTS + """
+    """ + USERS_FACTS + """,
+    """ + USERS_DUE + """
 );
+""" + USERS_DUE_INDEX + """;
 CREATE TABLE sessions (
     user TEXT NOT NULL,
     sid TEXT NOT NULL,
@@ -89,6 +100,7 @@ CREATE TABLE registrations (
     reason TEXT,
     disabled_at REAL,
     seq INTEGER NOT NULL,
+    """ + REGISTRATIONS_TIMING + """,
     PRIMARY KEY (user, jid, node)
 );
 CREATE TABLE pushed (              -- stanza ids pushed to a registration (dedup), by age
@@ -267,13 +279,13 @@ class SqliteStore:
                     snapshot.sessions[sid] = {"state": state, "binding": binding, "csi": csi}
                 for row in db.execute(
                         "SELECT jid, node, state, options, session, errors, reason, disabled_at, "
-                        "seq FROM registrations WHERE user = ? ORDER BY rowid", (user,)):
+                        "seq, timing FROM registrations WHERE user = ? ORDER BY rowid", (user,)):
                     try:
                         snapshot.registrations[(row[0], row[1])] = _registration(row)
                     except ValueError as exc:
                         raise StoreCorrupt(
                             f"sqlite store {self.path}: registration {row[0]} {row[1]} of user "
-                            f"{user} is damaged (options: {exc})") from None
+                            f"{user} is damaged (options or timing: {exc})") from None
                 for (jid, node), row in snapshot.registrations.items():
                     row["pushed"] = [ident for (ident,) in db.execute(
                         "SELECT id FROM pushed WHERE user = ? AND jid = ? AND node = ? "
@@ -375,6 +387,8 @@ class SqliteStore:
             write(UPSERT_USER, head_row)
         else:
             write(UPSERT_USER_FACTS, (*head_row, facts_json(changes.facts) or None))
+        if changes.due_set:  # the due index, in the same transaction as the rows it indexes
+            write("UPDATE users SET due = ? WHERE user = ?", (changes.due, user))
         for sid, row in changes.sessions_put.items():
             binding = row["binding"] or (None, None)
             write("INSERT OR REPLACE INTO sessions (user, sid, state, binding_jid, binding_node, "
@@ -385,13 +399,15 @@ class SqliteStore:
         for (jid, node), row in changes.registrations_put.items():
             # An upsert keeps the rowid: registrations load in the order they were first
             # enabled, which is the order rules (b) and (c) fan out in.
-            write("INSERT INTO registrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            write("INSERT INTO registrations VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
                   "ON CONFLICT (user, jid, node) DO UPDATE SET state = excluded.state, "
                   "options = excluded.options, session = excluded.session, "
                   "errors = excluded.errors, reason = excluded.reason, "
-                  "disabled_at = excluded.disabled_at, seq = excluded.seq",
+                  "disabled_at = excluded.disabled_at, seq = excluded.seq, "
+                  "timing = excluded.timing",
                   (user, jid, node, row["state"], json.dumps(row["options"]), row["session"],
-                   row["errors"], row["reason"], row["disabled_at"], row["seq"]))
+                   row["errors"], row["reason"], row["disabled_at"], row["seq"],
+                   _timing_json(row)))
         self._write_pushed(changes, write)
         for jid, node in changes.registrations_del:
             write("DELETE FROM registrations WHERE user = ? AND jid = ? AND node = ?",
@@ -460,6 +476,21 @@ class SqliteStore:
             self._db.executemany("DELETE FROM outbox WHERE user = ? AND key = ?",
                                  [(user, key) for key in keys])
 
+    # --- the due index (time-based rules) ------------------------------------------------------
+    def due_users(self, until: float, limit: int) -> list[tuple[float, str]]:
+        """Up to ``limit`` users whose next timer comes due at or before ``until``, earliest
+        first, each with that time."""
+        with self._lock, self._errors("read the due index of", "any"):
+            return [(float(due), str(user)) for due, user in self._db.execute(
+                "SELECT due, user FROM users WHERE due IS NOT NULL AND due <= ? "
+                "ORDER BY due, user LIMIT ?", (until, limit))]
+
+    def due_next(self) -> float | None:
+        """When the earliest timer of any user comes due (None: none runs)."""
+        with self._lock, self._errors("read the due index of", "any"):
+            due = self._db.execute("SELECT MIN(due) FROM users").fetchone()[0]
+        return None if due is None else float(due)
+
     def close(self) -> None:
         with self._lock:
             with contextlib.suppress(sqlite3.Error):  # (ProgrammingError: closed already)
@@ -495,12 +526,27 @@ def _tables_of(version: int) -> tuple[str, ...]:
 
 def _columns_of(version: int) -> tuple[tuple[str, str], ...]:
     """The columns added after a table was created that a file of that version must hold."""
-    return (("sessions", "csi"), ("users", "facts")) if version >= 4 else ()
+    return (("sessions", "csi"), ("users", "facts"), ("users", "due"),
+            ("registrations", "timing")) if version >= 4 else ()
+
+
+REGISTRATION_COLUMNS = frozenset(("state", "options", "session", "errors", "reason",
+                                  "disabled_at", "seq", "pushed"))
+"""A registration row's keys kept in their own columns; the rest are its time facts."""
+
+
+def _timing_json(row: dict[str, Any]) -> str | None:
+    """The row's time facts (``RegistrationRecord.time_row``) as JSON; None when none is set."""
+    timing = {k: v for k, v in row.items() if k not in REGISTRATION_COLUMNS}
+    return json.dumps(timing, separators=(",", ":")) if timing else None
 
 
 def _registration(row: tuple[Any, ...]) -> dict[str, Any]:
+    timing = json.loads(row[9]) if row[9] else {}
+    if not isinstance(timing, dict):
+        raise ValueError(f"timing is a JSON {type(timing).__name__}, not an object")
     return {
         "state": row[2], "options": json.loads(row[3]), "session": row[4], "errors": row[5],
-        "reason": row[6], "disabled_at": row[7], "seq": row[8],
+        "reason": row[6], "disabled_at": row[7], "seq": row[8], **timing,
     }
 

@@ -42,6 +42,7 @@ from pushrules.runtime import trace
 from pushrules.runtime.engine import Engine
 from pushrules.runtime.trace import TraceError, parse_event
 
+from .clock import DueTimer
 from .dispatcher import Dispatcher, Outcome, RetryPolicy
 from .logs import format_line
 from .metrics import open_metrics
@@ -137,6 +138,7 @@ class Sidecar:
                            xmpp_up=self.transport.online.is_set,
                            store=getattr(self.engine, "store", None))
         self._transient = _transient_errors()
+        self.timer = DueTimer(self.engine, self.dispatcher)  # time-based rules live (clock.py)
         self.rejected = 0
         self.accepted = 0
         self.resent = 0
@@ -166,6 +168,7 @@ class Sidecar:
         event = self._parse(raw, number, where)
         if event is None or not self._in_time(event, number, where, source):
             return
+        event = self.timer.stamp(event)
         give_up = time.monotonic() + self.settings.store_retry_seconds
         for attempt in itertools.count():
             try:
@@ -187,6 +190,7 @@ class Sidecar:
                 return
         self.accepted += 1
         self.metrics.event(event.EVENT)
+        self.timer.after_event()
 
     def _parse(self, raw: bytes | str, number: int, where: str) -> Any:
         """The line's event, or None (blank, comment, or rejected here)."""
@@ -287,10 +291,13 @@ class Sidecar:
         else:
             reader = loop.create_task(self._read_stdin(stdin or sys.stdin.buffer))
         stopper = loop.create_task(self._stop.wait())
+        timer = loop.create_task(self.timer.run())
         await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
         self._stop.set()  # end of input is a stop too: connections still open are closed
         reader.cancel()
-        await asyncio.gather(reader, stopper, return_exceptions=True)
+        timer.cancel()
+        await asyncio.gather(reader, stopper, timer, return_exceptions=True)
+        self.timer.finish()
         if listener is not None:
             listener.close()  # (again: a no-op once the reader closed it)
         await self._finish_pushes()

@@ -7,7 +7,7 @@ import time
 import pytest
 import redis
 from conftest import start_redis
-from traces import Clock, stanza
+from traces import stanza
 
 from pushrules.generated.events import EVENT_CLASSES as EV
 from pushrules.model.config import Config
@@ -62,55 +62,27 @@ def test_a_store_that_goes_away_fails_clearly_and_the_event_lands_after_it_is_ba
     assert engine.store.load(BOB).version == before.version + 2
 
 
-def test_orphaned_registrations_expire_after_orphan_ttl(redis_server):
-    clock = Clock()
+def test_orphan_ttl_is_the_models_clock_not_a_key_ttl(redis_server):
+    """The Redis store executes what the model decided: no key TTL is started; the model's
+    expiry comes due by the events' clock (the due index) and is committed like an event."""
     store = open_store(f"{redis_server.url}?prefix=ttl")
-    engine = StoredEngine(store, Config(orphan_ttl=2), clock=clock)
-    orphan(engine, "n0")
-    orphan(engine, "n1", "tablet")
-    engine.handle(EV["session-bind"](f"{BOB}/tablet"))
-    engine.handle(EV["push-enable"](f"{BOB}/tablet", PUSH, "n1", secret="x"))  # bound again
-    assert 1000 < store.ttl_ms(BOB, (PUSH, "n0")) <= 2000
-    assert store.ttl_ms(BOB, (PUSH, "n1")) == -2  # re-enabled: no TTL runs
-
-    time.sleep(1.0)
-    assert [p.node for p in engine.handle(offline("m1"))] == ["n0", "n1"]
-    assert store.ttl_ms(BOB, (PUSH, "n0")) <= 1000  # a push does not extend an orphan's life
-
-    time.sleep(1.2)
-    clock.now = 123.0
-    # The store's clock fired; the engine takes the model's expire transition before the event.
-    assert [p.node for p in engine.handle(offline("m2"))] == ["n1"]  # (c) skips the expired
-    archived = EV["archive-message-added"](BOB, stanza("m3", BOB))
-    assert engine.handle(archived) == []  # (b): n1 is bound to a live session, n0 disabled
-    # A late answer for a disabled registration changes nothing (the model's row).
-    assert engine.handle(EV["push-result"](BOB, PUSH, "n0", False, "cancel")) == []
-    assert [(a.time, a.node, a.action) for a in store.audit_trail(BOB)] == [
-        (123.0, "n0", "expire")]
-    assert store.audit_trail(BOB)[0].reason == "expired: bound to no live session for " \
-                                                "orphan_ttl=2 s"
+    engine = StoredEngine(store, Config(orphan_ttl=2))
+    session = f"{BOB}/phone"
+    engine.handle(EV["session-bind"](session, at=100))
+    engine.handle(EV["push-enable"](session, PUSH, "n0", secret="hunter2"))
+    engine.handle(EV["session-destroyed"](session))
+    assert store.ttl_ms(BOB, (PUSH, "n0")) == -2  # no key TTL
+    assert engine.next_due() == 102
+    time.sleep(0.1)
+    assert [p.node for p in engine.handle(offline("m1"))] == ["n0"]  # wall time is no clock
+    engine.run_due(102)
+    assert engine.handle(offline("m2")) == []  # (c) skips the expired
+    assert [(a.node, a.action) for a in store.audit_trail(BOB)] == [("n0", "expire")]
     row = store.load(BOB).registrations[(PUSH, "n0")]
     assert (row["state"], row["pushed"], row["session"]) == ("disabled", [], None)
-    assert store.ttl_ms(BOB, (PUSH, "n0")) == -2
     client = redis.Redis.from_url(redis_server.url)
     assert client.smembers("ttl:{bob@example.org}:timers") == set()
     client.close()
-
-
-def test_a_ttl_that_fires_between_load_and_commit_makes_the_event_run_again(redis_server):
-    store = open_store(f"{redis_server.url}?prefix=race")
-    engine = StoredEngine(store, Config(orphan_ttl=1))
-    orphan(engine, "n0")
-    engine.before_commit = lambda changes: time.sleep(1.2)  # the TTL fires after the load
-    assert engine.handle(offline("m1")) == []  # run again on the expired registration
-    engine.before_commit = None
-    assert engine.conflicts == 1
-    assert [a.action for a in store.audit_trail(BOB)] == ["expire"]
-
-
-def test_orphan_ttl_needs_a_store_that_keeps_a_clock(tmp_path):
-    with pytest.raises(StoreError, match="keeps no clock for orphan_ttl=5"):
-        StoredEngine(open_store(f"sqlite:///{tmp_path}/x.db"), Config(orphan_ttl=5))
 
 
 def test_keys_are_namespaced_by_prefix(redis_server):
@@ -140,14 +112,17 @@ def test_store_url_errors_are_clear_and_never_show_a_password():
 def test_a_registration_enabled_again_after_it_expired_starts_with_no_dedup_ids(redis_server):
     store = open_store(f"{redis_server.url}?prefix=fresh")
     engine = StoredEngine(store, Config(orphan_ttl=1))
-    orphan(engine, "n0")
-    assert [p.stanzas for p in engine.handle(offline("m1"))] == [("m1",)]
-    session = f"{BOB}/tablet"
-    engine.handle(EV["session-bind"](session))
-    time.sleep(1.2)  # the registration's orphan TTL fired
-    # The same commit expires it (disabled, dedup ids cleared) and enables it anew.
+    session = f"{BOB}/phone"
+    engine.handle(EV["session-bind"](session, at=0))
     engine.handle(EV["push-enable"](session, PUSH, "n0", secret="hunter2"))
-    engine.handle(EV["smacks-hibernation-start"](session, ()))
+    engine.handle(EV["session-destroyed"](session))
+    assert [p.stanzas for p in engine.handle(offline("m1"))] == [("m1",)]
+    tablet = f"{BOB}/tablet"
+    engine.handle(EV["session-bind"](tablet))
+    # At 2 the expiry (due at 1) comes first, then the enable: disabled, dedup ids cleared,
+    # enabled anew.
+    engine.handle(EV["push-enable"](tablet, PUSH, "n0", secret="hunter2", at=2))
+    engine.handle(EV["smacks-hibernation-start"](tablet, ()))
     other_node = StoredEngine(open_store(f"{redis_server.url}?prefix=fresh"), Config())
     assert [p.stanzas for p in other_node.handle(offline("m1"))] == [("m1",)]
     assert [a.action for a in store.audit_trail(BOB)] == ["expire"]
