@@ -58,6 +58,7 @@ class DueTimer:
         self.on = bool(engine.config.timed)
         self._stored = hasattr(engine, "store")
         self._wake = asyncio.Event()
+        self._stopped = False
         self._waiting_for: float | None = None
         self.fired = 0
         """Pushes the timer decided (for tests and logs)."""
@@ -86,7 +87,7 @@ class DueTimer:
         """Until cancelled: sleep until the next due time (or a poke), then run what is due."""
         if not self.on:
             return
-        while True:
+        while not self._stopped:
             try:
                 due = self.engine.next_due()
             except Exception as exc:  # the store is down: the due work waits, nothing is lost
@@ -103,8 +104,15 @@ class DueTimer:
                 continue  # poked: something may be due sooner
             except TimeoutError:
                 pass
-            if due is not None and due <= self.clock.now():
+            if due is not None and due <= self.clock.now() and not self._stopped:
                 self._fire()
+
+    def stop(self) -> None:
+        """End ``run`` at its next turn. Cancelling alone is not enough: on Python 3.11,
+        ``asyncio.wait_for`` loses a cancellation that meets its inner wait's completion (the
+        last event's poke at end of input), and the loop would go on for ever."""
+        self._stopped = True
+        self._wake.set()
 
     def _fire(self) -> None:
         engine = self.engine

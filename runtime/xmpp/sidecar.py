@@ -295,6 +295,7 @@ class Sidecar:
         await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
         self._stop.set()  # end of input is a stop too: connections still open are closed
         reader.cancel()
+        self.timer.stop()
         timer.cancel()
         await asyncio.gather(reader, stopper, timer, return_exceptions=True)
         self.timer.finish()
