@@ -159,3 +159,20 @@ class Driver:
 
 
 WORLDS = {"engine": Engine, "reference": ReferenceWorld}
+
+
+def local_redis() -> Any:
+    """A LocalRedis (a redis-server of the test's own) to use as a context manager; skipped
+    when redis-server is missing, except in CI, where the Redis tests never skip."""
+    import os
+
+    import pytest
+
+    from pushrules.runtime.store.local_redis import LocalRedis, RedisServerMissing
+
+    try:
+        return LocalRedis()
+    except RedisServerMissing as exc:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{exc}: the Redis tests never skip in CI")
+        pytest.skip(str(exc))

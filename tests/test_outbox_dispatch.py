@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict, deque
 
+from replaykit import local_redis
+
 from pushrules.model.config import Config
 from pushrules.runtime.store import StoredEngine, open_store
 from pushrules.runtime.trace import parse_event
@@ -233,21 +235,6 @@ def test_over_a_store_committing_per_iteration_each_push_is_committed_before_it_
     asyncio.run(main())
 
 
-def _local_redis():
-    import os
-
-    import pytest
-
-    from pushrules.runtime.store.local_redis import LocalRedis, RedisServerMissing
-
-    try:
-        return LocalRedis()
-    except RedisServerMissing as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{exc}: the Redis tests never skip in CI")
-        pytest.skip(str(exc))
-
-
 def test_over_redis_the_send_counts_of_an_iteration_are_in_redis_before_the_sends():
     """Redis with deferred send counts: when a publish goes out, its decision (committed at
     once) and its attempt count (one pipeline for all the iteration's sends) are in Redis,
@@ -285,14 +272,14 @@ def test_over_redis_the_send_counts_of_an_iteration_are_in_redis_before_the_send
         reader.close()
         store.close()
 
-    with _local_redis() as server:
+    with local_redis() as server:
         asyncio.run(main(server.url))
 
 
 def test_deferred_redis_send_counts_survive_a_server_that_lost_its_scripts():
     from pushrules.runtime.store.redis_store import RedisStore
 
-    with _local_redis() as server:
+    with local_redis() as server:
         store = RedisStore(f"{server.url}?node=a")
         engine = setup(store)[0]
         engine.handle(offline("m1"))

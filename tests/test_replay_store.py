@@ -4,13 +4,22 @@ with the state kept in the store (so `pushrules registrations` can read it after
 from __future__ import annotations
 
 import json
-import os
 import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from replaykit import BOB, EXAMPLES, PHONE, PUSH, cli, example_options, example_traces, msg
+from replaykit import (
+    BOB,
+    EXAMPLES,
+    PHONE,
+    PUSH,
+    cli,
+    example_options,
+    example_traces,
+    local_redis,
+    msg,
+)
 
 
 def ev(name: str, **fields: object) -> str:
@@ -123,17 +132,9 @@ def test_a_v2_trace_replayed_in_two_runs_on_sqlite_is_one_run(name: str, tmp_pat
 
 
 def test_a_v2_trace_replayed_in_two_runs_on_redis_is_one_run() -> None:
-    from pushrules.runtime.store.local_redis import LocalRedis, RedisServerMissing
-
     trace = EXAMPLES / "v2" / "call-propose-retract.jsonl"
     one = cli("replay", str(trace))
-    try:
-        server = LocalRedis()
-    except RedisServerMissing as exc:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"{exc}: the Redis tests never skip in CI")
-        pytest.skip(str(exc))
-    with server:
+    with local_redis() as server:
         splits = _two_runs(trace, lambda split: f"{server.url}?prefix=split{split}")
     for split, run in enumerate(splits, 1):
         assert run == (one.status, one.out, one.err), f"split before line {split + 1}"
