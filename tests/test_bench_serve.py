@@ -110,7 +110,7 @@ def test_a_held_push_that_never_arrives_is_counted_not_skipped():
     assert got["held"] == 3
     assert got["never_arrived"] == 2 and got["dropped"] == 1
     assert got["p50"] is got["p99"] is got["max"] is None
-    run = {**got, "rate": 2000, "unpushed_stanzas": 0}
+    run = {**got, "rate": 2000, "unpushed_stanzas": 3}  # reported, not a failure
     assert serve.held_failures(run) == ["2 of 3 held pushes never arrived at 2000 events/s"]
     assert serve.held_failures({**run, "never_arrived": 0}) == []
     assert serve.held_failures({**run, "never_arrived": 0, "held": 0}) == [
@@ -129,8 +129,9 @@ def test_unpushed_counts_stanzas_no_delivered_push_brought_to_their_node():
     predicted = {("n1", "m1"), ("n1", "m2"), ("n2", "m3")}
     outcomes = [outcome("n1", 1.0, stanzas=("m1", "m2")), outcome("n2", 1.0, "failed", "u@x",
                                                                   ("m3",))]
-    assert serve_held.unpushed(predicted, outcomes) == 1
-    assert serve_held.unpushed(predicted, outcomes[:1] + [outcome("n2", 2.0, stanzas=("m3",))]) == 0
+    assert serve_held.unpushed(predicted, outcomes) == [("n2", "m3")]
+    again = [*outcomes[:1], outcome("n2", 2.0, stanzas=("m3",))]
+    assert serve_held.unpushed(predicted, again) == []
 
 
 def test_bursty_offsets_keep_the_mean_rate_and_burst():
@@ -181,9 +182,10 @@ def test_tiny_run_has_the_issue_shape_and_sane_figures():
         assert held["held"] > 0 and held["never_arrived"] == 0
         assert held["p50"] <= held["p99"] <= held["max"]
         run = detail["held"][kind]["at_saturation"]
-        # every stanza the offline engine pushes reached its node (the live clock may group
-        # a few differently: the counts are not compared)
-        assert run["unpushed_stanzas"] == 0 and run["predicted_held"] > 0
+        # the offline engine's decisions on the same trace: the live clock may group a few
+        # stanzas differently (serve.held_failures), so they are reported, not compared
+        assert run["predicted_held"] > 0
+        assert len(run["unpushed_first"]) == min(5, run["unpushed_stanzas"])
         assert detail["ratios"]["pushes_to_ceiling"][kind] > 0
         for run in detail["stores"][kind].values():
             # every publish received is one the sidecar reported, matched to its event
