@@ -62,6 +62,15 @@ class StoredTime(Engine):
                 self.timed = True
         self.rebuild_due()
 
+    def advance_time(self, at: float | None) -> None:
+        """The installed user's clock never goes back: an earlier ``at`` (live, an event
+        stamped ``now`` before the user's records were loaded, after a restart on a host whose
+        clock is behind the server's that timed them) happens at the user's clock."""
+        clock = self._stored_clock
+        if at is not None and clock is not None and at < clock[0] and self.config.timed:
+            at = clock[0]
+        super().advance_time(at)
+
     def user_facts(self, user: str) -> dict[str, Any]:
         facts = super().user_facts(user)
         clock = self._stored_clock
