@@ -157,6 +157,44 @@ def test_the_timed_trace_has_at_on_every_line_and_ends_with_a_tick_past_every_wi
     assert len(trace.predicted) >= trace.pushes
 
 
+def assert_store_figures(kind: str, figures: dict, detail: dict) -> None:
+    assert set(figures) == STORE_KEYS, kind
+    assert figures["events_per_s"] > 0 and figures["pushes_per_s"] > 0
+    assert 0 < figures["p50_ms"] <= figures["p99_ms"]
+    assert figures["p99_ms_at_2k"] is None  # the tiny plan has no 2k rate
+    assert detail["ratios"]["pushes_to_ceiling"][kind] > 0
+    for run in detail["stores"][kind].values():
+        # every publish received is one the sidecar reported, matched to its event
+        assert run["matched"] == run["pushes"] <= run["outcomes"] <= run["expected"]
+        assert run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
+
+
+def assert_held_figures(kind: str, figures: dict, detail: dict) -> None:
+    held = figures["held_lateness_ms_at_saturation"]
+    assert set(held) == LATENESS_KEYS and figures["held_lateness_ms"] is None  # (no 2k run)
+    assert held["held"] > 0 and held["never_arrived"] == 0
+    assert held["p50"] <= held["p99"] <= held["max"]
+    run = detail["held"][kind]["at_saturation"]
+    # the offline engine's decisions on the same trace: the live clock may group a few
+    # stanzas differently (serve.held_failures), so they are reported, not compared
+    assert run["predicted_held"] > 0
+    assert len(run["unpushed_first"]) == min(5, run["unpushed_stanzas"])
+
+
+def assert_push_heavy(detail: dict, stores: tuple[str, ...]) -> None:
+    """The push-heavy trace: the same generator, more pushes per event, on every store."""
+    assert set(detail["push_heavy"]) == set(stores)
+    heavy = detail["push_heavy_trace"]
+    assert heavy["pushes"] / heavy["events"] > detail["trace"]["pushes"] / detail["trace"]["events"]
+    for kind, run in detail["push_heavy"].items():
+        assert run["matched"] == run["pushes"] <= run["outcomes"] <= run["expected"], kind
+        assert run["pushes_per_s"] > 0 and run["event_cap_pushes_per_s"] > 0
+        assert detail["ratios"]["push_heavy_to_ceiling"][kind] > 0
+        assert 0 < run["burst_pushes"] <= run["matched"], kind  # the closing burst's publishes
+        assert detail["ratios"]["burst_to_ceiling"][kind] > 0
+        assert run["ceiling_before_pushes_per_s"] > 0  # measured again right before the burst
+
+
 @pytest.mark.integration
 def test_tiny_run_has_the_issue_shape_and_sane_figures():
     if shutil.which("prosody") is None:
@@ -168,42 +206,18 @@ def test_tiny_run_has_the_issue_shape_and_sane_figures():
     full = serve.run(plan=plan)
     assert set(full) == {"serve", "detail"}
     result, detail = full["serve"], full["detail"]
+    # the issue's keys, and the failures of held pushes (none)
     assert set(result) == {"ceiling_pushes_per_s", "stores", "overload_rss_mb", "failures"}
     assert result["failures"] == []
     assert result["ceiling_pushes_per_s"] > 0
     assert set(result["stores"]) == set(stores)
     for kind, figures in result["stores"].items():
-        assert set(figures) == STORE_KEYS, kind
-        assert figures["events_per_s"] > 0 and figures["pushes_per_s"] > 0
-        assert 0 < figures["p50_ms"] <= figures["p99_ms"]
-        assert figures["p99_ms_at_2k"] is None  # the tiny plan has no 2k rate
-        held = figures["held_lateness_ms_at_saturation"]
-        assert set(held) == LATENESS_KEYS and figures["held_lateness_ms"] is None  # (no 2k)
-        assert held["held"] > 0 and held["never_arrived"] == 0
-        assert held["p50"] <= held["p99"] <= held["max"]
-        run = detail["held"][kind]["at_saturation"]
-        # the offline engine's decisions on the same trace: the live clock may group a few
-        # stanzas differently (serve.held_failures), so they are reported, not compared
-        assert run["predicted_held"] > 0
-        assert len(run["unpushed_first"]) == min(5, run["unpushed_stanzas"])
-        assert detail["ratios"]["pushes_to_ceiling"][kind] > 0
-        for run in detail["stores"][kind].values():
-            # every publish received is one the sidecar reported, matched to its event
-            assert run["matched"] == run["pushes"] <= run["outcomes"] <= run["expected"]
-            assert run["p50_ms"] <= run["p99_ms"] <= run["max_ms"]
-    # the push-heavy trace: the same generator, more pushes per event, on every store
-    assert set(detail["push_heavy"]) == set(stores)
-    heavy = detail["push_heavy_trace"]
-    assert heavy["pushes"] / heavy["events"] > detail["trace"]["pushes"] / detail["trace"]["events"]
-    for kind, run in detail["push_heavy"].items():
-        assert run["matched"] == run["pushes"] <= run["outcomes"] <= run["expected"], kind
-        assert run["pushes_per_s"] > 0 and run["event_cap_pushes_per_s"] > 0
-        assert detail["ratios"]["push_heavy_to_ceiling"][kind] > 0
-        assert 0 < run["burst_pushes"] <= run["matched"], kind  # the closing burst's publishes
-        assert detail["ratios"]["burst_to_ceiling"][kind] > 0
-        assert run["ceiling_before_pushes_per_s"] > 0  # measured again right before the burst
+        assert_store_figures(kind, figures, detail)
+        assert_held_figures(kind, figures, detail)
+    assert_push_heavy(detail, stores)
     assert set(result["overload_rss_mb"]) == {"start", "end"}
     assert result["overload_rss_mb"]["start"] > 0
     assert detail["overload"]["events"] > 0
     json.dumps(full)  # --json prints it as is
-    assert "raw ceiling" in serve.text(full)
+    text = serve.text(full)
+    assert "raw ceiling" in text and "held pushes (burst_window" in text
