@@ -88,7 +88,7 @@ binds: its pushes/s is the sidecar's push capacity."""
 FULL = Plan(users=200, rates=(1000, 2000, 5000), rate_seconds=8.0, overload_seconds=60.0,
             ceiling_pushes=20000, held_rates=(2000, "saturation"), held_seconds=10.0)
 QUICK = Plan(users=60, rates=(2000,), rate_seconds=3.0, overload_seconds=30.0,
-             ceiling_pushes=5000, held_seconds=2.5, push_heavy_users=180)
+             ceiling_pushes=5000, held_seconds=2.0, push_heavy_users=180)
 """(push_heavy_users: 180, not four times 60, leaves room for the held runs in two minutes.)"""
 
 
@@ -504,7 +504,7 @@ async def held_run(port: int, app: AppServerProcess, url: str, users: int, rate:
     start = time.monotonic()
     await serve.write_at(trace.lines, trace.offsets, start)
     await serve.until_applied(len(trace.lines), timeout)
-    await settle(serve, trace.pushes, timeout, quiet=2.0)
+    await settle(serve, trace.pushes, timeout, quiet=1.0)
     await serve.finish(timeout)
     records = app.take()
     outcomes = [json.loads(line) for line in serve.kept or ()]
