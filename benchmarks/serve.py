@@ -11,7 +11,11 @@ child process (so that it does not share the driver's event loop), then measures
   applied them: its own /metrics, so buffered input does not count) and pushes/s acknowledged
   at saturation, and the latency from an event written to its publish received by the app
   server (p50, p99, max) at saturation and at fixed rates;
-- RSS of the sidecar at the start and end of an overload (events faster than it can push).
+- RSS of the sidecar at the start and end of an overload (events faster than it can push);
+- held pushes' lateness (benchmarks/serve_held.py): ``serve --set burst_window=1`` on a trace
+  with ``at``, each line written at its ``at`` at a bursty mean rate (2k events/s, and the
+  store's own saturation rate in the full run): received by the app server minus due, per held
+  push; one that never arrives is a failure (``serve.failures``).
 
 The trace is the benchmark mix (benchmarks/mix.py) with its push-result events left out (the
 sidecar's dispatcher feeds the app server's answers itself) and its pushes addressed to the

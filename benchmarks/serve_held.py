@@ -19,8 +19,11 @@ clock lag, and that lag is part of the lateness measured here.
 Which push was held is read from the sidecar's own outcome lines, not predicted: a held push
 comes due when the window since the last push sent to its registration ends, so its ``at`` is
 exactly the previous push's ``at`` plus ``W`` (the model adds the same two floats), and no line's
-``at`` can equal that by chance (they are random). The offline engine's decisions on the same
-trace are kept to check conservation: every stanza it pushes to a node must reach that node.
+``at`` can equal that by chance (they are random). A held push the sidecar reported but the app
+server never received (or reported failed) is counted in ``never_arrived``: a failure of the
+run. The offline engine's decisions on the same trace are kept beside: how many pushes it holds,
+and which stanzas it pushes that the live run did not (the live clock runs on between lines, so
+a few stanzas may be grouped into another window: reported, not failed).
 """
 
 from __future__ import annotations
