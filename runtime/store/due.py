@@ -63,9 +63,10 @@ class StoredTime(Engine):
         self.rebuild_due()
 
     def advance_time(self, at: float | None) -> None:
-        """The installed user's clock never goes back: an earlier ``at`` (live, an event
-        stamped ``now`` before the user's records were loaded, after a restart on a host whose
-        clock is behind the server's that timed them) happens at the user's clock."""
+        """With a time rule on, the installed user's clock never goes back: an earlier ``at``
+        happens at the user's clock. (Live: an event stamped ``now`` before the user's records
+        were loaded, after a restart on a host whose clock is behind the server's that timed
+        them; the sidecar's clock then follows, runtime/xmpp/clock.py.)"""
         clock = self._stored_clock
         if at is not None and clock is not None and at < clock[0] and self.config.timed:
             at = clock[0]

@@ -14,8 +14,8 @@ time never goes back. With every time rule off events pass unchanged (pushes car
 
 After a restart over a store the engine's clock starts from nothing, and a user's clock (kept in
 the store) may be ahead of ``now``: a server whose clock is ahead of this host's sent the earlier
-run's ``at``. An event without ``at`` for that user then happens at the user's clock (the model
-never lets it go back: ``WorldBase.advance_time``), and ``now`` follows it forward, as it
+run's ``at``. An event without ``at`` for that user then happens at the user's clock (a user's
+clock never goes back: ``StoredTime.advance_time``), and ``now`` follows it forward, as it
 follows an event's ``at``: the user's held push comes due a window after that event, not when
 this host's clock reaches the user's.
 """
