@@ -229,6 +229,8 @@ class AppServerProcess:
         return records
 
     def stop(self) -> None:
+        if self.process.pid is None:  # never started (start() raised before): nothing to stop
+            return
         with contextlib.suppress(OSError, BrokenPipeError):
             self.conn.send("stop")
         self.process.join(10)
@@ -630,9 +632,11 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
         out["overload"] = await overload(prosody.port, trace, plan.overload_seconds)
         return out
     finally:
-        app.stop()
-        prosody.stop()
-        stores.close()
+        try:
+            app.stop()
+        finally:  # a Prosody of ours must not outlive the run, whatever failed
+            prosody.stop()
+            stores.close()
 
 
 async def _held(plan: Plan, port: int, app: AppServerProcess, stores: Stores, kind: str,
