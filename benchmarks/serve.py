@@ -11,7 +11,11 @@ child process (so that it does not share the driver's event loop), then measures
   applied them: its own /metrics, so buffered input does not count) and pushes/s acknowledged
   at saturation, and the latency from an event written to its publish received by the app
   server (p50, p99, max) at saturation and at fixed rates;
-- RSS of the sidecar at the start and end of an overload (events faster than it can push).
+- RSS of the sidecar at the start and end of an overload (events faster than it can push);
+- held pushes' lateness (benchmarks/serve_held.py): ``serve --set burst_window=1`` on a trace
+  with ``at``, each line written at its ``at`` at a bursty mean rate (2k events/s, and the
+  store's own saturation rate in the full run): received by the app server minus due, per held
+  push; one that never arrives is a failure (``serve.failures``).
 
 The trace is the benchmark mix (benchmarks/mix.py) with its push-result events left out (the
 sidecar's dispatcher feeds the app server's answers itself) and its pushes addressed to the
@@ -33,7 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections import defaultdict, deque
+from collections import Counter, defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +50,7 @@ from pushrules.runtime.engine import Engine
 from pushrules.runtime.trace import event_json
 
 from .mix import APP_SERVER, DOMAIN, Mix, generate
+from .serve_held import BURST_FACTOR, build_timed_trace, held_lateness, unpushed
 from .servers import APP_JIDS, PUSH_JID, PUSH_SECRET, Prosody, free_port
 
 APP = APP_JIDS[0]
@@ -70,6 +75,10 @@ class Plan:
     burst_rounds: int = 12
     """The push-heavy trace ends with this many offline messages per user with push (each
     pushed to every registration of the user, rule c): the push path's own rate."""
+    held_rates: tuple[int | str, ...] = (2000,)
+    """Timed runs with burst_window (benchmarks/serve_held.py), at these mean rates (bursty);
+    "saturation": the store's own events/s at saturation, measured just before."""
+    held_seconds: float = 4.0
 
 
 PUSH_HEAVY = (0, 0)
@@ -81,9 +90,10 @@ binds: its pushes/s is the sidecar's push capacity."""
 
 
 FULL = Plan(users=200, rates=(1000, 2000, 5000), rate_seconds=8.0, overload_seconds=60.0,
-            ceiling_pushes=20000)
+            ceiling_pushes=20000, held_rates=(2000, "saturation"), held_seconds=10.0)
 QUICK = Plan(users=60, rates=(2000,), rate_seconds=3.0, overload_seconds=30.0,
-             ceiling_pushes=5000)
+             ceiling_pushes=5000, held_seconds=2.0, push_heavy_users=180)
+"""(push_heavy_users: 180, not four times 60, leaves room for the held runs in two minutes.)"""
 
 
 # --- the trace and what it decides ---------------------------------------------------------
@@ -219,6 +229,8 @@ class AppServerProcess:
         return records
 
     def stop(self) -> None:
+        if self.process.pid is None:  # never started (start() raised before): nothing to stop
+            return
         with contextlib.suppress(OSError, BrokenPipeError):
             self.conn.send("stop")
         self.process.join(10)
@@ -227,12 +239,20 @@ class AppServerProcess:
             self.process.join(5)
 
 
-async def settle(serve: Serve, expected: int, timeout: float) -> None:
+async def settle(serve: Serve, expected: int, timeout: float,
+                 quiet: float | None = None) -> None:
     """Until the sidecar reported an outcome for ``expected`` pushes (delivered, or dropped:
-    a registration disabled by a later event before its push was sent), or the timeout."""
+    a registration disabled by a later event before its push was sent), or the timeout; with
+    ``quiet``, also once no outcome came for that long (the live decisions may differ a
+    little from the offline ones: see serve_held)."""
     deadline = time.monotonic() + timeout
+    seen, since = serve.outcomes, time.monotonic()
     while serve.outcomes < expected and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
+        if serve.outcomes != seen:
+            seen, since = serve.outcomes, time.monotonic()
+        elif quiet is not None and time.monotonic() - since >= quiet:
+            return
 
 
 # --- (a) the raw ceiling -------------------------------------------------------------------
@@ -287,10 +307,13 @@ async def ceiling(port: int, pushes: list[Any], in_flight: int = 512) -> dict[st
 class Serve:
     """``pushrules serve`` as a subprocess: stdin written by the bench, outcomes read."""
 
-    def __init__(self, port: int, store: str, extra: tuple[str, ...] = ()) -> None:
+    def __init__(self, port: int, store: str, extra: tuple[str, ...] = (),
+                 keep_outcomes: bool = False) -> None:
         self.port = port
         self.store = store
         self.extra = extra
+        self.kept: list[bytes] | None = [] if keep_outcomes else None
+        """The outcome lines themselves (``keep_outcomes``)."""
         self.process: asyncio.subprocess.Process | None = None
         self.delivered = 0
         self.outcomes = 0
@@ -321,6 +344,8 @@ class Serve:
         assert self.process and self.process.stdout
         async for line in self.process.stdout:
             self.outcomes += 1
+            if self.kept is not None:
+                self.kept.append(line)
             self.last_outcome = time.monotonic()
             if b'"delivered"' in line:
                 self.delivered += 1
@@ -381,6 +406,26 @@ class Serve:
             n += len(batch)
             await stdin.drain()
         return n
+
+    async def write_at(self, lines: list[bytes], offsets: list[float], start: float,
+                       ahead: float = 0.002) -> None:
+        """Write each line at monotonic ``start`` plus its offset; the lines due in the next
+        ``ahead`` seconds go with it (one write per 2 ms, not per line: a line read a little
+        early moves no due time, its ``at`` says when it happened)."""
+        assert self.process and self.process.stdin
+        stdin = self.process.stdin
+        n = 0
+        while n < len(lines):
+            wait = start + offsets[n] - ahead - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            horizon = time.monotonic() - start + ahead
+            end = n + 1
+            while end < len(lines) and offsets[end] <= horizon:
+                end += 1
+            stdin.write(b"".join(lines[n:end]))
+            n = end
+            await stdin.drain()
 
     async def finish(self, timeout: float) -> int:
         """Close stdin; wait for the sidecar to finish its pushes and exit."""
@@ -451,6 +496,32 @@ async def one_run(port: int, app: AppServerProcess, trace: Trace, store: str,
               "event_cap_pushes_per_s": round(expected / wrote)}
     result.update(latencies(trace, count, written, records))
     return result
+
+
+async def held_run(port: int, app: AppServerProcess, url: str, users: int, rate: float,
+                   seconds: float, timeout: float) -> dict[str, Any]:
+    """A timed run (``serve --set burst_window=W``, each line written at its ``at``): the held
+    pushes' lateness, and whether every stanza the offline engine pushes arrived."""
+    users = max(users, int(rate * seconds / 90) + 1)  # ~100 events per user besides results
+    trace = build_timed_trace(users, rate, seconds, app=APP)
+    serve = Serve(port, url, ("--set", f"burst_window={trace.window:g}"), keep_outcomes=True)
+    await serve.start()
+    app.take()  # nothing from before this run
+    start = time.monotonic()
+    await serve.write_at(trace.lines, trace.offsets, start)
+    await serve.until_applied(len(trace.lines), timeout)
+    await settle(serve, trace.pushes, timeout, quiet=1.0)
+    await serve.finish(timeout)
+    records = app.take()
+    outcomes = [json.loads(line) for line in serve.kept or ()]
+    result = held_lateness(outcomes, records, trace.window, (trace.at0, start))
+    missing = unpushed(trace.predicted, outcomes)
+    return {**result, "rate": round(rate), "events": len(trace.lines) - 1,
+            "seconds": round(trace.offsets[-1], 2), "window": trace.window,
+            "pushes": len(outcomes), "predicted_pushes": trace.pushes,
+            "predicted_held": trace.predicted_held,
+            "unpushed_stanzas": len(missing), "unpushed_first": missing[:5],
+            "statuses": dict(Counter(o["status"] for o in outcomes))}
 
 
 def rss_mb(pid: int) -> float:
@@ -537,7 +608,7 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
         out: dict[str, Any] = {"trace": {"events": len(trace.lines), "pushes": trace.push_count},
                                "push_heavy_trace": {"events": len(heavy.lines),
                                                     "pushes": heavy.push_count},
-                               "ceiling": raw, "stores": {}, "push_heavy": {}}
+                               "ceiling": raw, "stores": {}, "push_heavy": {}, "held": {}}
         for kind in plan.stores:
             try:
                 url = stores.url(kind)
@@ -552,6 +623,8 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
                 runs[f"at_{rate}"] = await one_run(prosody.port, app, trace, stores.url(kind),
                                                    rate, plan.rate_seconds, plan.drain_timeout)
             out["stores"][kind] = runs
+            out["held"][kind] = await _held(plan, prosody.port, app, stores, kind,
+                                            runs["saturation"]["events_per_s"], progress)
             if kind in plan.push_heavy:
                 out["push_heavy"][kind] = await _push_heavy(plan, prosody.port, app, heavy,
                                                             stores.url(kind), progress)
@@ -559,9 +632,49 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
         out["overload"] = await overload(prosody.port, trace, plan.overload_seconds)
         return out
     finally:
-        app.stop()
-        prosody.stop()
-        stores.close()
+        try:
+            app.stop()
+        finally:  # a Prosody of ours must not outlive the run, whatever failed
+            prosody.stop()
+            stores.close()
+
+
+async def _held(plan: Plan, port: int, app: AppServerProcess, stores: Stores, kind: str,
+                saturation: float, progress: Progress) -> dict[str, Any]:
+    """The store's timed runs with burst_window (``plan.held_rates``)."""
+    out: dict[str, Any] = {}
+    for rate in plan.held_rates:
+        per_s = saturation if rate == "saturation" else float(rate)
+        progress(f"{kind}: held pushes (burst_window), {round(per_s)} events/s with bursts, "
+                 f"{plan.held_seconds} s")
+        run_ = await held_run(port, app, stores.url(kind), plan.users, per_s, plan.held_seconds,
+                              plan.drain_timeout)
+        out[f"at_{rate}"] = run_
+        for problem in held_failures(run_):
+            progress(f"{kind}: FAILED: {problem}")
+    return out
+
+
+def held_failures(run_: dict[str, Any]) -> list[str]:
+    """What went wrong with held pushes in a timed run (nothing: an empty list).
+    ``unpushed_stanzas`` is not one of them: the offline engine reads each line at its
+    ``at``, the sidecar's clock runs on between lines, so a line read just after a due time
+    it preceded is applied after that due work (clock.py), and a stanza may be grouped into a
+    later window, or dropped when due by the re-check. It is reported, not failed."""
+    problems = []
+    if run_["never_arrived"]:
+        problems.append(f"{run_['never_arrived']} of {run_['held']} held pushes never arrived "
+                        f"at {run_['rate']} events/s")
+    if not run_["held"]:
+        problems.append(f"no push was held at {run_['rate']} events/s")
+    return problems
+
+
+LATENESS_KEYS = ("p50", "p99", "max", "held", "never_arrived")
+
+
+def _lateness(run_: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if run_ is None else {k: run_[k] for k in LATENESS_KEYS}
 
 
 async def _push_heavy(plan: Plan, port: int, app: AppServerProcess, heavy: Trace, url: str,
@@ -586,6 +699,9 @@ def summary(detail: dict[str, Any]) -> dict[str, Any]:
         stores[kind] = {"events_per_s": sat["events_per_s"], "pushes_per_s": sat["pushes_per_s"],
                         "p50_ms": sat.get("p50_ms"), "p99_ms": sat.get("p99_ms"),
                         "p99_ms_at_2k": runs.get("at_2000", {}).get("p99_ms")}
+        held = detail.get("held", {}).get(kind, {})
+        stores[kind]["held_lateness_ms"] = _lateness(held.get("at_2000"))
+        stores[kind]["held_lateness_ms_at_saturation"] = _lateness(held.get("at_saturation"))
     ceiling_pps = detail["ceiling"]["pushes_per_s"]
     rss = {"start": detail["overload"]["start"], "end": detail["overload"]["end"]}
     ratios = {"pushes_to_ceiling": {k: round(v["pushes_per_s"] / ceiling_pps, 3)
@@ -599,8 +715,10 @@ def summary(detail: dict[str, Any]) -> dict[str, Any]:
                                    for k, v in detail.get("push_heavy", {}).items()
                                    if "burst_pushes_per_s" in v},
               "rss_end_to_start": round(rss["end"] / rss["start"], 2)}
+    failures = [f"{kind}: {problem}" for kind, runs in detail.get("held", {}).items()
+                for run_ in runs.values() for problem in held_failures(run_)]
     return {"serve": {"ceiling_pushes_per_s": ceiling_pps, "stores": stores,
-                      "overload_rss_mb": rss},
+                      "overload_rss_mb": rss, "failures": failures},
             "detail": {**detail, "ratios": ratios}}
 
 
@@ -623,6 +741,7 @@ def text(result: dict[str, Any]) -> str:
         rows.append(f"{kind:8} {s['events_per_s']:>9} {s['pushes_per_s']:>9} "
                     f"{ratios['pushes_to_ceiling'][kind]:>9} {s['p50_ms']!s:>8} "
                     f"{s['p99_ms']!s:>8} {s['p99_ms_at_2k']!s:>8}")
+    rows += _held_text(serve, detail)
     rss = serve["overload_rss_mb"]
     rows += ["", f"overload RSS: {rss['start']} MB at the start, {rss['end']} MB at the end "
                  f"(x{ratios['rss_end_to_start']})"]
@@ -632,7 +751,30 @@ def text(result: dict[str, Any]) -> str:
                     f"allows {r['event_cap_pushes_per_s']}); in its closing burst "
                     f"{r.get('burst_pushes_per_s')} pushes/s "
                     f"(x{ratios['burst_to_ceiling'].get(kind)} the ceiling just before it)")
-    for kind, runs in detail["stores"].items():
-        for name, r in runs.items():
-            rows.append(f"  {kind} {name}: {r}")
+    for part in ("stores", "held"):
+        for kind, runs in detail.get(part, {}).items():
+            for name, r in runs.items():
+                rows.append(f"  {kind} {'held ' if part == 'held' else ''}{name}: {r}")
     return "\n".join(rows)
+
+
+def _held_text(serve: dict[str, Any], detail: dict[str, Any]) -> list[str]:
+    """The held pushes' lateness per store and run, and any failure, loud."""
+    if not detail.get("held"):
+        return []
+    rows = ["", "held pushes (burst_window, lines written at their `at`, bursts x"
+                f"{BURST_FACTOR:g}): received minus due, ms",
+            f"{'store':8} {'run':>14} {'events/s':>9} {'held':>6} {'p50':>8} {'p99':>8} "
+            f"{'max':>8} {'lost':>5} {'at once p50':>12} {'p99':>8}"]
+    for kind, runs in detail["held"].items():
+        for name, r in runs.items():
+            rows.append(f"{kind:8} {name:>14} {r['rate']:>9} {r['held']:>6} {r['p50']!s:>8} "
+                        f"{r['p99']!s:>8} {r['max']!s:>8} {r['never_arrived']:>5} "
+                        f"{r['at_once_p50']!s:>12} {r['at_once_p99']!s:>8}")
+    rows += ["(at once: pushes sent without holding, from their event's `at`, in the same run)"]
+    rows += [f"{kind} {name}: {r['unpushed_stanzas']} stanzas the offline engine pushes were "
+             f"not pushed live (live timing: see held_failures)"
+             for kind, runs in detail["held"].items() for name, r in runs.items()
+             if r["unpushed_stanzas"]]
+    rows += [f"FAILED: {problem}" for problem in serve.get("failures", ())]
+    return rows

@@ -62,6 +62,16 @@ class StoredTime(Engine):
                 self.timed = True
         self.rebuild_due()
 
+    def advance_time(self, at: float | None) -> None:
+        """With a time rule on, the installed user's clock never goes back: an earlier ``at``
+        happens at the user's clock. (Live: an event stamped ``now`` before the user's records
+        were loaded, after a restart on a host whose clock is behind the server's that timed
+        them; the sidecar's clock then follows, runtime/xmpp/clock.py.)"""
+        clock = self._stored_clock
+        if at is not None and clock is not None and at < clock[0] and self.config.timed:
+            at = clock[0]
+        super().advance_time(at)
+
     def user_facts(self, user: str) -> dict[str, Any]:
         facts = super().user_facts(user)
         clock = self._stored_clock

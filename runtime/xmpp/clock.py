@@ -11,6 +11,13 @@ With a time-based rule on, an event without ``at`` happens when the sidecar read
 stamped ``now``), and an event whose ``at`` is earlier than the engine's clock (raised before a
 due time the timer has already run, read after it) happens at the engine's clock: the model's
 time never goes back. With every time rule off events pass unchanged (pushes carry no ``at``).
+
+After a restart over a store the engine's clock starts from nothing, and a user's clock (kept in
+the store) may be ahead of ``now``: a server whose clock is ahead of this host's sent the earlier
+run's ``at``. An event without ``at`` for that user then happens at the user's clock (a user's
+clock never goes back: ``StoredTime.advance_time``), and ``now`` follows it forward, as it
+follows an event's ``at``: the user's held push comes due a window after that event, not when
+this host's clock reaches the user's.
 """
 
 from __future__ import annotations
@@ -60,6 +67,7 @@ class DueTimer:
         self._wake = asyncio.Event()
         self._stopped = False
         self._waiting_for: float | None = None
+        self._stamped = False  # the last event had no `at`: it was stamped `now`
         self.fired = 0
         """Pushes the timer decided (for tests and logs)."""
 
@@ -68,6 +76,7 @@ class DueTimer:
         if not self.on or event.EVENT == "tick" and event.at is None:
             return event
         at = event.at
+        self._stamped = at is None
         if at is None:
             return dataclasses.replace(event, at=max(self.clock.now(), self.engine.time))
         self.clock.saw(at)
@@ -79,6 +88,8 @@ class DueTimer:
         """An event was applied: wake the timer if it made something due sooner."""
         if not self.on:
             return
+        if self._stamped and self.engine.time > self.clock.now():
+            self.clock.saw(self.engine.time)  # a stored user's clock was ahead (see above)
         due = self.engine.due_hint() if self._stored else self.engine.next_due()
         if due is not None and (self._waiting_for is None or due < self._waiting_for):
             self._wake.set()

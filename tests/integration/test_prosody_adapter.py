@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
-import traceback
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -39,6 +35,7 @@ from prosody_adapter import (
     until,
 )
 from replaykit import example_config
+from scenarios import LiveBase, Record, Scenario, Scenarios, need_prosody, record, run_scenario
 
 from pushrules.runtime import Engine
 from pushrules.runtime.trace import parse_event
@@ -53,20 +50,9 @@ WITNESS = "witness@localhost"
 MAIN_ARGS = ("--set", "max_errors=2", "--max-attempts", "1", "--iq-timeout", "5")
 
 
-@dataclass
-class Record:
-    """What one scenario observed."""
-
-    users: list[str]
-    outcomes: list[dict] = field(default_factory=list)
-    received: list = field(default_factory=list)
-    marks: dict[str, object] = field(default_factory=dict)
-    error: str | None = None
-
-
-class Live:
+class Live(LiveBase):
     def __init__(self, root: Path) -> None:
-        self.root = root
+        super().__init__(root)
         self.sockets = {MAIN: root / "main.sock", FREEZE: root / "main.sock",
                         RESTART: root / "restart.sock",
                         SHADOW: root / "main.sock", TINY: root / "tiny.sock",
@@ -76,20 +62,12 @@ class Live:
             TINY: ["pushrules_buffer_size = 3"],
             V2: ['modules_enabled = { "pep" }']})  # version 2: the default
         self.main: Serve | None = None
-        self.witness: Device | None = None  # receives each Device.all_acked mark
         self.app: AppServer | None = None
-        self.clients: list[Device] = []
         self.serves: list[Serve] = []
 
     def account(self, user: str) -> str:
         self.prosody.add_account(user)
         return user
-
-    async def device(self, full_jid: str, cls: type[Device] = Device) -> Device:
-        client = cls(full_jid, self.prosody.c2s_port)
-        client.witness = self.witness
-        self.clients.append(client)
-        return await client.online()
 
     async def serve(self, socket: Path, store: str, name: str, *args: str) -> Serve:
         serve = await Serve(socket, store, self.root / f"{name}.log", args).start()
@@ -102,30 +80,15 @@ class Live:
     def outcomes(self, user: str) -> list[dict]:
         return [o for s in self.serves for o in s.for_user(user)]
 
-    def received(self, node: str) -> list:
-        assert self.app is not None
-        return self.app.for_node(node)
-
     async def decided(self, user: str, mid: str, timeout: float = 30.0) -> None:
         """Until a push of ``mid`` to ``user`` was decided and answered (a wait for that push,
         not for any push: an unexpected one must not stand in for it)."""
         await until(lambda: any(mid in o["stanzas"] for o in self.outcomes(user)), timeout,
                     f"a push of {mid} to {user}")
 
-    async def pushes(self, node: str, count: int, timeout: float = 20.0) -> None:
-        await until(lambda: len(self.received(node)) >= count, timeout,
-                    f"{count} publishes to {node} (got {len(self.received(node))})")
 
-
-Scenario = Callable[[Live, Record], Awaitable[None]]
-SCENARIOS: dict[str, tuple[list[str], Scenario]] = {}
-
-
-def scenario(name: str, *users: str):
-    def register(fn: Scenario) -> Scenario:
-        SCENARIOS[name] = (list(users), fn)
-        return fn
-    return register
+SCENARIOS = Scenarios()
+scenario = SCENARIOS.add
 
 
 async def phone(live: Live, user: str, node: str | None = None, resource: str = "phone") -> Device:
@@ -541,11 +504,7 @@ def _readdress(xml: str, user: str) -> str:
 
 
 async def _run_one(live: Live, name: str, rec: Record, fn: Scenario) -> None:
-    try:
-        await asyncio.wait_for(fn(live, rec), 120)
-        await asyncio.sleep(SETTLE)
-    except Exception:
-        rec.error = traceback.format_exc()
+    await run_scenario(fn, live, rec, 120, SETTLE)
     # What happens later (a hibernation of this scenario timing out while others still run)
     # is not part of it.
     assert live.app is not None
@@ -593,20 +552,11 @@ def _ours(rec: Record, node: str) -> bool:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Record]:
-    if shutil.which("prosody") is None:
-        if in_ci():
-            pytest.fail("prosody is not installed (CI installs it with apt-get)")
-        pytest.skip("prosody is not installed")
+    need_prosody()
     if not Path("/usr/lib/prosody/modules/mod_cloud_notify").exists() and in_ci():
         pytest.fail("mod_cloud_notify is not installed (apt-get install prosody-modules)")
     root = tmp_path_factory.mktemp("adapter")
     return asyncio.run(_run_all(root))
-
-
-def record(live: dict[str, Record], name: str) -> Record:
-    rec = live[name]
-    assert rec.error is None, f"scenario {name} failed:\n{rec.error}"
-    return rec
 
 
 def decided(rec: Record) -> list[tuple[str, list[str], bool]]:

@@ -23,14 +23,9 @@ later event of the same module connection was applied (the sidecar applies them 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import traceback
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from harness import in_ci
 from prosody_adapter import (
     APP,
     AdapterProsody,
@@ -42,6 +37,7 @@ from prosody_adapter import (
     Serve,
     until,
 )
+from scenarios import LiveBase, Record, Scenario, Scenarios, need_prosody, record, run_scenario
 from slixmpp.xmlstream import ET
 
 pytestmark = pytest.mark.integration
@@ -62,19 +58,11 @@ def muc(host: str) -> str:
     return f"muc.{host}"
 
 
-@dataclass
-class Record:
-    host: str
-    users: list[str]
-    outcomes: list[dict] = field(default_factory=list)
-    received: list = field(default_factory=list)
-    marks: dict[str, object] = field(default_factory=dict)
-    error: str | None = None
+class Live(LiveBase):
+    PUSH_WAIT = WAIT
 
-
-class Live:
     def __init__(self, root: Path) -> None:
-        self.root = root
+        super().__init__(root)
         self.sockets = {host: root / f"{tag}.sock" for host, tag in
                         ((MEMORY, "memory"), (SQLITE, "sqlite"), (V1, "v1"))}
         self.prosody = AdapterProsody(
@@ -84,22 +72,6 @@ class Live:
         self.app: RevokingAppServer | None = None
         self.rooms: dict[str, Room] = {}
         self.serves: dict[str, Serve] = {}
-        self.clients: list[Device] = []
-        self.witness: Device | None = None  # receives each Device.all_acked mark
-
-    async def device(self, full_jid: str, cls: type[Device] = Device) -> Device:
-        client = cls(full_jid, self.prosody.c2s_port)
-        client.witness = self.witness
-        self.clients.append(client)
-        return await client.online()
-
-    def received(self, node: str) -> list:
-        assert self.app is not None
-        return self.app.for_node(node)
-
-    async def pushes(self, node: str, count: int) -> None:
-        await until(lambda: len(self.received(node)) >= count, WAIT,
-                    f"{count} publishes to {node} (got {len(self.received(node))})")
 
     async def pushed(self, node: str, mid: str) -> None:
         """Until the outcome of a push of ``mid`` to ``node`` is out (decided and answered)."""
@@ -109,15 +81,9 @@ class Live:
                     f"a push of {mid} to {node}")
 
 
-Scenario = Callable[[Live, Record], Awaitable[None]]
-SCENARIOS: dict[str, tuple[list[str], Scenario]] = {}
-
-
-def scenario(name: str, *locals_: str):
-    def register(fn: Scenario) -> Scenario:
-        SCENARIOS[name] = (list(locals_), fn)
-        return fn
-    return register
+SCENARIOS = Scenarios()
+"""name -> (the local parts of its users, the scenario): it runs on each store's host."""
+scenario = SCENARIOS.add
 
 
 def node(user: str, device: str = "phone") -> str:
@@ -308,11 +274,7 @@ async def version_1(live: Live, rec: Record) -> None:
 # --- running them all -------------------------------------------------------------------------
 
 async def _run_one(live: Live, rec: Record, fn: Scenario) -> None:
-    try:
-        await asyncio.wait_for(fn(live, rec), 240)
-        await asyncio.sleep(SETTLE)
-    except Exception:
-        rec.error = traceback.format_exc()
+    await run_scenario(fn, live, rec, 240, SETTLE)
     assert live.app is not None
     serve = live.serves.get(rec.host)
     rec.outcomes = [o for user in rec.users for o in (serve.for_user(user) if serve else [])]
@@ -327,10 +289,10 @@ async def _run_all(root: Path) -> dict[str, Record]:
     runs = []
     for host in STORES:
         for name, (locals_, fn) in SCENARIOS.items():
-            rec = records[f"{name}/{STORES[host]}"] = Record(host, [f"{u}@{host}"
-                                                                    for u in locals_])
+            rec = records[f"{name}/{STORES[host]}"] = Record([f"{u}@{host}" for u in locals_],
+                                                                    host)
             runs.append((rec, fn))
-    records["version-1"] = Record(V1, [f"bob@{V1}"])
+    records["version-1"] = Record([f"bob@{V1}"], V1)
     runs.append((records["version-1"], version_1))
     for rec in records.values():
         for user in (*rec.users, f"alice@{rec.host}"):
@@ -366,17 +328,8 @@ async def _run_all(root: Path) -> dict[str, Record]:
 
 @pytest.fixture(scope="module")
 def live(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Record]:
-    if shutil.which("prosody") is None:
-        if in_ci():
-            pytest.fail("prosody is not installed (CI installs it with apt-get)")
-        pytest.skip("prosody is not installed")
+    need_prosody()
     return asyncio.run(_run_all(tmp_path_factory.mktemp("v2")))
-
-
-def record(live: dict[str, Record], name: str) -> Record:
-    rec = live[name]
-    assert rec.error is None, f"scenario {name} failed:\n{rec.error}"
-    return rec
 
 
 def pushes(rec: Record) -> list[tuple[str, str, list[str], bool]]:
