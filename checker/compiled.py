@@ -42,6 +42,7 @@ from .environment import (
     DELIVERED_ADD,
     QUEUE_EVENTS,
     TIMERS,
+    clock_raised,
     ghost_touched,
     ghost_writes,
     is_session_event,
@@ -53,6 +54,7 @@ from .environment import (
     result_raised,
     session_ghost_writes,
     setting_after,
+    time_ghost_writes,
     timer_raised,
 )
 from .explore import Result, Violation, coverage, record, timed_run
@@ -86,7 +88,9 @@ _U64 = np.uint64
 _SKIP, _REJECTED, _ERROR, _OK = 0, 1, 2, 3
 _UNKNOWN = -1
 _CHUNK = 1 << 15  # frontier states per vectorized batch: bounds the working memory
-_SCALAR_REGISTRATION_FIELDS = RegistrationPart._fields[:3]  # pushed: a dedup set, below
+_SCALAR_REGISTRATION_FIELDS = tuple((k, name) for k, name in enumerate(RegistrationPart._fields)
+                                    if name not in ("pushed", "calls"))
+"""Fields a lazy registration writes as values (pushed: a dedup set; calls: call_writes)."""
 _GHOST_FIELD = {name: k for k, name in enumerate(GhostPart._fields)}
 _DELIVERED = _GHOST_FIELD["delivered"]
 
@@ -175,8 +179,17 @@ class CompiledExplorer:
     def _reg_value(self, reg: RegistrationRecord | None) -> tuple:
         if reg is None:
             return tuple(ABSENT_REGISTRATION)
-        owner = -1 if reg.session is None else self.world.session_index[reg.session]
-        return (reg.state, owner, reg.errors, self._mask(reg.pushed), 0)  # calls: below
+        index = self.world.session_index
+        owner = -1 if reg.session is None else index[reg.session]
+        base = (reg.state, owner, reg.errors, self._mask(reg.pushed), 0)  # calls: below
+        if not self.bounds.time:
+            return base + tuple(ABSENT_REGISTRATION[len(base):])
+        stanza = self.world.stanza_index
+        return base + (reg.probe, -1 if reg.probe_session is None else index[reg.probe_session],
+                       int(reg.last_sent is not None),
+                       tuple((stanza[h.stanza.id], h.rule) for h in reg.held),
+                       int(reg.hold_until is not None), int(reg.expire_at is not None),
+                       int(reg.retry_at is not None))
 
     def _mask(self, pushed: dict[str, None]) -> int:
         """A registration's dedup set as its field: one bit per stanza."""
@@ -252,7 +265,10 @@ class CompiledExplorer:
             if not result_raised(view(lay.r[j][0]), lambda: view(lay.g[j][2])):
                 return None
         elif kind in TIMERS:
-            if not timer_raised(view(lay.r[key[1]][0])):
+            if self.bounds.time:
+                if not clock_raised(kind, Records(view, lay.r, RegistrationFields)[key[1]]):
+                    return None
+            elif not timer_raised(view(lay.r[key[1]][0])):
                 return None
         elif not raised(key, queue, Records(view, lay.s, SessionFields)):
             return None
@@ -369,7 +385,7 @@ class CompiledExplorer:
 
     def _lazy_registration_writes(self, rec: LazyRegistration, fields: list[int],
                                   view: View) -> dict[int, Any]:
-        new = {fields[k]: rec.vals[name] for k, name in enumerate(_SCALAR_REGISTRATION_FIELDS)
+        new = {fields[k]: rec.vals[name] for k, name in _SCALAR_REGISTRATION_FIELDS
                if name in rec.dirty}
         pushed = rec._pushed
         if pushed is not None:  # the dedup set's bits the step wrote (not read to compare)
@@ -406,21 +422,29 @@ class CompiledExplorer:
                              f"several rows enabled: {world.nondeterministic[0]}"))
         left = sorted(wd.nodes[j] for j in changed_r
                       if pre_r[j].state in ENABLED and post_r[j].state not in ENABLED)
-        if left != sorted(entry.node for entry in world.audit_log):
+        entries = world.audit_log
+        if entries and self.bounds.time:
+            # a retried registration's own entries (a failed probe disables it again, its
+            # probing ends, a successful probe enables it) are not disables of this event
+            entries = [e for e in entries
+                       if pre_r[wd.reg_index[(e.user, e.jid, e.node)]].state in ENABLED]
+        if left != sorted(entry.node for entry in entries):
             leaf.bad.append((["disable_recorded"], "the audit trail does not record each "
                              "registration disabled by this event exactly once"))
         step = Step(wd, Records(view, lay.s, SessionFields), pre_r,
                     Records(view, lay.s, SessionFields, writes), post_r, changed_s, changed_r,
                     Records(view, lay.g, GhostFields), lambda: view(lay.recency), key, event,
                     pushes, self.bounds.max_errors, self.bounds.max_devices,
-                    Records(view, lay.sg, SessionGhostFields), lambda: view(lay.setting))
+                    Records(view, lay.sg, SessionGhostFields), lambda: view(lay.setting),
+                    tuple(world.last_notes) if self.bounds.time else ())
         bad = check_transition(step)
         if bad:
             shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
             leaf.bad.append((bad, f"{event.EVENT} gave: {shown}"))
         self._queue_writes(view, key, changed_s, step.post_sessions, writes)
         self._ghost_writes(view, key, changed_r, wd.push_masks(pushes),
-                           wd.rung(pushes, step.stanzas), pre_r, post_r, writes)
+                           wd.rung(pushes, step.stanzas), pre_r, post_r, writes,
+                           {j for j, _ in step.known_pushes()})
         if self.bounds.v2:
             self._v2_ghost_writes(key, changed_s, step.post_sessions, writes)
 
@@ -452,28 +476,51 @@ class CompiledExplorer:
 
     def _ghost_writes(self, view: View, key: tuple, changed_r: list[int], masks: list[int],
                       rung: list[bool], pre_r: Records, post_r: Records,
-                      writes: dict[int, Any]) -> None:
+                      writes: dict[int, Any], pushed: set[int]) -> None:
         """The ghost fields and the recency after the step (environment.py); ``rung``: per
-        registration, whether the step pushed it the call's proposal."""
+        registration, whether the step pushed it the call's proposal; ``pushed``: the
+        registrations it pushed."""
         lay, wd = self.layout, self.world
         ghosts = Records(view, lay.g, GhostFields)
         same_enabled = True
         enabled_j = wd.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
         touched = ghost_touched(key, changed_r, masks, enabled_j if wd.marks_kept else None)
-        for j in sorted({*touched, *(x for x, r in enumerate(rung) if r)}):
+        probed_in = None  # time: the registration a successful probe enabled again
+        for j in sorted({*touched, *pushed, *(x for x, r in enumerate(rung) if r)}):
             enabled = post_r[j].state in ENABLED
-            if (pre_r[j].state in ENABLED) != enabled:
+            before = pre_r[j].state in ENABLED
+            if before != enabled:
                 same_enabled = False
+                if enabled and key[0] == "result":
+                    probed_in = j
             fields = lay.g[j]
             marks = mark_writes(key, j, enabled_j, self.bounds, rung[j], enabled)
+            kept = False
+            if self.bounds.time:
+                node = key[2] if key[0] == "disable" else None
+                matched = key[0] == "disable" and (node is None or wd.nodes[j] == node)
+                marks.update(time_ghost_writes(key, j, ghosts[j], j in pushed, before, enabled,
+                                               matched))
+                if j == enabled_j and not before:  # enabled anew: no dedup memory, no calls
+                    marks.update(delivered=0, rang=0)
+                elif enabled and not before:  # a successful probe: no calls, dedup kept
+                    marks["rang"] = 0
+                if not enabled and marks.get("retried", ghosts[j].retried):
+                    # retried: its calls and dedup memory are kept for the probes (events.md
+                    # "Retry")
+                    kept = True
+                    marks.pop("rang", None)
+                    if rung[j]:
+                        marks["rang"] = 1
             for name, value in ghost_writes(ghosts[j], enabled, masks[j], result_outcome(key, j),
-                                            marks).items():
+                                            marks, kept).items():
                 if name == DELIVERED_ADD:  # one bit per stanza added, the others not read
                     bits = lay.composite[fields[_DELIVERED]]
                     writes.update((bits[k], 1) for k in bits if (value >> k) & 1)
                 else:
                     writes[fields[_GHOST_FIELD[name]]] = value
-        recency = recency_after(key, lambda: view(lay.recency), enabled_j,
+        recency = recency_after(key, lambda: view(lay.recency),
+                                enabled_j if probed_in is None else probed_in,
                                 lambda x: post_r[x].state in ENABLED, same_enabled)
         if recency is not None:
             writes[lay.recency] = recency
@@ -712,7 +759,8 @@ class CompiledExplorer:
             return
         coverage(result, self.world_cls, self.taken, self.bounds.expiry,
                  set().union(*(lay.values[fs[0]] for fs in lay.s)),
-                 set().union(*(lay.values[fs[0]] for fs in lay.r)), self.bounds.v2)
+                 set().union(*(lay.values[fs[0]] for fs in lay.r)), self.bounds.v2,
+                 self.bounds.time)
         if graph_checks:
             self._dead_states(result, moved[:total], lowers[:total], self._live(self._codes))
 

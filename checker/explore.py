@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import networkx as nx
 
-from pushrules.model.extract import v2_row
+from pushrules.model.extract import V2_MACHINE_EVENTS, v2_row
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.rules import TIME_RULES
 from pushrules.model.world import ImpossibleEvent, UndeclaredRejection, WorldBase
@@ -116,9 +116,12 @@ class Result:
     left_to_v1: list[str] = field(default_factory=list)
     """At a v2 bound: the version-1 rows not taken there (the v1 default bound takes them)."""
     left_to_time: list[str] = field(default_factory=list)
-    """Rows tagged with a time-based rule (model/rules.py TIME_RULES: held pushes, retry
-    probes): no bounded world runs the clock yet (issue 14's time abstraction), so they are
-    listed, not required."""
+    """Without ``Bounds.time``: rows tagged with a time-based rule (model/rules.py TIME_RULES:
+    held pushes, retry probes), which only the time bound takes (``pushrules check --time``),
+    so they are listed, not required."""
+    left_to_other: list[str] = field(default_factory=list)
+    """At the time bound: the rows of the other rules it does not take (it has one v1 stanza,
+    no CSI or chat setting; the v1 and v2 default bounds take them)."""
     unreached: list[str] = field(default_factory=list)
     stopped_early: bool = False
     models: int = 0
@@ -139,6 +142,8 @@ class Result:
             out["left_to_v1"] = self.left_to_v1
         if self.left_to_time:
             out["left_to_time"] = self.left_to_time
+        if self.left_to_other:
+            out["left_to_other"] = self.left_to_other
         return out
 
 
@@ -155,9 +160,9 @@ class Explorer:
     """
 
     def __init__(self, bounds: Bounds, world_cls: type[WorldBase] = TableWorld) -> None:
-        if bounds.v2:
+        if bounds.v2 or bounds.time:
             raise ValueError("the reference explorer does not explore the version-2 events "
-                             "yet: run the v2 bound without --reference")
+                             "or the time-based rules yet: run that bound without --reference")
         self.world = BoundedWorld(bounds)
         self.bounds = bounds
         self.world_cls = world_cls
@@ -640,13 +645,16 @@ def _rows_not_taken(machine: str, table: dict[str, dict[str, tuple[Any, ...]]], 
 
 
 def coverage(result: Result, world_cls: type, taken: set, timers: bool,
-             seen_sessions: set[str], seen_registrations: set[str], v2: bool = False) -> None:
+             seen_sessions: set[str], seen_registrations: set[str], v2: bool = False,
+             time: bool = False) -> None:
     """Row coverage, reached machine states and table completeness of one exploration:
     ``taken`` holds (machine, state, event, row) of the rows taken, ``timers`` whether the
     timer rows were explored (so must be taken too), ``v2`` whether the version-2 events were:
     then the rows only they take must be taken, and the version-1 rows it misses are listed
     in ``left_to_v1`` (a v2 bound leaves the v1 stanzas to the v1 default bound, which takes
-    every v1 row); without, the v2 rows are not required. ``seen_*`` are the machine states
+    every v1 row); without, the v2 rows are not required. ``time``: the time bound, which must
+    take every row of the time-based rules (the others are listed in ``left_to_other``);
+    without, those are listed in ``left_to_time``. ``seen_*`` are the machine states
     that occur in some explored state. Table completeness is static: it covers the timer
     events always."""
     tables = getattr(world_cls, "tables", None)
@@ -657,7 +665,12 @@ def coverage(result: Result, world_cls: type, taken: set, timers: bool,
         explored.append(("registration", getattr(tables, "REGISTRATION_TIMERS", {})))
     for machine, table in explored:
         for shown, row_is_v2, row_is_time in _rows_not_taken(machine, table, taken):
-            if row_is_time:
+            if time:
+                # a time bound takes the time rows of its own events (v2's or v1's)
+                mine = row_is_time and (shown.split(" --", 1)[1].split("[", 1)[0]
+                                        in V2_MACHINE_EVENTS) == v2
+                (result.uncovered if mine else result.left_to_other).append(shown)
+            elif row_is_time:
                 result.left_to_time.append(shown)
             elif not row_is_v2:
                 (result.left_to_v1 if v2 else result.uncovered).append(shown)

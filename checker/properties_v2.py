@@ -21,6 +21,7 @@ from .properties import (
     Step,
     disable_misses_its_target,
     held_back,
+    held_now,
     transition_property,
 )
 
@@ -71,7 +72,7 @@ def no_missed_ring(step: Step) -> bool:
         return False
     for j in range(len(step.world.nodes)):
         if step.enabled_before(j) and not _rings_itself(step, j) \
-                and not step.reached(j, call):
+                and not step.reached(j, call) and not held_now(step, j, call):
             return True
     return any(p.rule == "e/call" and not p.urgent for _, p in _pushes_of(step, call.id))
 
@@ -93,7 +94,7 @@ def call_end_only_where_rung(step: Step) -> bool:
     if call is None:
         return False
     return any(step.enabled_before(j) and step.ghosts[j].rang and not step.reached(j, call)
-               for j in range(len(step.world.nodes)))
+               and not held_now(step, j, call) for j in range(len(step.world.nodes)))
 
 
 def _held(step: Step, why: str) -> bool:

@@ -9,7 +9,16 @@ from pathlib import Path
 
 import click
 
-from pushrules.checker.bounded import FLAGS, V2_BOUNDS, V2_MUTANT_BOUNDS, Bounds
+from pushrules.checker.bounded import (
+    FLAGS,
+    TIME_BOUNDS,
+    TIME_MUTANT_BOUNDS,
+    TIME_V2_BOUNDS,
+    TIME_V2_MUTANT_BOUNDS,
+    V2_BOUNDS,
+    V2_MUTANT_BOUNDS,
+    Bounds,
+)
 from pushrules.checker.progress import Progress
 from pushrules.generated.events import EVENT_CLASSES
 
@@ -43,6 +52,13 @@ def _bound_options(fn):  # type: ignore[no-untyped-def]
               help="Also explore the model's orphan expiry: its timer event expire for every "
                    "orphaned registration at any time (orphaned -> disabled, reason expired); "
                    "the timer rows must be taken and, with --mutants, are mutated too.")
+@click.option("--time", is_flag=True, default=None,
+              help="The time-based rules (burst_window, orphan_ttl, retry_after on): the "
+                   "clock's events (a held push, an expiry or a retry coming due; a burst window "
+                   "ending) raised at any time for a registration whose due time is ahead, at "
+                   "its own default bound (checker/PROPERTIES.md, \"Time\"); implies --expiry. "
+                   "With --v2: the version-2 time bound. With --mutants: the mutants of the "
+                   "time rows.")
 @click.option("--mutants", "run_mutants", is_flag=True,
               help="Mutate the model IR and report which mutants some property kills.")
 @click.option("--mutant", "only", metavar="ID",
@@ -62,7 +78,11 @@ def check(run_mutants: bool, only: str | None, as_json: bool, trace_dir: Path | 
     """Explore every interleaving of a bounded world over the generated tables and check the
     properties (see checker/PROPERTIES.md). Exit 1 on any failure; a violated property prints
     its shortest counterexample as a trace for `pushrules replay --strict`."""
-    if bounds.get("v2"):
+    if bounds.get("time") and bounds.get("v2"):
+        base = TIME_V2_MUTANT_BOUNDS if run_mutants else TIME_V2_BOUNDS
+    elif bounds.get("time"):
+        base = TIME_MUTANT_BOUNDS if run_mutants else TIME_BOUNDS
+    elif bounds.get("v2"):
         base = V2_MUTANT_BOUNDS if run_mutants else V2_BOUNDS
     else:
         base = MUTANT_BOUNDS if run_mutants else Bounds()
@@ -73,8 +93,8 @@ def check(run_mutants: bool, only: str | None, as_json: bool, trace_dir: Path | 
         raise click.BadParameter(str(exc)) from None
     if limits.v2 and "message/bare/groupchat" not in EVENT_CLASSES:
         raise click.BadParameter("the model has no contract-v2 events yet", param_hint="--v2")
-    if limits.v2 and reference:
-        raise click.BadParameter("the reference explorer does not explore v2 yet",
+    if (limits.v2 or limits.time) and reference:
+        raise click.BadParameter("the reference explorer does not explore v2 or time yet",
                                  param_hint="--reference")
     progress = show_progress or sys.stderr.isatty()
     if run_mutants:
@@ -117,6 +137,10 @@ def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: boo
             click.echo(f"{len(result.left_to_v1)} version-1 rows are not taken at this v2 "
                        "bound (it has no v1 stanza; the v1 default bound takes them): "
                        + "; ".join(result.left_to_v1))
+        if result.left_to_other:
+            click.echo(f"{len(result.left_to_other)} rows are not taken at this time bound (the "
+                       "v1 and v2 default bounds take the rows of the other rules, the other "
+                       "time bound those of its events): " + "; ".join(result.left_to_other))
         if result.left_to_time:
             click.echo(f"{len(result.left_to_time)} rows of the time-based rules are not "
                        "explored (no bounded world runs the clock yet; tests/test_time_rules.py "

@@ -12,6 +12,9 @@ NEVER_DISABLED = "a disabled registration is never pushed to"
 PROBE_WHY = ("retried, and the rules would push the stanza to it were it enabled: one stanza, "
              "by the rule of this path, as a probe")
 NOT_RETRIED = "only a registration disabled for counted errors is retried"
+# Each disabled row below is exclusive of the probe row beside it (its guards the probe row's
+# negated), so at most one row is enabled (the checker's `deterministic`), not first-match.
+NOT_READY = "not ready to be probed: " + NEVER_DISABLED
 
 
 class Registration(Callbacks, StateMachine):  # type: ignore[misc]
@@ -80,7 +83,10 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
               "bound to a live session: rule (a) covers it, the archive path does not push")
         | tag(disabled.to.itself(internal=True, cond=["probe_ready", "addressed_to_user"],
                                  on="send_probe"), "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        | tag(disabled.to.itself(internal=True, cond="probe_ready", unless="addressed_to_user"),
+              "reg/probe", "retried, but an outgoing copy wakes no device of its sender: no "
+              "probe")
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
         name="archive-message-added",
     )
     push_offline = Event(
@@ -89,7 +95,7 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             "c/offline", "stored offline: every registration of the user is woken")
         | tag(disabled.to.itself(internal=True, cond="probe_ready", on="send_probe"),
               "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
         name="message/offline/handle",
     )
     push_groupchat = Event(
@@ -99,7 +105,7 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             "registration of the user is woken")
         | tag(disabled.to.itself(internal=True, cond="probe_ready", on="send_probe"),
               "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
         name="message/bare/groupchat",
     )
     push_call = Event(
@@ -118,9 +124,16 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
         | tag(orphaned.to.itself(internal=True, unless="outgoing_copy", on="send_push"),
               "e/call", "a call must ring now and no live session has this device: wake it "
               "at once (urgent)")
-        | tag(disabled.to.itself(internal=True, cond="probe_ready", unless="outgoing_copy",
-                                 on="send_probe"), "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        | tag(disabled.to.itself(internal=True, cond="probe_ready",
+                                 unless=["outgoing_copy", "ringing_app"], on="send_probe"),
+              "reg/probe", PROBE_WHY)
+        | tag(disabled.to.itself(internal=True, cond=["probe_ready", "outgoing_copy"]),
+              "reg/probe", "retried, but an outgoing proposal rings nothing: no probe")
+        | tag(disabled.to.itself(internal=True, cond=["probe_ready", "ringing_app"],
+                                 unless="outgoing_copy"),
+              "reg/probe", "retried, but the session it was bound to is active and "
+              "CSI-active: the open app rings the call itself, no probe")
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
         name="call-propose",
     )
     push_call_end = Event(
@@ -137,7 +150,13 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
               "e/call-end", "an outgoing call end archived for its sender: nothing to stop")
         | tag(disabled.to.itself(internal=True, cond=["probe_ready", "call_pushed_here"],
                                  unless="outgoing_copy", on="send_probe"), "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        | tag(disabled.to.itself(internal=True, cond="probe_ready", unless="call_pushed_here"),
+              "reg/probe", "retried, but it was not rung for the call: nothing to stop, no "
+              "probe")
+        | tag(disabled.to.itself(internal=True, cond=["probe_ready", "call_pushed_here",
+                                                      "outgoing_copy"]),
+              "reg/probe", "retried, but an outgoing call end stops nothing: no probe")
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
         name="call-end",
     )
     remote_disable = Event(
@@ -147,7 +166,7 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             "until enabled anew")
         | tag(disabled.to.itself(internal=True, cond="probing", on="end_probing"),
               "reg/retry", "the push service revoked a node being retried: the probing ends")
-        | tag(disabled.to.itself(internal=True), "reg/remote-disable",
+        | tag(disabled.to.itself(internal=True, unless="probing"), "reg/remote-disable",
               "already disabled: a routine no-op, like a late push-result"),
         name="push-remote-disable",
     )
@@ -176,7 +195,7 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
         | tag(disabled.to.itself(internal=True, cond=["probe_sent", "counted_error"],
                                  on="retry_later"),
               "reg/retry", "a counted error for the probe: disabled again, the wait starts over")
-        | tag(disabled.to.itself(internal=True), "errors/count",
+        | tag(disabled.to.itself(internal=True, unless="probe_sent"), "errors/count",
               "a late answer for a disabled registration changes nothing"),
         name="push-result",
     )
