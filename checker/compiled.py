@@ -98,7 +98,7 @@ _DELIVERED = _GHOST_FIELD["delivered"]
 class Leaf:
     """What a transition does from every state matching its trie path."""
 
-    __slots__ = ("kind", "writes", "bad", "event", "key", "code")
+    __slots__ = ("kind", "writes", "bad", "event", "key", "code", "pushes")
 
     def __init__(self, kind: int, key: tuple, event: Any = None) -> None:
         self.code: tuple[int, ...] = ()  # the state it was computed from
@@ -107,6 +107,7 @@ class Leaf:
         self.event = event
         self.writes: dict[int, Any] = {}
         self.bad: list[tuple[list[str], str]] = []
+        self.pushes: list[Any] = []
 
 
 class CompiledExplorer:
@@ -300,6 +301,7 @@ class CompiledExplorer:
                              f"{event.EVENT} raised {type(exc).__name__}: {exc}"))
             return
         self.taken |= world.taken
+        leaf.pushes = pushes
         writes, changed_s, changed_r = self._writes(st)
         self._properties(st, world, leaf, pushes, writes, changed_s, changed_r)
         leaf.writes = writes
@@ -425,9 +427,13 @@ class CompiledExplorer:
         entries = world.audit_log
         if entries and self.bounds.time:
             # a retried registration's own entries (a failed probe disables it again, its
-            # probing ends, a successful probe enables it) are not disables of this event
-            entries = [e for e in entries
-                       if pre_r[wd.reg_index[(e.user, e.jid, e.node)]].state in ENABLED]
+            # probing ends, a successful probe enables it) are not disables of this event:
+            # one each at most
+            retried = [e.node for e in entries
+                       if pre_r[wd.reg_index[(e.user, e.jid, e.node)]].state not in ENABLED]
+            if len(set(retried)) != len(retried):
+                left = ["(a retried registration recorded twice)"]
+            entries = [e for e in entries if e.node not in retried]
         if left != sorted(entry.node for entry in entries):
             leaf.bad.append((["disable_recorded"], "the audit trail does not record each "
                              "registration disabled by this event exactly once"))
@@ -615,8 +621,15 @@ class CompiledExplorer:
     def run(self, *, stop_at_first: bool = False, max_states: int | None = None,
             graph_checks: bool = True) -> Result:
         """Explore the bounded world breadth first."""
-        return timed_run(self.bounds, lambda result: self._bfs(
+        result = timed_run(self.bounds, lambda result: self._bfs(
             result, stop_at_first, max_states, graph_checks))
+        if self.bounds.time:  # counterexamples with `at` (checker/timing.py)
+            from .timing import timed_trace
+
+            for violation in result.violations.values():
+                if violation.trace:
+                    violation.timed = timed_trace(self, violation)
+        return result
 
     def code(self, n: int) -> tuple[int, ...]:
         return tuple(self._codes[n].tolist())
@@ -707,7 +720,7 @@ class CompiledExplorer:
                         leaf = self.leaves[int(leaves[k])]
                         for names, detail in leaf.bad:
                             if any(name not in violations for name in names):
-                                fail(names, chunk + k, leaf.event, detail)
+                                fail(names, chunk + k, leaf.event, detail, e)
                     ok = np.flatnonzero(self._leaf_kind[leaves] == _OK)
                     if not ok.size:
                         continue

@@ -81,16 +81,30 @@ class Violation:
     prop: str
     trace: list[Any]          # typed events from the initial state, setup prefix included
     detail: str
+    state: int = -1
+    """The explored state (its number) the violating event starts from, or the violating
+    state for a state property (-1: not known)."""
+    via: int = -1
+    """The violating event's key index (-1: a state property, or not known)."""
+    timed: str | None = None
+    """With time: the counterexample as a trace with ``at`` (checker/timing.py), when one
+    realizes its order of due times."""
 
     def as_trace(self, world: BoundedWorld, model: str = "model/ (generated/tables.py)") -> str:
         """The counterexample in the contract's JSON Lines format, with `# ` comments."""
+        if self.timed is not None:
+            return self.timed
         lines = [f"# property violated: {self.prop}: {PROPERTIES[self.prop]}",
                  f"# {self.detail}",
                  f"# model checked: {model}",
                  f"# bounds: {world.bounds.describe()}",
                  f"# replay: pushrules replay --strict --set max_errors={world.config.max_errors}"
                  f" --set max_devices={world.config.max_devices} TRACE"]
-        if world.bounds.expiry:
+        if world.bounds.time:
+            lines.append("# no values of burst_window, orphan_ttl and retry_after tried "
+                         "realize this order of due times (checker/timing.py): the '# timer:' "
+                         "lines are the clock's events, in an order the abstraction allows")
+        elif world.bounds.expiry:
             lines.append("# '# timer:' lines are the model's timer events (orphan_ttl); replay "
                          "does not raise them, so a trace with one does not replay as it is")
         setup = len(world.prefix())
@@ -121,7 +135,9 @@ class Result:
     so they are listed, not required."""
     left_to_other: list[str] = field(default_factory=list)
     """At the time bound: the rows of the other rules it does not take (it has one v1 stanza,
-    no CSI or chat setting; the v1 and v2 default bounds take them)."""
+    no CSI or chat setting; the v1 and v2 default bounds take them, and the other time bound
+    the time rows of its events: ``other_time_rows``)."""
+    other_time_rows: list[str] = field(default_factory=list)
     unreached: list[str] = field(default_factory=list)
     stopped_early: bool = False
     models: int = 0
@@ -619,13 +635,14 @@ def timed_run(bounds: Bounds, explore: Callable[[Result], None]) -> Result:
 
 
 def record(violations: dict[str, Violation], path: Callable[[int], list[Any]],
-           names: list[str], n: int, last: Any, detail: str) -> None:
+           names: list[str], n: int, last: Any, detail: str, via: int = -1) -> None:
     """Record the first violation of each property: the events to state ``n``, then the
-    violating event ``last`` (None for a state property). BFS order makes it a shortest."""
+    violating event ``last`` (None for a state property; ``via`` its key index). BFS order
+    makes it a shortest."""
     for name in names:
         if name not in violations:
             trace = path(n) + ([last] if last is not None else [])
-            violations[name] = Violation(name, trace, detail)
+            violations[name] = Violation(name, trace, detail, n, via)
 
 
 def _rows_not_taken(machine: str, table: dict[str, dict[str, tuple[Any, ...]]], taken: set
@@ -670,6 +687,8 @@ def coverage(result: Result, world_cls: type, taken: set, timers: bool,
                 mine = row_is_time and (shown.split(" --", 1)[1].split("[", 1)[0]
                                         in V2_MACHINE_EVENTS) == v2
                 (result.uncovered if mine else result.left_to_other).append(shown)
+                if row_is_time and not mine:
+                    result.other_time_rows.append(shown)
             elif row_is_time:
                 result.left_to_time.append(shown)
             elif not row_is_v2:

@@ -35,7 +35,8 @@ PROPERTIES: dict[str, str] = {
         "every important stanza queued to, or in the queue of, a bound ack_delayed/hibernated "
         "session is pushed to its registration; every important stanza archived for the user "
         "(addressed to them) is pushed to each registration not bound to a live session; every "
-        "important stanza stored offline is pushed to every enabled registration",
+        "important stanza stored offline is pushed to every enabled registration (with time: "
+        "or held for it; and a registration whose probe is due gets one of them as its probe)",
     "at_most_once":
         "at most one push per (stanza, registration) while the registration stays enabled, "
         "and at most one push per registration and event",
@@ -127,7 +128,8 @@ PROPERTIES: dict[str, str] = {
         "time: a push to a registration that is not enabled is a probe: of one stanza, only "
         "to a registration disabled for counted errors whose retry came due (or whose probe "
         "was answered wait) since it was disabled or last probed; a retry comes due only for "
-        "such a registration",
+        "such a registration; a disable for counted errors or a failed probe starts the wait "
+        "for the next retry",
     "no_dead_state":
         "every reachable state has a successor other than itself, and from every reachable "
         "state a state with every session offline is reachable",
@@ -458,11 +460,13 @@ def _session_loses(step: Step) -> bool:
     session = step.pre_sessions[step.key[1]]
     j = session.binding
     woken = step.kind != "queued" or session.state in ("ack_delayed", "hibernated")
-    if j < 0 or not woken or not step.enabled_before(j):  # time: disabled and retried
+    if j < 0 or not woken:
         return False
-    return any(s.important and s.id is not None and not step.delivered(j, s.id)
-               and not held_now(step, j, s) and not exempt(step, s, rule_a=True)
-               for s in step.stanzas)
+    owed = [s for s in step.stanzas if s.important and s.id is not None
+            and not step.delivered(j, s.id) and not exempt(step, s, rule_a=True)]
+    if not step.enabled_before(j):  # time: held by the session it was bound to, retried
+        return bool(owed) and probe_due(step, j) and j not in step.pushed_to()
+    return any(not held_now(step, j, s) for s in owed)
 
 
 def _fan_out_loses(step: Step) -> bool:
@@ -473,7 +477,11 @@ def _fan_out_loses(step: Step) -> bool:
     if not stanza.important or (archive and stanza.to_bare != USER) or exempt(step, stanza):
         return False
     for j in range(len(step.world.nodes)):
-        if not step.enabled_before(j) or (archive and step.held_live(j)):
+        if archive and step.held_live(j):
+            continue
+        if not step.enabled_before(j):
+            if probe_due(step, j) and not step.reached(j, stanza):
+                return True  # time: its probe (the stanza is the first one due)
             continue
         if not step.reached(j, stanza) and not held_now(step, j, stanza):
             return True
@@ -590,6 +598,16 @@ def probe_enables(step: Step) -> bool:
     """time: the step is the push-result of a probe that enables its registration again."""
     return step.world.bounds.time and step.kind == "result" \
         and not step.enabled_before(step.key[1]) and step.enabled_after(step.key[1])
+
+
+def probe_due(step: Step, j: int) -> bool:
+    """time: registration j is retried and its probe is due (the checker's ghost records:
+    disabled for counted errors, its retry came due and no probe went since): the next
+    stanza the rules would push to it is its probe."""
+    if not step.world.bounds.time:
+        return False
+    ghost = step.ghosts[j]
+    return bool(ghost.retried and ghost.probe_ok)
 
 
 def held_now(step: Step, j: int, stanza: Any) -> bool:

@@ -144,11 +144,18 @@ def flush_rechecks_rules(step: Step) -> bool:
 def probe_once_per_retry(step: Step) -> bool:
     """A probe (a push to a registration not enabled) of more than one stanza, a second one
     in the step, or one to a registration not retried or whose retry has not come due since
-    it was disabled or last probed; a retry coming due for a registration not retried."""
+    it was disabled or last probed; a retry coming due for a registration not retried; a
+    disable for counted errors, or a failed probe, after which no retry is due (the wait
+    starts over: the model's record says a retry is ahead)."""
     if not _time(step):
         return False
     if step.kind == "retry" and not step.ghosts[step.key[1]].retried:
         return True
+    if step.kind == "result" and step.key[2] not in ("ok", "wait"):
+        j = step.key[1]
+        retried = step.enabled_before(j) or step.ghosts[j].retried
+        if retried and not step.enabled_after(j) and not step.post_regs[j].retry:
+            return True  # disabled for counted errors (or a failed probe): no retry is due
     probed: set[int] = set()
     for j, push in step.known_pushes():
         if step.enabled_before(j):
