@@ -312,7 +312,7 @@ def zero_clock() -> float:
 def _world_stanzas(bounds: Bounds) -> list[tuple[str, StanzaFacts | None]]:
     """The XML of the world's stanzas, in order, with their facts (None: a v1 stanza's, read
     from its addressing): m1.. cycling through the v1 kinds, then the v2 stanzas."""
-    kinds = range(bounds.stanzas)
+    kinds: list[int] = list(range(bounds.stanzas))
     if bounds.time:  # no stanza without an id (m3, m6, ...): see Bounds.time
         kinds = [n for n in range(3 * bounds.stanzas) if n % 3 != 2][:bounds.stanzas]
     out: list[tuple[str, StanzaFacts | None]] = [
@@ -326,15 +326,19 @@ def _world_stanzas(bounds: Bounds) -> list[tuple[str, StanzaFacts | None]]:
     return out
 
 
+def world_config(bounds: Bounds) -> Config:
+    """The rule options of a bounded world: its sizes, and the time options it turns on."""
+    times: dict[str, Any] = dict(TIME_OPTIONS) if bounds.time else {
+        "orphan_ttl": TIMER_TTL if bounds.expiry else 0}
+    return Config(max_errors=bounds.max_errors, max_devices=bounds.max_devices, **times)
+
+
 class BoundedWorld:
     """Names, stanzas, setup prefix and the event alphabet of one bounded configuration."""
 
     def __init__(self, bounds: Bounds) -> None:
         self.bounds = bounds
-        times = TIME_OPTIONS if bounds.time else {"orphan_ttl": TIMER_TTL if bounds.expiry
-                                                   else 0}
-        self.config = Config(max_errors=bounds.max_errors, max_devices=bounds.max_devices,
-                             **times)
+        self.config = world_config(bounds)
         self.sids = [f"{USER}/r{i + 1}" for i in range(bounds.sessions)]
         self.old_sids = [f"{USER}/old{k + 1}" for k in range(bounds.orphans)]
         # registration index -> node; orphans first (they were enabled first)
@@ -368,7 +372,7 @@ class BoundedWorld:
         self.marks_kept = bounds.expiry or bounds.v2
         """Whether the checker keeps marks that a push-enable clears (ghost ``expired``,
         ``remote``)."""
-        self._cache: dict[tuple, Any] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
 
     def node_of(self, session: int) -> str | None:
         """The node a session enables push to (None: it never enables)."""
@@ -393,7 +397,7 @@ class BoundedWorld:
                     ge.SessionDestroyed(sid)]
         return out
 
-    def event(self, key: tuple, queue: tuple[int, ...] = ()) -> Any:
+    def event(self, key: tuple[Any, ...], queue: tuple[int, ...] = ()) -> Any:
         """The typed contract event for an event key (cached: events are immutable)."""
         cache_key = (key, queue)
         found = self._cache.get(cache_key)
@@ -401,7 +405,7 @@ class BoundedWorld:
             found = self._cache[cache_key] = self._build(key, queue)
         return found
 
-    def _build(self, key: tuple, queue: tuple[int, ...]) -> Any:
+    def _build(self, key: tuple[Any, ...], queue: tuple[int, ...]) -> Any:
         kind = key[0]
         if kind == "archive":
             return ge.ArchiveMessageAdded(USER, self.stanzas[key[1]])
@@ -451,9 +455,9 @@ class BoundedWorld:
         return _contract_event("push-remote-disable", user=USER, jid=APP,
                                node=self.nodes[key[1]])
 
-    def alphabet(self) -> list[tuple]:
+    def alphabet(self) -> list[tuple[Any, ...]]:
         """Every event key; which of them the server raises in a state is `raised()`."""
-        keys: list[tuple] = []
+        keys: list[tuple[Any, ...]] = []
         for i in range(self.bounds.sessions):
             keys += [("bind", i)]
             for node in self.nodes_of(i):

@@ -28,6 +28,7 @@ find the same states, transitions and verdicts (tests/test_compiled.py).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -100,7 +101,7 @@ class Leaf:
 
     __slots__ = ("kind", "writes", "bad", "event", "key", "code", "pushes")
 
-    def __init__(self, kind: int, key: tuple, event: Any = None) -> None:
+    def __init__(self, kind: int, key: tuple[Any, ...], event: Any = None) -> None:
         self.code: tuple[int, ...] = ()  # the state it was computed from
         self.kind = kind
         self.key = key
@@ -177,7 +178,7 @@ class CompiledExplorer:
             values[field] = ()
         return lay.pack(values)
 
-    def _reg_value(self, reg: RegistrationRecord | None) -> tuple:
+    def _reg_value(self, reg: RegistrationRecord | None) -> tuple[Any, ...]:
         if reg is None:
             return tuple(ABSENT_REGISTRATION)
         index = self.world.session_index
@@ -199,20 +200,20 @@ class CompiledExplorer:
             mask |= self._stanza_bit[sid]
         return mask
 
-    def steps(self) -> list[tuple[tuple, Any]]:
+    def steps(self) -> list[tuple[tuple[Any, ...], Any]]:
         """(model part, event) of every distinct step computed through the model's tables
         (taken, rejected or failed): what conformance.py replays on the other engines."""
         return [(self.model(leaf.code), leaf.event) for leaf in self.leaves
                 if leaf.event is not None and leaf.code]
 
-    def model(self, code: tuple[int, ...]) -> tuple:
+    def model(self, code: tuple[int, ...]) -> tuple[Any, ...]:
         """The model part ``(sessions, registrations, order)`` of a packed state."""
         lay = self.layout
         return (tuple(SessionPart(*(lay.value(code, f) for f in fs)) for fs in lay.s),
                 tuple(RegistrationPart(*(lay.value(code, f) for f in fs)) for fs in lay.r),
                 lay.value(code, lay.order))
 
-    def queue(self, code: tuple[int, ...], session: int) -> tuple:
+    def queue(self, code: tuple[int, ...], session: int) -> tuple[Any, ...]:
         field = self.layout.q.get(session)
         return () if field is None else self.layout.value(code, field)
 
@@ -252,13 +253,13 @@ class CompiledExplorer:
             leaf.bad.append((bad, ""))
         return leaf
 
-    def _raised(self, key: tuple, view: View) -> Any:
+    def _raised(self, key: tuple[Any, ...], view: View) -> Any:
         """The event the environment raises for ``key`` here (with its session's queue), or
         None when it is not raised (environment.py)."""
         lay, kind = self.layout, key[0]
         field = lay.q.get(key[1]) if is_session_event(kind) else None
 
-        def queue() -> tuple:
+        def queue() -> tuple[Any, ...]:
             return () if field is None else view(field)
 
         if kind == "result":
@@ -411,7 +412,7 @@ class CompiledExplorer:
         if new_order != order:
             writes[lay.order] = new_order
 
-    def _properties(self, st: LazyState, world: TableWorld, leaf: Leaf, pushes: list,
+    def _properties(self, st: LazyState, world: TableWorld, leaf: Leaf, pushes: list[Any],
                     writes: dict[int, Any], changed_s: list[int], changed_r: list[int]) -> None:
         """The step's properties, then the environment's and the checker's updates (into
         ``writes``)."""
@@ -464,7 +465,8 @@ class CompiledExplorer:
         if setting is not None:
             writes[lay.setting] = setting
 
-    def _queue_writes(self, view: View, key: tuple, changed_s: list[int], post_s: Records,
+    def _queue_writes(self, view: View, key: tuple[Any, ...], changed_s: list[int],
+                      post_s: Sequence[Any],
                       writes: dict[int, Any]) -> None:
         """The smacks queues after the step (environment.py): the event's session's, and
         none for a session that went offline."""
@@ -472,7 +474,8 @@ class CompiledExplorer:
         session_event = is_session_event(key[0])
         if session_event:
             field = lay.q.get(key[1])
-            new = queue_after(key, field is not None, lambda: view(field))
+            new = queue_after(key, field is not None,
+                              lambda: () if field is None else view(field))
             if new is not None:
                 writes[field] = new  # type: ignore[index]
         for i in {*changed_s, *((key[1],) if session_event else ())}:
@@ -480,7 +483,8 @@ class CompiledExplorer:
             if field is not None and post_s[i].state == "offline":
                 writes[field] = ()
 
-    def _ghost_writes(self, view: View, key: tuple, changed_r: list[int], masks: list[int],
+    def _ghost_writes(self, view: View, key: tuple[Any, ...], changed_r: list[int],
+                      masks: list[int],
                       rung: list[bool], pre_r: Records, post_r: Records,
                       writes: dict[int, Any], pushed: set[int]) -> None:
         """The ghost fields and the recency after the step (environment.py); ``rung``: per
@@ -501,23 +505,8 @@ class CompiledExplorer:
                     probed_in = j
             fields = lay.g[j]
             marks = mark_writes(key, j, enabled_j, self.bounds, rung[j], enabled)
-            kept = False
-            if self.bounds.time:
-                node = key[2] if key[0] == "disable" else None
-                matched = key[0] == "disable" and (node is None or wd.nodes[j] == node)
-                marks.update(time_ghost_writes(key, j, ghosts[j], j in pushed, before, enabled,
-                                               matched))
-                if j == enabled_j and not before:  # enabled anew: no dedup memory, no calls
-                    marks.update(delivered=0, rang=0)
-                elif enabled and not before:  # a successful probe: no calls, dedup kept
-                    marks["rang"] = 0
-                if not enabled and marks.get("retried", ghosts[j].retried):
-                    # retried: its calls and dedup memory are kept for the probes (events.md
-                    # "Retry")
-                    kept = True
-                    marks.pop("rang", None)
-                    if rung[j]:
-                        marks["rang"] = 1
+            kept = self.bounds.time and self._time_marks(key, j, ghosts[j], marks, j in pushed,
+                                                         (before, enabled), enabled_j, rung[j])
             for name, value in ghost_writes(ghosts[j], enabled, masks[j], result_outcome(key, j),
                                             marks, kept).items():
                 if name == DELIVERED_ADD:  # one bit per stanza added, the others not read
@@ -530,6 +519,27 @@ class CompiledExplorer:
                                 lambda x: post_r[x].state in ENABLED, same_enabled)
         if recency is not None:
             writes[lay.recency] = recency
+
+    def _time_marks(self, key: tuple[Any, ...], j: int, ghost: Any, marks: dict[str, int],
+                    pushed: bool, enabled: tuple[bool, bool], enabled_j: int | None,
+                    rung: bool) -> bool:
+        """A time world: registration j's time ghosts into ``marks`` (environment.py
+        time_ghost_writes), and whether it is retried after the step (its dedup memory and
+        calls are kept for the probes: events.md "Retry")."""
+        before, after = enabled
+        node = key[2] if key[0] == "disable" else None
+        matched = key[0] == "disable" and (node is None or self.world.nodes[j] == node)
+        marks.update(time_ghost_writes(key, j, ghost, pushed, before, after, matched))
+        if j == enabled_j and not before:  # enabled anew: no dedup memory, no calls
+            marks.update(delivered=0, rang=0)
+        elif after and not before:  # a successful probe: no calls, dedup kept
+            marks["rang"] = 0
+        if after or not marks.get("retried", ghost.retried):
+            return False
+        marks.pop("rang", None)
+        if rung:
+            marks["rang"] = 1
+        return True
 
     # --- the tries -------------------------------------------------------------------------
     def _new_node(self, field: int) -> int:

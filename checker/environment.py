@@ -30,11 +30,15 @@ CLOCK_FIELD = {"flush": "hold", "expire": "expire", "retry": "retry", "window": 
 is ahead: the clock reaches it only then (as the world's ``run_due`` skips a stale entry)."""
 
 
+Key = tuple[Any, ...]
+"""An event key (kind, ...), a smacks queue (stanza indexes) or a recency (registrations)."""
+
+
 def is_session_event(kind: str) -> bool:
     return kind not in FAN_OUT
 
 
-def raised(key: tuple, queue: Callable[[], tuple], sessions: Sequence[Any]) -> bool:
+def raised(key: Key, queue: Callable[[], Key], sessions: Sequence[Any]) -> bool:
     """Whether the server raises ``key`` in a state whose session ``key[1]`` has the smacks
     queue ``queue()`` (a stanza-queued event adds a stanza not in it yet), and whose sessions
     are ``sessions``: ``message/offline/handle`` only while none of them is active. push-result
@@ -73,7 +77,7 @@ def result_raised(registration_state: str, pending: Callable[[], int]) -> bool:
     return not result_needs_pending(registration_state) or bool(pending())
 
 
-def queue_after(key: tuple, tracked: bool, queue: Callable[[], tuple]) -> tuple | None:
+def queue_after(key: Key, tracked: bool, queue: Callable[[], Key]) -> Key | None:
     """The smacks queue of the event's own session after the event (None: unchanged): a
     bind, an ack or a destroy empties it, stanza-queued adds its stanza (queues are tracked
     only for sessions that enable push)."""
@@ -134,7 +138,7 @@ def apply_delivered(ghost: Any, changes: dict[str, int]) -> dict[str, int]:
     return changes
 
 
-def ghost_touched(key: tuple, changed_regs: Sequence[int], masks: Sequence[int],
+def ghost_touched(key: tuple[Any, ...], changed_regs: Sequence[int], masks: Sequence[int],
                   enabled_index: int | None = None) -> list[int]:
     """The registrations whose ghost fields an event may change: those it changed, those it
     pushed, the one its push-result or timer names and (with expiry) the one it enables (the
@@ -174,13 +178,14 @@ def mark_writes(key: tuple[Any, ...], j: int, enabled_index: int | None, bounds:
     return out
 
 
-def result_outcome(key: tuple, j: int) -> str | None:
+def result_outcome(key: tuple[Any, ...], j: int) -> str | None:
     """The outcome of the push-result ``key`` for registration j (None: not its result)."""
     return key[2] if key[0] == "result" and key[1] == j else None
 
 
-def recency_after(key: tuple, recency: Callable[[], tuple], enabled_index: int | None,
-                  enabled_after: Callable[[int], bool], same_enabled: bool) -> tuple | None:
+def recency_after(key: Key, recency: Callable[[], Key], enabled_index: int | None,
+                  enabled_after: Callable[[int], bool], same_enabled: bool
+                  ) -> tuple[Any, ...] | None:
     """The recency after the event (None: unchanged): an enable (or, with time, a successful
     probe: ``enabled_index`` on a push-result) makes its registration the most recent;
     registrations no longer enabled leave it."""

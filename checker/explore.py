@@ -53,10 +53,14 @@ from .properties import PROPERTIES, Step, check_state, check_transition
 from .tableworld import TableWorld
 
 
+def _constant(value: tuple[Any, ...]) -> Callable[[], tuple[Any, ...]]:
+    return lambda: value
+
+
 class Taken(NamedTuple):
     """A model step that took the event, computed once per (model part, event)."""
 
-    pushes: list
+    pushes: list[Any]
     post: int                      # the model part after (its id)
     masks: tuple[int, ...]         # per registration, the stanzas pushed to it (bits)
     nondeterministic: Any          # the first (machine, state, event, rows) with several rows
@@ -191,17 +195,19 @@ class Explorer:
         # sessions whose smacks queue is tracked: those that enable push (nothing queued to a
         # session that never holds a registration can be pushed, so its queue is abstracted)
         self._tracked = {i for i in range(bounds.sessions) if w.node_of(i) is not None}
-        self.models: list[tuple] = []
-        self._intern: dict[tuple, tuple] = {}  # shared queue/ghost tuples: states stay small
-        self._queue_memo: dict[tuple, tuple] = {}
-        self._model_ids: dict[tuple, int] = {}
-        self._steps: dict[tuple[int, int], tuple] = {}
+        self.models: list[tuple[Any, ...]] = []
+        # shared queue/ghost tuples: states stay small
+        self._intern: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._queue_memo: dict[tuple[Any, ...], int] = {}
+        self._model_ids: dict[tuple[Any, ...], int] = {}
+        self._steps: dict[tuple[int, int], Taken | Refused] = {}
         self._uids: dict[tuple[int, int], int] = {}
-        self._step_of: list[tuple] = []  # step uid -> (model id, key, event, step)
-        self._queues: list[tuple] = []
-        self._qids: dict[tuple, int] = {}
-        self._grids: list[tuple[tuple, tuple]] = []  # ghost parts: (ghosts, recency)
-        self._gids: dict[tuple[tuple, tuple], int] = {}
+        self._step_of: list[tuple[Any, ...]] = []  # step uid -> (model id, key, event, step)
+        self._queues: list[tuple[Any, ...]] = []
+        self._qids: dict[tuple[Any, ...], int] = {}
+        # ghost parts: (ghosts, recency)
+        self._grids: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
+        self._gids: dict[tuple[tuple[Any, ...], tuple[Any, ...]], int] = {}
         self._pending: list[int] = []  # per ghost part: bit j set while a push to j is pending
         self.taken: set[tuple[str, str, str, int]] = set()
         self.progress: Progress | None = None  # set to report progress (checker/progress.py)
@@ -210,7 +216,7 @@ class Explorer:
     def new_world(self) -> WorldBase:
         return self.world_cls(self.world.config, clock=zero_clock)
 
-    def model_id(self, model: tuple) -> int:
+    def model_id(self, model: tuple[Any, ...]) -> int:
         found = self._model_ids.get(model)
         if found is None:
             found = self._model_ids[model] = len(self.models)
@@ -219,11 +225,11 @@ class Explorer:
             self.models.append(model)
         return found
 
-    def restore(self, model: tuple) -> WorldBase:
+    def restore(self, model: tuple[Any, ...]) -> WorldBase:
         """A fresh world holding the model part ``model``."""
         return self.restore_into(self.new_world(), model)
 
-    def restore_into(self, world: WorldBase, model: tuple) -> WorldBase:
+    def restore_into(self, world: WorldBase, model: tuple[Any, ...]) -> WorldBase:
         """Put the model part ``model`` into a fresh world of any engine."""
         sessions, regs, order = model
         wd = self.world
@@ -241,7 +247,7 @@ class Explorer:
             reg.session = wd.all_sids[part.owner] if part.owner >= 0 else None
             reg.errors = part.errors
             reg.seq = ranks.get(j, 0)
-            reg.pushed = {sid: None for k, sid in enumerate(self._stanza_ids)
+            reg.pushed = {sid: None for k, sid in enumerate(self._stanza_ids)  # type: ignore[misc]
                           if (part.pushed >> k) & 1}
             table[(APP, wd.nodes[j])] = reg
         if table:
@@ -249,7 +255,7 @@ class Explorer:
         world._seq = len(order)
         return world
 
-    def encode(self, world: WorldBase) -> tuple:
+    def encode(self, world: WorldBase) -> tuple[Any, ...]:
         """The model part of a world."""
         wd = self.world
         unknown = set(world.sessions) - set(wd.sids)
@@ -280,7 +286,7 @@ class Explorer:
                 enabled.append((reg.seq, j))
         return (tuple(sessions), tuple(regs), tuple(j for _, j in sorted(enabled)))
 
-    def initial(self) -> tuple:
+    def initial(self) -> tuple[Any, ...]:
         world = self.new_world()
         for event in self.world.prefix():
             world.handle(event)
@@ -292,7 +298,8 @@ class Explorer:
         return (mid, *(intern.setdefault(p, p) for p in parts))
 
     # --- environment -------------------------------------------------------------------------
-    def events(self, model: tuple, queues: tuple) -> list[tuple[tuple, Any]]:
+    def events(self, model: tuple[Any, ...], queues: tuple[Any, ...]
+               ) -> list[tuple[tuple[Any, ...], Any]]:
         """(key, typed event) the server can raise in a state with this model part and these
         queues (environment.py). A push-result for a stored registration is raised only while
         a push to it is pending (ghost part): `_bfs` filters those."""
@@ -304,13 +311,13 @@ class Explorer:
             if kind in TIMERS:
                 if not timer_raised(model[1][key[1]].state):
                     continue
-            elif kind != "result" and not raised(key, lambda q=queue: q, model[0]):
+            elif kind != "result" and not raised(key, _constant(queue), model[0]):
                 continue
             out.append((key, event(key, queue) if kind in QUEUE_EVENTS else event(key)))
         return out
 
     # --- one model step ----------------------------------------------------------------------
-    def step(self, mid: int, event: Any, key: tuple) -> Taken | Refused:
+    def step(self, mid: int, event: Any, key: tuple[Any, ...]) -> Taken | Refused:
         """The model's step from model part ``mid`` on ``event``, computed once."""
         cache_key = (mid, id(event))
         found = self._steps.get(cache_key)
@@ -318,7 +325,7 @@ class Explorer:
             found = self._steps[cache_key] = self._compute_step(self.models[mid], event)
         return found
 
-    def _compute_step(self, model: tuple, event: Any) -> Taken | Refused:
+    def _compute_step(self, model: tuple[Any, ...], event: Any) -> Taken | Refused:
         world = self.restore(model)
         try:
             pushes = take(world, event)
@@ -351,7 +358,8 @@ class Explorer:
         return Taken(pushes, post_mid, tuple(masks), nondet, left == recorded, any(masks),
                      same_enabled, intern.setdefault(offline, offline), changed_s, changed_r)
 
-    def _next_queues(self, queues: tuple, key: tuple, offline: tuple) -> tuple:
+    def _next_queues(self, queues: tuple[Any, ...], key: tuple[Any, ...],
+                     offline: tuple[Any, ...]) -> tuple[Any, ...]:
         """The smacks queues after the step (environment.py); a session offline has none."""
         if is_session_event(key[0]):
             i = key[1]
@@ -362,8 +370,9 @@ class Explorer:
             queues = tuple(() if i in offline else q for i, q in enumerate(queues))
         return self._intern.setdefault(queues, queues)
 
-    def _next_ghosts(self, ghosts: tuple, recency: tuple, key: tuple,
-                     step: Taken) -> tuple[tuple, tuple]:
+    def _next_ghosts(self, ghosts: tuple[Any, ...], recency: tuple[Any, ...],
+                     key: tuple[Any, ...],
+                     step: Taken) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The ghost part after the step (environment.py)."""
         post_regs = self.models[step.post][1]
         new = list(ghosts)
@@ -393,7 +402,7 @@ class Explorer:
             result, stop_at_first, max_states, graph_checks))
 
     @staticmethod
-    def _number(ids: dict, parts: list, part: Any, what: str) -> int:
+    def _number(ids: dict[Any, Any], parts: list[Any], part: Any, what: str) -> int:
         """The number of an interned state part (queues or ghost part)."""
         found = ids.get(part)
         if found is None:
@@ -403,21 +412,21 @@ class Explorer:
             parts.append(part)
         return found
 
-    def _qid(self, queues: tuple) -> int:
+    def _qid(self, queues: tuple[Any, ...]) -> int:
         return self._number(self._qids, self._queues, queues, "smacks queues")
 
-    def _gid(self, pair: tuple[tuple, tuple]) -> int:
+    def _gid(self, pair: tuple[tuple[Any, ...], tuple[Any, ...]]) -> int:
         found = self._number(self._gids, self._grids, pair, "ghost parts")
         if found == len(self._pending):
             self._pending.append(sum(1 << j for j, g in enumerate(pair[0]) if g.pending))
         return found
 
-    def state(self, code: int) -> tuple:
+    def state(self, code: int) -> tuple[Any, ...]:
         """The tuple ``(model_id, queues, ghosts, recency)`` of an encoded state."""
         ghosts, recency = self._grids[code & _MASK]
         return (code >> 2 * _BITS, self._queues[(code >> _BITS) & _MASK], ghosts, recency)
 
-    def _moves(self, mid: int, qid: int) -> list[tuple]:
+    def _moves(self, mid: int, qid: int) -> list[tuple[Any, ...]]:
         """The transitions out of every state with model part ``mid`` and queues ``qid``:
         ``(needs_pending_bit, step_uid, post_model_and_queues, flagged)``. Only push-result
         events depend on the ghost part (they are raised while a push to that registration is
@@ -495,7 +504,7 @@ class Explorer:
         progress = bytearray(1)
         violations = result.violations
         checked_models: set[int] = set()
-        moves_of: dict[int, list[tuple]] = {}
+        moves_of: dict[int, list[tuple[Any, ...]]] = {}
         ghost_memo: dict[int, int] = {}
         step_of = self._step_of
         pending = self._pending
@@ -573,12 +582,12 @@ class Explorer:
         if graph_checks:
             self._graph(result, codes, moves_of, progress, path)
 
-    def _coverage(self, result: Result, taken: set) -> None:
+    def _coverage(self, result: Result, taken: set[Any]) -> None:
         coverage(result, self.world_cls, taken, self.bounds.expiry,
                  {s.state for model in self.models for s in model[0]},
                  {r.state for model in self.models for r in model[1]})
 
-    def _graph(self, result: Result, codes: array, moves_of: dict[int, list[tuple]],
+    def _graph(self, result: Result, codes: array[Any], moves_of: dict[int, list[tuple[Any, ...]]],
                progress: bytearray, path: Callable[[int], list[Any]]) -> None:
         """No dead state: every state has a successor other than itself (exact), and a state
         with every session offline is reachable from every state. The latter runs on the
@@ -645,7 +654,7 @@ def record(violations: dict[str, Violation], path: Callable[[int], list[Any]],
             violations[name] = Violation(name, trace, detail, n, via)
 
 
-def _rows_not_taken(machine: str, table: dict[str, dict[str, tuple[Any, ...]]], taken: set
+def _rows_not_taken(machine: str, table: dict[str, dict[str, tuple[Any, ...]]], taken: set[Any]
                     ) -> list[tuple[str, bool, bool]]:
     """Each row of ``table`` not in ``taken``, shown as ``machine state --event[guards]-->
     target``, whether only a version-2 event takes it, and whether it is a time rule's."""
@@ -661,7 +670,7 @@ def _rows_not_taken(machine: str, table: dict[str, dict[str, tuple[Any, ...]]], 
     return out
 
 
-def coverage(result: Result, world_cls: type, taken: set, timers: bool,
+def coverage(result: Result, world_cls: type, taken: set[Any], timers: bool,
              seen_sessions: set[str], seen_registrations: set[str], v2: bool = False,
              time: bool = False) -> None:
     """Row coverage, reached machine states and table completeness of one exploration:

@@ -61,10 +61,10 @@ class LazySession(_LazyFields, SessionRecord):
 
     __slots__ = ("_st", "_fields", "vals", "dirty")
 
-    state = _field("state", 0)  # type: ignore[assignment]
+    state = _field("state", 0)
     csi = _field("csi", 2)  # v2: the model's XEP-0352 state (a constant outside v2)
 
-    @property  # type: ignore[override]
+    @property
     def binding(self) -> tuple[str, str, str] | None:
         j = self._get("binding", 1)
         return None if j < 0 else self._st.explorer.world.reg_keys[j]
@@ -82,9 +82,9 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     _j: int
     _pushed: LazyPushed | None
 
-    state = _field("state", 0)  # type: ignore[assignment]
+    state = _field("state", 0)
 
-    @property  # type: ignore[override]
+    @property
     def session(self) -> str | None:
         owner = self._get("owner", 1)
         return None if owner < 0 else self._st.explorer.world.all_sids[owner]
@@ -93,7 +93,7 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     def session(self, sid: str | None) -> None:
         self._set("owner", -1 if sid is None else self._st.explorer.world.session_index[sid])
 
-    errors = _field("errors", 2)  # type: ignore[assignment]
+    errors = _field("errors", 2)
 
     @property  # type: ignore[override]
     def pushed(self) -> LazyPushed:
@@ -106,12 +106,12 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
         self.pushed.replace(value)
 
 
-    @property  # type: ignore[override]
+    @property
     def seq(self) -> int:
         if "seq" not in self.vals:
             order = self._st.order()
             self.vals["seq"] = order.index(self._j) + 1 if self._j in order else 0
-        return self.vals["seq"]
+        return int(self.vals["seq"])
 
     @seq.setter
     def seq(self, value: int) -> None:
@@ -215,15 +215,15 @@ class LazyTimedRegistration(LazyRegistration):
     __slots__ = ("_held_views",)
     _held_views: list[LazyHeld]
 
-    probe = _field("probe", 5)  # type: ignore[assignment]
-    probe_session = _converted("probe_owner", 6, _owner_load,  # type: ignore[assignment]
+    probe = _field("probe", 5)
+    probe_session = _converted("probe_owner", 6, _owner_load,
                                _owner_store)
-    last_sent = _converted("window", 7,  # type: ignore[assignment]
+    last_sent = _converted("window", 7,
                            lambda rec, bit: rec._st.clock if bit else None, _is_set)
-    held = property(_held_get, _held_set)  # type: ignore[assignment]
-    hold_until = _converted("hold", 9, _due("burst_window"), _is_set)  # type: ignore[assignment]
-    expire_at = _converted("expire", 10, _due("orphan_ttl"), _is_set)  # type: ignore[assignment]
-    retry_at = _converted("retry", 11, _due("retry_after"), _is_set)  # type: ignore[assignment]
+    held = property(_held_get, _held_set)
+    hold_until = _converted("hold", 9, _due("burst_window"), _is_set)
+    expire_at = _converted("expire", 10, _due("orphan_ttl"), _is_set)
+    retry_at = _converted("retry", 11, _due("retry_after"), _is_set)
 
 
 class LazyPushed(MutableMapping[str, None]):
@@ -299,7 +299,7 @@ class SeqField:
 
     def __get__(self, obj: Any, cls: Any = None) -> int:
         state = obj.__dict__["_lazy"]
-        return len(state.order()) + state.enables
+        return int(len(state.order()) + state.enables)
 
     def __set__(self, obj: Any, value: int) -> None:
         state = obj.__dict__.get("_lazy")
@@ -404,6 +404,8 @@ class LazyState:
     when it is not stored (``loaded_*`` are their keys); ``stored_regs`` holds the stored
     registrations in the order a dict of them would (first lookup or store)."""
 
+    clock: float
+
     def __init__(self, explorer: CompiledExplorer, code: tuple[int, ...]) -> None:
         self.explorer = explorer
         self.layout = explorer.layout
@@ -483,10 +485,10 @@ class LazyState:
 
     def world(self) -> TableWorld:
         explorer = self.explorer
-        world = explorer.lazy_cls(explorer.world.config, clock=zero_clock)
+        world: TableWorld = explorer.lazy_cls(explorer.world.config, clock=zero_clock)
         world.__dict__["_lazy"] = self
         world.sessions = world.users = None  # type: ignore[assignment]  # storage methods only
-        world.chats = world.calls = None  # the v2 facts too (storage methods only)
+        world.chats = world.calls = None  # type: ignore[assignment]  # the v2 facts too
         if explorer.bounds.time:
             world.time, world.timed = self.clock, True
             world.explain = True  # the notes say why a held stanza was dropped

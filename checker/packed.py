@@ -8,7 +8,7 @@ records to the properties through a View, and ``Visited`` is the explorer's set 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from itertools import permutations
 from operator import itemgetter
 from typing import Any
@@ -66,7 +66,7 @@ class Layout:
             sizes.append(size)
             return len(sizes) - 1
 
-        def record(prefix: str, part: type, size: dict[str, int]) -> list[int]:
+        def record(prefix: str, part: Any, size: dict[str, int]) -> list[int]:
             """A record's fields, in the order of its part's fields (checker/parts.py); a
             set of stanzas is a composite of one-bit fields (``SETS``)."""
             return [self._add_set(f"{prefix} {name}", world, add) if name in SETS
@@ -80,10 +80,7 @@ class Layout:
         timed = 2 if b.time else 1
         registration = {"state": len(tables.REGISTRATION_STATES), "owner": owners,
                         "errors": errors, "calls": 2 if b.v2 else 1,
-                        # the time-based rules' facts: constants (no bits) outside --time
-                        "probe": 4 if b.time else 1, "probe_owner": owners if b.time else 1,
-                        "window": timed, "held": SEQUENCE if b.time else 1,
-                        "hold": timed, "expire": timed, "retry": timed}
+                        **_time_sizes(b.time, owners)}
         # the expiry mark is a field only with expiry: a constant (no bits) otherwise, so the
         # layout, and what is explored, is the one of the contract events alone
         ghost = {"errors": errors, "pending": 2,
@@ -213,6 +210,15 @@ class Layout:
         return clear, put
 
 
+def _time_sizes(time: bool, owners: int) -> dict[str, int]:
+    """The sizes of a registration's time facts: constants (no bits) outside a time world."""
+    if not time:
+        return dict.fromkeys(("probe", "probe_owner", "window", "held", "hold", "expire",
+                              "retry"), 1)
+    return {"probe": 4, "probe_owner": owners, "window": 2, "held": SEQUENCE, "hold": 2,
+            "expire": 2, "retry": 2}
+
+
 class View:
     """A packed state read one field at a time; ``reads`` is what was read, in order."""
 
@@ -269,7 +275,7 @@ class Fields:
         return bool(self.get(self.view.layout.composite[field][index]))
 
 
-def _named(name: str, part: type) -> type[Fields]:
+def _named(name: str, part: Any) -> type[Fields]:
     """Fields also read by the names of ``part``'s fields (``reg.owner`` for ``reg[1]``)."""
     attrs: dict[str, Any] = {"__slots__": ()}
     for k, field in enumerate(part._fields):
@@ -310,7 +316,7 @@ _DELIVERED = GhostPart._fields.index("delivered")
 SessionGhostFields = _named("SessionGhostFields", SessionGhostPart)
 
 
-class Records:
+class Records(Sequence[Any]):
     """The sessions, registrations or ghost records of a state as a lazy sequence of
     ``kind`` (SessionFields, RegistrationFields or GhostFields)."""
 
@@ -323,13 +329,13 @@ class Records:
         self.kind = kind
         self.writes = writes if writes is not None else {}
 
-    def __getitem__(self, index: int) -> Fields:
+    def __getitem__(self, index: Any) -> Any:
         return self.kind(self.view, self.fields[index], self.writes)
 
     def __len__(self) -> int:
         return len(self.fields)
 
-    def __iter__(self) -> Iterator[Fields]:
+    def __iter__(self) -> Iterator[Any]:
         return (self[i] for i in range(len(self.fields)))
 
 

@@ -223,7 +223,7 @@ def max_devices(st: State) -> bool:
     return sum(1 for j in range(len(st.regs)) if st.regs[j].state in ENABLED) > st.max_devices
 
 
-def check_state(model: tuple, max_devices: int) -> list[str]:
+def check_state(model: tuple[Any, ...], max_devices: int) -> list[str]:
     """The state properties violated by the model part ``(sessions, registrations, _)``."""
     st = State(model[0], model[1], max_devices)
     return [name for name, violated in STATE_PROPERTIES.items() if violated(st)]
@@ -247,10 +247,10 @@ class Step:
     changed_sessions: Iterable[int]
     changed_regs: Iterable[int]
     ghosts: Sequence[Any]
-    recency: Callable[[], tuple]
-    key: tuple
+    recency: Callable[[], tuple[Any, ...]]
+    key: tuple[Any, ...]
     event: Any
-    pushes: list
+    pushes: list[Any]
     max_errors: int
     max_devices: int
     session_ghosts: Any = ()
@@ -261,7 +261,7 @@ class Step:
     notes: tuple[str, ...] = ()
     """time: what the model said about the step (its --explain notes): why a held stanza was
     dropped."""
-    stanzas: tuple = field(init=False)
+    stanzas: tuple[Any, ...] = field(init=False)
     kind: str = field(init=False)
     _targets: list[int | None] | None = field(init=False, default=None)
     _known: list[tuple[int, Any]] | None = field(init=False, default=None)
@@ -296,7 +296,7 @@ class Step:
 
     def delivered_before(self, j: int, sid: str) -> bool:
         """Stanza ``sid`` was pushed to registration j since it was last enabled anew."""
-        return self.ghosts[j].delivered_has(self.world.stanza_index[sid])
+        return bool(self.ghosts[j].delivered_has(self.world.stanza_index[sid]))
 
     def delivered(self, j: int, sid: str) -> bool:
         """... before, or by this event."""
@@ -507,7 +507,7 @@ def disable_only_after_max_errors(step: Step) -> bool:
     count = 0 if outcome == "ok" else step.ghosts[j].errors + (outcome != "wait")
     if (after.state == "disabled") != (count >= step.max_errors):
         return True
-    return after.state != "absent" and after.errors != count
+    return bool(after.state != "absent" and after.errors != count)
 
 
 @transition_property
@@ -517,7 +517,7 @@ def wait_never_counts(step: Step) -> bool:
     if step.kind != "result" or key[2] != "wait" or not step.enabled_before(key[1]):
         return False
     before, after = step.pre_regs[key[1]], step.post_regs[key[1]]
-    return after.state != before.state or after.errors != before.errors
+    return bool(after.state != before.state or after.errors != before.errors)
 
 
 @transition_property
@@ -528,7 +528,7 @@ def session_follows_contract(step: Step) -> bool:
         return False
     i = step.key[1]
     expected = SESSION_TARGET.get(kind) or step.pre_sessions[i].state
-    return step.post_sessions[i].state != expected
+    return bool(step.post_sessions[i].state != expected)
 
 
 @transition_property
@@ -538,7 +538,7 @@ def enable_disable_follow_contract(step: Step) -> bool:
     if step.kind == "enable":
         i, j = step.key[1], _enabled(step)
         reg = step.post_regs[j]
-        return step.post_sessions[i].binding != j or reg.state != "bound" or reg.owner != i
+        return bool(step.post_sessions[i].binding != j or reg.state != "bound" or reg.owner != i)
     if step.kind == "disable":
         node = step.event.node
         for j in range(len(step.world.nodes)):
@@ -684,7 +684,7 @@ def allowed_rules(step: Step, rule: str, j: int) -> tuple[str, ...]:
     return (rule,)
 
 
-def _event_stanzas(event: Any) -> tuple:
+def _event_stanzas(event: Any) -> tuple[Any, ...]:
     queue = getattr(event, "queue", None)
     if queue is not None:
         return tuple(queue)

@@ -25,7 +25,8 @@ from pushrules.generated import events as ge
 from pushrules.model.records import TIMER_NAMES
 
 from .bounded import TimerEvent
-from .explore import PROPERTIES, Violation
+from .explore import Violation
+from .properties import PROPERTIES
 
 if TYPE_CHECKING:
     from .compiled import CompiledExplorer
@@ -72,7 +73,7 @@ def _due(world: Any, event: TimerEvent, window: float) -> float | None:
 
 
 def _realize(explorer: CompiledExplorer, steps: list[tuple[Any, list[Any]]],
-             options: dict[str, int]) -> list[tuple[Any, float]] | None:
+             options: dict[str, Any]) -> list[tuple[Any, float]] | None:
     """The steps with their times under ``options``, or None when they decide otherwise."""
     wd = explorer.world
     config = dataclasses.replace(wd.config, **options)
