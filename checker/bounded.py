@@ -29,7 +29,11 @@ Environment (what a real server can raise, and when):
 - with ``expiry`` (``pushrules check --expiry``), the model's timer event ``expire`` for every
   orphaned registration, at any time: its ``orphan_ttl`` elapsing is abstracted to "some time
   passes", so every interleaving of expiries and contract events is explored (a real store's
-  clock fires it only for a registration that is still orphaned, as here).
+  clock fires it only for a registration that is still orphaned, as here);
+- with ``time`` (``pushrules check --time``), the clock's events for every registration whose
+  due time is ahead, at any time: a held push comes due (``flush``), an expiry or a retry comes
+  due, a burst window ends with nothing held (``window``); time passes only as these
+  (checker/PROPERTIES.md, "Time", says why that is sound).
 """
 
 from __future__ import annotations

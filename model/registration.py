@@ -221,8 +221,8 @@ TIMER_EVENTS: dict[str, str] = {"flush": "burst_window", "expire": "orphan_ttl",
 contract event, in the order they go when due at the same time (a held push before an
 expiry): the world's due queue raises them from the events' ``at`` (model/world.py
 ``run_due``), and a store whose orphan TTL fired (Redis) has the engine fire ``expire``. The
-bounded checker explores contract events only, so its tables and mutants leave these rows out
-(extract.py ``MachineIR.timers``)."""
+bounded checker raises ``expire`` with ``--expiry`` and all of them with ``--time``
+(extract.py ``MachineIR.timers`` and ``clock_timers``)."""
 
 assert tuple(TIMER_EVENTS) == tuple(DUE_FIELDS)  # one order: records.py DUE_FIELDS
 assert {event: getattr(Registration, event).name for event in TIMER_EVENTS} == TIMER_NAMES
