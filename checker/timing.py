@@ -112,7 +112,10 @@ def timed_trace(explorer: CompiledExplorer, violation: Violation) -> str | None:
         return None
     steps = _steps(explorer, violation)
     for options in CANDIDATES:
-        timed = _realize(explorer, steps, options)
+        try:
+            timed = _realize(explorer, steps, options)
+        except Exception:  # noqa: BLE001  (a mutant's model may fail where the order differs)
+            timed = None
         if timed is not None:
             return _render(explorer, violation, timed, options)
     return None
