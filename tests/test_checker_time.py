@@ -6,24 +6,39 @@ their property when switched off in the model; a time counterexample replays wit
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
+import random
 import subprocess
 import sys
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
+import numpy as np
 import pytest
 
-from pushrules.checker.bounded import TIME_BOUNDS, TIME_V2_BOUNDS, Bounds
-from pushrules.checker.compiled import CompiledExplorer
+from pushrules.checker.bounded import (
+    APP,
+    CLOCK_KINDS,
+    TIME_BOUNDS,
+    TIME_V2_BOUNDS,
+    USER,
+    Bounds,
+)
+from pushrules.checker.compiled import CompiledExplorer, _session_value
+from pushrules.checker.environment import QUEUE_EVENTS, is_session_event, queue_after
 from pushrules.checker.explore import Result
 from pushrules.checker.mutants import EQUIVALENT, build_tables, mutants, run_mutant
+from pushrules.checker.parts import ENABLED, RegistrationPart
 from pushrules.checker.tableworld import TableWorld, world_class
 from pushrules.generated import tables as generated_tables
 from pushrules.model import actions as model_actions
 from pushrules.model.config import Config
 from pushrules.model.extract import V2_MACHINE_EVENTS
 from pushrules.model.rules import TIME_RULES
+from pushrules.model.world import ImpossibleEvent
 from pushrules.runtime.replay import replay
 
 TIME_PROPERTIES = ("held_stanza_sent", "one_push_per_window", "flush_rechecks_rules",
@@ -31,10 +46,18 @@ TIME_PROPERTIES = ("held_stanza_sent", "one_push_per_window", "flush_rechecks_ru
 
 
 @pytest.fixture(scope="module")
-def explored() -> dict[bool, Result]:
-    """Both time bounds, explored once (about 5 and 25 s)."""
-    return {v2: CompiledExplorer(TIME_V2_BOUNDS if v2 else TIME_BOUNDS).run()
-            for v2 in (False, True)}
+def explorers() -> dict[bool, tuple[CompiledExplorer, Result]]:
+    """Both time bounds, explored once (about 5 and 25 s of CPU)."""
+    out = {}
+    for v2 in (False, True):
+        explorer = CompiledExplorer(TIME_V2_BOUNDS if v2 else TIME_BOUNDS)
+        out[v2] = (explorer, explorer.run())
+    return out
+
+
+@pytest.fixture(scope="module")
+def explored(explorers: dict[bool, tuple[CompiledExplorer, Result]]) -> dict[bool, Result]:
+    return {v2: result for v2, (_, result) in explorers.items()}
 
 
 def _time_rows() -> set[tuple[str, str, int]]:
@@ -149,3 +172,108 @@ def test_a_time_counterexample_replays_with_at() -> None:
     at_due = [json.loads(line) for line in real.stdout.splitlines()
               if json.loads(line)["at"] == due]
     assert at_due and at_due[0]["rule"] == "b/archive"
+
+
+# --- soundness: concrete runs with times land in explored states ------------------------------
+
+def _model_codes(explorer: CompiledExplorer) -> set[tuple[int, ...]]:
+    """The model part (records, enabling order) of every explored state, as packed words."""
+    lay = explorer.layout
+    masks = [0] * lay.words
+    for f in range(lay.model_fields):
+        masks[lay.word[f]] |= ((1 << lay.bits[f]) - 1) << lay.shift[f]
+    rows = (explorer._codes & np.array(masks, dtype=np.uint64)).tolist()
+    return {tuple(row) for row in rows}
+
+
+def _abstracted(explorer: CompiledExplorer, world: TableWorld, now: float,
+                window: float) -> tuple[int, ...]:
+    """A concrete world's model part as the time bound keeps it: each time as whether it is
+    still ahead of ``now`` (the window: ``now < last_sent + burst_window``)."""
+    lay, wd = explorer.layout, explorer.world
+    values: dict[int, Any] = {}
+    for i, sid in enumerate(wd.sids):
+        values.update(zip(lay.s[i], _session_value(wd, world.sessions.get(sid)), strict=True))
+    table = world.users.get(USER, {})
+    enabled = []
+    for j, node in enumerate(wd.nodes):
+        reg = table.get((APP, node))
+        value = list(explorer._reg_value(reg))
+        if reg is not None:
+            value[WINDOW] = int(reg.last_sent is not None and now < reg.last_sent + window)
+            if reg.state in ENABLED:
+                enabled.append((reg.seq, j))
+        values.update(zip(lay.r[j], value, strict=True))
+    values[lay.order] = tuple(j for _, j in sorted(enabled))
+    values[lay.chat] = None
+    return lay.pack(values)
+
+
+WINDOW = RegistrationPart._fields.index("window")
+
+
+def _random_run(explorer: CompiledExplorer, rng: random.Random,
+                check: Callable[[TableWorld, float, float, list[Any]], None]) -> None:
+    """One concrete run of the time bound's contract events, raised as its environment raises
+    them, with random option values and times (due times passing between events, several
+    events at one time), checked after every event."""
+    wd = explorer.world
+    window, ttl, retry = (rng.choice([1, 2, 3, 5, 8]) for _ in range(3))
+    config = dataclasses.replace(wd.config, burst_window=window, orphan_ttl=ttl,
+                                 retry_after=retry)
+    world = TableWorld(config, clock=lambda: 0.0)
+    trace: list[Any] = []
+    for setup in wd.prefix():
+        world.handle(dataclasses.replace(setup, at=0))
+        trace.append(setup)
+    keys = [k for k in explorer.keys if k[0] not in CLOCK_KINDS]
+    tracked = set(explorer.tracked)
+    now, queues, pending = 0.0, {i: () for i in tracked}, set()
+    for _ in range(16):
+        key = rng.choice(keys)
+        kind = key[0]
+        reg = world.registration((USER, APP, wd.nodes[key[1]])) if kind == "result" else None
+        if (kind == "queued" and key[2] in queues.get(key[1], ())) or (
+                kind == "offline" and any(s.state == "active" for s in world.sessions.values())
+        ) or (reg is not None and key[1] not in pending):
+            continue
+        now += rng.choice([0, 0.5, 1, 2, 3])
+        event = dataclasses.replace(
+            wd.event(key, queues.get(key[1], ()) if kind in QUEUE_EVENTS else ()), at=now)
+        trace.append(event)
+        try:
+            pushes, accepted = world.handle(event), True
+        except ImpossibleEvent:  # rejected; what came due before it still happened
+            pushes, accepted = world._pushes, False
+        new = queue_after(key, key[1] in tracked, partial(queues.get, key[1], ())) \
+            if accepted and is_session_event(kind) else None
+        if new is not None:
+            queues[key[1]] = new
+        for i in tracked:
+            if world.sessions.get(wd.sids[i]) is None:
+                queues[i] = ()
+        pending |= {wd.reg_index[(p.user, p.jid, p.node)] for p in pushes}
+        if accepted and kind == "result":
+            pending.discard(key[1])
+        check(world, now, window, trace)
+
+
+def test_concrete_runs_with_times_land_in_explored_states(
+        explorers: dict[bool, tuple[CompiledExplorer, Result]]) -> None:
+    """Soundness of the time abstraction, tested: 300 concrete runs on the real tables, with
+    random burst_window, orphan_ttl, retry_after and `at` (the model's own clock firing the
+    due times), never reach a model state the time bound did not explore."""
+    explorer = explorers[False][0]
+    codes = _model_codes(explorer)
+    checked = 0
+
+    def check(world: TableWorld, now: float, window: float, trace: list[Any]) -> None:
+        nonlocal checked
+        code = _abstracted(explorer, world, now, window)
+        assert code in codes, (explorer.model(code), [(e.EVENT, e.at) for e in trace])
+        checked += 1
+
+    rng = random.Random(14)
+    for _ in range(300):
+        _random_run(explorer, rng, check)
+    assert checked > 2000
