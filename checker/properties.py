@@ -400,6 +400,8 @@ def no_push_to_active(step: Step) -> bool:
     for j, push in step.known_pushes():
         if push.rule in ("d/groupchat", "e/call-end"):
             continue
+        if not step.enabled_before(j):
+            continue  # time: a probe; "were it enabled" counts its session for rule a only
         if step.kind == "flush" and push.rule == "c/offline":
             continue  # held: the contract re-checks rules a and b only (flush_rechecks_rules)
         call = push.rule == "e/call"

@@ -46,10 +46,9 @@ def _call(step: Step, kind: str, outgoing: bool = False) -> Any:
 
 def _rings_itself(step: Step, j: int) -> bool:
     """Registration j is bound to a session that is active and CSI-active (before the event):
-    the open app rings the call itself (with time, a retried registration: the session it
-    was bound to when disabled, which still holds it)."""
-    reg = step.pre_regs[j]
-    o = reg.owner if reg.state != "disabled" else reg.probe_owner
+    the open app rings the call itself (with time, a retried registration rings: the contract
+    counts the session it was bound to for rule a only)."""
+    o = step.pre_regs[j].owner  # a retried registration: none ("were it enabled" is rule a's)
     if not 0 <= o < len(step.world.sids):
         return False
     session = step.pre_sessions[o]

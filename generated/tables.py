@@ -748,7 +748,7 @@ REGISTRATION: Table = {
         ),
         'push_call': (
             (
-                ((_g.probe_ready, True), (_g.outgoing_copy, False), (_g.ringing_app, False), ),
+                ((_g.probe_ready, True), (_g.outgoing_copy, False), ),
                 'disabled',
                 (_a.send_probe, ),
                 'reg/probe',
@@ -760,13 +760,6 @@ REGISTRATION: Table = {
                 (),
                 'reg/probe',
                 'retried, but an outgoing proposal rings nothing: no probe',
-            ),
-            (
-                ((_g.probe_ready, True), (_g.ringing_app, True), (_g.outgoing_copy, False), ),
-                'disabled',
-                (),
-                'reg/probe',
-                'retried, but the session it was bound to is active and CSI-active: the open app rings the call itself, no probe',
             ),
             (
                 ((_g.probe_ready, False), ),

@@ -55,13 +55,10 @@ def addressed_to_user(ctx: Ctx) -> bool:
 
 # --- v2: calls (rule e) ------------------------------------------------------------------------
 
-@guard("the registration is bound to a session that is active and CSI-active (or, retried, "
-       "was bound to it when disabled): the open app rings the call itself")
+@guard("the registration is bound to a session that is active and CSI-active: the open app "
+       "rings the call itself")
 def ringing_app(ctx: Ctx) -> bool:
-    reg = ctx.reg
-    assert reg is not None
-    # a registration retried (retry_after) is still held by the session it was bound to
-    sid = reg.session or reg.probe_session
+    sid = ctx.reg.session  # type: ignore[union-attr]
     session = None if sid is None else ctx.world.session(sid)
     return session is not None and session.state == "active" and session.csi == CSI_ACTIVE
 

@@ -124,15 +124,10 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
         | tag(orphaned.to.itself(internal=True, unless="outgoing_copy", on="send_push"),
               "e/call", "a call must ring now and no live session has this device: wake it "
               "at once (urgent)")
-        | tag(disabled.to.itself(internal=True, cond="probe_ready",
-                                 unless=["outgoing_copy", "ringing_app"], on="send_probe"),
-              "reg/probe", PROBE_WHY)
+        | tag(disabled.to.itself(internal=True, cond="probe_ready", unless="outgoing_copy",
+                                 on="send_probe"), "reg/probe", PROBE_WHY)
         | tag(disabled.to.itself(internal=True, cond=["probe_ready", "outgoing_copy"]),
               "reg/probe", "retried, but an outgoing proposal rings nothing: no probe")
-        | tag(disabled.to.itself(internal=True, cond=["probe_ready", "ringing_app"],
-                                 unless="outgoing_copy"),
-              "reg/probe", "retried, but the session it was bound to is active and "
-              "CSI-active: the open app rings the call itself, no probe")
         | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
         name="call-propose",
     )

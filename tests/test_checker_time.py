@@ -110,10 +110,10 @@ def test_time_mutants_are_killed_by_the_expected_property(mutant_id: str, prop: 
 
 
 def test_v2_time_mutant_is_killed_and_every_listed_equivalent_is_a_time_mutant() -> None:
-    mutant = _time_mutant("drop-guard registration disabled push_call 0 not ringing_app", v2=True)
+    mutant = _time_mutant("drop-action registration disabled push_call 0 send_probe", v2=True)
     result = CompiledExplorer(TIME_V2_BOUNDS, world_class(build_tables(mutant.ir))).run(
         stop_at_first=True)
-    assert "no_push_to_active" in result.violations
+    assert "no_missed_ring" in result.violations
     ids = {m.id for v2 in (False, True) for m in mutants(time=True, v2=v2)}
     assert {i for i in EQUIVALENT if "probe" in i or "flush" in i or "retry 0" in i} <= ids
 
