@@ -88,7 +88,7 @@ def test_every_time_row_is_taken_at_one_of_the_time_bounds(explored: dict[bool, 
                for row in left[False])
     assert not any(row.split(" --", 1)[1].split("[", 1)[0] in V2_MACHINE_EVENTS
                    for row in left[True])
-    assert len(_time_rows()) == 21
+    assert len(_time_rows()) > len(left[False]) + len(left[True])  # some taken at both
 
 
 def _time_mutant(mutant_id: str, v2: bool = False) -> Any:
