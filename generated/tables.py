@@ -711,7 +711,7 @@ REGISTRATION: Table = {
                 'disabled',
                 (),
                 'reg/disable',
-                'not ready to be probed: a disabled registration is never pushed to',
+                'a disabled registration is never pushed to',
             ),
         ),
         'push_offline': (
@@ -727,7 +727,7 @@ REGISTRATION: Table = {
                 'disabled',
                 (),
                 'reg/disable',
-                'not ready to be probed: a disabled registration is never pushed to',
+                'a disabled registration is never pushed to',
             ),
         ),
         'push_groupchat': (
@@ -743,7 +743,7 @@ REGISTRATION: Table = {
                 'disabled',
                 (),
                 'reg/disable',
-                'not ready to be probed: a disabled registration is never pushed to',
+                'a disabled registration is never pushed to',
             ),
         ),
         'push_call': (
@@ -766,7 +766,7 @@ REGISTRATION: Table = {
                 'disabled',
                 (),
                 'reg/disable',
-                'not ready to be probed: a disabled registration is never pushed to',
+                'a disabled registration is never pushed to',
             ),
         ),
         'push_call_end': (
@@ -796,7 +796,7 @@ REGISTRATION: Table = {
                 'disabled',
                 (),
                 'reg/disable',
-                'not ready to be probed: a disabled registration is never pushed to',
+                'a disabled registration is never pushed to',
             ),
         ),
         'remote_disable': (

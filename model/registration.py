@@ -14,7 +14,6 @@ PROBE_WHY = ("retried, and the rules would push the stanza to it were it enabled
 NOT_RETRIED = "only a registration disabled for counted errors is retried"
 # Each disabled row below is exclusive of the probe row beside it (its guards the probe row's
 # negated), so at most one row is enabled (the checker's `deterministic`), not first-match.
-NOT_READY = "not ready to be probed: " + NEVER_DISABLED
 
 
 class Registration(Callbacks, StateMachine):  # type: ignore[misc]
@@ -86,7 +85,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
         | tag(disabled.to.itself(internal=True, cond="probe_ready", unless="addressed_to_user"),
               "reg/probe", "retried, but an outgoing copy wakes no device of its sender: no "
               "probe")
-        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable",
+              NEVER_DISABLED),
         name="archive-message-added",
     )
     push_offline = Event(
@@ -95,7 +95,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             "c/offline", "stored offline: every registration of the user is woken")
         | tag(disabled.to.itself(internal=True, cond="probe_ready", on="send_probe"),
               "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable",
+              NEVER_DISABLED),
         name="message/offline/handle",
     )
     push_groupchat = Event(
@@ -105,7 +106,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             "registration of the user is woken")
         | tag(disabled.to.itself(internal=True, cond="probe_ready", on="send_probe"),
               "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable",
+              NEVER_DISABLED),
         name="message/bare/groupchat",
     )
     push_call = Event(
@@ -128,7 +130,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
                                  on="send_probe"), "reg/probe", PROBE_WHY)
         | tag(disabled.to.itself(internal=True, cond=["probe_ready", "outgoing_copy"]),
               "reg/probe", "retried, but an outgoing proposal rings nothing: no probe")
-        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable",
+              NEVER_DISABLED),
         name="call-propose",
     )
     push_call_end = Event(
@@ -151,7 +154,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
         | tag(disabled.to.itself(internal=True, cond=["probe_ready", "call_pushed_here",
                                                       "outgoing_copy"]),
               "reg/probe", "retried, but an outgoing call end stops nothing: no probe")
-        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable", NOT_READY),
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable",
+              NEVER_DISABLED),
         name="call-end",
     )
     remote_disable = Event(
