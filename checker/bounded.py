@@ -29,7 +29,11 @@ Environment (what a real server can raise, and when):
 - with ``expiry`` (``pushrules check --expiry``), the model's timer event ``expire`` for every
   orphaned registration, at any time: its ``orphan_ttl`` elapsing is abstracted to "some time
   passes", so every interleaving of expiries and contract events is explored (a real store's
-  clock fires it only for a registration that is still orphaned, as here).
+  clock fires it only for a registration that is still orphaned, as here);
+- with ``time`` (``pushrules check --time``), the clock's events for every registration whose
+  due time is ahead, at any time: a held push comes due (``flush``), an expiry or a retry comes
+  due, a burst window ends with nothing held (``window``); time passes only as these
+  (checker/PROPERTIES.md, "Time", says why that is sound).
 """
 
 from __future__ import annotations
@@ -37,7 +41,7 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, fields
-from typing import Any, ClassVar
+from typing import Any
 
 from pushrules.generated import events as ge
 from pushrules.model.config import Config
@@ -177,6 +181,13 @@ class Bounds:
     """v2: also a call proposal without an id (p0), archived and stored offline: a second way
     into the call's targets, which doubles the v2 bound's states. Only the v2 mutants'
     escalation bound has it (a duplicated push of a proposal shows only without an id)."""
+    time: bool = False
+    """The time-based rules (``pushrules check --time``): burst_window, orphan_ttl and
+    retry_after on, and the clock's events (a held push, an expiry, a retry coming due; a
+    burst window ending) raised at any time for a registration whose due time is ahead
+    (checker/PROPERTIES.md, "Time"). Implies ``expiry``. Stanzas without an id are left out
+    (one is held again by every event within a window: a bounded world cannot hold that):
+    the v1 stanzas skip m3, m6, ...; with ``v2``, TIME_V2_STANZAS."""
 
     def __post_init__(self) -> None:
         for f in fields(self):
@@ -188,6 +199,8 @@ class Bounds:
             raise ValueError("max_errors and max_devices must be at least 1")
         if self.sessions + self.orphans > 9 or self.stanzas > 9:
             raise ValueError("at most 9 sessions+orphans and 9 stanzas")
+        if self.time:
+            object.__setattr__(self, "expiry", True)  # the orphan TTL is one of the rules
 
     def describe(self) -> str:
         """The bounds as ``name=value``; a flag only when it is on."""
@@ -195,7 +208,7 @@ class Bounds:
                          if f.name not in FLAGS or getattr(self, f.name))
 
 
-FLAGS = ("expiry", "v2", "idless_call")
+FLAGS = ("expiry", "v2", "idless_call", "time")
 """Bounds that are on/off options rather than sizes."""
 
 V2_BOUNDS = Bounds(sessions=1, push_sessions=1, orphans=1, stanzas=0, max_errors=2,
@@ -210,26 +223,58 @@ time)."""
 V2_ESCALATION = dataclasses.replace(V2_MUTANT_BOUNDS, idless_call=True)
 """Survivors of the v2 mutant bound are explored again here: with the id-less proposal p0."""
 
+TIME_V2_STANZAS = ("g2", "p1", "r1", "x1", "y1")
+"""The v2 stanzas of a v2 time world: a mention in the room, the call's proposal and its
+retraction, the user's own reject and call (the probe rows of rules d and e); those without an
+id are left out (held again by every event within a window: unbounded)."""
+
+TIME_BOUNDS = Bounds(sessions=1, push_sessions=1, orphans=1, stanzas=3, max_errors=1,
+                     max_devices=2, time=True)
+"""The default bound of ``pushrules check --time``: one session that enables push (n1) and an
+orphaned registration o1, three v1 stanzas with an id (m1 and m4 incoming, so the second can
+be held, and m2 outgoing),
+``max_errors=1`` (one counted error disables, so a retry is near) and the clock's events.
+Every row of the time-based rules on version-1 events is taken here; ``--time --v2``
+(TIME_V2_BOUNDS) takes those on version-2 events."""
+TIME_V2_BOUNDS = dataclasses.replace(TIME_BOUNDS, stanzas=0, max_devices=1, v2=True)
+"""The default bound of ``pushrules check --time --v2``: the same sessions and registrations
+with the v2 stanzas that reach the time rows (TIME_V2_STANZAS) and no v1 stanza, one device
+at a time. Every row of the time-based rules on version-2 events is taken here."""
+TIME_MUTANT_BOUNDS = TIME_BOUNDS
+"""The bounds the time mutants run at: the time bounds themselves."""
+TIME_V2_MUTANT_BOUNDS = TIME_V2_BOUNDS
+
 TIMER_TTL = 1
 """The ``orphan_ttl`` of a world with expiry: any positive value (the model's option that
 turns expiry on); the explored time is abstract, so its value changes nothing else."""
+TIME_OPTIONS = {"burst_window": 1, "orphan_ttl": TIMER_TTL, "retry_after": 1}
+"""The time options of a time world: any positive values. The explored clock never reads
+them: every due time is ahead or reached, in any order (the counterexample's trace chooses
+values that realize its order: checker/timing.py)."""
+CLOCK_KINDS = ("flush", "expire", "retry", "window")
+"""The clock's event kinds, (kind, registration): the model's timer events (flush shown
+``held-push-due``, expire, retry shown ``retry-due``) and the end of a burst window with
+nothing held (the model keeps no timer for it: time passing past ``last_sent +
+burst_window`` is what its ``send_push`` compares)."""
 
 
 @dataclass(frozen=True, slots=True)
 class TimerEvent:
-    """A model timer event (model/registration.py TIMER_EVENTS) for one registration: not a
-    contract event, so it is taken through ``fire_registration`` (as a store's clock does it)
-    and shown in a counterexample as a comment."""
+    """The clock reaching a registration's due time (model/registration.py TIMER_EVENTS, or
+    ``window``: its burst window ends with nothing held): not a contract event, so a timer
+    event is taken through ``fire_registration`` (as the world's ``run_due`` takes it) and a
+    counterexample shows it as a ``tick`` to that time (checker/timing.py) or a comment."""
 
-    EVENT: ClassVar[str] = "expire"
     user: str
     jid: str
     node: str
+    EVENT: str = "expire"
+    at: None = None  # no event time of its own: the clock is the explored step's
 
     def comment(self) -> str:
+        option = TIMER_EVENTS.get(self.EVENT, "burst_window")
         return (f"# timer: {self.EVENT} {self.user} {self.jid} {self.node} "
-                f"({TIMER_EVENTS[self.EVENT]} elapsed; not a contract event: replay cannot "
-                "raise it)")
+                f"({option} elapsed; not a contract event: replay cannot raise it)")
 
 
 def take(world: WorldBase, event: Any) -> list[Push]:
@@ -239,8 +284,18 @@ def take(world: WorldBase, event: Any) -> list[Push]:
         return world.handle(event)
     pushes: list[Push] = []
     world._pushes = pushes  # what emit() appends to, as handle() sets it
-    world.fire_registration((event.user, event.jid, event.node), event.EVENT,
-                            Ctx(world, event))
+    key = (event.user, event.jid, event.node)
+    notes: list[str] | None = [] if world.explain else None
+    if event.EVENT in ("window", "flush"):
+        # The clock passes last_sent + burst_window (a flush comes due exactly then): the
+        # model's send_push then finds the window closed, which a record of the abstract
+        # clock tells by last_sent None (the flush's own push opens the next window).
+        reg = world.registration(key)
+        assert reg is not None
+        reg.last_sent = None
+    if event.EVENT != "window":
+        world.fire_registration(key, event.EVENT, Ctx(world, event, notes=notes))
+    world.last_notes = notes or []
     return pushes
 
 
@@ -261,13 +316,25 @@ def zero_clock() -> float:
 def _world_stanzas(bounds: Bounds) -> list[tuple[str, StanzaFacts | None]]:
     """The XML of the world's stanzas, in order, with their facts (None: a v1 stanza's, read
     from its addressing): m1.. cycling through the v1 kinds, then the v2 stanzas."""
+    kinds: list[int] = list(range(bounds.stanzas))
+    if bounds.time:  # no stanza without an id (m3, m6, ...): see Bounds.time
+        kinds = [n for n in range(3 * bounds.stanzas) if n % 3 != 2][:bounds.stanzas]
     out: list[tuple[str, StanzaFacts | None]] = [
         (_STANZA_KINDS[n % len(_STANZA_KINDS)].format(id=f"m{n + 1}", n=n + 1), None)
-        for n in range(bounds.stanzas)]
+        for n in kinds]
     for sid, xml in _V2_STANZAS if bounds.v2 else ():
+        if bounds.time and sid not in TIME_V2_STANZAS:
+            continue
         if sid != "p0" or bounds.idless_call:
             out.append((xml, _V2_FACTS[sid]))
     return out
+
+
+def world_config(bounds: Bounds) -> Config:
+    """The rule options of a bounded world: its sizes, and the time options it turns on."""
+    times: dict[str, Any] = dict(TIME_OPTIONS) if bounds.time else {
+        "orphan_ttl": TIMER_TTL if bounds.expiry else 0}
+    return Config(max_errors=bounds.max_errors, max_devices=bounds.max_devices, **times)
 
 
 class BoundedWorld:
@@ -275,8 +342,7 @@ class BoundedWorld:
 
     def __init__(self, bounds: Bounds) -> None:
         self.bounds = bounds
-        self.config = Config(max_errors=bounds.max_errors, max_devices=bounds.max_devices,
-                             orphan_ttl=TIMER_TTL if bounds.expiry else 0)
+        self.config = world_config(bounds)
         self.sids = [f"{USER}/r{i + 1}" for i in range(bounds.sessions)]
         self.old_sids = [f"{USER}/old{k + 1}" for k in range(bounds.orphans)]
         # registration index -> node; orphans first (they were enabled first)
@@ -310,7 +376,7 @@ class BoundedWorld:
         self.marks_kept = bounds.expiry or bounds.v2
         """Whether the checker keeps marks that a push-enable clears (ghost ``expired``,
         ``remote``)."""
-        self._cache: dict[tuple, Any] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
 
     def node_of(self, session: int) -> str | None:
         """The node a session enables push to (None: it never enables)."""
@@ -335,7 +401,7 @@ class BoundedWorld:
                     ge.SessionDestroyed(sid)]
         return out
 
-    def event(self, key: tuple, queue: tuple[int, ...] = ()) -> Any:
+    def event(self, key: tuple[Any, ...], queue: tuple[int, ...] = ()) -> Any:
         """The typed contract event for an event key (cached: events are immutable)."""
         cache_key = (key, queue)
         found = self._cache.get(cache_key)
@@ -343,14 +409,14 @@ class BoundedWorld:
             found = self._cache[cache_key] = self._build(key, queue)
         return found
 
-    def _build(self, key: tuple, queue: tuple[int, ...]) -> Any:
+    def _build(self, key: tuple[Any, ...], queue: tuple[int, ...]) -> Any:
         kind = key[0]
         if kind == "archive":
             return ge.ArchiveMessageAdded(USER, self.stanzas[key[1]])
         if kind == "offline":
             return ge.MessageOfflineHandle(USER, self.stanzas[key[1]])
-        if kind == "expire":
-            return TimerEvent(USER, APP, self.nodes[key[1]])
+        if kind in CLOCK_KINDS:
+            return TimerEvent(USER, APP, self.nodes[key[1]], kind)
         if kind in V2_FAN_OUT:
             return self._build_v2(key)
         if kind == "result":
@@ -393,9 +459,9 @@ class BoundedWorld:
         return _contract_event("push-remote-disable", user=USER, jid=APP,
                                node=self.nodes[key[1]])
 
-    def alphabet(self) -> list[tuple]:
+    def alphabet(self) -> list[tuple[Any, ...]]:
         """Every event key; which of them the server raises in a state is `raised()`."""
-        keys: list[tuple] = []
+        keys: list[tuple[Any, ...]] = []
         for i in range(self.bounds.sessions):
             keys += [("bind", i)]
             for node in self.nodes_of(i):
@@ -410,6 +476,9 @@ class BoundedWorld:
         keys += [("result", j, r) for j in range(len(self.nodes)) for r in RESULTS]
         if self.bounds.expiry:
             keys += [("expire", j) for j in range(len(self.nodes))]
+        if self.bounds.time:
+            keys += [(kind, j) for kind in CLOCK_KINDS if kind != "expire"
+                     for j in range(len(self.nodes))]
         if self.bounds.v2:
             keys += self._v2_alphabet()
         return keys
@@ -418,10 +487,13 @@ class BoundedWorld:
         """The version-2 events: CSI for the sessions that enable push (a session holding no
         registration has no push its CSI could change), every groupchat stanza to the bare
         JID, every chat setting for the room, a remote disable of every registration."""
-        keys: list[tuple[Any, ...]] = [("csi", i, state) for i in range(self.bounds.push_sessions)
-                             for state in CSI_STATES]
+        keys: list[tuple[Any, ...]] = []
+        if not self.bounds.time:  # a time world: no CSI or setting (no time row needs one)
+            keys += [("csi", i, state) for i in range(self.bounds.push_sessions)
+                     for state in CSI_STATES]
         keys += [("groupchat", k) for k in self.groupchats]
-        keys += [("settings", n) for n in range(len(CHAT_SETTINGS))]
+        if not self.bounds.time:
+            keys += [("settings", n) for n in range(len(CHAT_SETTINGS))]
         keys += [("remote", j) for j in range(len(self.nodes))]
         return keys
 

@@ -28,6 +28,7 @@ find the same states, transitions and verdicts (tests/test_compiled.py).
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -42,6 +43,7 @@ from .environment import (
     DELIVERED_ADD,
     QUEUE_EVENTS,
     TIMERS,
+    clock_raised,
     ghost_touched,
     ghost_writes,
     is_session_event,
@@ -53,6 +55,7 @@ from .environment import (
     result_raised,
     session_ghost_writes,
     setting_after,
+    time_ghost_writes,
     timer_raised,
 )
 from .explore import Result, Violation, coverage, record, timed_run
@@ -86,7 +89,9 @@ _U64 = np.uint64
 _SKIP, _REJECTED, _ERROR, _OK = 0, 1, 2, 3
 _UNKNOWN = -1
 _CHUNK = 1 << 15  # frontier states per vectorized batch: bounds the working memory
-_SCALAR_REGISTRATION_FIELDS = RegistrationPart._fields[:3]  # pushed: a dedup set, below
+_SCALAR_REGISTRATION_FIELDS = tuple((k, name) for k, name in enumerate(RegistrationPart._fields)
+                                    if name not in ("pushed", "calls"))
+"""Fields a lazy registration writes as values (pushed: a dedup set; calls: call_writes)."""
 _GHOST_FIELD = {name: k for k, name in enumerate(GhostPart._fields)}
 _DELIVERED = _GHOST_FIELD["delivered"]
 
@@ -94,15 +99,16 @@ _DELIVERED = _GHOST_FIELD["delivered"]
 class Leaf:
     """What a transition does from every state matching its trie path."""
 
-    __slots__ = ("kind", "writes", "bad", "event", "key", "code")
+    __slots__ = ("kind", "writes", "bad", "event", "key", "code", "pushes")
 
-    def __init__(self, kind: int, key: tuple, event: Any = None) -> None:
+    def __init__(self, kind: int, key: tuple[Any, ...], event: Any = None) -> None:
         self.code: tuple[int, ...] = ()  # the state it was computed from
         self.kind = kind
         self.key = key
         self.event = event
         self.writes: dict[int, Any] = {}
         self.bad: list[tuple[list[str], str]] = []
+        self.pushes: list[Any] = []
 
 
 class CompiledExplorer:
@@ -172,11 +178,20 @@ class CompiledExplorer:
             values[field] = ()
         return lay.pack(values)
 
-    def _reg_value(self, reg: RegistrationRecord | None) -> tuple:
+    def _reg_value(self, reg: RegistrationRecord | None) -> tuple[Any, ...]:
         if reg is None:
             return tuple(ABSENT_REGISTRATION)
-        owner = -1 if reg.session is None else self.world.session_index[reg.session]
-        return (reg.state, owner, reg.errors, self._mask(reg.pushed), 0)  # calls: below
+        index = self.world.session_index
+        owner = -1 if reg.session is None else index[reg.session]
+        base = (reg.state, owner, reg.errors, self._mask(reg.pushed), 0)  # calls: below
+        if not self.bounds.time:
+            return base + tuple(ABSENT_REGISTRATION[len(base):])
+        stanza = self.world.stanza_index
+        return base + (reg.probe, -1 if reg.probe_session is None else index[reg.probe_session],
+                       int(reg.last_sent is not None),
+                       tuple((stanza[h.stanza.id], h.rule) for h in reg.held),
+                       int(reg.hold_until is not None), int(reg.expire_at is not None),
+                       int(reg.retry_at is not None))
 
     def _mask(self, pushed: dict[str, None]) -> int:
         """A registration's dedup set as its field: one bit per stanza."""
@@ -185,20 +200,20 @@ class CompiledExplorer:
             mask |= self._stanza_bit[sid]
         return mask
 
-    def steps(self) -> list[tuple[tuple, Any]]:
+    def steps(self) -> list[tuple[tuple[Any, ...], Any]]:
         """(model part, event) of every distinct step computed through the model's tables
         (taken, rejected or failed): what conformance.py replays on the other engines."""
         return [(self.model(leaf.code), leaf.event) for leaf in self.leaves
                 if leaf.event is not None and leaf.code]
 
-    def model(self, code: tuple[int, ...]) -> tuple:
+    def model(self, code: tuple[int, ...]) -> tuple[Any, ...]:
         """The model part ``(sessions, registrations, order)`` of a packed state."""
         lay = self.layout
         return (tuple(SessionPart(*(lay.value(code, f) for f in fs)) for fs in lay.s),
                 tuple(RegistrationPart(*(lay.value(code, f) for f in fs)) for fs in lay.r),
                 lay.value(code, lay.order))
 
-    def queue(self, code: tuple[int, ...], session: int) -> tuple:
+    def queue(self, code: tuple[int, ...], session: int) -> tuple[Any, ...]:
         field = self.layout.q.get(session)
         return () if field is None else self.layout.value(code, field)
 
@@ -238,13 +253,13 @@ class CompiledExplorer:
             leaf.bad.append((bad, ""))
         return leaf
 
-    def _raised(self, key: tuple, view: View) -> Any:
+    def _raised(self, key: tuple[Any, ...], view: View) -> Any:
         """The event the environment raises for ``key`` here (with its session's queue), or
         None when it is not raised (environment.py)."""
         lay, kind = self.layout, key[0]
         field = lay.q.get(key[1]) if is_session_event(kind) else None
 
-        def queue() -> tuple:
+        def queue() -> tuple[Any, ...]:
             return () if field is None else view(field)
 
         if kind == "result":
@@ -252,7 +267,10 @@ class CompiledExplorer:
             if not result_raised(view(lay.r[j][0]), lambda: view(lay.g[j][2])):
                 return None
         elif kind in TIMERS:
-            if not timer_raised(view(lay.r[key[1]][0])):
+            if self.bounds.time:
+                if not clock_raised(kind, Records(view, lay.r, RegistrationFields)[key[1]]):
+                    return None
+            elif not timer_raised(view(lay.r[key[1]][0])):
                 return None
         elif not raised(key, queue, Records(view, lay.s, SessionFields)):
             return None
@@ -284,6 +302,7 @@ class CompiledExplorer:
                              f"{event.EVENT} raised {type(exc).__name__}: {exc}"))
             return
         self.taken |= world.taken
+        leaf.pushes = pushes
         writes, changed_s, changed_r = self._writes(st)
         self._properties(st, world, leaf, pushes, writes, changed_s, changed_r)
         leaf.writes = writes
@@ -369,7 +388,7 @@ class CompiledExplorer:
 
     def _lazy_registration_writes(self, rec: LazyRegistration, fields: list[int],
                                   view: View) -> dict[int, Any]:
-        new = {fields[k]: rec.vals[name] for k, name in enumerate(_SCALAR_REGISTRATION_FIELDS)
+        new = {fields[k]: rec.vals[name] for k, name in _SCALAR_REGISTRATION_FIELDS
                if name in rec.dirty}
         pushed = rec._pushed
         if pushed is not None:  # the dedup set's bits the step wrote (not read to compare)
@@ -393,7 +412,7 @@ class CompiledExplorer:
         if new_order != order:
             writes[lay.order] = new_order
 
-    def _properties(self, st: LazyState, world: TableWorld, leaf: Leaf, pushes: list,
+    def _properties(self, st: LazyState, world: TableWorld, leaf: Leaf, pushes: list[Any],
                     writes: dict[int, Any], changed_s: list[int], changed_r: list[int]) -> None:
         """The step's properties, then the environment's and the checker's updates (into
         ``writes``)."""
@@ -406,21 +425,33 @@ class CompiledExplorer:
                              f"several rows enabled: {world.nondeterministic[0]}"))
         left = sorted(wd.nodes[j] for j in changed_r
                       if pre_r[j].state in ENABLED and post_r[j].state not in ENABLED)
-        if left != sorted(entry.node for entry in world.audit_log):
+        entries = world.audit_log
+        if entries and self.bounds.time:
+            # a retried registration's own entries (a failed probe disables it again, its
+            # probing ends, a successful probe enables it) are not disables of this event:
+            # one each at most
+            retried = [e.node for e in entries
+                       if pre_r[wd.reg_index[(e.user, e.jid, e.node)]].state not in ENABLED]
+            if len(set(retried)) != len(retried):
+                left = ["(a retried registration recorded twice)"]
+            entries = [e for e in entries if e.node not in retried]
+        if left != sorted(entry.node for entry in entries):
             leaf.bad.append((["disable_recorded"], "the audit trail does not record each "
                              "registration disabled by this event exactly once"))
         step = Step(wd, Records(view, lay.s, SessionFields), pre_r,
                     Records(view, lay.s, SessionFields, writes), post_r, changed_s, changed_r,
                     Records(view, lay.g, GhostFields), lambda: view(lay.recency), key, event,
                     pushes, self.bounds.max_errors, self.bounds.max_devices,
-                    Records(view, lay.sg, SessionGhostFields), lambda: view(lay.setting))
+                    Records(view, lay.sg, SessionGhostFields), lambda: view(lay.setting),
+                    tuple(world.last_notes) if self.bounds.time else ())
         bad = check_transition(step)
         if bad:
             shown = "; ".join(json.dumps(p.to_json()) for p in pushes) or "no push"
             leaf.bad.append((bad, f"{event.EVENT} gave: {shown}"))
         self._queue_writes(view, key, changed_s, step.post_sessions, writes)
         self._ghost_writes(view, key, changed_r, wd.push_masks(pushes),
-                           wd.rung(pushes, step.stanzas), pre_r, post_r, writes)
+                           wd.rung(pushes, step.stanzas), pre_r, post_r, writes,
+                           {j for j, _ in step.known_pushes()})
         if self.bounds.v2:
             self._v2_ghost_writes(key, changed_s, step.post_sessions, writes)
 
@@ -434,7 +465,8 @@ class CompiledExplorer:
         if setting is not None:
             writes[lay.setting] = setting
 
-    def _queue_writes(self, view: View, key: tuple, changed_s: list[int], post_s: Records,
+    def _queue_writes(self, view: View, key: tuple[Any, ...], changed_s: list[int],
+                      post_s: Sequence[Any],
                       writes: dict[int, Any]) -> None:
         """The smacks queues after the step (environment.py): the event's session's, and
         none for a session that went offline."""
@@ -442,7 +474,8 @@ class CompiledExplorer:
         session_event = is_session_event(key[0])
         if session_event:
             field = lay.q.get(key[1])
-            new = queue_after(key, field is not None, lambda: view(field))
+            new = queue_after(key, field is not None,
+                              lambda: () if field is None else view(field))
             if new is not None:
                 writes[field] = new  # type: ignore[index]
         for i in {*changed_s, *((key[1],) if session_event else ())}:
@@ -450,33 +483,63 @@ class CompiledExplorer:
             if field is not None and post_s[i].state == "offline":
                 writes[field] = ()
 
-    def _ghost_writes(self, view: View, key: tuple, changed_r: list[int], masks: list[int],
+    def _ghost_writes(self, view: View, key: tuple[Any, ...], changed_r: list[int],
+                      masks: list[int],
                       rung: list[bool], pre_r: Records, post_r: Records,
-                      writes: dict[int, Any]) -> None:
+                      writes: dict[int, Any], pushed: set[int]) -> None:
         """The ghost fields and the recency after the step (environment.py); ``rung``: per
-        registration, whether the step pushed it the call's proposal."""
+        registration, whether the step pushed it the call's proposal; ``pushed``: the
+        registrations it pushed."""
         lay, wd = self.layout, self.world
         ghosts = Records(view, lay.g, GhostFields)
         same_enabled = True
         enabled_j = wd.reg_index[(USER, APP, key[2])] if key[0] == "enable" else None
         touched = ghost_touched(key, changed_r, masks, enabled_j if wd.marks_kept else None)
-        for j in sorted({*touched, *(x for x, r in enumerate(rung) if r)}):
+        probed_in = None  # time: the registration a successful probe enabled again
+        for j in sorted({*touched, *pushed, *(x for x, r in enumerate(rung) if r)}):
             enabled = post_r[j].state in ENABLED
-            if (pre_r[j].state in ENABLED) != enabled:
+            before = pre_r[j].state in ENABLED
+            if before != enabled:
                 same_enabled = False
+                if enabled and key[0] == "result":
+                    probed_in = j
             fields = lay.g[j]
             marks = mark_writes(key, j, enabled_j, self.bounds, rung[j], enabled)
+            kept = self.bounds.time and self._time_marks(key, j, ghosts[j], marks, j in pushed,
+                                                         (before, enabled), enabled_j, rung[j])
             for name, value in ghost_writes(ghosts[j], enabled, masks[j], result_outcome(key, j),
-                                            marks).items():
+                                            marks, kept).items():
                 if name == DELIVERED_ADD:  # one bit per stanza added, the others not read
                     bits = lay.composite[fields[_DELIVERED]]
                     writes.update((bits[k], 1) for k in bits if (value >> k) & 1)
                 else:
                     writes[fields[_GHOST_FIELD[name]]] = value
-        recency = recency_after(key, lambda: view(lay.recency), enabled_j,
+        recency = recency_after(key, lambda: view(lay.recency),
+                                enabled_j if probed_in is None else probed_in,
                                 lambda x: post_r[x].state in ENABLED, same_enabled)
         if recency is not None:
             writes[lay.recency] = recency
+
+    def _time_marks(self, key: tuple[Any, ...], j: int, ghost: Any, marks: dict[str, int],
+                    pushed: bool, enabled: tuple[bool, bool], enabled_j: int | None,
+                    rung: bool) -> bool:
+        """A time world: registration j's time ghosts into ``marks`` (environment.py
+        time_ghost_writes), and whether it is retried after the step (its dedup memory and
+        calls are kept for the probes: events.md "Retry")."""
+        before, after = enabled
+        node = key[2] if key[0] == "disable" else None
+        matched = key[0] == "disable" and (node is None or self.world.nodes[j] == node)
+        marks.update(time_ghost_writes(key, j, ghost, pushed, before, after, matched))
+        if j == enabled_j and not before:  # enabled anew: no dedup memory, no calls
+            marks.update(delivered=0, rang=0)
+        elif after and not before:  # a successful probe: no calls, dedup kept
+            marks["rang"] = 0
+        if after or not marks.get("retried", ghost.retried):
+            return False
+        marks.pop("rang", None)
+        if rung:
+            marks["rang"] = 1
+        return True
 
     # --- the tries -------------------------------------------------------------------------
     def _new_node(self, field: int) -> int:
@@ -568,8 +631,15 @@ class CompiledExplorer:
     def run(self, *, stop_at_first: bool = False, max_states: int | None = None,
             graph_checks: bool = True) -> Result:
         """Explore the bounded world breadth first."""
-        return timed_run(self.bounds, lambda result: self._bfs(
+        result = timed_run(self.bounds, lambda result: self._bfs(
             result, stop_at_first, max_states, graph_checks))
+        if self.bounds.time:  # counterexamples with `at` (checker/timing.py)
+            from .timing import timed_trace
+
+            for violation in result.violations.values():
+                if violation.trace:
+                    violation.timed = timed_trace(self, violation)
+        return result
 
     def code(self, n: int) -> tuple[int, ...]:
         return tuple(self._codes[n].tolist())
@@ -660,7 +730,7 @@ class CompiledExplorer:
                         leaf = self.leaves[int(leaves[k])]
                         for names, detail in leaf.bad:
                             if any(name not in violations for name in names):
-                                fail(names, chunk + k, leaf.event, detail)
+                                fail(names, chunk + k, leaf.event, detail, e)
                     ok = np.flatnonzero(self._leaf_kind[leaves] == _OK)
                     if not ok.size:
                         continue
@@ -712,7 +782,8 @@ class CompiledExplorer:
             return
         coverage(result, self.world_cls, self.taken, self.bounds.expiry,
                  set().union(*(lay.values[fs[0]] for fs in lay.s)),
-                 set().union(*(lay.values[fs[0]] for fs in lay.r)), self.bounds.v2)
+                 set().union(*(lay.values[fs[0]] for fs in lay.r)), self.bounds.v2,
+                 self.bounds.time)
         if graph_checks:
             self._dead_states(result, moved[:total], lowers[:total], self._live(self._codes))
 

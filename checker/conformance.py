@@ -19,7 +19,7 @@ from .explore import Explorer
 @dataclass
 class Disagreement:
     engine: str
-    model: tuple
+    model: tuple[Any, ...]
     event: Any
     expected: Any
     got: Any
@@ -30,7 +30,7 @@ class Disagreement:
                 f"got {self.got}")
 
 
-def outcome(explorer: Explorer, world: WorldBase, model: tuple, event: Any) -> Any:
+def outcome(explorer: Explorer, world: WorldBase, model: tuple[Any, ...], event: Any) -> Any:
     """What one engine does with ``event`` from ``model``: pushes and state, or a rejection."""
     explorer_world = explorer.restore_into(world, model)
     try:
@@ -63,7 +63,7 @@ def compare_compiled(compiled: CompiledExplorer, engines: dict[str, type[WorldBa
 
 
 def compare_models(explorer: Explorer, engines: dict[str, type[WorldBase]],
-                   steps: Iterable[tuple[tuple, Any]]) -> tuple[int, list[Disagreement]]:
+                   steps: Iterable[tuple[tuple[Any, ...], Any]]) -> tuple[int, list[Disagreement]]:
     """Replay (model part, event) steps, restored through ``explorer``, on every engine."""
     found: dict[str, Disagreement] = {}
     count = 0

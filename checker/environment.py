@@ -13,23 +13,32 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from .parts import ENABLED
+from .parts import ENABLED, RegistrationPart
 
 QUEUE_EVENTS = ("ackd", "hibs")
 """Event kinds that carry the session's smacks queue."""
 EMPTIES_QUEUE = ("bind", "ackr", "destroy")
 """Session event kinds after which the session's smacks queue is empty."""
-FAN_OUT = ("archive", "offline", "result", "expire", "groupchat", "settings", "remote")
+FAN_OUT = ("archive", "offline", "result", "expire", "groupchat", "settings", "remote",
+           "flush", "retry", "window")
 """Event kinds that are not session events (they carry no session index)."""
-TIMERS = ("expire",)
-"""Event kinds of the model's timer events (``Bounds.expiry``): (kind, registration)."""
+TIMERS = ("expire", "flush", "retry", "window")
+"""Event kinds of the clock (``Bounds.expiry``: expire; ``Bounds.time``: all): (kind,
+registration)."""
+CLOCK_FIELD = {"flush": "hold", "expire": "expire", "retry": "retry", "window": "window"}
+"""Clock event kind -> the registration's time fact (checker/parts.py) that says its due time
+is ahead: the clock reaches it only then (as the world's ``run_due`` skips a stale entry)."""
+
+
+Key = tuple[Any, ...]
+"""An event key (kind, ...), a smacks queue (stanza indexes) or a recency (registrations)."""
 
 
 def is_session_event(kind: str) -> bool:
     return kind not in FAN_OUT
 
 
-def raised(key: tuple, queue: Callable[[], tuple], sessions: Sequence[Any]) -> bool:
+def raised(key: Key, queue: Callable[[], Key], sessions: Sequence[Any]) -> bool:
     """Whether the server raises ``key`` in a state whose session ``key[1]`` has the smacks
     queue ``queue()`` (a stanza-queued event adds a stanza not in it yet), and whose sessions
     are ``sessions``: ``message/offline/handle`` only while none of them is active. push-result
@@ -48,6 +57,15 @@ def timer_raised(registration_state: str) -> bool:
     return registration_state == "orphaned"
 
 
+def clock_raised(kind: str, reg: Any) -> bool:
+    """A time world: the clock reaches registration ``reg``'s due time of ``kind`` only while
+    it is ahead; the end of a burst window with stanzas held is their flush (the held stanzas
+    come due exactly when the window ends), so ``window`` only while nothing is held."""
+    if kind == "window":
+        return bool(reg.window) and not reg.hold
+    return bool(reg[_PART_INDEX[CLOCK_FIELD[kind]]])
+
+
 def result_needs_pending(registration_state: str) -> bool:
     """A push-result for a stored registration is raised only while a push to it is pending
     (ghost ``pending``); one for a registration never stored is raised any time (the model
@@ -59,7 +77,7 @@ def result_raised(registration_state: str, pending: Callable[[], int]) -> bool:
     return not result_needs_pending(registration_state) or bool(pending())
 
 
-def queue_after(key: tuple, tracked: bool, queue: Callable[[], tuple]) -> tuple | None:
+def queue_after(key: Key, tracked: bool, queue: Callable[[], Key]) -> Key | None:
     """The smacks queue of the event's own session after the event (None: unchanged): a
     bind, an ack or a destroy empties it, stanza-queued adds its stanza (queues are tracked
     only for sessions that enable push)."""
@@ -74,7 +92,7 @@ def queue_after(key: tuple, tracked: bool, queue: Callable[[], tuple]) -> tuple 
 
 
 def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None,
-                 marks: dict[str, int] | None = None) -> dict[str, int]:
+                 marks: dict[str, int] | None = None, kept: bool = False) -> dict[str, int]:
     """The ghost fields of one registration that change ({name: value}): ``mask`` holds the
     stanzas this event pushed to it, ``outcome`` the push-result's outcome when the event is
     its push-result, ``marks`` the marks the event sets or clears (``mark_writes``). A push
@@ -82,15 +100,21 @@ def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None
     the event starts afresh (its marks stay until it is enabled again); the count of counted
     errors in a row follows the contract (ok resets it, wait leaves it, any other error adds
     one). The stanzas added to ``delivered`` come as ``DELIVERED_ADD`` (``apply_delivered``
-    turns it into the new set where the whole set is at hand)."""
+    turns it into the new set where the whole set is at hand). ``kept``: a registration the
+    contract retries keeps its dedup memory, so its ``delivered`` stays (and grows by its
+    probes)."""
     out: dict[str, int] = dict(marks or {})
     if mask:
         out["pending"] = 1
     if outcome is not None:
         out["pending"] = 0
     if not enabled_after:
-        out["delivered"] = 0
         out["errors"] = 0
+        if kept:
+            if mask:
+                out[DELIVERED_ADD] = mask
+        else:
+            out["delivered"] = 0
         return out
     if mask:
         out[DELIVERED_ADD] = mask  # delivered |= mask: applied without reading the others
@@ -98,6 +122,8 @@ def ghost_writes(ghost: Any, enabled_after: bool, mask: int, outcome: str | None
         out["errors"] = 0 if outcome == "ok" else ghost.errors + 1
     return out
 
+
+_PART_INDEX = {name: k for k, name in enumerate(RegistrationPart._fields)}
 
 DELIVERED_ADD = "delivered+"
 """A ghost write: stanzas (bits) added to ``delivered``."""
@@ -112,13 +138,13 @@ def apply_delivered(ghost: Any, changes: dict[str, int]) -> dict[str, int]:
     return changes
 
 
-def ghost_touched(key: tuple, changed_regs: Sequence[int], masks: Sequence[int],
+def ghost_touched(key: tuple[Any, ...], changed_regs: Sequence[int], masks: Sequence[int],
                   enabled_index: int | None = None) -> list[int]:
     """The registrations whose ghost fields an event may change: those it changed, those it
     pushed, the one its push-result or timer names and (with expiry) the one it enables (the
     others keep theirs: a registration not enabled already has empty ghost fields)."""
     touched = {*changed_regs, *(j for j, m in enumerate(masks) if m)}
-    if key[0] == "result" or key[0] in MARKS:
+    if key[0] in ("result", *TIMERS) or key[0] in MARKS:
         touched.add(key[1])
     if enabled_index is not None:
         touched.add(enabled_index)
@@ -152,19 +178,21 @@ def mark_writes(key: tuple[Any, ...], j: int, enabled_index: int | None, bounds:
     return out
 
 
-def result_outcome(key: tuple, j: int) -> str | None:
+def result_outcome(key: tuple[Any, ...], j: int) -> str | None:
     """The outcome of the push-result ``key`` for registration j (None: not its result)."""
     return key[2] if key[0] == "result" and key[1] == j else None
 
 
-def recency_after(key: tuple, recency: Callable[[], tuple], enabled_index: int | None,
-                  enabled_after: Callable[[int], bool], same_enabled: bool) -> tuple | None:
-    """The recency after the event (None: unchanged): an enable makes its registration the
-    most recent; registrations no longer enabled leave it."""
+def recency_after(key: Key, recency: Callable[[], Key], enabled_index: int | None,
+                  enabled_after: Callable[[int], bool], same_enabled: bool
+                  ) -> tuple[Any, ...] | None:
+    """The recency after the event (None: unchanged): an enable (or, with time, a successful
+    probe: ``enabled_index`` on a push-result) makes its registration the most recent;
+    registrations no longer enabled leave it."""
     if key[0] != "enable" and same_enabled:
         return None
     order = recency()
-    if key[0] == "enable":
+    if enabled_index is not None:
         order = (*(x for x in order if x != enabled_index), enabled_index)
     return tuple(x for x in order if enabled_after(x))
 
@@ -194,3 +222,42 @@ def setting_after(key: tuple[Any, ...]) -> int | None:
     """v2: the checker's record of the room setting after the event (None: unchanged): a
     chat-settings event replaces the whole setting (1 + its index in CHAT_SETTINGS)."""
     return key[1] + 1 if key[0] == "settings" else None
+
+
+def time_ghost_writes(key: tuple[Any, ...], j: int, ghost: Any, pushed: bool,
+                      enabled_before: bool, enabled_after: bool, matched: bool
+                      ) -> dict[str, int]:
+    """A time world: registration j's ghost ``window``, ``retried`` and ``probe_ok`` after the
+    taken event (the contract's words, events.md "Time-based rules", as the checker reads the
+    events; never the model's records):
+
+    - ``window``: every push sent opens it (urgent ones too); the clock passing its end (the
+      window event, or the flush of what was held) closes it, and a flush that sends opens it
+      again; a registration enabled anew starts with an empty window;
+    - ``retried``: set when a push-result disables it for counted errors; kept through a failed
+      probe; cleared when it is enabled, disabled by the client (``matched``: a push-disable
+      naming it) or remotely (the contract retries none of those);
+    - ``probe_ok``: set when its retry comes due, and again when its probe is answered with
+      ``wait`` (still probing); cleared by the probe (a push while it is not enabled) and
+      whenever ``retried`` is."""
+    kind, own = key[0], len(key) > 1 and key[1] == j
+    out: dict[str, int] = {}
+    if own and kind in ("window", "flush"):
+        out["window"] = 0
+    if pushed:
+        out["window"] = 1
+    if enabled_after and not enabled_before:
+        out["window"] = 0
+    outcome = key[2] if own and kind == "result" else None
+    if outcome is not None and outcome not in ("ok", "wait") and enabled_before \
+            and not enabled_after:
+        out["retried"] = 1
+    if own and kind == "retry":
+        out["probe_ok"] = 1
+    if outcome == "wait" and not enabled_before and ghost.retried:
+        out["probe_ok"] = 1
+    if pushed and not enabled_before:
+        out["probe_ok"] = 0
+    if enabled_after or matched or (own and kind == "remote"):
+        out["retried"] = out["probe_ok"] = 0
+    return out

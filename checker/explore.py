@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 import networkx as nx
 
-from pushrules.model.extract import v2_row
+from pushrules.model.extract import V2_MACHINE_EVENTS, v2_row
 from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.rules import TIME_RULES
 from pushrules.model.world import ImpossibleEvent, UndeclaredRejection, WorldBase
@@ -53,10 +53,14 @@ from .properties import PROPERTIES, Step, check_state, check_transition
 from .tableworld import TableWorld
 
 
+def _constant(value: tuple[Any, ...]) -> Callable[[], tuple[Any, ...]]:
+    return lambda: value
+
+
 class Taken(NamedTuple):
     """A model step that took the event, computed once per (model part, event)."""
 
-    pushes: list
+    pushes: list[Any]
     post: int                      # the model part after (its id)
     masks: tuple[int, ...]         # per registration, the stanzas pushed to it (bits)
     nondeterministic: Any          # the first (machine, state, event, rows) with several rows
@@ -81,16 +85,30 @@ class Violation:
     prop: str
     trace: list[Any]          # typed events from the initial state, setup prefix included
     detail: str
+    state: int = -1
+    """The explored state (its number) the violating event starts from, or the violating
+    state for a state property (-1: not known)."""
+    via: int = -1
+    """The violating event's key index (-1: a state property, or not known)."""
+    timed: str | None = None
+    """With time: the counterexample as a trace with ``at`` (checker/timing.py), when one
+    realizes its order of due times."""
 
     def as_trace(self, world: BoundedWorld, model: str = "model/ (generated/tables.py)") -> str:
         """The counterexample in the contract's JSON Lines format, with `# ` comments."""
+        if self.timed is not None:
+            return self.timed
         lines = [f"# property violated: {self.prop}: {PROPERTIES[self.prop]}",
                  f"# {self.detail}",
                  f"# model checked: {model}",
                  f"# bounds: {world.bounds.describe()}",
                  f"# replay: pushrules replay --strict --set max_errors={world.config.max_errors}"
                  f" --set max_devices={world.config.max_devices} TRACE"]
-        if world.bounds.expiry:
+        if world.bounds.time:
+            lines.append("# no values of burst_window, orphan_ttl and retry_after tried "
+                         "realize this order of due times (checker/timing.py): the '# timer:' "
+                         "lines are the clock's events, in an order the abstraction allows")
+        elif world.bounds.expiry:
             lines.append("# '# timer:' lines are the model's timer events (orphan_ttl); replay "
                          "does not raise them, so a trace with one does not replay as it is")
         setup = len(world.prefix())
@@ -116,9 +134,14 @@ class Result:
     left_to_v1: list[str] = field(default_factory=list)
     """At a v2 bound: the version-1 rows not taken there (the v1 default bound takes them)."""
     left_to_time: list[str] = field(default_factory=list)
-    """Rows tagged with a time-based rule (model/rules.py TIME_RULES: held pushes, retry
-    probes): no bounded world runs the clock yet (issue 14's time abstraction), so they are
-    listed, not required."""
+    """Without ``Bounds.time``: rows tagged with a time-based rule (model/rules.py TIME_RULES:
+    held pushes, retry probes), which only the time bound takes (``pushrules check --time``),
+    so they are listed, not required."""
+    left_to_other: list[str] = field(default_factory=list)
+    """At the time bound: the rows of the other rules it does not take (it has one v1 stanza,
+    no CSI or chat setting; the v1 and v2 default bounds take them, and the other time bound
+    the time rows of its events: ``other_time_rows``)."""
+    other_time_rows: list[str] = field(default_factory=list)
     unreached: list[str] = field(default_factory=list)
     stopped_early: bool = False
     models: int = 0
@@ -139,6 +162,8 @@ class Result:
             out["left_to_v1"] = self.left_to_v1
         if self.left_to_time:
             out["left_to_time"] = self.left_to_time
+        if self.left_to_other:
+            out["left_to_other"] = self.left_to_other
         return out
 
 
@@ -155,9 +180,9 @@ class Explorer:
     """
 
     def __init__(self, bounds: Bounds, world_cls: type[WorldBase] = TableWorld) -> None:
-        if bounds.v2:
+        if bounds.v2 or bounds.time:
             raise ValueError("the reference explorer does not explore the version-2 events "
-                             "yet: run the v2 bound without --reference")
+                             "or the time-based rules yet: run that bound without --reference")
         self.world = BoundedWorld(bounds)
         self.bounds = bounds
         self.world_cls = world_cls
@@ -170,17 +195,19 @@ class Explorer:
         # sessions whose smacks queue is tracked: those that enable push (nothing queued to a
         # session that never holds a registration can be pushed, so its queue is abstracted)
         self._tracked = {i for i in range(bounds.sessions) if w.node_of(i) is not None}
-        self.models: list[tuple] = []
-        self._intern: dict[tuple, tuple] = {}  # shared queue/ghost tuples: states stay small
-        self._queue_memo: dict[tuple, tuple] = {}
-        self._model_ids: dict[tuple, int] = {}
-        self._steps: dict[tuple[int, int], tuple] = {}
+        self.models: list[tuple[Any, ...]] = []
+        # shared queue/ghost tuples: states stay small
+        self._intern: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        self._queue_memo: dict[tuple[Any, ...], int] = {}
+        self._model_ids: dict[tuple[Any, ...], int] = {}
+        self._steps: dict[tuple[int, int], Taken | Refused] = {}
         self._uids: dict[tuple[int, int], int] = {}
-        self._step_of: list[tuple] = []  # step uid -> (model id, key, event, step)
-        self._queues: list[tuple] = []
-        self._qids: dict[tuple, int] = {}
-        self._grids: list[tuple[tuple, tuple]] = []  # ghost parts: (ghosts, recency)
-        self._gids: dict[tuple[tuple, tuple], int] = {}
+        self._step_of: list[tuple[Any, ...]] = []  # step uid -> (model id, key, event, step)
+        self._queues: list[tuple[Any, ...]] = []
+        self._qids: dict[tuple[Any, ...], int] = {}
+        # ghost parts: (ghosts, recency)
+        self._grids: list[tuple[tuple[Any, ...], tuple[Any, ...]]] = []
+        self._gids: dict[tuple[tuple[Any, ...], tuple[Any, ...]], int] = {}
         self._pending: list[int] = []  # per ghost part: bit j set while a push to j is pending
         self.taken: set[tuple[str, str, str, int]] = set()
         self.progress: Progress | None = None  # set to report progress (checker/progress.py)
@@ -189,7 +216,7 @@ class Explorer:
     def new_world(self) -> WorldBase:
         return self.world_cls(self.world.config, clock=zero_clock)
 
-    def model_id(self, model: tuple) -> int:
+    def model_id(self, model: tuple[Any, ...]) -> int:
         found = self._model_ids.get(model)
         if found is None:
             found = self._model_ids[model] = len(self.models)
@@ -198,11 +225,11 @@ class Explorer:
             self.models.append(model)
         return found
 
-    def restore(self, model: tuple) -> WorldBase:
+    def restore(self, model: tuple[Any, ...]) -> WorldBase:
         """A fresh world holding the model part ``model``."""
         return self.restore_into(self.new_world(), model)
 
-    def restore_into(self, world: WorldBase, model: tuple) -> WorldBase:
+    def restore_into(self, world: WorldBase, model: tuple[Any, ...]) -> WorldBase:
         """Put the model part ``model`` into a fresh world of any engine."""
         sessions, regs, order = model
         wd = self.world
@@ -220,7 +247,7 @@ class Explorer:
             reg.session = wd.all_sids[part.owner] if part.owner >= 0 else None
             reg.errors = part.errors
             reg.seq = ranks.get(j, 0)
-            reg.pushed = {sid: None for k, sid in enumerate(self._stanza_ids)
+            reg.pushed = {sid: None for k, sid in enumerate(self._stanza_ids)  # type: ignore[misc]
                           if (part.pushed >> k) & 1}
             table[(APP, wd.nodes[j])] = reg
         if table:
@@ -228,7 +255,7 @@ class Explorer:
         world._seq = len(order)
         return world
 
-    def encode(self, world: WorldBase) -> tuple:
+    def encode(self, world: WorldBase) -> tuple[Any, ...]:
         """The model part of a world."""
         wd = self.world
         unknown = set(world.sessions) - set(wd.sids)
@@ -259,7 +286,7 @@ class Explorer:
                 enabled.append((reg.seq, j))
         return (tuple(sessions), tuple(regs), tuple(j for _, j in sorted(enabled)))
 
-    def initial(self) -> tuple:
+    def initial(self) -> tuple[Any, ...]:
         world = self.new_world()
         for event in self.world.prefix():
             world.handle(event)
@@ -271,7 +298,8 @@ class Explorer:
         return (mid, *(intern.setdefault(p, p) for p in parts))
 
     # --- environment -------------------------------------------------------------------------
-    def events(self, model: tuple, queues: tuple) -> list[tuple[tuple, Any]]:
+    def events(self, model: tuple[Any, ...], queues: tuple[Any, ...]
+               ) -> list[tuple[tuple[Any, ...], Any]]:
         """(key, typed event) the server can raise in a state with this model part and these
         queues (environment.py). A push-result for a stored registration is raised only while
         a push to it is pending (ghost part): `_bfs` filters those."""
@@ -283,13 +311,13 @@ class Explorer:
             if kind in TIMERS:
                 if not timer_raised(model[1][key[1]].state):
                     continue
-            elif kind != "result" and not raised(key, lambda q=queue: q, model[0]):
+            elif kind != "result" and not raised(key, _constant(queue), model[0]):
                 continue
             out.append((key, event(key, queue) if kind in QUEUE_EVENTS else event(key)))
         return out
 
     # --- one model step ----------------------------------------------------------------------
-    def step(self, mid: int, event: Any, key: tuple) -> Taken | Refused:
+    def step(self, mid: int, event: Any, key: tuple[Any, ...]) -> Taken | Refused:
         """The model's step from model part ``mid`` on ``event``, computed once."""
         cache_key = (mid, id(event))
         found = self._steps.get(cache_key)
@@ -297,7 +325,7 @@ class Explorer:
             found = self._steps[cache_key] = self._compute_step(self.models[mid], event)
         return found
 
-    def _compute_step(self, model: tuple, event: Any) -> Taken | Refused:
+    def _compute_step(self, model: tuple[Any, ...], event: Any) -> Taken | Refused:
         world = self.restore(model)
         try:
             pushes = take(world, event)
@@ -330,7 +358,8 @@ class Explorer:
         return Taken(pushes, post_mid, tuple(masks), nondet, left == recorded, any(masks),
                      same_enabled, intern.setdefault(offline, offline), changed_s, changed_r)
 
-    def _next_queues(self, queues: tuple, key: tuple, offline: tuple) -> tuple:
+    def _next_queues(self, queues: tuple[Any, ...], key: tuple[Any, ...],
+                     offline: tuple[Any, ...]) -> tuple[Any, ...]:
         """The smacks queues after the step (environment.py); a session offline has none."""
         if is_session_event(key[0]):
             i = key[1]
@@ -341,8 +370,9 @@ class Explorer:
             queues = tuple(() if i in offline else q for i, q in enumerate(queues))
         return self._intern.setdefault(queues, queues)
 
-    def _next_ghosts(self, ghosts: tuple, recency: tuple, key: tuple,
-                     step: Taken) -> tuple[tuple, tuple]:
+    def _next_ghosts(self, ghosts: tuple[Any, ...], recency: tuple[Any, ...],
+                     key: tuple[Any, ...],
+                     step: Taken) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
         """The ghost part after the step (environment.py)."""
         post_regs = self.models[step.post][1]
         new = list(ghosts)
@@ -372,7 +402,7 @@ class Explorer:
             result, stop_at_first, max_states, graph_checks))
 
     @staticmethod
-    def _number(ids: dict, parts: list, part: Any, what: str) -> int:
+    def _number(ids: dict[Any, Any], parts: list[Any], part: Any, what: str) -> int:
         """The number of an interned state part (queues or ghost part)."""
         found = ids.get(part)
         if found is None:
@@ -382,21 +412,21 @@ class Explorer:
             parts.append(part)
         return found
 
-    def _qid(self, queues: tuple) -> int:
+    def _qid(self, queues: tuple[Any, ...]) -> int:
         return self._number(self._qids, self._queues, queues, "smacks queues")
 
-    def _gid(self, pair: tuple[tuple, tuple]) -> int:
+    def _gid(self, pair: tuple[tuple[Any, ...], tuple[Any, ...]]) -> int:
         found = self._number(self._gids, self._grids, pair, "ghost parts")
         if found == len(self._pending):
             self._pending.append(sum(1 << j for j, g in enumerate(pair[0]) if g.pending))
         return found
 
-    def state(self, code: int) -> tuple:
+    def state(self, code: int) -> tuple[Any, ...]:
         """The tuple ``(model_id, queues, ghosts, recency)`` of an encoded state."""
         ghosts, recency = self._grids[code & _MASK]
         return (code >> 2 * _BITS, self._queues[(code >> _BITS) & _MASK], ghosts, recency)
 
-    def _moves(self, mid: int, qid: int) -> list[tuple]:
+    def _moves(self, mid: int, qid: int) -> list[tuple[Any, ...]]:
         """The transitions out of every state with model part ``mid`` and queues ``qid``:
         ``(needs_pending_bit, step_uid, post_model_and_queues, flagged)``. Only push-result
         events depend on the ghost part (they are raised while a push to that registration is
@@ -474,7 +504,7 @@ class Explorer:
         progress = bytearray(1)
         violations = result.violations
         checked_models: set[int] = set()
-        moves_of: dict[int, list[tuple]] = {}
+        moves_of: dict[int, list[tuple[Any, ...]]] = {}
         ghost_memo: dict[int, int] = {}
         step_of = self._step_of
         pending = self._pending
@@ -552,12 +582,12 @@ class Explorer:
         if graph_checks:
             self._graph(result, codes, moves_of, progress, path)
 
-    def _coverage(self, result: Result, taken: set) -> None:
+    def _coverage(self, result: Result, taken: set[Any]) -> None:
         coverage(result, self.world_cls, taken, self.bounds.expiry,
                  {s.state for model in self.models for s in model[0]},
                  {r.state for model in self.models for r in model[1]})
 
-    def _graph(self, result: Result, codes: array, moves_of: dict[int, list[tuple]],
+    def _graph(self, result: Result, codes: array[Any], moves_of: dict[int, list[tuple[Any, ...]]],
                progress: bytearray, path: Callable[[int], list[Any]]) -> None:
         """No dead state: every state has a successor other than itself (exact), and a state
         with every session offline is reachable from every state. The latter runs on the
@@ -614,16 +644,17 @@ def timed_run(bounds: Bounds, explore: Callable[[Result], None]) -> Result:
 
 
 def record(violations: dict[str, Violation], path: Callable[[int], list[Any]],
-           names: list[str], n: int, last: Any, detail: str) -> None:
+           names: list[str], n: int, last: Any, detail: str, via: int = -1) -> None:
     """Record the first violation of each property: the events to state ``n``, then the
-    violating event ``last`` (None for a state property). BFS order makes it a shortest."""
+    violating event ``last`` (None for a state property; ``via`` its key index). BFS order
+    makes it a shortest."""
     for name in names:
         if name not in violations:
             trace = path(n) + ([last] if last is not None else [])
-            violations[name] = Violation(name, trace, detail)
+            violations[name] = Violation(name, trace, detail, n, via)
 
 
-def _rows_not_taken(machine: str, table: dict[str, dict[str, tuple[Any, ...]]], taken: set
+def _rows_not_taken(machine: str, table: dict[str, dict[str, tuple[Any, ...]]], taken: set[Any]
                     ) -> list[tuple[str, bool, bool]]:
     """Each row of ``table`` not in ``taken``, shown as ``machine state --event[guards]-->
     target``, whether only a version-2 event takes it, and whether it is a time rule's."""
@@ -639,14 +670,17 @@ def _rows_not_taken(machine: str, table: dict[str, dict[str, tuple[Any, ...]]], 
     return out
 
 
-def coverage(result: Result, world_cls: type, taken: set, timers: bool,
-             seen_sessions: set[str], seen_registrations: set[str], v2: bool = False) -> None:
+def coverage(result: Result, world_cls: type, taken: set[Any], timers: bool,
+             seen_sessions: set[str], seen_registrations: set[str], v2: bool = False,
+             time: bool = False) -> None:
     """Row coverage, reached machine states and table completeness of one exploration:
     ``taken`` holds (machine, state, event, row) of the rows taken, ``timers`` whether the
     timer rows were explored (so must be taken too), ``v2`` whether the version-2 events were:
     then the rows only they take must be taken, and the version-1 rows it misses are listed
     in ``left_to_v1`` (a v2 bound leaves the v1 stanzas to the v1 default bound, which takes
-    every v1 row); without, the v2 rows are not required. ``seen_*`` are the machine states
+    every v1 row); without, the v2 rows are not required. ``time``: the time bound, which must
+    take every row of the time-based rules (the others are listed in ``left_to_other``);
+    without, those are listed in ``left_to_time``. ``seen_*`` are the machine states
     that occur in some explored state. Table completeness is static: it covers the timer
     events always."""
     tables = getattr(world_cls, "tables", None)
@@ -657,7 +691,14 @@ def coverage(result: Result, world_cls: type, taken: set, timers: bool,
         explored.append(("registration", getattr(tables, "REGISTRATION_TIMERS", {})))
     for machine, table in explored:
         for shown, row_is_v2, row_is_time in _rows_not_taken(machine, table, taken):
-            if row_is_time:
+            if time:
+                # a time bound takes the time rows of its own events (v2's or v1's)
+                mine = row_is_time and (shown.split(" --", 1)[1].split("[", 1)[0]
+                                        in V2_MACHINE_EVENTS) == v2
+                (result.uncovered if mine else result.left_to_other).append(shown)
+                if row_is_time and not mine:
+                    result.other_time_rows.append(shown)
+            elif row_is_time:
                 result.left_to_time.append(shown)
             elif not row_is_v2:
                 (result.left_to_v1 if v2 else result.uncovered).append(shown)

@@ -15,14 +15,14 @@ None when not stored) and, per record, the fields it wrote (the records' ``dirty
 
 from __future__ import annotations
 
-from collections.abc import Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 from pushrules.model import records
-from pushrules.model.records import RegistrationRecord, RegKey, SessionRecord
+from pushrules.model.records import Held, RegistrationRecord, RegKey, SessionRecord
 
 from .bounded import APP, CALL_ID, ROOM, USER, zero_clock
-from .packed import View
+from .packed import BoundExceeded, View
 from .tableworld import TableWorld
 
 if TYPE_CHECKING:
@@ -61,10 +61,10 @@ class LazySession(_LazyFields, SessionRecord):
 
     __slots__ = ("_st", "_fields", "vals", "dirty")
 
-    state = _field("state", 0)  # type: ignore[assignment]
+    state = _field("state", 0)
     csi = _field("csi", 2)  # v2: the model's XEP-0352 state (a constant outside v2)
 
-    @property  # type: ignore[override]
+    @property
     def binding(self) -> tuple[str, str, str] | None:
         j = self._get("binding", 1)
         return None if j < 0 else self._st.explorer.world.reg_keys[j]
@@ -82,9 +82,9 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     _j: int
     _pushed: LazyPushed | None
 
-    state = _field("state", 0)  # type: ignore[assignment]
+    state = _field("state", 0)
 
-    @property  # type: ignore[override]
+    @property
     def session(self) -> str | None:
         owner = self._get("owner", 1)
         return None if owner < 0 else self._st.explorer.world.all_sids[owner]
@@ -93,7 +93,7 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
     def session(self, sid: str | None) -> None:
         self._set("owner", -1 if sid is None else self._st.explorer.world.session_index[sid])
 
-    errors = _field("errors", 2)  # type: ignore[assignment]
+    errors = _field("errors", 2)
 
     @property  # type: ignore[override]
     def pushed(self) -> LazyPushed:
@@ -106,16 +106,124 @@ class LazyRegistration(_LazyFields, RegistrationRecord):
         self.pushed.replace(value)
 
 
-    @property  # type: ignore[override]
+    @property
     def seq(self) -> int:
         if "seq" not in self.vals:
             order = self._st.order()
             self.vals["seq"] = order.index(self._j) + 1 if self._j in order else 0
-        return self.vals["seq"]
+        return int(self.vals["seq"])
 
     @seq.setter
     def seq(self, value: int) -> None:
         self._set("seq", value)
+
+
+def _converted(name: str, k: int, load: Callable[[LazyRegistration, Any], Any],
+               store: Callable[[LazyRegistration, Any], Any]) -> property:
+    """A time fact of the record (checker/parts.py RegistrationPart) read from field k as
+    ``load(record, value)`` and written back as ``store(record, value)``."""
+    return property(lambda self: load(self, self._get(name, k)),
+                    lambda self, value: self._set(name, store(self, value)))
+
+
+def _due(option: str) -> Callable[[LazyRegistration, Any], float | None]:
+    """A due time: ahead of the step's clock by the option's seconds while its bit is set
+    (only whether it is still ahead matters to the model: the explored clock never reaches it
+    inside a step; the clock's events reach it)."""
+    return lambda rec, bit: rec._st.clock + getattr(rec._st.explorer.world.config, option) \
+        if bit else None
+
+
+def _is_set(rec: LazyRegistration, value: Any) -> int:
+    return int(value is not None)
+
+
+def _held_load(rec: LazyRegistration, value: tuple[tuple[int, str], ...]) -> tuple[Held, ...]:
+    stanzas = rec._st.explorer.world.stanzas
+    return tuple(Held(stanzas[k], rule) for k, rule in value)
+
+
+def _held_store(rec: LazyRegistration, held: tuple[Held, ...]) -> tuple[tuple[int, str], ...]:
+    index = rec._st.explorer.world.stanza_index
+    if any(h.stanza.id not in index or h.stanza.id is None for h in held):
+        raise BoundExceeded("a stanza without an id was held: the time world has none")
+    return tuple((index[h.stanza.id], h.rule) for h in held)
+
+
+def _owner_load(rec: LazyRegistration, owner: int) -> str | None:
+    return None if owner < 0 else rec._st.explorer.world.all_sids[owner]
+
+
+def _owner_store(rec: LazyRegistration, sid: str | None) -> int:
+    return -1 if sid is None else rec._st.explorer.world.session_index[sid]
+
+
+class LazyHeld:
+    """A registration's held stanzas as the model reads them: whether any is held reads only
+    the ``hold`` bit (a flush is due exactly while something is held: property
+    held_stanza_sent checks it on every step that changes either, so it holds in every
+    explored state); iterating reads the held stanzas. Taken before the record's held
+    stanzas are replaced, it keeps what they were (``keep``)."""
+
+    __slots__ = ("_rec", "_kept")
+
+    def __init__(self, rec: LazyTimedRegistration) -> None:
+        self._rec = rec
+        self._kept: tuple[Held, ...] | None = None
+
+    def keep(self) -> None:
+        if self._kept is None:
+            self._kept = _held_load(self._rec, self._rec._get("held", 8))
+
+    def _all(self) -> tuple[Held, ...]:
+        self.keep()
+        assert self._kept is not None
+        return self._kept
+
+    def __bool__(self) -> bool:
+        if self._kept is not None or "held" in self._rec.vals:
+            return bool(self._all())
+        return bool(self._rec._get("hold", 9))
+
+    def __iter__(self) -> Iterator[Held]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __add__(self, other: tuple[Held, ...]) -> tuple[Held, ...]:
+        return self._all() + tuple(other)
+
+
+def _held_get(rec: LazyTimedRegistration) -> LazyHeld:
+    view = LazyHeld(rec)
+    rec._held_views.append(view)
+    return view
+
+
+def _held_set(rec: LazyTimedRegistration, held: Any) -> None:
+    for view in rec._held_views:  # what was read before is what the record held then
+        view.keep()
+    rec._set("held", _held_store(rec, tuple(held)))
+
+
+class LazyTimedRegistration(LazyRegistration):
+    """A registration of a time world (``Bounds.time``): its time-based rules' facts are
+    fields of the state too. A time is kept as whether it is still ahead: ``last_sent`` as
+    the window being open (the step's clock, or None: closed), a due time as set or not."""
+
+    __slots__ = ("_held_views",)
+    _held_views: list[LazyHeld]
+
+    probe = _field("probe", 5)
+    probe_session = _converted("probe_owner", 6, _owner_load,
+                               _owner_store)
+    last_sent = _converted("window", 7,
+                           lambda rec, bit: rec._st.clock if bit else None, _is_set)
+    held = property(_held_get, _held_set)
+    hold_until = _converted("hold", 9, _due("burst_window"), _is_set)
+    expire_at = _converted("expire", 10, _due("orphan_ttl"), _is_set)
+    retry_at = _converted("retry", 11, _due("retry_after"), _is_set)
 
 
 class LazyPushed(MutableMapping[str, None]):
@@ -191,7 +299,7 @@ class SeqField:
 
     def __get__(self, obj: Any, cls: Any = None) -> int:
         state = obj.__dict__["_lazy"]
-        return len(state.order()) + state.enables
+        return int(len(state.order()) + state.enables)
 
     def __set__(self, obj: Any, value: int) -> None:
         state = obj.__dict__.get("_lazy")
@@ -296,6 +404,8 @@ class LazyState:
     when it is not stored (``loaded_*`` are their keys); ``stored_regs`` holds the stored
     registrations in the order a dict of them would (first lookup or store)."""
 
+    clock: float
+
     def __init__(self, explorer: CompiledExplorer, code: tuple[int, ...]) -> None:
         self.explorer = explorer
         self.layout = explorer.layout
@@ -309,6 +419,10 @@ class LazyState:
         self.chat_written = False  # v2: the room setting was stored, as chat_value
         self.chat_value: tuple[str, str | None] | None = None
         self.call_writes: dict[int, int] = {}  # v2: registration -> in the call (0/1) now
+        self.registration_cls = (LazyTimedRegistration if explorer.bounds.time
+                                 else LazyRegistration)
+        self.clock = 0.0
+        """The time of the step: the world's clock (a time world's pushes carry it)."""
         self.stray: str | None = None
         """Set when the step left the bounded world in a way it could not record (a target
         of another call than CALL_ID): reported after its properties (fields_in_domain)."""
@@ -354,11 +468,13 @@ class LazyState:
         state = self.view(fields[0])
         reg: LazyRegistration | None = None
         if state != "absent":
-            reg = LazyRegistration.__new__(LazyRegistration)
+            reg = self.registration_cls.__new__(self.registration_cls)
             reg.user, reg.jid, reg.node = USER, APP, self.explorer.world.nodes[j]
             reg.options, reg.reason, reg.disabled_at = {}, None, None
             reg._st, reg._fields, reg._j = self, fields, j
             reg.vals, reg.dirty, reg._pushed = {"state": state}, set(), None
+            if isinstance(reg, LazyTimedRegistration):
+                reg._held_views = []
             self.stored_regs[j] = reg
         self.regs[j] = reg
         return reg
@@ -369,8 +485,11 @@ class LazyState:
 
     def world(self) -> TableWorld:
         explorer = self.explorer
-        world = explorer.lazy_cls(explorer.world.config, clock=zero_clock)
+        world: TableWorld = explorer.lazy_cls(explorer.world.config, clock=zero_clock)
         world.__dict__["_lazy"] = self
         world.sessions = world.users = None  # type: ignore[assignment]  # storage methods only
-        world.chats = world.calls = None  # the v2 facts too (storage methods only)
+        world.chats = world.calls = None  # type: ignore[assignment]  # the v2 facts too
+        if explorer.bounds.time:
+            world.time, world.timed = self.clock, True
+            world.explain = True  # the notes say why a held stanza was dropped
         return world

@@ -8,7 +8,7 @@ records to the properties through a View, and ``Visited`` is the explorer's set 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from itertools import permutations
 from operator import itemgetter
 from typing import Any
@@ -25,6 +25,11 @@ COMPOSITE = 1 << 20
 """Field numbers from here on are composites: a set of stanzas held as one-bit fields."""
 SETS = ("pushed", "delivered")
 """Record fields that are sets of stanzas (a registration's dedup set, its delivered ghost)."""
+SEQUENCE = -1
+"""A field size that asks for a sequence field (``Layout.sequences``)."""
+HOLDING_RULES = 7
+"""The rules a held stanza may carry: every push rule but the urgent e/call (a/ three, b, c,
+d, e/call-end): the held field's values are sequences of distinct stanzas with one each."""
 
 
 class BoundExceeded(PushrulesError):
@@ -50,6 +55,10 @@ class Layout:
         sizes: list[int] = []
         self.composite: dict[int, dict[int, int]] = {}
         """Composite field -> {stanza index: its one-bit field}: a set of stanzas."""
+        self.sequences: dict[int, dict[int, int]] = {}
+        """Composite field -> {stanza index: its field}: a sequence of distinct stanzas, each
+        with a rule (held stanzas), as one field per stanza holding (position, rule) or
+        None, so reading it costs a few narrow trie levels instead of one very wide one."""
         self.composite_names: dict[int, str] = {}
 
         def add(name: str, size: int) -> int:
@@ -57,22 +66,27 @@ class Layout:
             sizes.append(size)
             return len(sizes) - 1
 
-        def record(prefix: str, part: type, size: dict[str, int]) -> list[int]:
+        def record(prefix: str, part: Any, size: dict[str, int]) -> list[int]:
             """A record's fields, in the order of its part's fields (checker/parts.py); a
             set of stanzas is a composite of one-bit fields (``SETS``)."""
             return [self._add_set(f"{prefix} {name}", world, add) if name in SETS
+                    else self._add_sequence(f"{prefix} {name}", world, add)
+                    if size[name] == SEQUENCE
                     else add(f"{prefix} {name}", size[name]) for name in part._fields]
 
         # v2 model fields: a constant (no bits) outside a v2 world
         session = {"state": len(tables.SESSION_STATES), "binding": m + 1,
                    "csi": 2 if b.v2 else 1}
+        timed = 2 if b.time else 1
         registration = {"state": len(tables.REGISTRATION_STATES), "owner": owners,
-                        "errors": errors, "calls": 2 if b.v2 else 1}
+                        "errors": errors, "calls": 2 if b.v2 else 1,
+                        **_time_sizes(b.time, owners)}
         # the expiry mark is a field only with expiry: a constant (no bits) otherwise, so the
         # layout, and what is explored, is the one of the contract events alone
         ghost = {"errors": errors, "pending": 2,
                  "expired": 2 if b.expiry else 1, "rang": 2 if b.v2 else 1,
-                 "remote": 2 if b.v2 else 1}
+                 "remote": 2 if b.v2 else 1, "window": timed,
+                 "probe_ok": timed, "retried": timed}
         self.s = [record(world.sids[i], SessionPart, session) for i in range(n)]
         self.r = [record(node, RegistrationPart, registration) for node in world.nodes]
         self.order = add("enabling order", orders)
@@ -108,14 +122,34 @@ class Layout:
         """A set of stanzas (a mask over stanza indexes) as one one-bit field per stanza with
         an id: a step that asks whether one stanza is in it reads that stanza's bit only, so
         the tries branch on the stanzas a step is about, not on every subset."""
-        field = COMPOSITE + len(self.composite)
+        field = COMPOSITE + len(self.composite) + len(self.sequences)
         self.composite[field] = {k: add(f"{name} {s.id}", 2)
                                  for k, s in enumerate(world.stanzas) if s.id is not None}
         self.composite_names[field] = name
         return field
 
-    def compose(self, field: int, bit: Callable[[int], Any]) -> int:
-        """The mask of composite ``field``, from each of its one-bit fields' value ``bit(f)``."""
+    def _add_sequence(self, name: str, world: BoundedWorld,
+                      add: Callable[[str, int], int]) -> int:
+        """A sequence of distinct stanzas with an id, each with a rule: per stanza, None or
+        (its position, its rule)."""
+        field = COMPOSITE + len(self.composite) + len(self.sequences)
+        ids = [k for k, s in enumerate(world.stanzas) if s.id is not None]
+        self.sequences[field] = {k: add(f"{name} {world.stanzas[k].id}",
+                                        1 + len(ids) * HOLDING_RULES) for k in ids}
+        self.composite_names[field] = name
+        return field
+
+    def sequence(self, field: int, value: Callable[[int], Any]) -> tuple[tuple[int, str], ...]:
+        """The sequence that is composite ``field``, from its fields' values ``value(f)``."""
+        found = [(entry[0], k, entry[1]) for k, f in self.sequences[field].items()
+                 if (entry := value(f)) is not None]
+        return tuple((k, rule) for _, k, rule in sorted(found))
+
+    def compose(self, field: int, bit: Callable[[int], Any]) -> Any:
+        """The mask of composite ``field``, from each of its one-bit fields' value ``bit(f)``
+        (a sequence field: its sequence)."""
+        if field in self.sequences:
+            return self.sequence(field, bit)
         mask = 0
         for k, f in self.composite[field].items():
             if bit(f):
@@ -129,7 +163,11 @@ class Layout:
             return values
         out: dict[int, Any] = {}
         for field, value in values.items():
-            if field >= COMPOSITE:
+            if field in self.sequences:
+                at = {k: (n, rule) for n, (k, rule) in enumerate(value)}
+                for k, f in self.sequences[field].items():
+                    out.setdefault(f, at.get(k))
+            elif field >= COMPOSITE:
                 for k, f in self.composite[field].items():
                     out.setdefault(f, (value >> k) & 1)
             else:
@@ -172,6 +210,15 @@ class Layout:
         return clear, put
 
 
+def _time_sizes(time: bool, owners: int) -> dict[str, int]:
+    """The sizes of a registration's time facts: constants (no bits) outside a time world."""
+    if not time:
+        return dict.fromkeys(("probe", "probe_owner", "window", "held", "hold", "expire",
+                              "retry"), 1)
+    return {"probe": 4, "probe_owner": owners, "window": 2, "held": SEQUENCE, "hold": 2,
+            "expire": 2, "retry": 2}
+
+
 class View:
     """A packed state read one field at a time; ``reads`` is what was read, in order."""
 
@@ -187,8 +234,10 @@ class View:
         layout = self.layout
         if field >= COMPOSITE:  # a set of stanzas: every bit is read
             return layout.compose(field, self)
-        vid = (self.code[layout.word[field]] >> layout.shift[field]) & (
-            (1 << layout.bits[field]) - 1)
+        bits = layout.bits[field]
+        if not bits:  # a constant: nothing to branch on, so not a read the tries record
+            return layout.values[field][0]
+        vid = (self.code[layout.word[field]] >> layout.shift[field]) & ((1 << bits) - 1)
         if field not in self._seen:
             self._seen.add(field)
             self.reads.append((field, vid))
@@ -226,7 +275,7 @@ class Fields:
         return bool(self.get(self.view.layout.composite[field][index]))
 
 
-def _named(name: str, part: type) -> type[Fields]:
+def _named(name: str, part: Any) -> type[Fields]:
     """Fields also read by the names of ``part``'s fields (``reg.owner`` for ``reg[1]``)."""
     attrs: dict[str, Any] = {"__slots__": ()}
     for k, field in enumerate(part._fields):
@@ -235,7 +284,24 @@ def _named(name: str, part: type) -> type[Fields]:
 
 
 SessionFields = _named("SessionFields", SessionPart)
-RegistrationFields = _named("RegistrationFields", RegistrationPart)
+_HELD = RegistrationPart._fields.index("held")
+
+
+class RegistrationFields(_named("_RegistrationFields", RegistrationPart)):  # type: ignore[misc]
+    __slots__ = ()
+
+    def held_has(self, index: int) -> bool:
+        """Stanza ``index`` is held (reads its field of the sequence only)."""
+        field = self.fields[_HELD]
+        if field in self.writes:
+            return any(k == index for k, _ in self.writes[field])
+        sub = self.view.layout.sequences.get(field, {}).get(index)
+        return sub is not None and self.get(sub) is not None
+
+    def held_any(self) -> bool:
+        """Something is held after the step, as far as the step wrote it (reads nothing: what
+        it did not write is as before)."""
+        return bool(self.writes.get(self.fields[_HELD]))
 
 
 class GhostFields(_named("_GhostFields", GhostPart)):  # type: ignore[misc]
@@ -250,7 +316,7 @@ _DELIVERED = GhostPart._fields.index("delivered")
 SessionGhostFields = _named("SessionGhostFields", SessionGhostPart)
 
 
-class Records:
+class Records(Sequence[Any]):
     """The sessions, registrations or ghost records of a state as a lazy sequence of
     ``kind`` (SessionFields, RegistrationFields or GhostFields)."""
 
@@ -263,13 +329,13 @@ class Records:
         self.kind = kind
         self.writes = writes if writes is not None else {}
 
-    def __getitem__(self, index: int) -> Fields:
+    def __getitem__(self, index: Any) -> Any:
         return self.kind(self.view, self.fields[index], self.writes)
 
     def __len__(self) -> int:
         return len(self.fields)
 
-    def __iter__(self) -> Iterator[Fields]:
+    def __iter__(self) -> Iterator[Any]:
         return (self[i] for i in range(len(self.fields)))
 
 

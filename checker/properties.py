@@ -35,7 +35,8 @@ PROPERTIES: dict[str, str] = {
         "every important stanza queued to, or in the queue of, a bound ack_delayed/hibernated "
         "session is pushed to its registration; every important stanza archived for the user "
         "(addressed to them) is pushed to each registration not bound to a live session; every "
-        "important stanza stored offline is pushed to every enabled registration",
+        "important stanza stored offline is pushed to every enabled registration (with time: "
+        "or held for it; and a registration whose probe is due gets one of them as its probe)",
     "at_most_once":
         "at most one push per (stanza, registration) while the registration stays enabled, "
         "and at most one push per registration and event",
@@ -105,8 +106,30 @@ PROPERTIES: dict[str, str] = {
     "urgent_only_for_calls":
         "v2: a push is urgent exactly when its rule is e/call",
     "expired_never_pushed":
-        "with --expiry: nothing is pushed to a registration that expired (took expire) until "
-        "a push-enable enables it again; expire disables exactly its registration",
+        "with --expiry (and --time): nothing is pushed to a registration that expired (took "
+        "expire) until a push-enable enables it again; expire disables exactly its "
+        "registration",
+    "held_stanza_sent":
+        "time: coalescing loses no stanza: a stanza is held only from the event that brought "
+        "it, while the registration's burst window is open, not urgent; each held stanza "
+        "leaves the held ones only by being pushed to it or dropped for a reason the model "
+        "gives and the state confirms (its rule-a session active again, rule b's registration "
+        "bound to a live session, or the registration disabled); a flush resolves them all; "
+        "held stanzas always have a flush due",
+    "one_push_per_window":
+        "time: at most one push per registration per burst window besides urgent ones (and "
+        "probes): no push goes to a registration within the window of its last push, but the "
+        "flush at the window's end (windows as the checker saw the pushes and the clock)",
+    "flush_rechecks_rules":
+        "time: at a flush no held rule-a stanza is pushed to a registration whose session is "
+        "active, no rule-b stanza to one bound to a live session, and nothing to one that is "
+        "not enabled",
+    "probe_once_per_retry":
+        "time: a push to a registration that is not enabled is a probe: of one stanza, only "
+        "to a registration disabled for counted errors whose retry came due (or whose probe "
+        "was answered wait) since it was disabled or last probed; a retry comes due only for "
+        "such a registration; a disable for counted errors or a failed probe starts the wait "
+        "for the next retry",
     "no_dead_state":
         "every reachable state has a successor other than itself, and from every reachable "
         "state a state with every session offline is reachable",
@@ -176,13 +199,22 @@ def binding_consistent(st: State) -> bool:
         if rstate == "bound":
             if len(holders) != 1 or holders[0] != owner or sessions[owner].state not in LIVE:
                 return True
-        elif holders or owner != -1:
+        elif owner != -1 or holders != _probing_holder(reg, sessions):
             return True
     for i in range(len(sessions)):
         binding = sessions[i].binding
-        if binding >= 0 and (sessions[i].state not in LIVE or regs[binding].state != "bound"):
+        if binding >= 0 and (sessions[i].state not in LIVE or (
+                regs[binding].state != "bound" and regs[binding].probe_owner != i)):
             return True
     return False
+
+
+def _probing_holder(reg: Any, sessions: Sequence[Any]) -> list[int]:
+    """The sessions that may hold a registration that is not bound: with time, a registration
+    disabled for counted errors stays held by the live session it was bound to, whose
+    stanzas can probe it (``probe_owner``, a constant -1 outside the time bound)."""
+    i = reg.probe_owner if reg.state == "disabled" else -1
+    return [i] if i >= 0 and sessions[i].state in LIVE else []
 
 
 @state_property
@@ -191,7 +223,7 @@ def max_devices(st: State) -> bool:
     return sum(1 for j in range(len(st.regs)) if st.regs[j].state in ENABLED) > st.max_devices
 
 
-def check_state(model: tuple, max_devices: int) -> list[str]:
+def check_state(model: tuple[Any, ...], max_devices: int) -> list[str]:
     """The state properties violated by the model part ``(sessions, registrations, _)``."""
     st = State(model[0], model[1], max_devices)
     return [name for name, violated in STATE_PROPERTIES.items() if violated(st)]
@@ -215,10 +247,10 @@ class Step:
     changed_sessions: Iterable[int]
     changed_regs: Iterable[int]
     ghosts: Sequence[Any]
-    recency: Callable[[], tuple]
-    key: tuple
+    recency: Callable[[], tuple[Any, ...]]
+    key: tuple[Any, ...]
     event: Any
-    pushes: list
+    pushes: list[Any]
     max_errors: int
     max_devices: int
     session_ghosts: Any = ()
@@ -226,7 +258,10 @@ class Step:
     setting: Callable[[], int] = lambda: 0
     """v2: the checker's record of the user's setting for the room (0: none, else 1 + its
     index in bounded.CHAT_SETTINGS)."""
-    stanzas: tuple = field(init=False)
+    notes: tuple[str, ...] = ()
+    """time: what the model said about the step (its --explain notes): why a held stanza was
+    dropped."""
+    stanzas: tuple[Any, ...] = field(init=False)
     kind: str = field(init=False)
     _targets: list[int | None] | None = field(init=False, default=None)
     _known: list[tuple[int, Any]] | None = field(init=False, default=None)
@@ -261,7 +296,7 @@ class Step:
 
     def delivered_before(self, j: int, sid: str) -> bool:
         """Stanza ``sid`` was pushed to registration j since it was last enabled anew."""
-        return self.ghosts[j].delivered_has(self.world.stanza_index[sid])
+        return bool(self.ghosts[j].delivered_has(self.world.stanza_index[sid]))
 
     def delivered(self, j: int, sid: str) -> bool:
         """... before, or by this event."""
@@ -320,14 +355,20 @@ def pushes_only_to_user(step: Step) -> bool:
 
 @transition_property
 def never_disabled_or_removed(step: Step) -> bool:
-    """A push to a registration that was not enabled."""
-    return any(not step.enabled_before(j) for j, _ in step.known_pushes())
+    """A push to a registration that was not enabled (with time: a registration the contract
+    retries may be probed, probe_once_per_retry says when)."""
+    time = step.world.bounds.time
+    return any(not step.enabled_before(j) and not (time and step.ghosts[j].probe_ok)
+               for j, _ in step.known_pushes())
 
 
 @transition_property
 def rule_matches_path(step: Step) -> bool:
     """A push whose rule is not its event's path, or a push from an event with no path."""
     rule = RULE_OF.get(step.kind)
+    if step.kind == "flush":  # the coalesced push goes by the rule of its first stanza
+        return any(j != step.key[1] or held_rule(step, j, p.stanzas[0]) != p.rule
+                   for j, p in step.known_pushes())
     if rule is None:
         return bool(step.pushes)
     return any(p.rule not in allowed_rules(step, rule, j) for j, p in step.known_pushes())
@@ -359,6 +400,10 @@ def no_push_to_active(step: Step) -> bool:
     for j, push in step.known_pushes():
         if push.rule in ("d/groupchat", "e/call-end"):
             continue
+        if not step.enabled_before(j):
+            continue  # time: a probe; "were it enabled" counts its session for rule a only
+        if step.kind == "flush" and push.rule == "c/offline":
+            continue  # held: the contract re-checks rules a and b only (flush_rechecks_rules)
         call = push.rule == "e/call"
         if any(post[i].state == "active" and (not call or step.session_ghosts[i].csi)
                for i in step.holders(j)):
@@ -385,8 +430,11 @@ def no_push_unbound(step: Step) -> bool:
 def push_content(step: Step) -> bool:
     """A push with no stanza, a stanza not of its event, out of order, or an importance
     that is not whether one of its stanzas is important."""
-    by_id = {s.id: s for s in step.stanzas}
-    order = [s.id for s in step.stanzas]
+    stanzas_of = step.stanzas
+    if step.kind == "flush":  # a flush pushes the stanzas held for it, in order
+        stanzas_of = tuple(step.world.stanzas[k] for k, _ in step.pre_regs[step.key[1]].held)
+    by_id = {s.id: s for s in stanzas_of}
+    order = [s.id for s in stanzas_of]
     for _, push in step.known_pushes():
         stanzas = push.stanzas
         if (not stanzas or any(sid not in by_id for sid in stanzas)
@@ -416,8 +464,11 @@ def _session_loses(step: Step) -> bool:
     woken = step.kind != "queued" or session.state in ("ack_delayed", "hibernated")
     if j < 0 or not woken:
         return False
-    return any(s.important and s.id is not None and not step.delivered(j, s.id)
-               and not exempt(step, s, rule_a=True) for s in step.stanzas)
+    owed = [s for s in step.stanzas if s.important and s.id is not None
+            and not step.delivered(j, s.id) and not exempt(step, s, rule_a=True)]
+    if not step.enabled_before(j):  # time: held by the session it was bound to, retried
+        return bool(owed) and probe_due(step, j) and j not in step.pushed_to()
+    return any(not held_now(step, j, s) for s in owed)
 
 
 def _fan_out_loses(step: Step) -> bool:
@@ -428,9 +479,13 @@ def _fan_out_loses(step: Step) -> bool:
     if not stanza.important or (archive and stanza.to_bare != USER) or exempt(step, stanza):
         return False
     for j in range(len(step.world.nodes)):
-        if not step.enabled_before(j) or (archive and step.held_live(j)):
+        if archive and step.held_live(j):
             continue
-        if not step.reached(j, stanza):
+        if not step.enabled_before(j):
+            if probe_due(step, j) and not step.reached(j, stanza):
+                return True  # time: its probe (the stanza is the first one due)
+            continue
+        if not step.reached(j, stanza) and not held_now(step, j, stanza):
             return True
     return False
 
@@ -441,8 +496,10 @@ def disable_only_after_max_errors(step: Step) -> bool:
     push-enable's eviction and its own push-result may); a push-result disabling other than
     exactly at max_errors counted errors in a row, or leaving another error count."""
     kind, key = step.kind, step.key
+    probed_in = probe_enables(step)  # time: a successful probe evicts beyond max_devices
     for j in step.changed_regs:
-        allowed = kind in ("disable", "enable") or (kind in OWN_DISABLE and key[1] == j)
+        allowed = kind in ("disable", "enable") or (kind in OWN_DISABLE and key[1] == j) \
+            or probed_in
         if not allowed and step.enabled_before(j) and not step.enabled_after(j):
             return True
     if kind != "result" or not step.enabled_before(key[1]):
@@ -452,7 +509,7 @@ def disable_only_after_max_errors(step: Step) -> bool:
     count = 0 if outcome == "ok" else step.ghosts[j].errors + (outcome != "wait")
     if (after.state == "disabled") != (count >= step.max_errors):
         return True
-    return after.state != "absent" and after.errors != count
+    return bool(after.state != "absent" and after.errors != count)
 
 
 @transition_property
@@ -462,7 +519,7 @@ def wait_never_counts(step: Step) -> bool:
     if step.kind != "result" or key[2] != "wait" or not step.enabled_before(key[1]):
         return False
     before, after = step.pre_regs[key[1]], step.post_regs[key[1]]
-    return after.state != before.state or after.errors != before.errors
+    return bool(after.state != before.state or after.errors != before.errors)
 
 
 @transition_property
@@ -473,7 +530,7 @@ def session_follows_contract(step: Step) -> bool:
         return False
     i = step.key[1]
     expected = SESSION_TARGET.get(kind) or step.pre_sessions[i].state
-    return step.post_sessions[i].state != expected
+    return bool(step.post_sessions[i].state != expected)
 
 
 @transition_property
@@ -483,7 +540,7 @@ def enable_disable_follow_contract(step: Step) -> bool:
     if step.kind == "enable":
         i, j = step.key[1], _enabled(step)
         reg = step.post_regs[j]
-        return step.post_sessions[i].binding != j or reg.state != "bound" or reg.owner != i
+        return bool(step.post_sessions[i].binding != j or reg.state != "bound" or reg.owner != i)
     if step.kind == "disable":
         node = step.event.node
         for j in range(len(step.world.nodes)):
@@ -498,9 +555,9 @@ def enable_disable_follow_contract(step: Step) -> bool:
 def eviction_least_recent(step: Step) -> bool:
     """push-enable keeping other registrations than the max_devices most recently
     enabled (recency as the checker saw the enables)."""
-    if step.kind != "enable":
+    if step.kind != "enable" and not probe_enables(step):
         return False
-    j = _enabled(step)
+    j = _enabled(step) if step.kind == "enable" else step.key[1]
     newest = [x for x in step.recency() if x != j] + [j]
     keep = set(newest[max(len(newest) - step.max_devices, 0):])
     return {x for x in range(len(step.world.nodes)) if step.enabled_after(x)} != keep
@@ -537,6 +594,41 @@ def expired_never_pushed(step: Step) -> bool:
     if step.kind == "expire" and disable_misses_its_target(step):
         return True
     return any(step.ghosts[j].expired for j, _ in step.known_pushes())
+
+
+def probe_enables(step: Step) -> bool:
+    """time: the step is the push-result of a probe that enables its registration again."""
+    return step.world.bounds.time and step.kind == "result" \
+        and not step.enabled_before(step.key[1]) and step.enabled_after(step.key[1])
+
+
+def probe_due(step: Step, j: int) -> bool:
+    """time: registration j is retried and its probe is due (the checker's ghost records:
+    disabled for counted errors, its retry came due and no probe went since): the next
+    stanza the rules would push to it is its probe."""
+    if not step.world.bounds.time:
+        return False
+    ghost = step.ghosts[j]
+    return bool(ghost.retried and ghost.probe_ok)
+
+
+def held_now(step: Step, j: int, stanza: Any) -> bool:
+    """time: the model holds ``stanza`` for registration j after the step (burst_window);
+    held_stanza_sent checks that it was right to and that it is sent or dropped for a
+    reason."""
+    if not step.world.bounds.time or stanza.id is None:
+        return False
+    reg = step.post_regs[j]
+    return bool(reg.hold) and reg.held_has(step.world.stanza_index[stanza.id])
+
+
+def held_rule(step: Step, j: int, sid: str | None) -> str | None:
+    """time: the rule the model held stanza ``sid`` for registration j with (before the
+    step), None when it was not held."""
+    if sid is None:
+        return None
+    k = step.world.stanza_index[sid]
+    return next((rule for index, rule in step.pre_regs[j].held if index == k), None)
 
 
 def _enabled(step: Step) -> int:
@@ -594,7 +686,7 @@ def allowed_rules(step: Step, rule: str, j: int) -> tuple[str, ...]:
     return (rule,)
 
 
-def _event_stanzas(event: Any) -> tuple:
+def _event_stanzas(event: Any) -> tuple[Any, ...]:
     queue = getattr(event, "queue", None)
     if queue is not None:
         return tuple(queue)
@@ -602,7 +694,8 @@ def _event_stanzas(event: Any) -> tuple:
     return () if stanza is None else (stanza,)
 
 
+from . import properties_time as _time  # noqa: E402  (registers the time properties)
 from . import properties_v2 as _v2  # noqa: E402  (registers the version-2 properties)
 
 assert set(PROPERTIES) == {*TRANSITION_PROPERTIES, *STATE_PROPERTIES, *EXPLORER_PROPERTIES}, (
-    _v2.__name__)
+    _v2.__name__, _time.__name__)

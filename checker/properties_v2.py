@@ -21,6 +21,8 @@ from .properties import (
     Step,
     disable_misses_its_target,
     held_back,
+    held_now,
+    probe_due,
     transition_property,
 )
 
@@ -44,8 +46,9 @@ def _call(step: Step, kind: str, outgoing: bool = False) -> Any:
 
 def _rings_itself(step: Step, j: int) -> bool:
     """Registration j is bound to a session that is active and CSI-active (before the event):
-    the open app rings the call itself."""
-    o = step.pre_regs[j].owner
+    the open app rings the call itself (with time, a retried registration rings: the contract
+    counts the session it was bound to for rule a only)."""
+    o = step.pre_regs[j].owner  # a retried registration: none ("were it enabled" is rule a's)
     if not 0 <= o < len(step.world.sids):
         return False
     session = step.pre_sessions[o]
@@ -70,8 +73,9 @@ def no_missed_ring(step: Step) -> bool:
     if call is None:
         return False
     for j in range(len(step.world.nodes)):
-        if step.enabled_before(j) and not _rings_itself(step, j) \
-                and not step.reached(j, call):
+        due = step.enabled_before(j) or probe_due(step, j)  # time: a probe due rings too
+        if due and not _rings_itself(step, j) \
+                and not step.reached(j, call) and not held_now(step, j, call):
             return True
     return any(p.rule == "e/call" and not p.urgent for _, p in _pushes_of(step, call.id))
 
@@ -92,7 +96,8 @@ def call_end_only_where_rung(step: Step) -> bool:
             return True
     if call is None:
         return False
-    return any(step.enabled_before(j) and step.ghosts[j].rang and not step.reached(j, call)
+    return any((step.enabled_before(j) or probe_due(step, j)) and step.ghosts[j].rang
+               and not step.reached(j, call) and not held_now(step, j, call)
                for j in range(len(step.world.nodes)))
 
 

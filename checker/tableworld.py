@@ -16,7 +16,7 @@ from pushrules.model.records import RegistrationRecord, SessionRecord
 from pushrules.model.world import UNDECLARED, WorldBase
 
 
-def enabled_rows(rows: tuple | None, ctx: Ctx) -> list[int]:
+def enabled_rows(rows: tuple[Any, ...] | None, ctx: Ctx) -> list[int]:
     """Indexes of the rows whose guards all hold."""
     if not rows:
         return []
@@ -42,23 +42,24 @@ class TableWorld(WorldBase):
         super().__init__(*args, **kwargs)
         self.taken: set[tuple[str, str, str, int]] = set()
         self.nondeterministic: list[tuple[str, str, str, tuple[int, ...]]] = []
-        self._pending: tuple[int, tuple] | None = None
+        self._pending: tuple[int, tuple[Any, ...]] | None = None
 
-    def _pick(self, machine: str, table: dict, state: str, event: str,
-              ctx: Ctx) -> tuple[int, tuple] | None:
+    def _pick(self, machine: str, table: dict[Any, Any], state: str, event: str,
+              ctx: Ctx) -> tuple[int, tuple[Any, ...]] | None:
         rows = table.get(state, {}).get(event)
         found = enabled_rows(rows, ctx)
         if not found:
             return None
         if len(found) > 1:
             self.nondeterministic.append((machine, state, event, tuple(found)))
-        return found[0], rows[found[0]]  # type: ignore[index]
+        return found[0], rows[found[0]]
 
     def _session_rejection(self, record: SessionRecord, event: str, ctx: Ctx) -> str | None:
         self._pending = self._pick("session", self.tables.SESSION, record.state, event, ctx)
         if self._pending is not None:
             return None
-        return self.tables.SESSION_REJECTIONS.get((record.state, event), UNDECLARED)
+        reason: str = self.tables.SESSION_REJECTIONS.get((record.state, event), UNDECLARED)
+        return reason
 
     def _session_step(self, record: SessionRecord, event: str, ctx: Ctx) -> None:
         assert self._pending is not None
@@ -85,7 +86,8 @@ class TableWorld(WorldBase):
                    ctx)
         return True
 
-    def _take(self, record: Any, machine: str, label: str, event: str, index: int, row: tuple,
+    def _take(self, record: Any, machine: str, label: str, event: str, index: int,
+              row: tuple[Any, ...],
               ctx: Ctx) -> None:
         _, target, actions, rule, why = row
         self.taken.add((machine, record.state, event, index))

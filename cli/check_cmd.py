@@ -9,7 +9,16 @@ from pathlib import Path
 
 import click
 
-from pushrules.checker.bounded import FLAGS, V2_BOUNDS, V2_MUTANT_BOUNDS, Bounds
+from pushrules.checker.bounded import (
+    FLAGS,
+    TIME_BOUNDS,
+    TIME_MUTANT_BOUNDS,
+    TIME_V2_BOUNDS,
+    TIME_V2_MUTANT_BOUNDS,
+    V2_BOUNDS,
+    V2_MUTANT_BOUNDS,
+    Bounds,
+)
 from pushrules.checker.progress import Progress
 from pushrules.generated.events import EVENT_CLASSES
 
@@ -43,6 +52,13 @@ def _bound_options(fn):  # type: ignore[no-untyped-def]
               help="Also explore the model's orphan expiry: its timer event expire for every "
                    "orphaned registration at any time (orphaned -> disabled, reason expired); "
                    "the timer rows must be taken and, with --mutants, are mutated too.")
+@click.option("--time", is_flag=True, default=None,
+              help="The time-based rules (burst_window, orphan_ttl, retry_after on): the "
+                   "clock's events (a held push, an expiry or a retry coming due; a burst window "
+                   "ending) raised at any time for a registration whose due time is ahead, at "
+                   "its own default bound (checker/PROPERTIES.md, \"Time\"); implies --expiry. "
+                   "With --v2: the version-2 time bound. With --mutants: the mutants of the "
+                   "time rows.")
 @click.option("--mutants", "run_mutants", is_flag=True,
               help="Mutate the model IR and report which mutants some property kills.")
 @click.option("--mutant", "only", metavar="ID",
@@ -62,7 +78,11 @@ def check(run_mutants: bool, only: str | None, as_json: bool, trace_dir: Path | 
     """Explore every interleaving of a bounded world over the generated tables and check the
     properties (see checker/PROPERTIES.md). Exit 1 on any failure; a violated property prints
     its shortest counterexample as a trace for `pushrules replay --strict`."""
-    if bounds.get("v2"):
+    if bounds.get("time") and bounds.get("v2"):
+        base = TIME_V2_MUTANT_BOUNDS if run_mutants else TIME_V2_BOUNDS
+    elif bounds.get("time"):
+        base = TIME_MUTANT_BOUNDS if run_mutants else TIME_BOUNDS
+    elif bounds.get("v2"):
         base = V2_MUTANT_BOUNDS if run_mutants else V2_BOUNDS
     else:
         base = MUTANT_BOUNDS if run_mutants else Bounds()
@@ -73,8 +93,8 @@ def check(run_mutants: bool, only: str | None, as_json: bool, trace_dir: Path | 
         raise click.BadParameter(str(exc)) from None
     if limits.v2 and "message/bare/groupchat" not in EVENT_CLASSES:
         raise click.BadParameter("the model has no contract-v2 events yet", param_hint="--v2")
-    if limits.v2 and reference:
-        raise click.BadParameter("the reference explorer does not explore v2 yet",
+    if (limits.v2 or limits.time) and reference:
+        raise click.BadParameter("the reference explorer does not explore v2 or time yet",
                                  param_hint="--reference")
     progress = show_progress or sys.stderr.isatty()
     if run_mutants:
@@ -117,10 +137,17 @@ def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: boo
             click.echo(f"{len(result.left_to_v1)} version-1 rows are not taken at this v2 "
                        "bound (it has no v1 stanza; the v1 default bound takes them): "
                        + "; ".join(result.left_to_v1))
+        if result.left_to_other:
+            timed = result.other_time_rows
+            click.echo(f"{len(result.left_to_other) - len(timed)} rows of the other rules are "
+                       "not taken at this time bound (the v1 and v2 default bounds take them)"
+                       + (f"; {len(timed)} rows of the time-based rules are left to the other "
+                          "time bound (--time " + ("without" if limits.v2 else "with")
+                          + " --v2): " + "; ".join(timed) if timed else ""))
         if result.left_to_time:
             click.echo(f"{len(result.left_to_time)} rows of the time-based rules are not "
-                       "explored (no bounded world runs the clock yet; tests/test_time_rules.py "
-                       "takes each): " + "; ".join(result.left_to_time))
+                       "explored at this bound (the time bounds take them: --time, with and "
+                       "without --v2)")
     for violation in result.violations.values():
         out = sys.stderr if as_json else sys.stdout
         out.write(f"\n# counterexample for {violation.prop}\n")
@@ -132,19 +159,19 @@ def _check(limits: Bounds, as_json: bool, trace_dir: Path | None, reference: boo
 
 
 def _mutants(limits: Bounds, only: str | None, as_json: bool, progress: bool = False) -> int:
-    from pushrules.checker.mutants import mutants, run_mutant, skipped_v2, time_rows
+    from pushrules.checker.mutants import run_mutant, selected, skipped_v2, time_mutants
 
-    # with --v2 the version-2 mutants, at the v2 bound (the others: --mutants without --v2)
-    selected = [m for m in mutants(timers=limits.expiry, only_v2=limits.v2)
-                if only is None or only in m.id]
-    if not selected:
+    # with --v2 the version-2 mutants, at the v2 bound (the others: --mutants without --v2);
+    # with --time those of the time-based rules (on v2 events with --v2)
+    chosen = [m for m in selected(limits) if only is None or only in m.id]
+    if not chosen:
         raise click.BadParameter(f"no mutant id contains {only!r}", param_hint="--mutant")
     killed = 0
     survivors: list[dict[str, str | None]] = []
     report = Progress(sys.stderr, "mutants") if progress else None
-    for done, mutant in enumerate(selected):
+    for done, mutant in enumerate(chosen):
         if report is not None:
-            report.update(done, len(selected), f"{killed} killed")
+            report.update(done, len(chosen), f"{killed} killed")
         outcome, result, explorer = run_mutant(mutant, limits)
         if outcome.killed_by:
             killed += 1
@@ -163,16 +190,21 @@ def _mutants(limits: Bounds, only: str | None, as_json: bool, progress: bool = F
         report.close()
     unexplained = [s for s in survivors if not s["equivalent"]]
     if as_json:
-        click.echo(json.dumps({"mutants": len(selected), "killed": killed,
+        click.echo(json.dumps({"mutants": len(chosen), "killed": killed,
                                "survivors": survivors}))
     else:
-        click.echo(f"{len(selected)} mutants, {killed} killed, {len(survivors)} survived "
+        click.echo(f"{len(chosen)} mutants, {killed} killed, {len(survivors)} survived "
                    f"({len(survivors) - len(unexplained)} listed as equivalent)")
+        if limits.time:
+            click.echo("(the time mutants on " + ("version-1 events and the clock's: --time "
+                       "--mutants without --v2)" if limits.v2 else "version-2 events: --time "
+                       "--v2 --mutants)"))
+            return 1 if unexplained else 0
         if limits.v2:
             click.echo("(the version-1 mutants: --mutants without --v2)")
         else:
             click.echo(f"({skipped_v2(limits.expiry)} mutants of version-2 rows and guards "
                        "are not run: this bound raises no v2 event; see --v2)")
-        click.echo(f"({time_rows()} rows of the time-based rules are not mutated: no bounded "
-                   "world runs the clock yet; tests/test_time_rules.py takes each)")
+        click.echo(f"({time_mutants()} mutants of the time-based rules run at the time bounds: "
+                   "--time --mutants, with and without --v2)")
     return 1 if unexplained else 0

@@ -700,7 +700,14 @@ REGISTRATION: Table = {
                 'retried, and the rules would push the stanza to it were it enabled: one stanza, by the rule of this path, as a probe',
             ),
             (
+                ((_g.probe_ready, True), (_g.addressed_to_user, False), ),
+                'disabled',
                 (),
+                'reg/probe',
+                'retried, but an outgoing copy wakes no device of its sender: no probe',
+            ),
+            (
+                ((_g.probe_ready, False), ),
                 'disabled',
                 (),
                 'reg/disable',
@@ -716,7 +723,7 @@ REGISTRATION: Table = {
                 'retried, and the rules would push the stanza to it were it enabled: one stanza, by the rule of this path, as a probe',
             ),
             (
-                (),
+                ((_g.probe_ready, False), ),
                 'disabled',
                 (),
                 'reg/disable',
@@ -732,7 +739,7 @@ REGISTRATION: Table = {
                 'retried, and the rules would push the stanza to it were it enabled: one stanza, by the rule of this path, as a probe',
             ),
             (
-                (),
+                ((_g.probe_ready, False), ),
                 'disabled',
                 (),
                 'reg/disable',
@@ -748,7 +755,14 @@ REGISTRATION: Table = {
                 'retried, and the rules would push the stanza to it were it enabled: one stanza, by the rule of this path, as a probe',
             ),
             (
+                ((_g.probe_ready, True), (_g.outgoing_copy, True), ),
+                'disabled',
                 (),
+                'reg/probe',
+                'retried, but an outgoing proposal rings nothing: no probe',
+            ),
+            (
+                ((_g.probe_ready, False), ),
                 'disabled',
                 (),
                 'reg/disable',
@@ -764,7 +778,21 @@ REGISTRATION: Table = {
                 'retried, and the rules would push the stanza to it were it enabled: one stanza, by the rule of this path, as a probe',
             ),
             (
+                ((_g.probe_ready, True), (_g.call_pushed_here, False), ),
+                'disabled',
                 (),
+                'reg/probe',
+                'retried, but it was not rung for the call: nothing to stop, no probe',
+            ),
+            (
+                ((_g.probe_ready, True), (_g.call_pushed_here, True), (_g.outgoing_copy, True), ),
+                'disabled',
+                (),
+                'reg/probe',
+                'retried, but an outgoing call end stops nothing: no probe',
+            ),
+            (
+                ((_g.probe_ready, False), ),
                 'disabled',
                 (),
                 'reg/disable',
@@ -780,7 +808,7 @@ REGISTRATION: Table = {
                 'the push service revoked a node being retried: the probing ends',
             ),
             (
-                (),
+                ((_g.probing, False), ),
                 'disabled',
                 (),
                 'reg/remote-disable',
@@ -810,7 +838,7 @@ REGISTRATION: Table = {
                 'a counted error for the probe: disabled again, the wait starts over',
             ),
             (
-                (),
+                ((_g.probe_sent, False), ),
                 'disabled',
                 (),
                 'errors/count',

@@ -113,7 +113,7 @@ class MachineIR:
     timer_rejections: tuple[RejectionIR, ...] = ()
     clock_timers: tuple[TransitionIR, ...] = ()
     """The transitions of the time-based rules' timer events (burst_window, retry_after: rule
-    tags in TIME_RULES), which no bounded checker raises yet (its time abstraction is to come);
+    tags in TIME_RULES), which only the checker's time bounds raise (`pushrules check --time`);
     an engine takes them as the others."""
 
     def rows(self, state: str, event: str) -> tuple[TransitionIR, ...]:
@@ -194,8 +194,8 @@ def _by_kind(every_event: tuple[tuple[str, str], ...], transitions: list[Transit
              rejected: tuple[RejectionIR, ...], timer_events: Collection[str]) -> dict[str, Any]:
     """MachineIR's events, rows and rejections of the contract events apart from those of the
     timer events, and the time-based rules' timer rows apart from the checker's."""
-    # Timer events all of whose rows carry a time-based rule's tag: no bounded checker raises
-    # them yet (the checker's ``--expiry`` raises ``expire``).
+    # Timer events all of whose rows carry a time-based rule's tag: only the checker's time
+    # bounds raise them (``--time``; ``--expiry`` raises ``expire``).
     clock_events = {e for e in timer_events
                     if all(t.rule in TIME_RULES for t in transitions if t.event == e)}
     return {

@@ -12,6 +12,8 @@ NEVER_DISABLED = "a disabled registration is never pushed to"
 PROBE_WHY = ("retried, and the rules would push the stanza to it were it enabled: one stanza, "
              "by the rule of this path, as a probe")
 NOT_RETRIED = "only a registration disabled for counted errors is retried"
+# Each disabled row below is exclusive of the probe row beside it (its guards the probe row's
+# negated), so at most one row is enabled (the checker's `deterministic`), not first-match.
 
 
 class Registration(Callbacks, StateMachine):  # type: ignore[misc]
@@ -80,7 +82,11 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
               "bound to a live session: rule (a) covers it, the archive path does not push")
         | tag(disabled.to.itself(internal=True, cond=["probe_ready", "addressed_to_user"],
                                  on="send_probe"), "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        | tag(disabled.to.itself(internal=True, cond="probe_ready", unless="addressed_to_user"),
+              "reg/probe", "retried, but an outgoing copy wakes no device of its sender: no "
+              "probe")
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable",
+              NEVER_DISABLED),
         name="archive-message-added",
     )
     push_offline = Event(
@@ -89,7 +95,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             "c/offline", "stored offline: every registration of the user is woken")
         | tag(disabled.to.itself(internal=True, cond="probe_ready", on="send_probe"),
               "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable",
+              NEVER_DISABLED),
         name="message/offline/handle",
     )
     push_groupchat = Event(
@@ -99,7 +106,8 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             "registration of the user is woken")
         | tag(disabled.to.itself(internal=True, cond="probe_ready", on="send_probe"),
               "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable",
+              NEVER_DISABLED),
         name="message/bare/groupchat",
     )
     push_call = Event(
@@ -120,7 +128,10 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
               "at once (urgent)")
         | tag(disabled.to.itself(internal=True, cond="probe_ready", unless="outgoing_copy",
                                  on="send_probe"), "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        | tag(disabled.to.itself(internal=True, cond=["probe_ready", "outgoing_copy"]),
+              "reg/probe", "retried, but an outgoing proposal rings nothing: no probe")
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable",
+              NEVER_DISABLED),
         name="call-propose",
     )
     push_call_end = Event(
@@ -137,7 +148,14 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
               "e/call-end", "an outgoing call end archived for its sender: nothing to stop")
         | tag(disabled.to.itself(internal=True, cond=["probe_ready", "call_pushed_here"],
                                  unless="outgoing_copy", on="send_probe"), "reg/probe", PROBE_WHY)
-        | tag(disabled.to.itself(internal=True), "reg/disable", NEVER_DISABLED),
+        | tag(disabled.to.itself(internal=True, cond="probe_ready", unless="call_pushed_here"),
+              "reg/probe", "retried, but it was not rung for the call: nothing to stop, no "
+              "probe")
+        | tag(disabled.to.itself(internal=True, cond=["probe_ready", "call_pushed_here",
+                                                      "outgoing_copy"]),
+              "reg/probe", "retried, but an outgoing call end stops nothing: no probe")
+        | tag(disabled.to.itself(internal=True, unless="probe_ready"), "reg/disable",
+              NEVER_DISABLED),
         name="call-end",
     )
     remote_disable = Event(
@@ -147,7 +165,7 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
             "until enabled anew")
         | tag(disabled.to.itself(internal=True, cond="probing", on="end_probing"),
               "reg/retry", "the push service revoked a node being retried: the probing ends")
-        | tag(disabled.to.itself(internal=True), "reg/remote-disable",
+        | tag(disabled.to.itself(internal=True, unless="probing"), "reg/remote-disable",
               "already disabled: a routine no-op, like a late push-result"),
         name="push-remote-disable",
     )
@@ -176,7 +194,7 @@ class Registration(Callbacks, StateMachine):  # type: ignore[misc]
         | tag(disabled.to.itself(internal=True, cond=["probe_sent", "counted_error"],
                                  on="retry_later"),
               "reg/retry", "a counted error for the probe: disabled again, the wait starts over")
-        | tag(disabled.to.itself(internal=True), "errors/count",
+        | tag(disabled.to.itself(internal=True, unless="probe_sent"), "errors/count",
               "a late answer for a disabled registration changes nothing"),
         name="push-result",
     )
@@ -202,8 +220,8 @@ TIMER_EVENTS: dict[str, str] = {"flush": "burst_window", "expire": "orphan_ttl",
 contract event, in the order they go when due at the same time (a held push before an
 expiry): the world's due queue raises them from the events' ``at`` (model/world.py
 ``run_due``), and a store whose orphan TTL fired (Redis) has the engine fire ``expire``. The
-bounded checker explores contract events only, so its tables and mutants leave these rows out
-(extract.py ``MachineIR.timers``)."""
+bounded checker raises ``expire`` with ``--expiry`` and all of them with ``--time``
+(extract.py ``MachineIR.timers`` and ``clock_timers``)."""
 
 assert tuple(TIMER_EVENTS) == tuple(DUE_FIELDS)  # one order: records.py DUE_FIELDS
 assert {event: getattr(Registration, event).name for event in TIMER_EVENTS} == TIMER_NAMES

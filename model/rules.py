@@ -69,8 +69,9 @@ def tag(transitions: Any, rule: str, why: str) -> Any:
 
 TIME_RULES = frozenset({"burst/hold", "burst/flush", "reg/retry", "reg/probe"})
 """The rule tags of contract v2's time-based rules (issue 14): their rows are taken only with
-burst_window or retry_after on, which no bounded checker world sets yet (its time abstraction
-is to come), so the checker skips them as it skips the other v2 rows."""
+burst_window or retry_after on, which only the checker's time bounds set (`pushrules check
+--time`, with and without --v2): the other bounds list them as left to those, and their mutants
+run there."""
 
 V2_RULES = frozenset({"d/groupchat", "e/call", "e/call-end", "reg/remote-disable",
                       "session/csi", "chat/settings", "chat/echo", "clock"}) | TIME_RULES

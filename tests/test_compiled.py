@@ -43,6 +43,10 @@ MEMO_BOUNDS = Bounds(sessions=2, push_sessions=2, orphans=1, stanzas=2, max_erro
 """The CI bound of test_checker.py: every row taken, orphan and bound registrations together
 (only the compiled explorer runs it here: about two seconds)."""
 V2_MEMO_BOUNDS = V2_MUTANT_BOUNDS
+TIME_MEMO_BOUNDS = Bounds(sessions=1, push_sessions=1, orphans=1, stanzas=2, max_errors=1,
+                          max_devices=1, time=True)
+"""A small time world (8,120 states): the time facts, the held stanzas as a sequence of
+fields, whether anything is held read from the hold bit (lazyworld.LazyHeld)."""
 """The v2 mutant bound (every v2 row taken): the one-bit stanza fields, the dedup set's
 len() that reads nothing (lazyworld.LazyPushed) and the v2 records must keep the memo exact."""
 
@@ -161,7 +165,8 @@ def _bad_names(leaf: Leaf) -> list[list[str]]:
     return [sorted(names) for names, _ in leaf.bad]
 
 
-@pytest.mark.parametrize("bounds", [MEMO_BOUNDS, V2_MEMO_BOUNDS], ids=["v1", "v2"])
+@pytest.mark.parametrize("bounds", [MEMO_BOUNDS, V2_MEMO_BOUNDS, TIME_MEMO_BOUNDS],
+                         ids=["v1", "v2", "time"])
 def test_memoized_leaves_match_fresh_computations(bounds: Bounds) -> None:
     """Each explored state takes, for every event (and the invariants), the leaf its trie
     path leads to; a fresh computation from that very state must give the same outcome. A
@@ -195,7 +200,8 @@ def test_memoized_leaves_match_fresh_computations(bounds: Bounds) -> None:
     assert explored.computed == computed
 
 
-@pytest.mark.parametrize("bounds", [MEMO_BOUNDS, V2_MEMO_BOUNDS], ids=["v1", "v2"])
+@pytest.mark.parametrize("bounds", [MEMO_BOUNDS, V2_MEMO_BOUNDS, TIME_MEMO_BOUNDS],
+                         ids=["v1", "v2", "time"])
 def test_outcome_depends_only_on_the_fields_read(bounds: Bounds) -> None:
     """The trie reuses a leaf for every state agreeing on the fields read, so changing every
     field *not* read must leave the transition unchanged. This also catches a forgotten read

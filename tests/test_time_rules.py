@@ -340,6 +340,35 @@ def test_no_probe_for_an_outgoing_copy_in_the_archive(make: Any) -> None:
     assert d.reg("node-phone").probe == "ready"
 
 
+def test_no_probe_where_the_rules_would_push_nothing_were_it_enabled(make: Any) -> None:
+    """A registration ready to be probed gets no probe for a stanza the rules would not push
+    to it were it enabled: the end of a call it was not rung for, the user's own call end and
+    call, an outgoing copy. Each of these rows is exclusive of the probe row (the checker's
+    `deterministic`, which found them overlapping). A call probes it even while the session
+    it was bound to is active and CSI-active ("were it enabled" counts the binding for rule a
+    only)."""
+    d = make(max_errors=1, retry_after=1)
+    d.at(0, "session-bind", session=PHONE)
+    d.enable()
+    d.ack_delayed(PHONE)
+    assert d.offline_at(1, call("p0", "propose", "c1"))[0][1] == "e/call"  # the phone rang
+    d.result_at(2, "node-phone", False, "cancel")
+    d.acked(PHONE)  # the app is open again (active, CSI-active)
+    own = {"to": "alice@example.org", "frm": DESKTOP}
+    for n, (name, item) in enumerate([
+            ("message/offline/handle", call("r2", "retract", "c3")),
+            ("archive-message-added", msg("x1", inner=f"<reject xmlns='{JMI}' id='c1'/>",
+                                          **own)),
+            ("archive-message-added", msg("y1", inner=f"<propose xmlns='{JMI}' id='c4'/>",
+                                          **own)),
+            ("archive-message-added", msg("o1", **own))]):
+        user_field = "for_user" if name == "archive-message-added" else "user"
+        assert d.at(3 + n, name, **{user_field: BOB, "stanza": stanza(item)}) == []
+    assert d.reg("node-phone").probe == "ready"
+    assert d.offline_at(9, call("p2", "propose", "c5")) == [
+        ("node-phone", "e/call", ("p2",), 9)]  # the call probes, the app open or not
+
+
 def test_a_successful_probe_enables_it_orphaned_with_its_dedup_memory(make: Any) -> None:
     d = disabled_phone(make(max_errors=1, retry_after=10, orphan_ttl=50))
     d.offline_at(12, "m3")
@@ -492,7 +521,9 @@ def test_every_row_of_a_time_rule_is_taken_by_these_tests() -> None:
     def make(**options: Any) -> Clock:
         return Clock(Watching(Config(**options)))
 
-    for test in {*ROW_TESTS.values(), test_a_counted_error_for_the_probe_starts_the_wait_over}:
+    for test in {*ROW_TESTS.values(), test_a_counted_error_for_the_probe_starts_the_wait_over,
+                 test_no_probe_for_an_outgoing_copy_in_the_archive,
+                 test_no_probe_where_the_rules_would_push_nothing_were_it_enabled}:
         test(make)
     rows = {(t.source, t.event, t.why) for m in extract().machines for t in m.every_transition
             if t.rule in TIME_RULES}
