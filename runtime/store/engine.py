@@ -38,7 +38,7 @@ from .base import (
     session_from_row,
     session_row,
 )
-from .due import StoredTime
+from .due import Attempt, StoredTime
 
 TIMER_EVENT = "expire"
 """The model's timer event (model/registration.py TIMER_EVENTS) a store's orphan TTL fires."""
@@ -190,36 +190,50 @@ class StoredEngine(StoredTime):
             if self._commit(pending.changes, event, pending.pushes, settle):
                 self.last_entries = self._entries(pending.changes, pending.pushes)
                 return pending.pushes
-        # A cached user is run on the cached copy without asking first (one round trip per
-        # event): a commit is refused unless that copy is still current, and an event that
-        # changes nothing asks then whether it ran on the current copy.
-        snapshot: UserSnapshot | None = self._cache.get(user)
+        pushes, self.last_entries = self._run_user(
+            user, event, lambda snapshot, verified: self._attempt(event, snapshot, settle,
+                                                                  verified),
+            settle=settle, what=event.EVENT)
+        return pushes
+
+    def _attempt(self, event: Any, snapshot: UserSnapshot, settle: tuple[str, ...],
+                 verified: bool) -> tuple[list[Push], UserChanges | None]:
+        """One run of ``event`` on ``snapshot``: its pushes and what it changed (None)."""
+        self._install(snapshot)
+        pushes = super().handle(event)
+        return pushes, self._changes(snapshot, pushes, settle, verified)
+
+    def _run_user(self, user: str, unit: Any, attempt: Attempt, *,
+                  settle: tuple[str, ...] = (), cached: bool = True, what: str = ""
+                  ) -> tuple[list[Push], list[OutboxEntry]]:
+        """Run ``attempt`` for ``user`` until its commit lands: on the cached copy first
+        (``cached``) without asking the store, which refuses the commit unless that copy is
+        still current; an attempt that changes nothing on an unchecked copy asks then whether
+        it ran on the current one. Each refused commit: a randomised backoff, then again on
+        fresh state (at most ``max_attempts``, then StoreConflict). The pushes and entries."""
+        snapshot: UserSnapshot | None = self._cache.get(user) if cached else None
         verified = False
-        for attempt in range(self.max_attempts):
+        for number in range(self.max_attempts):
             if snapshot is None:
                 snapshot, verified = self._load(user), True
-            self._install(snapshot)
-            pushes = super().handle(event)
-            changes = self._changes(snapshot, pushes, settle, verified)
+            pushes, changes = attempt(snapshot, verified)
             if changes is None:
                 fresh = None if verified else self._fresher(snapshot)
                 if fresh is None:
                     self.last_version = snapshot.version
-                    self.last_entries = [OutboxEntry(push) for push in pushes]
-                    return pushes
+                    return pushes, [OutboxEntry(push) for push in pushes]
                 snapshot, verified = fresh, True
                 continue
-            if self._commit(changes, event, pushes, settle):
+            if self._commit(changes, unit, pushes, settle):
                 self._remember(self._next)
-                self.last_entries = self._entries(changes, pushes)
-                return pushes
+                return pushes, self._entries(changes, pushes)
             self._cache.pop(user, None)
             snapshot = None
             self.conflicts += 1
             # Randomised backoff: nodes that keep colliding on one user spread out.
-            time.sleep(random.random() * min(0.05, 0.0005 * 2 ** attempt))
+            time.sleep(random.random() * min(0.05, 0.0005 * 2 ** number))
         raise StoreConflict(f"{self.store.url}: user {user} changed under every one of "
-                            f"{self.max_attempts} attempts of {event.EVENT}; not applied")
+                            f"{self.max_attempts} attempts of {what}; not applied")
 
     @staticmethod
     def _entries(changes: UserChanges, pushes: list[Push]) -> list[OutboxEntry]:
