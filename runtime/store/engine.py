@@ -122,6 +122,10 @@ class Handled:
     pushes: list[Push] = field(default_factory=list)
     entries: list[OutboxEntry] = field(default_factory=list)
     error: Exception | None = None
+    version: int = 0
+    """The user's version its outcome belongs to (``last_version`` of ``handle``)."""
+    committed: bool = False
+    """Whether it made a commit (else it changed nothing: it read ``version``)."""
 
 
 @dataclass(slots=True)
@@ -133,6 +137,8 @@ class _Step:
     user: str
     clock: float
     """The engine's clock before it ran (a rerun starts there again)."""
+    version: int = 0
+    """The version of the copy it ran on."""
     pushes: list[Push] = field(default_factory=list)
     changes: UserChanges | None = None
     error: Exception | None = None
@@ -312,14 +318,19 @@ class StoredEngine(StoredTime):
                 results.append(Handled(error=unavailable))
                 continue
             try:
-                pushes = self.handle(event)
-                results.append(Handled(pushes, self.last_entries))
+                results.append(self._handled(event))
             except StoreUnavailable as exc:
                 unavailable = exc
                 results.append(Handled(error=exc))
             except Exception as exc:  # ImpossibleEvent, StoreCorrupt...: this event only
                 results.append(Handled(error=exc))
         return results
+
+    def _handled(self, event: Any) -> Handled:
+        commits = self.commits
+        pushes = self.handle(event)
+        return Handled(pushes, self.last_entries, version=self.last_version,
+                       committed=self.commits != commits)
 
     def _copies(self, users: list[str]) -> dict[str, tuple[UserSnapshot, bool]] | None:
         """Each user's copy to run on and whether it is known current: the cached ones, and
@@ -349,7 +360,7 @@ class StoredEngine(StoredTime):
         ops: list[UserChanges | BatchCheck] = []
         for index, (event, user) in enumerate(zip(events, users, strict=True)):
             snapshot, verified = heads[user]
-            step = _Step(index, event, user, self.time)
+            step = _Step(index, event, user, self.time, snapshot.version)
             steps.append(step)
             try:
                 step.pushes, step.changes = self._attempt(event, snapshot, (), verified)
@@ -420,8 +431,10 @@ class StoredEngine(StoredTime):
             return None
         if step.op >= 0 and step.changes is not None:
             self.commits += 1
-            return Handled(step.pushes, self._entries(step.changes, step.pushes))
-        return Handled(step.pushes, [OutboxEntry(push) for push in step.pushes])
+            return Handled(step.pushes, self._entries(step.changes, step.pushes),
+                           version=step.version + 1, committed=True)
+        return Handled(step.pushes, [OutboxEntry(push) for push in step.pushes],
+                       version=step.version)
 
     def _rerun(self, steps: list[_Step], results: list[Handled | None]) -> None:
         """Events whose copy was stale, again one by one on fresh state (in order)."""
@@ -435,8 +448,7 @@ class StoredEngine(StoredTime):
                 continue
             self.time = step.clock
             try:
-                pushes = self.handle(step.event)
-                results[step.index] = Handled(pushes, self.last_entries)
+                results[step.index] = self._handled(step.event)
             except StoreUnavailable as exc:
                 unavailable = exc
                 results[step.index] = Handled(error=exc)
