@@ -293,3 +293,57 @@ def test_deferred_redis_send_counts_survive_a_server_that_lost_its_scripts():
         store.flush()
         assert [p.attempts for p in store.outbox_pending()] == [2]
         store.close()
+
+
+def test_serve_over_redis_applies_lines_read_together_in_one_batch_and_names_every_bad_one():
+    """``pushrules serve`` on a single Redis reads lines in batches (one pipeline for their
+    commits): the v2 lines with poison lines among them, on stdin, push exactly what the
+    in-memory sidecar pushes, every bad line is named, and the outbox is settled."""
+    import io
+    import os
+
+    from test_sidecar_input import (  # type: ignore[import-not-found]
+        RecordingTransport,
+        assert_v2_applied,
+        first_part_out,
+        v2_lines,
+    )
+
+    from pushrules.runtime.xmpp.sidecar import Sidecar, SidecarSettings
+
+    parts, errors = v2_lines()
+
+    async def main(url):
+        out, err = io.StringIO(), io.StringIO()
+        settings = SidecarSettings(component_jid="p.example.org", component_secret="x",
+                                   shutdown_grace=5, store=url)
+        transport = RecordingTransport()
+        car = Sidecar(settings, out, err, transport=transport)
+        assert car.batching
+        batches: list[int] = []
+        run_batch = car.engine.store.run_batch
+
+        def counted(ops):
+            batches.append(len(ops))
+            return run_batch(ops)
+
+        car.engine.store.run_batch = counted
+        read, write = os.pipe()
+        with os.fdopen(read, "rb") as stdin:
+            task = asyncio.get_running_loop().create_task(car.run(stdin))
+            os.write(write, parts[0])
+            await asyncio.wait_for(first_part_out(transport), 20)
+            os.write(write, parts[1])
+            os.close(write)
+            code = await asyncio.wait_for(task, 20)
+        return code, car, transport, out, err.getvalue(), batches
+
+    with local_redis() as server:
+        url = f"{server.url}?prefix=batched"
+        code, car, transport, out, err, batches = asyncio.run(main(url))
+        assert code == 0, err
+        assert_v2_applied(car, transport, out, err, "stdin", errors)
+        assert batches and max(batches) > 1, "no pipeline held several events' commits"
+        store = open_store(url)
+        assert store.outbox_pending() == []
+        store.close()
