@@ -213,7 +213,6 @@ class Sidecar:
             for raw, number in lines:
                 await self._line(raw, number, where)
             return
-        await self.dispatcher.room(self.settings.max_outbox)
         events: list[tuple[int, Any]] = []
         for raw, number in lines:
             if raw is None:
@@ -227,8 +226,14 @@ class Sidecar:
             except Exception as exc:  # a defect must cost one line, not the reader
                 self._reject(f"{where} line {number}: not applied: internal error "
                              f"({type(exc).__name__}: {exc})")
-        if events:
-            await self._apply_many(events, where)
+        bound = self.settings.max_outbox
+        while events:
+            # Backpressure as line by line: no more events at once than the outbox has room
+            # for at one push each (one event when it is full).
+            await self.dispatcher.room(bound)
+            take = max(1, bound - self.dispatcher.pending)
+            await self._apply_many(events[:take], where)
+            events = events[take:]
 
     async def _apply_many(self, events: list[tuple[int, Any]], where: str) -> None:
         """Apply the batch; events the store refused as unavailable are retried (in order)
