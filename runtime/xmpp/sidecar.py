@@ -13,7 +13,10 @@ decided it until answered; a new run sends again what an earlier one left. Readi
 more than ``max_outbox`` pushes are pending (backpressure). On SQLite the events of ``COMMIT_EVERY``
 share one transaction (a savepoint each), committed before any push they decided is sent: a
 crash loses at most those few milliseconds of events, never a decided push that went out. On a
-single Redis the send counts of a loop iteration go in one pipeline, before those sends.
+single Redis the lines read together (up to ``BATCH_EVENTS``) are applied in one round trip
+(``StoredEngine.handle_many``: their commits in one pipeline, each landing or refused whole,
+their pushes sent only once their commits landed), and the send counts of a loop iteration go
+in one pipeline, before those sends.
 
 Exits: SIGTERM/SIGINT or the end of stdin: stop reading, wait up to ``shutdown_grace`` for the
 decided pushes to be answered, report the rest, exit 0. The component refused (secret), the
