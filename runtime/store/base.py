@@ -259,8 +259,14 @@ def registration_from_row(user: str, reg: RegId, row: Row,
     rec.disabled_at = row["disabled_at"]
     rec.seq = int(row["seq"])
     rec.pushed = dict.fromkeys(row["pushed"]) if pushed is None else pushed.copy()
-    rec.restore_time_row(row)  # absent in rows written before: nothing set
+    if not _UNTIMED_ROW.issuperset(row):
+        rec.restore_time_row(row)  # (without time facts: what a new record holds already)
     return rec
+
+
+_UNTIMED_ROW = frozenset(("state", "options", "session", "errors", "reason", "disabled_at",
+                          "seq", "pushed"))
+"""The keys of ``registration_row`` without time facts (any other key is one of them)."""
 
 
 def facts_from_json(where: str, user: str, text: str | bytes | None) -> Row:
