@@ -35,7 +35,7 @@ from pushrules.generated.events import EVENT_CLASSES as EV
 from pushrules.model.config import Config
 from pushrules.model.world import ImpossibleEvent
 from pushrules.runtime.engine import Engine
-from pushrules.runtime.store import StoredEngine, open_store
+from pushrules.runtime.store import StoredEngine, event_user, open_store
 from pushrules.runtime.store.base import UserChanges
 from pushrules.runtime.trace import read_trace
 
@@ -275,3 +275,75 @@ def _pushes(engine: Engine, event: Any) -> list[Any]:
         return engine.handle(event)
     except ImpossibleEvent:
         return []
+
+
+def test_a_lost_pipeline_reply_resends_the_same_commits_and_each_lands_once(redis_server):
+    """The batch's commits landed but the reply was lost (StoreUnavailable): every event is
+    reported unavailable; the same events again resend the same commits (their tokens), so
+    each lands once: the decisions, the state and the outbox are a plain run's."""
+    from pushrules.runtime.store import StoreUnavailable
+
+    url = f"{redis_server.url}?prefix=lost{os.getpid()}"
+    events = generate(3).events
+    engine = StoredEngine(open_store(url), CONFIG, clock=Clock())
+    run_batch = engine.store.run_batch  # type: ignore[attr-defined]
+    lost: list[int] = []
+
+    def reply_lost(ops: list[Any]) -> Any:
+        replies = run_batch(ops)
+        if any(isinstance(op, UserChanges) for op in ops) and len(lost) < 3:
+            lost.append(len(ops))
+            raise StoreUnavailable("redis store: the connection broke (test)")
+        return replies
+
+    engine.store.run_batch = reply_lost  # type: ignore[attr-defined]
+    ref = Engine(CONFIG, clock=Clock())
+    got: list[Any] = []
+    for at in range(0, len(events), 30):
+        batch = events[at:at + 30]
+        handled = engine.handle_many(batch)
+        while any(isinstance(h.error, StoreUnavailable) for h in handled):
+            assert all(isinstance(h.error, StoreUnavailable) for h in handled)
+            handled = engine.handle_many(batch)
+        got += [result(h) for h in handled]
+    assert len(lost) == 3
+    assert got == [outcome(ref, event) for event in events]
+    users = {event_user(event) for event in events}
+    for user in users:
+        assert store_state(engine.store, user) == engine_state(ref, user)
+    pending = Counter((e.push.user, e.push.node, e.push.stanzas) for e in engine.outbox_pending())
+    assert pending and max(pending.values()) == 1
+    assert sum(pending.values()) == sum(len(o) for o in got if isinstance(o, list))
+    engine.store.close()
+
+
+def test_a_batch_chain_never_lands_on_another_nodes_single_commit(two_handles):
+    """Another node commits bob's state exactly once mid-batch (the same message b1): the
+    batch's second commit of bob has that very base version, and is still refused (it follows
+    a commit that did not land: the chain check), so b1 is pushed once, by the other node,
+    and b2 and b3 by the batch's rerun, as in a serial run."""
+    mine, theirs = two_handles
+    engine = StoredEngine(mine, CONFIG, clock=Clock())
+    other = StoredEngine(theirs, CONFIG, clock=Clock())
+    ref = Engine(CONFIG, clock=Clock())
+    for target in (engine, ref):
+        setup_orphans(target, range(2))
+    engine.handle(offline(BOB, "warm"))
+    ref.handle(offline(BOB, "warm"))
+    batch = [offline(BOB, "b1"), offline(BOB, "b2"), offline(BOB, "b3")]
+    interleaved: list[Any] = []
+
+    def another_node_first(_changes: Any) -> None:
+        if not interleaved:
+            interleaved.append(other.handle(offline(BOB, "b1")))
+
+    engine.before_commit = another_node_first
+    handled = engine.handle_many(batch)
+    engine.before_commit = None
+    assert [p.stanzas for p in interleaved[0]] == [("b1",), ("b1",)]
+    ref.handle(offline(BOB, "b1"))
+    assert [result(h) for h in handled] == [outcome(ref, event) for event in batch]
+    assert [h.pushes for h in handled][0] == []  # b1: already pushed by the other node
+    assert store_state(mine, BOB) == engine_state(ref, BOB)
+    pending = Counter(e.push.stanzas for e in engine.outbox_pending())
+    assert pending[("b1",)] == pending[("b2",)] == pending[("b3",)] == 2  # two registrations
