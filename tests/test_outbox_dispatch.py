@@ -347,3 +347,43 @@ def test_serve_over_redis_applies_lines_read_together_in_one_batch_and_names_eve
         store = open_store(url)
         assert store.outbox_pending() == []
         store.close()
+
+
+def test_over_redis_a_disable_read_after_the_decision_drops_the_push_in_one_read_for_all():
+    """As above on a single Redis, where the registrations of the sends of one loop iteration
+    are read in one round trip: the disabled one's push is dropped with the reason, the
+    others are delivered, and one read served several pushes."""
+    from pushrules.runtime.store.redis_store import RedisStore
+
+    async def main(url):
+        store = RedisStore(url)
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2", "n3"))
+        reads: list[int] = []
+        batched = engine.current_registrations
+
+        def counted(keys):
+            reads.append(len(keys))
+            return batched(keys)
+
+        engine.current_registrations = counted
+        sender.gate = asyncio.Event()  # the first pushes are in flight, the rest queued
+        dispatcher.handle(offline("m1"))
+        dispatcher.handle(offline("m2"))
+        await asyncio.sleep(0.05)
+        engine.handle(ev(event="session-bind", session=f"{USER}/again"))
+        engine.handle(ev(event="push-disable", session=f"{USER}/again", jid=APP, node="n2"))
+        sender.gate.set()
+        await dispatcher.drain()
+        by = {(o.push.node, o.push.stanzas[0]): o for o in outcomes}
+        assert [by[(n, m)].status for n in ("n1", "n3") for m in ("m1", "m2")] == [
+            "delivered"] * 4
+        assert by[("n2", "m1")].status == "delivered" and by[("n2", "m2")].status == "dropped"
+        assert by[("n2", "m2")].answer == ("registration disabled before it was sent: "
+                                           "disabled by the client")
+        assert ("n2", ("m2",)) not in sender.sent
+        assert reads and reads[0] == 3, reads  # the three first sends: one read
+        assert store.outbox_pending() == []
+        store.close()
+
+    with local_redis() as server:
+        asyncio.run(main(f"{server.url}?prefix=checks"))

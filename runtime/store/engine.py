@@ -489,14 +489,53 @@ class StoredEngine(StoredTime):
         """The registration as the store holds it now (None if unknown): another event may
         have changed it since this engine last ran one for that user. (Not ``registration``:
         the model reads that one during an event.)"""
-        user = key[0]
-        snapshot = self._load(user)
-        row = snapshot.registrations.get((key[1], key[2]))
+        return self._registration_in(self._load(key[0]), key)
+
+    def current_registrations(self, keys: list[Any]) -> list[Any]:
+        """``current_registration`` of each key, on a store that batches in one round trip
+        (one "unchanged?" load per user); an entry is the exception when that user's state
+        could not be read (StoreUnavailable for all when the round trip failed)."""
+        users = list(dict.fromkeys(key[0] for key in keys))
+        if not getattr(self.store, "batches", False):
+            return [self._current_or_error(key) for key in keys]
+        cached = {user: self._cache.get(user) for user in users}
+        ops = [BatchCheck(user, (-1, "") if copy is None else copy.identity)
+               for user, copy in cached.items()]
+        try:
+            replies = self.store.run_batch(ops)  # type: ignore[attr-defined]
+        except StoreError as exc:
+            return [exc for _ in keys]
+        snapshots: dict[str, Any] = {}
+        for user, reply in zip(users, replies, strict=True):
+            if reply is None:  # the cached copy is current
+                reply = cached[user]
+                self._remember(reply)
+            elif isinstance(reply, UserSnapshot):
+                self._remember(reply)
+            snapshots[user] = reply
+        out: list[Any] = []
+        for key in keys:
+            snapshot = snapshots[key[0]]
+            try:
+                out.append(snapshot if isinstance(snapshot, Exception)
+                           else self._registration_in(snapshot, key))
+            except StoreCorrupt as exc:
+                out.append(exc)
+        return out
+
+    def _current_or_error(self, key: Any) -> Any:
+        try:
+            return self.current_registration(key)
+        except StoreError as exc:
+            return exc
+
+    def _registration_in(self, snapshot: UserSnapshot, key: Any) -> Any:
+        user, reg = key[0], (key[1], key[2])
+        row = snapshot.registrations.get(reg)
         if row is None:
             return None
         try:
-            return registration_from_row(user, (key[1], key[2]), row, snapshot.pushed.get(
-                (key[1], key[2])))
+            return registration_from_row(user, reg, row, snapshot.pushed.get(reg))
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreCorrupt(f"{self.store.url}: a stored record of user {user} is not "
                                f"readable ({type(exc).__name__}: {exc})") from None
