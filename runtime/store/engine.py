@@ -183,6 +183,9 @@ class StoredEngine(StoredTime):
     ``handle(push_result, settle=(key,))`` or ``outbox_remove`` settles it; ``outbox_pending``
     lists what a crashed run left. Without it, pushes live only in the caller's memory.
 
+    ``handle_many(events)`` applies several events as ``handle`` would one by one, with one
+    round trip for all their commits on a store that batches (a single Redis).
+
     The model's ``orphan_ttl`` runs by the events' clock on every store (due.py); a Redis key
     TTL started by an earlier version that fired makes the engine take the model's ``expire``
     transition (model/registration.py) before the event, committed with it."""
