@@ -387,3 +387,29 @@ def test_over_redis_a_disable_read_after_the_decision_drops_the_push_in_one_read
 
     with local_redis() as server:
         asyncio.run(main(f"{server.url}?prefix=checks"))
+
+
+def test_over_redis_a_batchs_round_trip_is_timed_and_marks_the_store_down_when_it_fails():
+    """The metrics time ``run_batch`` like loads and commits, and a batch refused as
+    unavailable marks the store down in /healthz (serve's events then go only that way)."""
+    from test_metrics import samples  # type: ignore[import-not-found]
+
+    from pushrules.generated.events import SessionBind, SessionDestroyed
+    from pushrules.runtime.xmpp.metrics import PrometheusMetrics
+
+    with local_redis() as server:
+        metrics = PrometheusMetrics()
+        store = open_store(f"{server.url}?prefix=timed")
+        metrics.watch(store=store)
+        engine = StoredEngine(store)
+        events = [SessionBind(f"u{i}@example.org/phone") for i in range(4)]
+        assert all(h.error is None for h in engine.handle_many(events))
+        got = samples(metrics)
+        assert got[("pushrules_store_seconds_count", (("operation", "run_batch"),))] >= 1
+        assert metrics.health()["store"] is True
+        server.stop()  # the same (cached) users: only the batch's commits go to the store
+        failed = engine.handle_many([SessionDestroyed(f"u{i}@example.org/phone")
+                                     for i in range(4)])
+        assert all(type(h.error).__name__ == "StoreUnavailable" for h in failed)
+        assert metrics.health()["store"] is False
+        store.close()
