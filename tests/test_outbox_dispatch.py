@@ -293,3 +293,123 @@ def test_deferred_redis_send_counts_survive_a_server_that_lost_its_scripts():
         store.flush()
         assert [p.attempts for p in store.outbox_pending()] == [2]
         store.close()
+
+
+def test_serve_over_redis_applies_lines_read_together_in_one_batch_and_names_every_bad_one():
+    """``pushrules serve`` on a single Redis reads lines in batches (one pipeline for their
+    commits): the v2 lines with poison lines among them, on stdin, push exactly what the
+    in-memory sidecar pushes, every bad line is named, and the outbox is settled."""
+    import io
+    import os
+
+    from test_sidecar_input import (  # type: ignore[import-not-found]
+        RecordingTransport,
+        assert_v2_applied,
+        first_part_out,
+        v2_lines,
+    )
+
+    from pushrules.runtime.xmpp.sidecar import Sidecar, SidecarSettings
+
+    parts, errors = v2_lines()
+
+    async def main(url):
+        out, err = io.StringIO(), io.StringIO()
+        settings = SidecarSettings(component_jid="p.example.org", component_secret="x",
+                                   shutdown_grace=5, store=url)
+        transport = RecordingTransport()
+        car = Sidecar(settings, out, err, transport=transport)
+        assert car.batching
+        batches: list[int] = []
+        run_batch = car.engine.store.run_batch
+
+        def counted(ops):
+            batches.append(len(ops))
+            return run_batch(ops)
+
+        car.engine.store.run_batch = counted
+        read, write = os.pipe()
+        with os.fdopen(read, "rb") as stdin:
+            task = asyncio.get_running_loop().create_task(car.run(stdin))
+            os.write(write, parts[0])
+            await asyncio.wait_for(first_part_out(transport), 20)
+            os.write(write, parts[1])
+            os.close(write)
+            code = await asyncio.wait_for(task, 20)
+        return code, car, transport, out, err.getvalue(), batches
+
+    with local_redis() as server:
+        url = f"{server.url}?prefix=batched"
+        code, car, transport, out, err, batches = asyncio.run(main(url))
+        assert code == 0, err
+        assert_v2_applied(car, transport, out, err, "stdin", errors)
+        assert batches and max(batches) > 1, "no pipeline held several events' commits"
+        store = open_store(url)
+        assert store.outbox_pending() == []
+        store.close()
+
+
+def test_over_redis_a_disable_read_after_the_decision_drops_the_push_in_one_read_for_all():
+    """As above on a single Redis, where the registrations of the sends of one loop iteration
+    are read in one round trip: the disabled one's push is dropped with the reason, the
+    others are delivered, and one read served several pushes."""
+    from pushrules.runtime.store.redis_store import RedisStore
+
+    async def main(url):
+        store = RedisStore(url)
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2", "n3"))
+        reads: list[int] = []
+        batched = engine.current_registrations
+
+        def counted(keys):
+            reads.append(len(keys))
+            return batched(keys)
+
+        engine.current_registrations = counted
+        sender.gate = asyncio.Event()  # the first pushes are in flight, the rest queued
+        dispatcher.handle(offline("m1"))
+        dispatcher.handle(offline("m2"))
+        await asyncio.sleep(0.05)
+        engine.handle(ev(event="session-bind", session=f"{USER}/again"))
+        engine.handle(ev(event="push-disable", session=f"{USER}/again", jid=APP, node="n2"))
+        sender.gate.set()
+        await dispatcher.drain()
+        by = {(o.push.node, o.push.stanzas[0]): o for o in outcomes}
+        assert [by[(n, m)].status for n in ("n1", "n3") for m in ("m1", "m2")] == [
+            "delivered"] * 4
+        assert by[("n2", "m1")].status == "delivered" and by[("n2", "m2")].status == "dropped"
+        assert by[("n2", "m2")].answer == ("registration disabled before it was sent: "
+                                           "disabled by the client")
+        assert ("n2", ("m2",)) not in sender.sent
+        assert reads and reads[0] == 3, reads  # the three first sends: one read
+        assert store.outbox_pending() == []
+        store.close()
+
+    with local_redis() as server:
+        asyncio.run(main(f"{server.url}?prefix=checks"))
+
+
+def test_over_redis_a_batchs_round_trip_is_timed_and_marks_the_store_down_when_it_fails():
+    """The metrics time ``run_batch`` like loads and commits, and a batch refused as
+    unavailable marks the store down in /healthz (serve's events then go only that way)."""
+    from test_metrics import samples  # type: ignore[import-not-found]
+
+    from pushrules.generated.events import SessionBind, SessionDestroyed
+    from pushrules.runtime.xmpp.metrics import PrometheusMetrics
+
+    with local_redis() as server:
+        metrics = PrometheusMetrics()
+        store = open_store(f"{server.url}?prefix=timed")
+        metrics.watch(store=store)
+        engine = StoredEngine(store)
+        events = [SessionBind(f"u{i}@example.org/phone") for i in range(4)]
+        assert all(h.error is None for h in engine.handle_many(events))
+        got = samples(metrics)
+        assert got[("pushrules_store_seconds_count", (("operation", "run_batch"),))] >= 1
+        assert metrics.health()["store"] is True
+        server.stop()  # the same (cached) users: only the batch's commits go to the store
+        failed = engine.handle_many([SessionDestroyed(f"u{i}@example.org/phone")
+                                     for i in range(4)])
+        assert all(type(h.error).__name__ == "StoreUnavailable" for h in failed)
+        assert metrics.health()["store"] is False
+        store.close()

@@ -107,11 +107,22 @@ class UserChanges:
     due: float | None = None
     """With ``due_set``: when the user's next timer comes due after this commit (None: none
     runs); the store's due index (``due_users``) takes it in the same transaction."""
+    after: str | None = None
+    """In a batch (``run_batch``), the token of the same user's commit this one was computed
+    on: refused unless that commit is the user's last (it may itself have been refused)."""
     known_registrations: list[RegId] = field(default_factory=list)
     known_timers: list[RegId] = field(default_factory=list)
     """Set when the event ran on a cached copy not checked first: a store whose rows or
     timers can go by themselves (Redis key TTLs) refuses the commit unless every one of these
     registrations still exists and these orphan TTLs still run (the copy is current)."""
+
+
+@dataclass(frozen=True, slots=True)
+class BatchCheck:
+    """In a batch: is the user's state still the copy ``known`` (version, token) names?"""
+
+    user: str
+    known: tuple[int, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,8 +259,14 @@ def registration_from_row(user: str, reg: RegId, row: Row,
     rec.disabled_at = row["disabled_at"]
     rec.seq = int(row["seq"])
     rec.pushed = dict.fromkeys(row["pushed"]) if pushed is None else pushed.copy()
-    rec.restore_time_row(row)  # absent in rows written before: nothing set
+    if not _UNTIMED_ROW.issuperset(row):
+        rec.restore_time_row(row)  # (without time facts: what a new record holds already)
     return rec
+
+
+_UNTIMED_ROW = frozenset(("state", "options", "session", "errors", "reason", "disabled_at",
+                          "seq", "pushed"))
+"""The keys of ``registration_row`` without time facts (any other key is one of them)."""
 
 
 def facts_from_json(where: str, user: str, text: str | bytes | None) -> Row:

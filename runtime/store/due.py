@@ -16,19 +16,27 @@ is the latest of what it saw in this run and the installed user's.
 
 from __future__ import annotations
 
+import heapq
 import math
-import time
 import uuid
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from pushrules.model.records import Push
 from pushrules.runtime.engine import Engine
 
-from .base import UserChanges, UserSnapshot, rows_due
+from .base import Store, UserChanges, UserSnapshot, rows_due
 
 if TYPE_CHECKING:
     from .engine import OutboxEntry
+
+Attempt = Callable[[UserSnapshot, bool], tuple[list[Push], UserChanges | None]]
+"""One run of a user's event or due work on a snapshot (verified or not): its pushes and
+what it changed (None: nothing to commit)."""
+DUE_READ = 1 << 30
+"""Entries of the due index read at once (every user due by then)."""
 
 CLOCK = "clock"
 """The key of the user's clock in the facts record (the model's restore ignores it)."""
@@ -112,7 +120,7 @@ class StoredTime(Engine):
     # --- due work across users -----------------------------------------------------------------
     def next_due(self) -> float | None:
         """When the first timer of any user in the store comes due (None: none runs)."""
-        return self.store.due_next()  # type: ignore[attr-defined,no-any-return]
+        return self.store.due_next()
 
     def run_due(self, until: float) -> list[Push]:
         """The clock passes ``until``: every user's timers due by then fire, in time order
@@ -120,20 +128,20 @@ class StoredTime(Engine):
         ``last_entries`` names them). Their pushes, each with its due time."""
         pushes: list[Push] = []
         entries: list[OutboxEntry] = []
-        done: set[tuple[float, str]] = set()
         self.timed = True
-        while True:
-            head = [e for e in self.store.due_users(until, len(done) + 2)  # type: ignore
-                    if e not in done]
-            if not head:
-                break
-            done.add(head[0])
-            when, user = head[0]
+        # One read of the index (not one per user): a user whose work leaves a timer due by
+        # ``until`` goes back into the queue at that time, so the order across users holds.
+        queue = self.store.due_users(until, DUE_READ)
+        heapq.heapify(queue)
+        while queue:
+            when, user = heapq.heappop(queue)
             # Up to the next other user's due time: pushes across users in time order.
-            limit = min(until, head[1][0]) if len(head) > 1 else until
-            got, got_entries = self._user_due(user, when, limit, flush=False)
+            limit = min(until, queue[0][0]) if queue else until
+            got, got_entries, after = self._user_due(user, when, limit, flush=False)
             pushes += got
             entries += got_entries
+            if after is not None and after != when and after <= until:
+                heapq.heappush(queue, (after, user))
         if until > self.time:
             self.time = until
         self.last_entries = entries
@@ -144,8 +152,8 @@ class StoredTime(Engine):
         checked against the state then; no expiry or retry is simulated (the clock stays)."""
         pushes: list[Push] = []
         entries: list[OutboxEntry] = []
-        for when, user in self.store.due_users(math.inf, 1 << 30):  # type: ignore
-            got, got_entries = self._user_due(user, when, self.time, flush=True)
+        for when, user in self.store.due_users(math.inf, DUE_READ):
+            got, got_entries, _ = self._user_due(user, when, self.time, flush=True)
             pushes += got
             entries += got_entries
         self.last_entries = entries
@@ -161,39 +169,52 @@ class StoredTime(Engine):
         due = rows_due(snapshot.registrations.values())
         if due == when:
             return None
-        engine: Any = self
-        engine._next = None
-        engine._cache.pop(snapshot.user, None)
+        self._next = None
+        self._cache.pop(snapshot.user, None)
         return UserChanges(snapshot.user, snapshot.version, uuid.uuid4().hex, snapshot.seq,
                            due_set=True, due=due)
 
     def _user_due(self, user: str, when: float, limit: float, *, flush: bool
-                  ) -> tuple[list[Push], list[OutboxEntry]]:
+                  ) -> tuple[list[Push], list[OutboxEntry], float | None]:
         """Fire one user's timers due by ``limit`` (or, ``flush``, its held pushes) and
-        commit that; retried on fresh state when another writer got there first."""
-        engine: Any = self
+        commit that (StoredEngine's attempts: retried on fresh state when another writer got
+        there first). Its pushes, their entries, and when its next timer comes due after."""
         now = self.time
-        for attempt in range(engine.max_attempts):
-            snapshot = engine._load(user)
-            engine._install(snapshot)
+        after: list[float | None] = [when]
+
+        def attempt(snapshot: UserSnapshot, verified: bool) -> tuple[list[Push],
+                                                                     UserChanges | None]:
+            self._install(snapshot)
             self._in_due, self._index_due = True, when
             try:
-                pushes = super().flush_held() if flush else super().run_due(limit)
+                pushes = Engine.flush_held(self) if flush else Engine.run_due(self, limit)
                 self.time = max(now, self.time)  # fired at their due times; the clock stays
-                changes = engine._changes(snapshot, pushes, (), True)
+                changes = self._changes(snapshot, pushes, (), True)
             finally:
                 self._in_due = False
             if changes is None:
                 changes = self._index_repair(snapshot, when)
-                if changes is None:
-                    return pushes, []
-            if engine._commit(changes, DueWork(user, limit), pushes):
-                engine._remember(engine._next)
-                return pushes, engine._entries(changes, pushes)
-            engine._cache.pop(user, None)
-            engine.conflicts += 1
-            time.sleep(0.0005 * 2 ** min(attempt, 6))
-        from .base import StoreConflict
+            if changes is not None:
+                after[0] = changes.due if changes.due_set else rows_due(
+                    snapshot.registrations.values())
+            return pushes, changes
 
-        raise StoreConflict(f"{engine.store.url}: user {user} changed under every one of "
-                            f"{engine.max_attempts} attempts of its due work; not applied")
+        pushes, entries = self._run_user(user, DueWork(user, limit), attempt, cached=False,
+                                         what="its due work")
+        return pushes, entries, after[0]
+
+    # --- what StoredEngine provides (engine.py) -------------------------------------------------
+    store: Store
+    _cache: OrderedDict[str, UserSnapshot]
+
+    def _install(self, snapshot: UserSnapshot) -> None:
+        raise NotImplementedError
+
+    def _changes(self, snapshot: UserSnapshot, pushes: list[Push], settle: tuple[str, ...],
+                 verified: bool = True) -> UserChanges | None:
+        raise NotImplementedError
+
+    def _run_user(self, user: str, unit: Any, attempt: Attempt, *,
+                  settle: tuple[str, ...] = (), cached: bool = True, what: str = ""
+                  ) -> tuple[list[Push], list[OutboxEntry]]:
+        raise NotImplementedError

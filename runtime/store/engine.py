@@ -12,7 +12,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pushrules.generated import tables
@@ -23,10 +23,13 @@ from pushrules.model.records import Push
 from pushrules.runtime.engine import _with_push_flag
 
 from .base import (
+    BatchCheck,
     Row,
     Store,
     StoreConflict,
     StoreCorrupt,
+    StoreError,
+    StoreUnavailable,
     UserChanges,
     UserSnapshot,
     outbox_key,
@@ -38,7 +41,7 @@ from .base import (
     session_from_row,
     session_row,
 )
-from .due import StoredTime
+from .due import Attempt, StoredTime
 
 TIMER_EVENT = "expire"
 """The model's timer event (model/registration.py TIMER_EVENTS) a store's orphan TTL fires."""
@@ -112,6 +115,48 @@ class _Pending:
 
 
 @dataclass(slots=True)
+class Handled:
+    """What ``handle_many`` did with one event: its pushes and their outbox entries, or the
+    error that kept it from being applied (``StoreUnavailable``: handle it again)."""
+
+    pushes: list[Push] = field(default_factory=list)
+    entries: list[OutboxEntry] = field(default_factory=list)
+    error: Exception | None = None
+    version: int = 0
+    """The user's version its outcome belongs to (``last_version`` of ``handle``)."""
+    committed: bool = False
+    """Whether it made a commit (else it changed nothing: it read ``version``)."""
+
+
+@dataclass(slots=True)
+class _Step:
+    """One event of a batch as first run: on which copy, with what outcome."""
+
+    index: int
+    event: Any
+    user: str
+    clock: float
+    """The engine's clock before it ran (a rerun starts there again)."""
+    version: int = 0
+    """The version of the copy it ran on."""
+    pushes: list[Push] = field(default_factory=list)
+    changes: UserChanges | None = None
+    error: Exception | None = None
+    op: int = -1
+    """Its commit or check in the batch's ops (-1: none: its outcome is final)."""
+    made: UserSnapshot | None = None
+    """The copy its commit makes (the next event of its user runs on it)."""
+
+
+@dataclass(slots=True)
+class _Batch:
+    events: list[Any]
+    steps: list[_Step]
+    ops: list[UserChanges | BatchCheck]
+    results: list[Handled | None]
+
+
+@dataclass(slots=True)
 class OutboxEntry:
     """A decided push on its way: ``key`` names it in the user's outbox (None: not stored),
     ``attempts`` counts the sends started, including those of earlier runs."""
@@ -137,6 +182,9 @@ class StoredEngine(StoredTime):
     the same commit as the dedup ids that decided it (``last_entries`` names them), until
     ``handle(push_result, settle=(key,))`` or ``outbox_remove`` settles it; ``outbox_pending``
     lists what a crashed run left. Without it, pushes live only in the caller's memory.
+
+    ``handle_many(events)`` applies several events as ``handle`` would one by one, with one
+    round trip for all their commits on a store that batches (a single Redis).
 
     The model's ``orphan_ttl`` runs by the events' clock on every store (due.py); a Redis key
     TTL started by an earlier version that fired makes the engine take the model's ``expire``
@@ -164,6 +212,7 @@ class StoredEngine(StoredTime):
         self._cache: OrderedDict[str, UserSnapshot] = OrderedDict()
         self._user_seq = 0
         self._pending: _Pending | None = None
+        self._pending_batch: _Batch | None = None
         self._next: UserSnapshot | None = None
         self.outbox = outbox
         self.last_entries: list[OutboxEntry] = []
@@ -190,36 +239,225 @@ class StoredEngine(StoredTime):
             if self._commit(pending.changes, event, pending.pushes, settle):
                 self.last_entries = self._entries(pending.changes, pending.pushes)
                 return pending.pushes
-        # A cached user is run on the cached copy without asking first (one round trip per
-        # event): a commit is refused unless that copy is still current, and an event that
-        # changes nothing asks then whether it ran on the current copy.
-        snapshot: UserSnapshot | None = self._cache.get(user)
+        pushes, self.last_entries = self._run_user(
+            user, event, lambda snapshot, verified: self._attempt(event, snapshot, settle,
+                                                                  verified),
+            settle=settle, what=event.EVENT)
+        return pushes
+
+    def _attempt(self, event: Any, snapshot: UserSnapshot, settle: tuple[str, ...],
+                 verified: bool) -> tuple[list[Push], UserChanges | None]:
+        """One run of ``event`` on ``snapshot``: its pushes and what it changed (None)."""
+        self._install(snapshot)
+        pushes = super().handle(event)
+        return pushes, self._changes(snapshot, pushes, settle, verified)
+
+    def _run_user(self, user: str, unit: Any, attempt: Attempt, *,
+                  settle: tuple[str, ...] = (), cached: bool = True, what: str = ""
+                  ) -> tuple[list[Push], list[OutboxEntry]]:
+        """Run ``attempt`` for ``user`` until its commit lands: on the cached copy first
+        (``cached``) without asking the store, which refuses the commit unless that copy is
+        still current; an attempt that changes nothing on an unchecked copy asks then whether
+        it ran on the current one. Each refused commit: a randomised backoff, then again on
+        fresh state (at most ``max_attempts``, then StoreConflict). The pushes and entries."""
+        snapshot: UserSnapshot | None = self._cache.get(user) if cached else None
         verified = False
-        for attempt in range(self.max_attempts):
+        for number in range(self.max_attempts):
             if snapshot is None:
                 snapshot, verified = self._load(user), True
-            self._install(snapshot)
-            pushes = super().handle(event)
-            changes = self._changes(snapshot, pushes, settle, verified)
+            pushes, changes = attempt(snapshot, verified)
             if changes is None:
                 fresh = None if verified else self._fresher(snapshot)
                 if fresh is None:
                     self.last_version = snapshot.version
-                    self.last_entries = [OutboxEntry(push) for push in pushes]
-                    return pushes
+                    return pushes, [OutboxEntry(push) for push in pushes]
                 snapshot, verified = fresh, True
                 continue
-            if self._commit(changes, event, pushes, settle):
+            if self._commit(changes, unit, pushes, settle):
                 self._remember(self._next)
-                self.last_entries = self._entries(changes, pushes)
-                return pushes
+                return pushes, self._entries(changes, pushes)
             self._cache.pop(user, None)
             snapshot = None
             self.conflicts += 1
             # Randomised backoff: nodes that keep colliding on one user spread out.
-            time.sleep(random.random() * min(0.05, 0.0005 * 2 ** attempt))
+            time.sleep(random.random() * min(0.05, 0.0005 * 2 ** number))
         raise StoreConflict(f"{self.store.url}: user {user} changed under every one of "
-                            f"{self.max_attempts} attempts of {event.EVENT}; not applied")
+                            f"{self.max_attempts} attempts of {what}; not applied")
+
+    # --- several events in one round trip -----------------------------------------------------
+    def handle_many(self, events: list[Any]) -> list[Handled]:
+        """Apply ``events`` in order, as ``handle`` would one by one, with one round trip to a
+        store that batches (a single Redis): every event runs first on its user's copy (the
+        next event of that user on the copy the previous one's commit makes), then the
+        commits, and the checks of copies not known to be current, go in one pipeline. A
+        commit is refused unless its user's state is the copy it ran on (the version, and the
+        token of the commit before it in the batch), so a user another writer changed
+        meanwhile has that event and its later ones run again, in order, on fresh state;
+        their pushes of the refused run are dropped (a refused commit writes nothing, no
+        outbox entry either). The results, one per event. An event whose result is
+        ``StoreUnavailable`` was not applied or its outcome is unknown: handle the events
+        with that result again, in order (the same list again resends the same commits)."""
+        batch, self._pending_batch = self._pending_batch, None
+        if batch is not None and batch.events == events:
+            return self._send_batch(batch)
+        if not self._batchable(events):
+            return self._handle_each(events)
+        batch = self._run_batch(events)
+        if batch is None:  # a load failed: nothing was applied
+            return self._handle_each(events)
+        return self._send_batch(batch)
+
+    def _batchable(self, events: list[Any]) -> bool:
+        # Time-based rules take events one by one: a rerun must see the clock as it was.
+        return (len(events) > 1 and bool(getattr(self.store, "batches", False))
+                and self._pending is None and not self.config.timed and not self.explain
+                and all(event.EVENT != "tick" for event in events))
+
+    def _handle_each(self, events: list[Any]) -> list[Handled]:
+        results: list[Handled] = []
+        unavailable: StoreUnavailable | None = None
+        for event in events:
+            if unavailable is not None:  # not run: a user's events stay in order
+                results.append(Handled(error=unavailable))
+                continue
+            try:
+                results.append(self._handled(event))
+            except StoreUnavailable as exc:
+                unavailable = exc
+                results.append(Handled(error=exc))
+            except Exception as exc:  # ImpossibleEvent, StoreCorrupt...: this event only
+                results.append(Handled(error=exc))
+        return results
+
+    def _handled(self, event: Any) -> Handled:
+        commits = self.commits
+        pushes = self.handle(event)
+        return Handled(pushes, self.last_entries, version=self.last_version,
+                       committed=self.commits != commits)
+
+    def _copies(self, users: list[str]) -> dict[str, tuple[UserSnapshot, bool]] | None:
+        """Each user's copy to run on and whether it is known current: the cached ones, and
+        the others loaded in one pipeline (None if that failed: nothing was applied)."""
+        heads = {user: (self._cache[user], False) for user in users if user in self._cache}
+        missing = [user for user in users if user not in heads]
+        if missing:
+            try:
+                replies = self.store.run_batch(  # type: ignore[attr-defined]
+                    [BatchCheck(user, (-1, "")) for user in missing])
+            except StoreError:
+                return None
+            for user, reply in zip(missing, replies, strict=True):
+                if not isinstance(reply, UserSnapshot):
+                    return None  # (one by one, that user's events get the error)
+                heads[user] = (reply, True)
+                self._remember(reply)
+        return heads
+
+    def _run_batch(self, events: list[Any]) -> _Batch | None:
+        users = [event_user(event) for event in events]
+        heads = self._copies(list(dict.fromkeys(users)))
+        if heads is None:
+            return None
+        chained: set[str] = set()
+        steps: list[_Step] = []
+        ops: list[UserChanges | BatchCheck] = []
+        for index, (event, user) in enumerate(zip(events, users, strict=True)):
+            snapshot, verified = heads[user]
+            step = _Step(index, event, user, self.time, snapshot.version)
+            steps.append(step)
+            try:
+                step.pushes, step.changes = self._attempt(event, snapshot, (), verified)
+            except Exception as exc:  # ImpossibleEvent...: final, unless the copy was stale
+                step.error = exc
+                continue
+            if step.changes is not None:
+                if user in chained:
+                    step.changes.after = snapshot.token
+                step.made = self._next
+                assert step.made is not None
+                heads[user] = (step.made, verified)
+                chained.add(user)
+            elif verified or user in chained:
+                continue  # current if the commit it follows lands (else it runs again)
+            step.op = len(ops)
+            ops.append(step.changes or BatchCheck(user, snapshot.identity))
+        return _Batch(events, steps, ops, [None] * len(events))
+
+    def _send_batch(self, batch: _Batch) -> list[Handled]:
+        """The batch's commits and checks in one round trip, then each event's outcome; the
+        events of a user whose copy was stale run again, in order, one by one."""
+        if self.before_commit is not None:
+            for op in batch.ops:
+                if isinstance(op, UserChanges):
+                    self.before_commit(op)
+        try:
+            replies: list[Any] = self.store.run_batch(batch.ops)  # type: ignore[attr-defined]
+        except StoreUnavailable as exc:
+            self._pending_batch = batch  # outcome unknown: the same events resend these
+            return [Handled(error=exc) for _ in batch.events]
+        stale: dict[str, UserSnapshot | None] = {}
+        made: dict[str, UserSnapshot] = {}
+        reruns: list[_Step] = []
+        for step in batch.steps:
+            if step.user in stale:
+                reruns.append(step)
+                continue
+            reply: Any = True if step.op < 0 else replies[step.op]
+            result = self._outcome(step, reply)
+            if result is not None:
+                batch.results[step.index] = result
+                if step.op >= 0 and step.changes is not None and result.error is None:
+                    assert step.made is not None
+                    made[step.user] = step.made
+                elif step.op >= 0 and result.error is not None:
+                    stale[step.user] = None  # the store refused it: the rest run again
+            else:  # refused (False) or a check found newer state (the snapshot)
+                self.conflicts += reply is False
+                stale[step.user] = reply or None
+                reruns.append(step)
+        for user, snapshot in made.items():
+            if user not in stale:
+                self._remember(snapshot)
+        for user, fresh in stale.items():
+            self._cache.pop(user, None)
+            self._remember(fresh)
+        self._rerun(reruns, batch.results)
+        return [result or Handled() for result in batch.results]
+
+    def _outcome(self, step: _Step, reply: Any) -> Handled | None:
+        """The step's result given its op's reply (True: no op), None if it must run again."""
+        if step.error is not None:
+            return Handled(error=step.error)
+        if isinstance(reply, StoreError):
+            return Handled(error=reply)
+        if reply is not True and reply is not None:
+            return None
+        if step.op >= 0 and step.changes is not None:
+            self.commits += 1
+            return Handled(step.pushes, self._entries(step.changes, step.pushes),
+                           version=step.version + 1, committed=True)
+        return Handled(step.pushes, [OutboxEntry(push) for push in step.pushes],
+                       version=step.version)
+
+    def _rerun(self, steps: list[_Step], results: list[Handled | None]) -> None:
+        """Events whose copy was stale, again one by one on fresh state (in order)."""
+        if not steps:
+            return
+        latest = self.time
+        unavailable: StoreUnavailable | None = None
+        for step in steps:
+            if unavailable is not None:
+                results[step.index] = Handled(error=unavailable)
+                continue
+            self.time = step.clock
+            try:
+                results[step.index] = self._handled(step.event)
+            except StoreUnavailable as exc:
+                unavailable = exc
+                results[step.index] = Handled(error=exc)
+            except Exception as exc:
+                results[step.index] = Handled(error=exc)
+        self.time = max(latest, self.time)
 
     @staticmethod
     def _entries(changes: UserChanges, pushes: list[Push]) -> list[OutboxEntry]:
@@ -254,14 +492,53 @@ class StoredEngine(StoredTime):
         """The registration as the store holds it now (None if unknown): another event may
         have changed it since this engine last ran one for that user. (Not ``registration``:
         the model reads that one during an event.)"""
-        user = key[0]
-        snapshot = self._load(user)
-        row = snapshot.registrations.get((key[1], key[2]))
+        return self._registration_in(self._load(key[0]), key)
+
+    def current_registrations(self, keys: list[Any]) -> list[Any]:
+        """``current_registration`` of each key, on a store that batches in one round trip
+        (one "unchanged?" load per user); an entry is the exception when that user's state
+        could not be read (StoreUnavailable for all when the round trip failed)."""
+        users = list(dict.fromkeys(key[0] for key in keys))
+        if not getattr(self.store, "batches", False):
+            return [self._current_or_error(key) for key in keys]
+        cached = {user: self._cache.get(user) for user in users}
+        ops = [BatchCheck(user, (-1, "") if copy is None else copy.identity)
+               for user, copy in cached.items()]
+        try:
+            replies = self.store.run_batch(ops)  # type: ignore[attr-defined]
+        except StoreError as exc:
+            return [exc for _ in keys]
+        snapshots: dict[str, Any] = {}
+        for user, reply in zip(users, replies, strict=True):
+            if reply is None:  # the cached copy is current
+                reply = cached[user]
+                self._remember(reply)
+            elif isinstance(reply, UserSnapshot):
+                self._remember(reply)
+            snapshots[user] = reply
+        out: list[Any] = []
+        for key in keys:
+            snapshot = snapshots[key[0]]
+            try:
+                out.append(snapshot if isinstance(snapshot, Exception)
+                           else self._registration_in(snapshot, key))
+            except StoreCorrupt as exc:
+                out.append(exc)
+        return out
+
+    def _current_or_error(self, key: Any) -> Any:
+        try:
+            return self.current_registration(key)
+        except StoreError as exc:
+            return exc
+
+    def _registration_in(self, snapshot: UserSnapshot, key: Any) -> Any:
+        user, reg = key[0], (key[1], key[2])
+        row = snapshot.registrations.get(reg)
         if row is None:
             return None
         try:
-            return registration_from_row(user, (key[1], key[2]), row, snapshot.pushed.get(
-                (key[1], key[2])))
+            return registration_from_row(user, reg, row, snapshot.pushed.get(reg))
         except (KeyError, TypeError, ValueError) as exc:
             raise StoreCorrupt(f"{self.store.url}: a stored record of user {user} is not "
                                f"readable ({type(exc).__name__}: {exc})") from None

@@ -335,6 +335,15 @@ class LocalRedisCluster:
         self.close()
 
 
+def _on_source(client: Any, key: str) -> bool:
+    """Whether the migrating slot's source still holds ``key``: one it does not hold (moved,
+    or never written: a user's first commit may not have come yet) is answered ASK."""
+    try:
+        return bool(client.exists(key))
+    except redis.exceptions.AskError:
+        return False
+
+
 class SlotMigration:
     """One slot moving from master ``source`` to master ``target`` as ``redis-cli --cluster
     reshard`` moves it, at the caller's pace: ``move_keys(n)`` MIGRATEs the next n keys (while
@@ -364,7 +373,7 @@ class SlotMigration:
         """MIGRATE these keys of the slot (those still on the source); how many moved."""
         client = self.cluster._client(self.source)
         try:
-            here = [key for key in keys if client.exists(key)]
+            here = [key for key in keys if _on_source(client, key)]
             if here:
                 client.execute_command("MIGRATE", "127.0.0.1", self.target.port, "", 0, 5000,
                                        "KEYS", *here)

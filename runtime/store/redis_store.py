@@ -57,7 +57,9 @@ from redis.retry import Retry
 from pushrules.model.world import AuditEntry
 
 from .base import (
+    BatchCheck,
     RegId,
+    StoreCorrupt,
     StoredPush,
     StoreError,
     StoreUnavailable,
@@ -71,6 +73,8 @@ from .base import (
 from .redis_due import due_before, due_first, due_payload
 
 RECENT_TOKENS = 64
+BatchReply = bool | UserSnapshot | None | StoreError
+"""What ``run_batch`` answers per op (see there)."""
 LEASE_SECONDS = 60
 """How long a node's claim on an outbox entry lasts without a send attempt renewing it."""
 
@@ -120,6 +124,8 @@ local c = cjson.decode(ARGV[1])
 if redis.call('LPOS', COMMITS, c.token) then return 1 end
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
 if current ~= c.base then return 0 end
+-- In a batch, a commit that follows another of the same user: only on top of that one.
+if c.after and (redis.call('LINDEX', COMMITS, 0) or '') ~= c.after then return 0 end
 for _, id in ipairs(c.must_exist) do
   if redis.call('EXISTS', REG .. id) == 0 then return 0 end
 end
@@ -303,12 +309,19 @@ class RedisStore:
                              f"({type(exc).__name__}: {exc})") from None
 
     def load(self, user: str, known: tuple[int, str] | None = None) -> UserSnapshot | None:
-        version, token = known or (-1, "")
         with self._errors("load", user):
             # One key (the user's slot); the script names the others after the user prefix:
             # fewer arguments to pack per event.
-            base = self._user_prefix(user)
-            reply = self._load(keys=[base + "meta"], args=[base, version, token])
+            reply = self._load(keys=[self._user_prefix(user) + "meta"],
+                               args=self._load_args(user, known))
+        return self._snapshot(user, reply)
+
+    def _load_args(self, user: str, known: tuple[int, str] | None) -> list[Any]:
+        version, token = known or (-1, "")
+        return [self._user_prefix(user), version, token]
+
+    def _snapshot(self, user: str, reply: Any) -> UserSnapshot | None:
+        """The load script's reply as a snapshot (None: the caller's copy is current)."""
         if len(reply) == 2:
             return None
         version, seq, sessions, regs, token, facts = reply
@@ -335,7 +348,8 @@ class RedisStore:
         snapshot.expired = tuple(expired)
         return snapshot
 
-    def commit(self, changes: UserChanges) -> bool:
+    def _commit_args(self, changes: UserChanges) -> list[Any]:
+        """The commit script's arguments (after its one key, the user's meta)."""
         ttl = changes.orphan_ttl
         r_put = []
         for reg, row in changes.registrations_put.items():
@@ -370,12 +384,62 @@ class RedisStore:
             payload["facts"] = facts_json(changes.facts)
         if changes.due_set:
             payload.update(due_payload(self.due_key(changes.user), changes))
+        if changes.after is not None:
+            payload["after"] = changes.after
+        return [json.dumps(payload), self._user_prefix(changes.user), RECENT_TOKENS]
+
+    def commit(self, changes: UserChanges) -> bool:
         user = changes.user
         with self._errors("commit", user):
             done = self._commit(keys=[self._user_prefix(user) + "meta"],
-                                args=[json.dumps(payload), self._user_prefix(user),
-                                      RECENT_TOKENS])
+                                args=self._commit_args(changes))
         return bool(done)
+
+    # --- several users' commits and checks in one round trip ----------------------------------
+    @property
+    def batches(self) -> bool:
+        """Whether ``run_batch`` sends one pipeline (a single Redis; a cluster client routes
+        pipelines per slot differently: the engine handles events one by one there)."""
+        return isinstance(self._redis, redis.Redis)
+
+    def run_batch(self, ops: list[UserChanges | BatchCheck]) -> list[BatchReply]:
+        """Each op in order, in one pipeline: a commit (True: landed, False: refused, nothing
+        written) or a check (None: the copy it names is current, else the user's state); a
+        StoreError for an op the server refused (that op did nothing). StoreUnavailable when
+        the pipeline failed: each commit may or may not have landed (sending the same ops
+        again is safe: their tokens make a landed commit a no-op)."""
+        calls: list[list[Any]] = []
+        for op in ops:
+            meta = self._user_prefix(op.user) + "meta"
+            if isinstance(op, BatchCheck):
+                calls.append([self._load.sha, 1, meta, *self._load_args(op.user, op.known)])
+            else:
+                calls.append([self._commit.sha, 1, meta, *self._commit_args(op)])
+        with self._errors("commit the events of", f"{len({op.user for op in ops})} user(s)"):
+            replies = self._pipeline(calls, raise_on_error=False)
+            if any(isinstance(r, redis.exceptions.NoScriptError) for r in replies):
+                for script in (LOAD, COMMIT):  # the server lost its scripts (a restart)
+                    self._redis.script_load(script)
+                replies = self._pipeline(calls, raise_on_error=False)
+        return [self._batch_reply(op, reply) for op, reply in zip(ops, replies, strict=True)]
+
+    def _batch_reply(self, op: UserChanges | BatchCheck, reply: Any) -> BatchReply:
+        if isinstance(reply, self.UNAVAILABLE):
+            raise StoreUnavailable(f"redis store {self.url} is unavailable: cannot commit "
+                                   f"user {op.user} ({type(reply).__name__}: {reply})")
+        if isinstance(reply, redis.RedisError):
+            return StoreError(f"redis store {self.url}: cannot "
+                              f"{'load' if isinstance(op, BatchCheck) else 'commit'} user "
+                              f"{op.user} ({type(reply).__name__}: {reply})")
+        if not isinstance(op, BatchCheck):
+            return bool(reply)
+        try:  # (never raised: the other ops' commits landed, their outcome must come back)
+            return self._snapshot(op.user, reply)
+        except StoreError as exc:
+            return exc
+        except (ValueError, KeyError, TypeError, IndexError) as exc:
+            return StoreCorrupt(f"redis store {self.url}: a stored record of user {op.user} "
+                                f"is not readable ({type(exc).__name__}: {exc})")
 
     def audit_trail(self, user: str) -> list[AuditEntry]:
         with self._errors("read the audit trail of", user):
@@ -441,11 +505,11 @@ class RedisStore:
                 self._redis.script_load(OUTBOX_ATTEMPT)
                 self._pipeline(counts)  # (a count sent twice sets the same value)
 
-    def _pipeline(self, counts: list[list[Any]]) -> None:
+    def _pipeline(self, calls: list[list[Any]], raise_on_error: bool = True) -> list[Any]:
         pipe = self._redis.pipeline(transaction=False)
-        for args in counts:
+        for args in calls:
             pipe.execute_command("EVALSHA", *args)
-        pipe.execute()
+        return list(pipe.execute(raise_on_error=raise_on_error))
 
     def _flush_scheduled(self) -> None:
         try:

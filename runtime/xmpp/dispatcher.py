@@ -11,7 +11,8 @@ Transport policy (the model decides counting and disabling, from the push-result
   the last attempt also times out, the model's option ``final_timeout_counts`` decides: on (the
   default), ``push-result`` with error_type None is fed (a counted error); off, it is given up.
 - Before each attempt the registration must still be enabled (the model's ENABLED_STATES): a push
-  to a registration disabled meanwhile is dropped and reported, never sent.
+  to a registration disabled meanwhile is dropped and reported, never sent. (Over a store that
+  batches, the registrations of the sends of one loop iteration are read in one round trip.)
 - ``close()`` waits up to ``grace`` seconds for every queued push to be sent and answered; what is
   still queued then is reported ``undelivered`` (logged), never silently lost. A send whose
   answer arrived is finished as answered, however late.
@@ -139,6 +140,10 @@ class Dispatcher:
         self._closed = False
         self._durable = bool(getattr(engine, "outbox", False)) and hasattr(engine,
                                                                            "outbox_pending")
+        self._batch_checks = hasattr(engine, "current_registrations") and bool(
+            getattr(getattr(engine, "store", None), "batches", False))
+        """Whether the "still enabled?" reads of one loop iteration go in one round trip."""
+        self._checks: list[tuple[Push, asyncio.Future[str | None]]] = []
 
     # --- feeding -----------------------------------------------------------------------------
     def handle(self, event: Any) -> list[Push]:
@@ -152,6 +157,23 @@ class Dispatcher:
         else:
             self.submit(pushes)
         return pushes
+
+    def handle_many(self, events: list[Any]) -> list[Any]:
+        """``engine.handle_many(events)`` (a StoredEngine's: several users' events in one
+        round trip) and queue the pushes of each event applied; one ``Handled`` per event
+        (its ``error`` says why it was not applied)."""
+        start = time.perf_counter()
+        results: list[Any] = self.engine.handle_many(events)
+        if events:
+            self.metrics.decide_seconds((time.perf_counter() - start) / len(events))
+        for handled in results:
+            if handled.error is not None:
+                continue
+            if self._durable and len(handled.entries) == len(handled.pushes):
+                self.resume(handled.entries)
+            else:
+                self.submit(handled.pushes)
+        return results
 
     def submit(self, pushes: Iterable[Push]) -> None:
         """Queue pushes held in memory only."""
@@ -268,7 +290,8 @@ class Dispatcher:
         async def attempt() -> Answer | str:
             if self.ready is not None and not _already(self.ready):
                 await self._until_aborted(self.ready())
-            reason = self._not_enabled(push)
+            reason: str | None = (await self._until_aborted(self._enabled_check(push))
+                                  if self._batch_checks else self._not_enabled(push))
             if reason is not None:
                 return reason
             self._count_attempt(entry)
@@ -356,9 +379,36 @@ class Dispatcher:
         current = getattr(self.engine, "current_registration", self.engine.registration)
         try:
             reg = current(key)
-        except Exception as exc:  # the store is down: the decision stands (sent as decided)
+        except Exception as exc:
+            reg = exc
+        return self._why_not(push, reg)
+
+    async def _enabled_check(self, push: Push) -> str | None:
+        """``_not_enabled`` over a store that batches: the pushes about to be sent in one loop
+        iteration have their registrations read in one round trip."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[str | None] = loop.create_future()
+        if not self._checks:
+            loop.call_soon(self._run_checks)
+        self._checks.append((push, future))
+        return await future
+
+    def _run_checks(self) -> None:
+        checks, self._checks = self._checks, []
+        keys = [(push.user, push.jid, push.node) for push, _ in checks]
+        try:
+            regs = self.engine.current_registrations(keys)
+        except Exception as exc:  # a defect: each push as decided, as when a read fails
+            regs = [exc] * len(checks)
+        for (push, future), reg in zip(checks, regs, strict=True):
+            if not future.done():  # (not aborted meanwhile)
+                future.set_result(self._why_not(push, reg))
+
+    def _why_not(self, push: Push, reg: Any) -> str | None:
+        """What ``_not_enabled`` says of the registration read (an exception: unreadable)."""
+        if isinstance(reg, Exception):  # the store is down: the decision stands
             log.warning("state of %s %s not readable before sending (%s: %s); sending as "
-                        "decided", push.jid, push.node, type(exc).__name__, exc)
+                        "decided", push.jid, push.node, type(reg).__name__, reg)
             return None
         if reg is None or reg.state in ENABLED_STATES:
             return None

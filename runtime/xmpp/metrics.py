@@ -154,11 +154,12 @@ class PrometheusMetrics(Metrics):
             self.instrument_store(store)
 
     def instrument_store(self, store: Any) -> Any:
-        """Wrap the instance's ``load`` and ``commit``: timed; a StoreUnavailable marks the
-        store down until an operation succeeds again (no extra round trip to find out)."""
+        """Wrap the instance's ``load``, ``commit`` and ``run_batch`` (a batch's round trip):
+        timed; a StoreUnavailable marks the store down until an operation succeeds again (no
+        extra round trip to find out)."""
         from pushrules.runtime.store import StoreUnavailable
 
-        for name in ("load", "commit"):
+        for name in ("load", "commit", "run_batch"):
             original = getattr(store, name, None)
             if original is not None:
                 setattr(store, name, self._timed(name, original, StoreUnavailable))

@@ -13,7 +13,10 @@ decided it until answered; a new run sends again what an earlier one left. Readi
 more than ``max_outbox`` pushes are pending (backpressure). On SQLite the events of ``COMMIT_EVERY``
 share one transaction (a savepoint each), committed before any push they decided is sent: a
 crash loses at most those few milliseconds of events, never a decided push that went out. On a
-single Redis the send counts of a loop iteration go in one pipeline, before those sends.
+single Redis the lines read together (up to ``BATCH_EVENTS``) are applied in one round trip
+(``StoredEngine.handle_many``: their commits in one pipeline, each landing or refused whole,
+their pushes sent only once their commits landed), and the send counts of a loop iteration go
+in one pipeline, before those sends.
 
 Exits: SIGTERM/SIGINT or the end of stdin: stop reading, wait up to ``shutdown_grace`` for the
 decided pushes to be answered, report the rest, exit 0. The component refused (secret), the
@@ -61,6 +64,8 @@ MAX_LINE_BYTES: int = trace.MAX_LINE_BYTES
 READ_CHUNK = 64 * 1024
 LOOP_TURN = 0.001
 """Seconds of reading after which the reader lets the other tasks (publishes, answers) run."""
+BATCH_EVENTS = 64
+"""Lines read at once that a store which batches (a single Redis) applies in one round trip."""
 COMMIT_EVERY = 0.002
 """Seconds a store that can (SQLite) holds events in one transaction; the dispatcher commits it
 sooner when it sends a push decided meanwhile."""
@@ -191,6 +196,87 @@ class Sidecar:
         self.accepted += 1
         self.metrics.event(event.EVENT)
         self.timer.after_event()
+
+    # --- several lines at once (a store that batches: one round trip for all) ------------------
+    @property
+    def batching(self) -> bool:
+        """Lines read together are applied together: the store sends their commits in one
+        round trip (a single Redis). With a time-based rule on, one by one (each event is
+        stamped with the clock after the one before it)."""
+        store = getattr(self.engine, "store", None)
+        return (bool(getattr(store, "batches", False)) and hasattr(self.engine, "handle_many")
+                and not self.timer.on)
+
+    async def feed_many(self, lines: list[tuple[bytes | None, int]], where: str,
+                        source: str | None = None) -> None:
+        """``feed`` for several lines read at once (``None``: a line over the limit), applied
+        in one batch when the store batches; every line is applied or rejected, in order
+        within each user. Never raises."""
+        if not self.batching:
+            for raw, number in lines:
+                await self._line(raw, number, where)
+            return
+        events: list[tuple[int, Any]] = []
+        for raw, number in lines:
+            if raw is None:
+                self._reject(f"{where} line {number}: longer than {MAX_LINE_BYTES} bytes "
+                             "(skipped to its end)")
+                continue
+            try:
+                event = self._parse(raw, number, where)
+                if event is not None and self._in_time(event, number, where, source or where):
+                    events.append((number, event))
+            except Exception as exc:  # a defect must cost one line, not the reader
+                self._reject(f"{where} line {number}: not applied: internal error "
+                             f"({type(exc).__name__}: {exc})")
+        bound = self.settings.max_outbox
+        while events:
+            # Backpressure as line by line: no more events at once than the outbox has room
+            # for at one push each (one event when it is full).
+            await self.dispatcher.room(bound)
+            take = max(1, bound - self.dispatcher.pending)
+            await self._apply_many(events[:take], where)
+            events = events[take:]
+
+    async def _apply_many(self, events: list[tuple[int, Any]], where: str) -> None:
+        """Apply the batch; events the store refused as unavailable are retried (in order)
+        for ``store_retry_seconds``, then rejected; the others are applied or rejected."""
+        give_up = time.monotonic() + self.settings.store_retry_seconds
+        for attempt in itertools.count():
+            try:
+                results = self.dispatcher.handle_many([event for _, event in events])
+            except Exception as exc:  # a defect costs this batch's lines, not the reader
+                for number, event in events:
+                    self._reject(f"{where} line {number}: {event.EVENT} not applied: internal "
+                                 f"error ({type(exc).__name__}: {exc})")
+                return
+            again = [(line, handled.error) for line, handled in zip(events, results, strict=True)
+                     if self._outcome(line, handled.error, where)]
+            if not again:
+                return
+            delay = min(0.05 * 2 ** attempt, 1.0, give_up - time.monotonic())
+            if delay <= 0:
+                for (number, event), error in again:
+                    self._reject(f"{where} line {number}: {event.EVENT} not applied: {error} "
+                                 f"(retried for {self.settings.store_retry_seconds:g} s)")
+                return
+            await asyncio.sleep(delay)
+            events = [line for line, _ in again]
+
+    def _outcome(self, line: tuple[int, Any], error: Exception | None, where: str) -> bool:
+        """Count or report one event's outcome; True when it is to be retried."""
+        number, event = line
+        if error is None:
+            self.accepted += 1
+            self.metrics.event(event.EVENT)
+        elif isinstance(error, self._transient):
+            return True
+        elif isinstance(error, ImpossibleEvent):
+            self._say(f"warning: {where} line {number}: skipped impossible event: {error}")
+        else:
+            self._reject(f"{where} line {number}: {event.EVENT} not applied: "
+                         f"{type(error).__name__}: {error}")
+        return False
 
     def _parse(self, raw: bytes | str, number: int, where: str) -> Any:
         """The line's event, or None (blank, comment, or rejected here)."""
@@ -382,12 +468,23 @@ class Sidecar:
                        "component port right?; stopping")
 
     async def _read_stdin(self, stream: BinaryIO) -> None:
+        if self.batching:
+            await self._read_batches(stream_chunks(stream), "stdin")
+            return
         number = 0
         async for line in split_lines(stream_chunks(stream)):
             number += 1
             if self._stop.is_set():
                 return
             await self._line(line, number, "stdin")
+
+    async def _read_batches(self, chunks: AsyncIterator[bytes], where: str) -> None:
+        number = 0
+        async for lines in line_batches(chunks, BATCH_EVENTS):
+            if self._stop.is_set():
+                return
+            await self.feed_many(list(zip(lines, itertools.count(number + 1))), where)
+            number += len(lines)
 
     async def _line(self, line: bytes | None, number: int, where: str) -> None:
         if line is None:
@@ -410,6 +507,9 @@ class Sidecar:
                 if self.settings.allowed_uids and uid not in allowed:
                     self._say(f"error: {where}: uid {uid} is not allowed to send events "
                               "(allowed_uids); connection closed")
+                    return
+                if self.batching:
+                    await self._read_batches(_reader_chunks(reader), where)
                     return
                 number = 0
                 async for line in split_lines(_reader_chunks(reader)):
@@ -456,14 +556,42 @@ def _quiet_loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any])
 
 # --- reading lines without holding an over-long one ---------------------------------------------
 
+async def line_batches(chunks: AsyncIterator[bytes], size: int,
+                       limit: int = MAX_LINE_BYTES) -> AsyncIterator[list[bytes | None]]:
+    """The lines of a byte stream (as ``split_lines``) in lists of at most ``size``: the
+    complete lines of each chunk read; the event loop gets a turn after each list."""
+    batch: list[bytes | None] = []
+    async for line in split_lines(chunks, limit, turn=float("inf"), ends=True):
+        if line is _CHUNK_END:
+            if batch:
+                yield batch
+                batch = []
+                await asyncio.sleep(0)
+            continue
+        batch.append(line)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+            await asyncio.sleep(0)
+    if batch:
+        yield batch
+
+
+_CHUNK_END = b"\n"
+"""What ``split_lines(ends=True)`` yields after the lines of each chunk (never a line: lines
+come without their newline)."""
+
+
 async def split_lines(chunks: AsyncIterator[bytes], limit: int = MAX_LINE_BYTES,
-                      turn: float = LOOP_TURN) -> AsyncIterator[bytes | None]:
+                      turn: float = LOOP_TURN, ends: bool = False
+                      ) -> AsyncIterator[bytes | None]:
     """The lines of a byte stream (without their newline); None stands for a line longer than
     ``limit``, yielded as soon as it is known, whose rest is then skipped unbuffered.
 
     Gives the event loop a turn at least every ``turn`` seconds: a backlog of buffered input
     must not hold back the publishes its lines already decided (a chunk holds hundreds of lines
-    and reading a buffered one never suspends)."""
+    and reading a buffered one never suspends). ``ends``: ``_CHUNK_END`` after each chunk's
+    lines (for ``line_batches``)."""
     buffer = bytearray()
     skipping = False
     clock = time.monotonic
@@ -490,6 +618,8 @@ async def split_lines(chunks: AsyncIterator[bytes], limit: int = MAX_LINE_BYTES,
                 buffer.clear()
                 skipping = True
                 yield None
+        if ends:
+            yield _CHUNK_END
     if buffer and not skipping:
         yield bytes(buffer)
 

@@ -5,17 +5,19 @@ failover costs."""
 
 from __future__ import annotations
 
-from pushrules.benchmarks.stores import SCALE_OUT, run_store_bench
+from pushrules.benchmarks.stores import BATCHED, PIPELINED_FLOOR, SCALE_OUT, run_store_bench
 
 
 def test_store_bench_measures_every_store(redis_server):
     result = run_store_bench(quick=True)
     assert set(result["events_per_s"]) == {
-        "engine (no store)", "memory", "sqlite", "redis", "redis round-trip floor"}
+        "engine (no store)", "memory", "sqlite", "redis", "redis round-trip floor", BATCHED,
+        PIPELINED_FLOOR}
     assert all(rate > 0 for rate in result["events_per_s"].values())
     assert result["events"] > 1000 and result["pushes"] > 100
     assert "not_measured" not in result
-    assert result["redis_floor_ratio"] > 0
+    assert result["redis_floor_ratio"] > 0 and result["redis_batched_floor_ratio"] > 0
+    assert result["redis_batched_to_pipelined_floor"] > 0
     scale_out = result["scale_out"]
     assert set(scale_out["runs"]) == set(SCALE_OUT)
     for name, run in scale_out["runs"].items():

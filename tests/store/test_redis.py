@@ -157,3 +157,40 @@ def test_serve_retries_an_event_for_its_store_retry_budget(own_redis):
     car, err = feed(0.3, 2.0)
     assert (car.accepted, car.rejected) == (0, 1)
     assert "session-bind not applied: redis store" in err and "(retried for 0.3 s)" in err
+
+
+def test_serve_retries_a_batch_in_order_for_its_store_retry_budget(own_redis):
+    """Lines read together while the store is down: held and retried as one batch, each
+    applied once and in order when it is back; past the budget every one is rejected by line."""
+    import asyncio
+    import io
+    import json
+    import threading
+
+    from pushrules.runtime.xmpp.sidecar import Sidecar, SidecarSettings
+
+    def feed(budget: float, down_for: float) -> tuple[Sidecar, str]:
+        settings = SidecarSettings(component_jid="p.example.org", component_secret="x",
+                                   store_retry_seconds=budget)
+        err = io.StringIO()
+        car = Sidecar(settings, io.StringIO(), err,
+                      engine=StoredEngine(open_store(own_redis.url), Config()))
+        assert car.batching
+        own_redis.stop()
+        threading.Timer(down_for, own_redis.start).start()
+        events = [{"event": "session-bind"}, {"event": "smacks-hibernation-start", "queue": []}]
+        lines = [json.dumps({**event, "session": f"{user}/b{budget}"}).encode()
+                 for event in events for user in (BOB, "ann@example.org")]
+        asyncio.run(car.feed_many([(line, n) for n, line in enumerate(lines, 1)], "stdin"))
+        time.sleep(max(0.0, down_for - budget) + 0.5)
+        return car, err.getvalue()
+
+    car, err = feed(15.0, 2.5)
+    assert (car.accepted, car.rejected) == (4, 0), err
+    for user in (BOB, "ann@example.org"):
+        assert open_store(own_redis.url).load(user).sessions[f"{user}/b15.0"]["state"] == \
+            "hibernated"
+    car, err = feed(0.3, 2.0)
+    assert (car.accepted, car.rejected) == (0, 4), err
+    for number in range(1, 5):
+        assert f"stdin line {number}: " in err and "(retried for 0.3 s)" in err

@@ -223,3 +223,20 @@ def test_two_nodes_racing_on_one_user_lose_nothing_and_push_nothing_twice(opener
     for version, _, node, event, pushes in sorted(log, key=lambda e: e[:3]):
         assert outcome(ref, event) == pushes, f"node {node} at version {version}: {event}"
     assert store_state(opener(), BOB) == engine_state(ref, BOB)
+
+
+def test_a_row_without_time_facts_restores_what_a_new_record_holds():
+    """registration_from_row skips the model's restore_time_row for rows with no time facts:
+    those keys must be exactly an untimed row's, and restoring would change nothing."""
+    from pushrules.model.records import RegistrationRecord
+    from pushrules.runtime.store.base import _UNTIMED_ROW, registration_from_row, registration_row
+
+    rec = RegistrationRecord(BOB, PUSH, "n1", "enabled")
+    row = registration_row(rec)
+    assert set(row) == _UNTIMED_ROW
+    restored = RegistrationRecord(BOB, PUSH, "n1", "enabled")
+    restored.restore_time_row(row)
+    assert restored.time_row() == registration_from_row(BOB, (PUSH, "n1"), row).time_row() == {}
+    rec.expire_at, rec.last_sent = 5.0, 2.0  # a timed row is restored
+    timed = registration_from_row(BOB, (PUSH, "n1"), registration_row(rec))
+    assert timed.time_row() == {"expire_at": 5.0, "last_sent": 2.0}
