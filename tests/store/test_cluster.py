@@ -152,6 +152,7 @@ def test_a_commit_no_replica_confirms_is_unavailable_until_one_does(own_cluster)
     """wait=1: pushes are returned only once the commit is on the replica; a hung replica
     makes the event StoreUnavailable (outcome unknown), and it lands once when retried."""
     cluster = own_cluster
+    cluster.wait_healthy()  # the master streams to its replica: the store waits on it
     url = f"{cluster.url}?prefix=hung"
     user = "dave@example.org"
     engine = StoredEngine(RedisClusterStore(url, timeout=0.5), CONFIG)
