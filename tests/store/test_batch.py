@@ -24,6 +24,7 @@ from traces import (
     engine_state,
     outcome,
     race_events,
+    race_processes,
     random_events,
     setup_orphans,
     stanza,
@@ -194,16 +195,7 @@ def test_two_processes_batching_on_shared_users(two_handles):
         pytest.skip("a masked URL cannot be reopened")
     setup = StoredEngine(two_handles[0], config)
     setup_orphans(setup, range(3))
-    ctx = multiprocessing.get_context("fork")
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=batch_node, args=(url, i, start, results)) for i in range(2)]
-    for proc in procs:
-        proc.start()
-    start.set()
-    outcomes = [results.get(timeout=180) for _ in procs]
-    for proc in procs:
-        proc.join(30)
-        assert proc.exitcode == 0
+    outcomes = race_processes(batch_node, [(url, i) for i in range(2)])
     log = [entry for _, _, entries in outcomes for entry in entries]
     assert len(log) == 2 * (RACE + 2)
     assert sum(c for _, c, _ in outcomes) > 0, "the two processes never raced"

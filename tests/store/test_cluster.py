@@ -6,7 +6,6 @@ replica (wait=1), a master killed mid-run (failover), clear URL errors. The shar
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from collections import Counter, defaultdict
 from typing import Any
@@ -15,7 +14,15 @@ import pytest
 import redis
 from click.testing import CliRunner
 from conftest import meta_key, start_cluster, users_on_every_master
-from traces import PUSH, engine_state, outcome, race_events, setup_orphans, store_state
+from traces import (
+    PUSH,
+    engine_state,
+    outcome,
+    race_events,
+    race_processes,
+    setup_orphans,
+    store_state,
+)
 
 from pushrules.cli import main
 from pushrules.model.config import Config
@@ -60,17 +67,7 @@ def test_two_node_processes_racing_on_users_of_every_master(redis_cluster):
     for user in users:
         setup_orphans(setup, range(3), user)
     setup.store.close()
-    ctx = multiprocessing.get_context("fork")
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=race_node, args=(url, i, users, start, results))
-             for i in range(2)]
-    for proc in procs:
-        proc.start()
-    start.set()
-    outcomes = [results.get(timeout=180) for _ in procs]
-    for proc in procs:
-        proc.join(30)
-        assert proc.exitcode == 0
+    outcomes = race_processes(race_node, [(url, i, users) for i in range(2)])
     assert sum(c for _, c, _ in outcomes) > 0, "the two processes never raced"
 
     events = {i: interleaved(i, users, EVENTS_PER_USER) for i in range(2)}

@@ -4,12 +4,20 @@ run. (tests/store/test_cluster.py races them on users of every cluster master.)"
 
 from __future__ import annotations
 
-import multiprocessing
 from collections import Counter
 from typing import Any
 
 import pytest
-from traces import BOB, PUSH, engine_state, outcome, race_events, setup_orphans, store_state
+from traces import (
+    BOB,
+    PUSH,
+    engine_state,
+    outcome,
+    race_events,
+    race_processes,
+    setup_orphans,
+    store_state,
+)
 
 from pushrules.model.config import Config
 from pushrules.runtime.engine import Engine
@@ -45,16 +53,7 @@ def test_two_node_processes_on_one_store(shared_url):
     setup = StoredEngine(open_store(shared_url), CONFIG)
     setup_orphans(setup, range(3))
     setup.store.close()
-    ctx = multiprocessing.get_context("fork")
-    start, results = ctx.Event(), ctx.Queue()
-    procs = [ctx.Process(target=node, args=(shared_url, i, start, results)) for i in range(2)]
-    for proc in procs:
-        proc.start()
-    start.set()
-    outcomes = [results.get(timeout=120) for _ in procs]
-    for proc in procs:
-        proc.join(30)
-        assert proc.exitcode == 0
+    outcomes = race_processes(node, [(shared_url, i) for i in range(2)], timeout=120)
     conflicts = sum(c for _, c, _ in outcomes)
     log = [entry for _, _, entries in outcomes for entry in entries]
     assert len(log) == 2 * (EVENTS_PER_NODE + 2)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import random
+from collections.abc import Callable
 from typing import Any
 
 from pushrules.generated.events import EVENT_CLASSES as EV
@@ -103,6 +105,23 @@ def store_state(store: Store, user: str) -> dict[str, Any]:
     audit = [(a.time, a.jid, a.node, a.action, a.reason) for a in store.audit_trail(user)]
     return {"sessions": snap.sessions, "registrations": _normalised(snap.registrations),
             "audit": audit, "facts": snap.facts}
+
+
+def race_processes(target: Callable[..., None], args: list[tuple[Any, ...]],
+                   timeout: float = 180) -> list[Any]:
+    """Fork one process per ``args`` running ``target(*args, start, results)``, release them
+    together (``start``), and return what each put on ``results``; each must exit 0."""
+    ctx = multiprocessing.get_context("fork")
+    start, results = ctx.Event(), ctx.Queue()
+    procs = [ctx.Process(target=target, args=(*each, start, results)) for each in args]
+    for proc in procs:
+        proc.start()
+    start.set()
+    outcomes = [results.get(timeout=timeout) for _ in procs]
+    for proc in procs:
+        proc.join(30)
+        assert proc.exitcode == 0
+    return outcomes
 
 
 def setup_orphans(engine: Any, nodes: range, user: str = BOB) -> None:
