@@ -156,6 +156,25 @@ class _Batch:
     results: list[Handled | None]
 
 
+def _in_order(items: list[Any], handled: Callable[[Any], Handled]) -> list[Handled]:
+    """``handled`` of each item in order; an error is that item's result, and after a
+    ``StoreUnavailable`` the rest are not run (a user's events stay in order): the same error."""
+    results: list[Handled] = []
+    unavailable: StoreUnavailable | None = None
+    for item in items:
+        if unavailable is not None:
+            results.append(Handled(error=unavailable))
+            continue
+        try:
+            results.append(handled(item))
+        except StoreUnavailable as exc:
+            unavailable = exc
+            results.append(Handled(error=exc))
+        except Exception as exc:  # ImpossibleEvent, StoreCorrupt...: this item only
+            results.append(Handled(error=exc))
+    return results
+
+
 @dataclass(slots=True)
 class OutboxEntry:
     """A decided push on its way: ``key`` names it in the user's outbox (None: not stored),
@@ -314,20 +333,7 @@ class StoredEngine(StoredTime):
                 and all(event.EVENT != "tick" for event in events))
 
     def _handle_each(self, events: list[Any]) -> list[Handled]:
-        results: list[Handled] = []
-        unavailable: StoreUnavailable | None = None
-        for event in events:
-            if unavailable is not None:  # not run: a user's events stay in order
-                results.append(Handled(error=unavailable))
-                continue
-            try:
-                results.append(self._handled(event))
-            except StoreUnavailable as exc:
-                unavailable = exc
-                results.append(Handled(error=exc))
-            except Exception as exc:  # ImpossibleEvent, StoreCorrupt...: this event only
-                results.append(Handled(error=exc))
-        return results
+        return _in_order(events, self._handled)
 
     def _handled(self, event: Any) -> Handled:
         commits = self.commits
@@ -444,19 +450,13 @@ class StoredEngine(StoredTime):
         if not steps:
             return
         latest = self.time
-        unavailable: StoreUnavailable | None = None
-        for step in steps:
-            if unavailable is not None:
-                results[step.index] = Handled(error=unavailable)
-                continue
+
+        def again(step: _Step) -> Handled:
             self.time = step.clock
-            try:
-                results[step.index] = self._handled(step.event)
-            except StoreUnavailable as exc:
-                unavailable = exc
-                results[step.index] = Handled(error=exc)
-            except Exception as exc:
-                results[step.index] = Handled(error=exc)
+            return self._handled(step.event)
+
+        for step, result in zip(steps, _in_order(steps, again), strict=True):
+            results[step.index] = result
         self.time = max(latest, self.time)
 
     @staticmethod
