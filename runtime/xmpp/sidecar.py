@@ -169,9 +169,29 @@ class Sidecar:
             self._reject(f"{where} line {number}: not applied: internal error "
                          f"({type(exc).__name__}: {exc})")
 
-    async def _apply(self, raw: bytes | str, number: int, where: str, source: str) -> None:
+    def _event_of(self, raw: bytes | str, number: int, where: str, source: str) -> Any:
+        """The line's event, or None (blank, a comment, or rejected: malformed, out of time)."""
         event = self._parse(raw, number, where)
         if event is None or not self._in_time(event, number, where, source):
+            return None
+        return event
+
+    def _retry_delay(self, attempt: int, give_up: float) -> float:
+        """The backoff before the next try of an event the store refused as unavailable
+        (<= 0: give up; ``_gave_up`` says so)."""
+        return min(0.05 * 2.0 ** attempt, 1.0, give_up - time.monotonic())
+
+    def _gave_up(self, number: int, where: str, event: Any, exc: Exception) -> None:
+        self._reject(f"{where} line {number}: {event.EVENT} not applied: {exc} "
+                     f"(retried for {self.settings.store_retry_seconds:g} s)")
+
+    def _too_long(self, number: int, where: str) -> None:
+        self._reject(f"{where} line {number}: longer than {MAX_LINE_BYTES} bytes "
+                     "(skipped to its end)")
+
+    async def _apply(self, raw: bytes | str, number: int, where: str, source: str) -> None:
+        event = self._event_of(raw, number, where, source)
+        if event is None:
             return
         event = self.timer.stamp(event)
         give_up = time.monotonic() + self.settings.store_retry_seconds
@@ -180,10 +200,9 @@ class Sidecar:
                 self.dispatcher.handle(event)
                 break
             except self._transient as exc:
-                delay = min(0.05 * 2 ** attempt, 1.0, give_up - time.monotonic())
+                delay = self._retry_delay(attempt, give_up)
                 if delay <= 0:
-                    self._reject(f"{where} line {number}: {event.EVENT} not applied: {exc} "
-                                 f"(retried for {self.settings.store_retry_seconds:g} s)")
+                    self._gave_up(number, where, event, exc)
                     return
                 await asyncio.sleep(delay)
             except ImpossibleEvent as exc:
@@ -219,12 +238,11 @@ class Sidecar:
         events: list[tuple[int, Any]] = []
         for raw, number in lines:
             if raw is None:
-                self._reject(f"{where} line {number}: longer than {MAX_LINE_BYTES} bytes "
-                             "(skipped to its end)")
+                self._too_long(number, where)
                 continue
             try:
-                event = self._parse(raw, number, where)
-                if event is not None and self._in_time(event, number, where, source or where):
+                event = self._event_of(raw, number, where, source or where)
+                if event is not None:
                     events.append((number, event))
             except Exception as exc:  # a defect must cost one line, not the reader
                 self._reject(f"{where} line {number}: not applied: internal error "
@@ -254,11 +272,11 @@ class Sidecar:
                      if self._outcome(line, handled.error, where)]
             if not again:
                 return
-            delay = min(0.05 * 2 ** attempt, 1.0, give_up - time.monotonic())
+            delay = self._retry_delay(attempt, give_up)
             if delay <= 0:
                 for (number, event), error in again:
-                    self._reject(f"{where} line {number}: {event.EVENT} not applied: {error} "
-                                 f"(retried for {self.settings.store_retry_seconds:g} s)")
+                    assert error is not None
+                    self._gave_up(number, where, event, error)
                 return
             await asyncio.sleep(delay)
             events = [line for line, _ in again]
@@ -488,8 +506,7 @@ class Sidecar:
 
     async def _line(self, line: bytes | None, number: int, where: str) -> None:
         if line is None:
-            self._reject(f"{where} line {number}: longer than {MAX_LINE_BYTES} bytes "
-                         "(skipped to its end)")
+            self._too_long(number, where)
         else:
             await self.feed(line, number, where)
 
