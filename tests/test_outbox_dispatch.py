@@ -413,3 +413,81 @@ def test_over_redis_a_batchs_round_trip_is_timed_and_marks_the_store_down_when_i
         assert all(type(h.error).__name__ == "StoreUnavailable" for h in failed)
         assert metrics.health()["store"] is False
         store.close()
+
+
+def _spy_handle_many(engine, calls):
+    real = engine.handle_many
+
+    def spy(events, **kwargs):
+        calls.append((len(events), kwargs.get("lane")))
+        return real(events, **kwargs)
+
+    engine.handle_many = spy
+
+
+def test_over_redis_the_answers_of_an_iteration_are_recorded_in_one_round_trip():
+    """A store that batches: the push-results of the answers that arrive in one loop iteration
+    are fed in one ``handle_many`` (one pipeline), in the answers' own lane, each settling its
+    own outbox entry; a counted error is counted once."""
+    from pushrules.runtime.store.redis_store import RedisStore
+    from pushrules.runtime.xmpp.dispatcher import REPORT_LANE
+
+    async def main(url):
+        store = RedisStore(f"{url}?node=a&prefix=answers")
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2", "n3", "n4"))
+        sender.answers["n2"].append(CANCEL)
+        calls: list[tuple[int, str]] = []
+        _spy_handle_many(engine, calls)
+        dispatcher.handle(offline("m1"))
+        await dispatcher.drain()
+        assert sorted((o.push.node, o.status) for o in outcomes) == [
+            ("n1", "delivered"), ("n2", "error"), ("n3", "delivered"), ("n4", "delivered")]
+        assert calls == [(4, REPORT_LANE)]
+        assert store.outbox_pending() == []
+        assert engine.current_registration((USER, APP, "n2")).errors == 1
+        assert engine.current_registration((USER, APP, "n1")).errors == 0
+        store.close()
+
+    with local_redis() as server:
+        asyncio.run(main(server.url))
+
+
+def test_over_redis_a_lost_reply_to_the_answers_round_trip_records_each_answer_once():
+    """The pipeline of a batch of answers landed but its reply was lost (StoreUnavailable):
+    the dispatcher feeds the same answers again, the engine resends the same commits (their
+    tokens), so each counted error is counted once and each entry settled once."""
+    from pushrules.runtime.store import StoreUnavailable
+    from pushrules.runtime.store.base import UserChanges
+    from pushrules.runtime.store.redis_store import RedisStore
+
+    async def main(url):
+        store = RedisStore(f"{url}?node=a&prefix=lostanswers")
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2", "n3"))
+        sender.answers["n1"].append(CANCEL)
+        sender.answers["n2"].append(CANCEL)
+        run_batch = store.run_batch
+        lost: list[int] = []
+
+        def reply_lost(ops):
+            replies = run_batch(ops)
+            if not lost and any(isinstance(op, UserChanges) and op.outbox_del for op in ops):
+                lost.append(len(ops))
+                raise StoreUnavailable("redis store: the connection broke (test)")
+            return replies
+
+        store.run_batch = reply_lost
+        calls: list[tuple[int, str]] = []
+        _spy_handle_many(engine, calls)
+        dispatcher.handle(offline("m1"))
+        await dispatcher.drain()
+        assert lost == [3]
+        assert [size for size, _ in calls] == [3, 3]  # the same answers again
+        assert sorted((o.push.node, o.status) for o in outcomes) == [
+            ("n1", "error"), ("n2", "error"), ("n3", "delivered")]
+        assert [engine.current_registration((USER, APP, n)).errors
+                for n in ("n1", "n2", "n3")] == [1, 1, 0]
+        assert store.outbox_pending() == []
+        store.close()
+
+    with local_redis() as server:
+        asyncio.run(main(server.url))

@@ -11,7 +11,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,7 +41,7 @@ from .base import (
     session_from_row,
     session_row,
 )
-from .due import Attempt, StoredTime
+from .due import Attempt, DueWork, StoredTime
 
 TIMER_EVENT = "expire"
 """The model's timer event (model/registration.py TIMER_EVENTS) a store's orphan TTL fires."""
@@ -139,6 +139,8 @@ class _Step:
     """The engine's clock before it ran (a rerun starts there again)."""
     version: int = 0
     """The version of the copy it ran on."""
+    settle: tuple[str, ...] = ()
+    """The outbox entries it settles (``handle``'s ``settle``)."""
     pushes: list[Push] = field(default_factory=list)
     changes: UserChanges | None = None
     error: Exception | None = None
@@ -151,6 +153,7 @@ class _Step:
 @dataclass(slots=True)
 class _Batch:
     events: list[Any]
+    settles: list[tuple[str, ...]]
     steps: list[_Step]
     ops: list[UserChanges | BatchCheck]
     results: list[Handled | None]
@@ -230,8 +233,11 @@ class StoredEngine(StoredTime):
         self.cache_users = cache_users
         self._cache: OrderedDict[str, UserSnapshot] = OrderedDict()
         self._user_seq = 0
-        self._pending: _Pending | None = None
-        self._pending_batch: _Batch | None = None
+        # What a StoreUnavailable left unknown, per lane (a caller that retries its own events
+        # in order: a reader, the push-results): one caller's retry never drops another's.
+        self._pending: dict[Hashable, _Pending] = {}
+        self._pending_batch: dict[Hashable, _Batch] = {}
+        self._lane: Hashable = None
         self._next: UserSnapshot | None = None
         self.outbox = outbox
         self.last_entries: list[OutboxEntry] = []
@@ -242,14 +248,19 @@ class StoredEngine(StoredTime):
         self._user_seq += 1
         return self._user_seq
 
-    def handle(self, event: Any, *, settle: tuple[str, ...] = ()) -> list[Push]:
+    def handle(self, event: Any, *, settle: tuple[str, ...] = (),
+               lane: Hashable = None) -> list[Push]:
         """Apply the event; ``settle``: keys of the user's outbox entries this event answers,
-        removed in the same commit (a commit is made for them even if nothing else changed)."""
+        removed in the same commit (a commit is made for them even if nothing else changed).
+        ``lane``: the caller (callers that each retry their own events after StoreUnavailable,
+        interleaved, each name theirs: the retry of one resends its commit whatever the
+        others ran meanwhile)."""
+        self._lane = lane
         if event.EVENT == "tick":  # time passes for every user (due.py)
             return self.tick(event)
         user = event_user(event)
         self.last_entries = []
-        pending, self._pending = self._pending, None
+        pending = self._pending.pop(lane, None)
         # The same event again after StoreUnavailable: resend the same commit. It lands once
         # (the token makes a repeat a no-op) or, if the user moved on meanwhile, we run again.
         if (pending is not None and pending.event == event and pending.changes.user == user
@@ -304,7 +315,8 @@ class StoredEngine(StoredTime):
                             f"{self.max_attempts} attempts of {what}; not applied")
 
     # --- several events in one round trip -----------------------------------------------------
-    def handle_many(self, events: list[Any]) -> list[Handled]:
+    def handle_many(self, events: list[Any], *, settles: list[tuple[str, ...]] | None = None,
+                    lane: Hashable = None) -> list[Handled]:
         """Apply ``events`` in order, as ``handle`` would one by one, with one round trip to a
         store that batches (a single Redis): every event runs first on its user's copy (the
         next event of that user on the copy the previous one's commit makes), then the
@@ -315,29 +327,33 @@ class StoredEngine(StoredTime):
         their pushes of the refused run are dropped (a refused commit writes nothing, no
         outbox entry either). The results, one per event. An event whose result is
         ``StoreUnavailable`` was not applied or its outcome is unknown: handle the events
-        with that result again, in order (the same list again resends the same commits)."""
-        batch, self._pending_batch = self._pending_batch, None
-        if batch is not None and batch.events == events:
-            return self._send_batch(batch)
-        if not self._batchable(events):
-            return self._handle_each(events)
-        batch = self._run_batch(events)
+        with that result again, in order (the same list again resends the same commits).
+        ``settles``: per event, as ``handle``'s ``settle``; ``lane``: as ``handle``'s."""
+        settles = settles if settles is not None else [()] * len(events)
+        batch = self._pending_batch.pop(lane, None)
+        if batch is not None and batch.events == events and batch.settles == settles:
+            return self._send_batch(batch, lane)
+        if not self._batchable(events, lane):
+            return self._handle_each(events, settles, lane)
+        batch = self._run_batch(events, settles)
         if batch is None:  # a load failed: nothing was applied
-            return self._handle_each(events)
-        return self._send_batch(batch)
+            return self._handle_each(events, settles, lane)
+        return self._send_batch(batch, lane)
 
-    def _batchable(self, events: list[Any]) -> bool:
+    def _batchable(self, events: list[Any], lane: Hashable) -> bool:
         # Time-based rules take events one by one: a rerun must see the clock as it was.
         return (len(events) > 1 and bool(getattr(self.store, "batches", False))
-                and self._pending is None and not self.config.timed and not self.explain
+                and lane not in self._pending and not self.config.timed and not self.explain
                 and all(event.EVENT != "tick" for event in events))
 
-    def _handle_each(self, events: list[Any]) -> list[Handled]:
-        return _in_order(events, self._handled)
+    def _handle_each(self, events: list[Any], settles: list[tuple[str, ...]],
+                     lane: Hashable) -> list[Handled]:
+        return _in_order(list(zip(events, settles, strict=True)),
+                         lambda item: self._handled(item[0], item[1], lane))
 
-    def _handled(self, event: Any) -> Handled:
+    def _handled(self, event: Any, settle: tuple[str, ...], lane: Hashable) -> Handled:
         commits = self.commits
-        pushes = self.handle(event)
+        pushes = self.handle(event, settle=settle, lane=lane)
         return Handled(pushes, self.last_entries, version=self.last_version,
                        committed=self.commits != commits)
 
@@ -359,7 +375,7 @@ class StoredEngine(StoredTime):
                 self._remember(reply)
         return heads
 
-    def _run_batch(self, events: list[Any]) -> _Batch | None:
+    def _run_batch(self, events: list[Any], settles: list[tuple[str, ...]]) -> _Batch | None:
         users = [event_user(event) for event in events]
         heads = self._copies(list(dict.fromkeys(users)))
         if heads is None:
@@ -367,12 +383,12 @@ class StoredEngine(StoredTime):
         chained: set[str] = set()
         steps: list[_Step] = []
         ops: list[UserChanges | BatchCheck] = []
-        for index, (event, user) in enumerate(zip(events, users, strict=True)):
+        for index, (event, user, settle) in enumerate(zip(events, users, settles, strict=True)):
             snapshot, verified = heads[user]
-            step = _Step(index, event, user, self.time, snapshot.version)
+            step = _Step(index, event, user, self.time, snapshot.version, settle)
             steps.append(step)
             try:
-                step.pushes, step.changes = self._attempt(event, snapshot, (), verified)
+                step.pushes, step.changes = self._attempt(event, snapshot, settle, verified)
             except Exception as exc:  # ImpossibleEvent...: final, unless the copy was stale
                 step.error = exc
                 continue
@@ -387,9 +403,9 @@ class StoredEngine(StoredTime):
                 continue  # current if the commit it follows lands (else it runs again)
             step.op = len(ops)
             ops.append(step.changes or BatchCheck(user, snapshot.identity))
-        return _Batch(events, steps, ops, [None] * len(events))
+        return _Batch(events, settles, steps, ops, [None] * len(events))
 
-    def _send_batch(self, batch: _Batch) -> list[Handled]:
+    def _send_batch(self, batch: _Batch, lane: Hashable) -> list[Handled]:
         """The batch's commits and checks in one round trip, then each event's outcome; the
         events of a user whose copy was stale run again, in order, one by one."""
         if self.before_commit is not None:
@@ -399,7 +415,7 @@ class StoredEngine(StoredTime):
         try:
             replies: list[Any] = self.store.run_batch(batch.ops)  # type: ignore[attr-defined]
         except StoreUnavailable as exc:
-            self._pending_batch = batch  # outcome unknown: the same events resend these
+            self._pending_batch[lane] = batch  # outcome unknown: the same events resend these
             return [Handled(error=exc) for _ in batch.events]
         stale: dict[str, UserSnapshot | None] = {}
         made: dict[str, UserSnapshot] = {}
@@ -427,7 +443,7 @@ class StoredEngine(StoredTime):
         for user, fresh in stale.items():
             self._cache.pop(user, None)
             self._remember(fresh)
-        self._rerun(reruns, batch.results)
+        self._rerun(reruns, batch.results, lane)
         return [result or Handled() for result in batch.results]
 
     def _outcome(self, step: _Step, reply: Any) -> Handled | None:
@@ -445,7 +461,7 @@ class StoredEngine(StoredTime):
         return Handled(step.pushes, [OutboxEntry(push) for push in step.pushes],
                        version=step.version)
 
-    def _rerun(self, steps: list[_Step], results: list[Handled | None]) -> None:
+    def _rerun(self, steps: list[_Step], results: list[Handled | None], lane: Hashable) -> None:
         """Events whose copy was stale, again one by one on fresh state (in order)."""
         if not steps:
             return
@@ -453,7 +469,7 @@ class StoredEngine(StoredTime):
 
         def again(step: _Step) -> Handled:
             self.time = step.clock
-            return self._handled(step.event)
+            return self._handled(step.event, step.settle, lane)
 
         for step, result in zip(steps, _in_order(steps, again), strict=True):
             results[step.index] = result
@@ -550,7 +566,8 @@ class StoredEngine(StoredTime):
         try:
             done = self.store.commit(changes)
         except Exception:
-            self._pending = _Pending(event, changes, pushes, settle)
+            if not isinstance(event, DueWork):  # (due work is found again in the store)
+                self._pending[self._lane] = _Pending(event, changes, pushes, settle)
             raise
         if done:
             self.commits += 1

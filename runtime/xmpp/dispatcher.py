@@ -47,6 +47,7 @@ from pushrules.model.actions import ENABLED_STATES
 from pushrules.model.events import TRANSIENT_ERROR
 from pushrules.model.records import Push, RegKey
 from pushrules.model.world import ImpossibleEvent
+from pushrules.runtime.store.base import StoreUnavailable
 from pushrules.runtime.store.engine import OutboxEntry
 
 from .metrics import NO_METRICS, Metrics
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 Send = Callable[[Push], Awaitable[Answer]]
 
 REPORT_ATTEMPTS = 4
+REPORT_LANE = "push-results"
+"""The engine lane of the answers fed back (apart from the readers' events)."""
 DELIVERED, ERROR, GAVE_UP, DROPPED, UNDELIVERED = (
     "delivered", "error", "gave-up", "dropped", "undelivered")
 
@@ -86,6 +89,15 @@ class Outcome:
     def to_json(self) -> dict[str, Any]:
         return {**self.push.to_json(), "status": self.status, "attempts": self.attempts,
                 "answer": self.answer}
+
+
+@dataclass(slots=True)
+class _Report:
+    """An answer waiting to be fed to the model (``done``: the error it ended with)."""
+
+    event: PushResult
+    settle: tuple[str, ...]
+    done: asyncio.Future[Exception | None]
 
 
 @dataclass
@@ -144,12 +156,21 @@ class Dispatcher:
             getattr(getattr(engine, "store", None), "batches", False))
         """Whether the "still enabled?" reads of one loop iteration go in one round trip."""
         self._checks: list[tuple[Push, asyncio.Future[str | None]]] = []
+        self._lanes = hasattr(engine, "handle_many")
+        """Whether the engine takes a ``lane`` (a StoredEngine: see ``handle``)."""
+        self._batch_reports = self._batch_checks and self._lanes
+        """Whether the push-results of one loop iteration are applied in one round trip."""
+        self._reports: list[_Report] = []
+        self._report_task: asyncio.Task[None] | None = None
 
     # --- feeding -----------------------------------------------------------------------------
-    def handle(self, event: Any) -> list[Push]:
-        """``engine.handle(event)`` and queue the pushes it decided (ImpossibleEvent passes)."""
+    def handle(self, event: Any, lane: str | None = None) -> list[Push]:
+        """``engine.handle(event)`` and queue the pushes it decided (ImpossibleEvent passes).
+        ``lane`` names the caller to an engine over a store (each caller that retries its own
+        events after StoreUnavailable has its own: see ``StoredEngine.handle``)."""
         start = time.perf_counter()
-        pushes: list[Push] = self.engine.handle(event)
+        pushes: list[Push] = (self.engine.handle(event, lane=lane) if self._lanes
+                              else self.engine.handle(event))
         self.metrics.decide_seconds(time.perf_counter() - start)
         entries = getattr(self.engine, "last_entries", None) if self._durable else None
         if entries is not None and len(entries) == len(pushes):
@@ -158,12 +179,12 @@ class Dispatcher:
             self.submit(pushes)
         return pushes
 
-    def handle_many(self, events: list[Any]) -> list[Any]:
+    def handle_many(self, events: list[Any], lane: str | None = None) -> list[Any]:
         """``engine.handle_many(events)`` (a StoredEngine's: several users' events in one
         round trip) and queue the pushes of each event applied; one ``Handled`` per event
-        (its ``error`` says why it was not applied)."""
+        (its ``error`` says why it was not applied). ``lane``: as ``handle``'s."""
         start = time.perf_counter()
-        results: list[Any] = self.engine.handle_many(events)
+        results: list[Any] = self.engine.handle_many(events, lane=lane)
         if events:
             self.metrics.decide_seconds((time.perf_counter() - start) / len(events))
         for handled in results:
@@ -420,31 +441,87 @@ class Dispatcher:
         """Feed the answer to the model (settling the outbox entry in the same commit). An
         engine over a store may fail transiently (StoreUnavailable: the same event again is
         safe), so a failure is tried again a few times, then logged with what was not
-        recorded (the entry then stays in the outbox: sent again after a restart)."""
+        recorded (the entry then stays in the outbox: sent again after a restart). Over a
+        store that batches, the answers of one loop iteration go in one round trip."""
         push = entry.push
         event = PushResult(user=push.user, jid=push.jid, node=push.node, ok=ok,
                            error_type=None if ok else error_type)
         settle = (entry.key,) if settles and self._durable and entry.key is not None else ()
+        error = (await self._batched_report(event, settle) if self._batch_reports
+                 else await self._report_now(event, settle))
+        if error is None:
+            if not ok:
+                self.metrics.push_error(error_type, self._not_enabled(push) is not None)
+        elif isinstance(error, ImpossibleEvent):
+            log.warning("push-result for %s %s not applied: %s", push.jid, push.node, error)
+            if settle:
+                self._remove(entry)
+        else:
+            log.error("push-result (ok=%s, error_type=%s) for %s %s not recorded: %s: %s",
+                      ok, error_type, push.jid, push.node, type(error).__name__, error)
+
+    async def _report_now(self, event: PushResult, settle: tuple[str, ...]
+                          ) -> Exception | None:
+        """``engine.handle(event)``, tried again on failure: the error it ended with."""
         for attempt in range(REPORT_ATTEMPTS):
             try:
                 if settle:
-                    self.engine.handle(event, settle=settle)
+                    self.engine.handle(event, settle=settle, lane=REPORT_LANE)
+                elif self._lanes:
+                    self.engine.handle(event, lane=REPORT_LANE)
                 else:
                     self.engine.handle(event)
-                if not ok:
-                    self.metrics.push_error(error_type, self._not_enabled(push) is not None)
-                return
+                return None
             except ImpossibleEvent as exc:
-                log.warning("push-result for %s %s not applied: %s", push.jid, push.node, exc)
-                if settle:
-                    self._remove(entry)
-                return
+                return exc
             except Exception as exc:
                 if attempt + 1 == REPORT_ATTEMPTS:
-                    log.error("push-result (ok=%s, error_type=%s) for %s %s not recorded: %s: %s",
-                              ok, error_type, push.jid, push.node, type(exc).__name__, exc)
-                    return
+                    return exc
                 await self.sleep(0.1 * 2 ** attempt)  # not aborted: the answer is in hand
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _batched_report(self, event: PushResult, settle: tuple[str, ...]
+                        ) -> asyncio.Future[Exception | None]:
+        """The answer joins this loop iteration's others (one ``handle_many``); a future of
+        the error it ended with."""
+        loop = asyncio.get_running_loop()
+        report = _Report(event, settle, loop.create_future())
+        self._reports.append(report)
+        if self._report_task is None:
+            self._report_task = loop.create_task(self._run_reports())
+        return report.done
+
+    async def _run_reports(self) -> None:
+        """Apply the waiting answers, a batch at a time: one batch is retried (in order, as
+        the engine requires) before the next is applied; answers arriving meanwhile wait."""
+        try:
+            while self._reports:
+                batch, self._reports = self._reports, []
+                await self._apply_reports(batch)
+        finally:
+            self._report_task = None
+
+    async def _apply_reports(self, batch: list[_Report]) -> None:
+        for attempt in range(REPORT_ATTEMPTS):
+            try:
+                results = self.engine.handle_many([r.event for r in batch],
+                                                  settles=[r.settle for r in batch],
+                                                  lane=REPORT_LANE)
+                errors = [handled.error for handled in results]
+            except Exception as exc:  # a defect: every answer of the batch unrecorded
+                errors = [exc] * len(batch)
+            again = []
+            for report, error in zip(batch, errors, strict=True):
+                # Only these are to be handled again (and only they, in order: the engine
+                # resends their commits); any other error is the answer's last word.
+                if isinstance(error, StoreUnavailable) and attempt + 1 < REPORT_ATTEMPTS:
+                    again.append(report)
+                elif not report.done.done():
+                    report.done.set_result(error)
+            if not again:
+                return
+            batch = again
+            await self.sleep(0.1 * 2 ** attempt)  # not aborted: the answers are in hand
 
     def _remove(self, entry: OutboxEntry) -> None:
         if not self._durable:

@@ -197,7 +197,7 @@ class Sidecar:
         give_up = time.monotonic() + self.settings.store_retry_seconds
         for attempt in itertools.count():
             try:
-                self.dispatcher.handle(event)
+                self.dispatcher.handle(event, lane=where)
                 break
             except self._transient as exc:
                 delay = self._retry_delay(attempt, give_up)
@@ -262,7 +262,7 @@ class Sidecar:
         give_up = time.monotonic() + self.settings.store_retry_seconds
         for attempt in itertools.count():
             try:
-                results = self.dispatcher.handle_many([event for _, event in events])
+                results = self.dispatcher.handle_many([event for _, event in events], lane=where)
             except Exception as exc:  # a defect costs this batch's lines, not the reader
                 for number, event in events:
                     self._reject(f"{where} line {number}: {event.EVENT} not applied: internal "

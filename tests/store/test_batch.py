@@ -339,3 +339,75 @@ def test_a_batch_chain_never_lands_on_another_nodes_single_commit(two_handles):
     assert store_state(mine, BOB) == engine_state(ref, BOB)
     pending = Counter(e.push.stanzas for e in engine.outbox_pending())
     assert pending[("b1",)] == pending[("b2",)] == pending[("b3",)] == 2  # two registrations
+
+
+def test_a_lanes_lost_reply_is_resent_whatever_another_lane_ran_meanwhile(redis_server):
+    """Two callers share one engine (a reader and the dispatcher's push-results, or two
+    socket connections), each retrying its own events after StoreUnavailable. The reader's
+    batch landed but its reply was lost; the other lane applies its events before the reader
+    retries: the retry still resends the same commits, so each event lands once."""
+    from pushrules.runtime.store import StoreUnavailable
+
+    url = f"{redis_server.url}?prefix=lanes{os.getpid()}"
+    events = generate(6).events
+    users = sorted({event_user(event) for event in events})
+    mine = set(users[: len(users) // 2])
+    first = [e for e in events if event_user(e) in mine][:60]
+    second = [e for e in events if event_user(e) not in mine][:60]
+    engine = StoredEngine(open_store(url), CONFIG, clock=Clock())
+    run_batch = engine.store.run_batch  # type: ignore[attr-defined]
+    lost: list[int] = []
+
+    def reply_lost(ops: list[Any]) -> Any:
+        replies = run_batch(ops)
+        if any(isinstance(op, UserChanges) for op in ops) and not lost:
+            lost.append(len(ops))
+            raise StoreUnavailable("redis store: the connection broke (test)")
+        return replies
+
+    engine.store.run_batch = reply_lost  # type: ignore[attr-defined]
+    handled = engine.handle_many(first, lane="reader")
+    assert lost and all(isinstance(h.error, StoreUnavailable) for h in handled)
+    other = [result(h) for h in engine.handle_many(second, lane="answers")]
+    got = [result(h) for h in engine.handle_many(first, lane="reader")]
+    ref = Engine(CONFIG, clock=Clock())
+    assert got == [outcome(ref, event) for event in first]
+    assert other == [outcome(ref, event) for event in second]
+    for user in users:
+        assert store_state(engine.store, user) == engine_state(ref, user)
+    engine.store.close()
+
+
+def test_a_lanes_lost_commit_is_resent_whatever_another_lane_ran_meanwhile(redis_server):
+    """``handle`` one event at a time: as above, for a single commit whose reply was lost."""
+    from pushrules.runtime.store import StoreUnavailable
+
+    url = f"{redis_server.url}?prefix=lane1{os.getpid()}"
+    engine = StoredEngine(open_store(url), CONFIG, clock=Clock())
+    ref = Engine(CONFIG, clock=Clock())
+    setup = [EV["session-bind"](session=f"{BOB}/a"),
+             EV["push-enable"](session=f"{BOB}/a", jid=PUSH, node="n1", secret="s"),
+             EV["session-destroyed"](session=f"{BOB}/a")]
+    for event in setup:
+        assert engine.handle(event) == ref.handle(event)
+    commit = engine.store.commit
+    lost: list[str] = []
+
+    def reply_lost(changes: UserChanges) -> bool:
+        done = commit(changes)
+        if not lost:
+            lost.append(changes.user)
+            raise StoreUnavailable("redis store: the connection broke (test)")
+        return done
+
+    engine.store.commit = reply_lost  # type: ignore[method-assign]
+    message = EV["message/offline/handle"](user=BOB, stanza=stanza("m1", BOB))
+    with pytest.raises(StoreUnavailable):
+        engine.handle(message, lane="reader")
+    ann = EV["session-bind"](session=f"{ANN}/x")
+    assert engine.handle(ann, lane="answers") == ref.handle(ann)
+    pushes = engine.handle(message, lane="reader")
+    assert pushes == ref.handle(message)
+    assert store_state(engine.store, BOB) == engine_state(ref, BOB)
+    assert len(engine.outbox_pending()) == 1
+    engine.store.close()
