@@ -32,6 +32,7 @@ import contextlib
 import json
 import multiprocessing
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -304,6 +305,9 @@ async def ceiling(port: int, pushes: list[Any], in_flight: int = 512) -> dict[st
 
 # --- (b) the sidecar -----------------------------------------------------------------------
 
+STATUS = re.compile(rb'"status":\s*"([a-z-]+)"')
+
+
 class Serve:
     """``pushrules serve`` as a subprocess: stdin written by the bench, outcomes read."""
 
@@ -317,6 +321,8 @@ class Serve:
         self.process: asyncio.subprocess.Process | None = None
         self.delivered = 0
         self.outcomes = 0
+        self.statuses: Counter[str] = Counter()
+        """Outcome lines by status (delivered, dropped: disabled before it was sent, ...)."""
         self.last_outcome = 0.0
         self.stderr_tail: deque[str] = deque(maxlen=40)
         self.connected = asyncio.Event()
@@ -349,6 +355,10 @@ class Serve:
             self.last_outcome = time.monotonic()
             if b'"delivered"' in line:
                 self.delivered += 1
+                self.statuses["delivered"] += 1
+            else:
+                found = STATUS.search(line)
+                self.statuses[found.group(1).decode() if found else "?"] += 1
 
     async def _read_err(self) -> None:
         assert self.process and self.process.stderr
@@ -493,7 +503,8 @@ async def one_run(port: int, app: AppServerProcess, trace: Trace, store: str,
               "events_per_s": round(count / wrote),
               "pushes_per_s": round(serve.delivered / pushed) if serve.delivered else 0,
               # The most pushes/s the event rate allows: at this, the events bind, not pushes.
-              "event_cap_pushes_per_s": round(expected / wrote)}
+              "event_cap_pushes_per_s": round(expected / wrote),
+              "statuses": dict(serve.statuses)}
     result.update(latencies(trace, count, written, records))
     return result
 
@@ -750,7 +761,8 @@ def text(result: dict[str, Any]) -> str:
                     f"(x{ratios['push_heavy_to_ceiling'][kind]} ceiling; the event rate "
                     f"allows {r['event_cap_pushes_per_s']}); in its closing burst "
                     f"{r.get('burst_pushes_per_s')} pushes/s "
-                    f"(x{ratios['burst_to_ceiling'].get(kind)} the ceiling just before it)")
+                    f"(x{ratios['burst_to_ceiling'].get(kind)} the ceiling just before it); "
+                    f"outcomes {r.get('statuses')}")
     for part in ("stores", "held"):
         for kind, runs in detail.get(part, {}).items():
             for name, r in runs.items():
