@@ -606,3 +606,107 @@ def test_over_redis_a_burst_is_applied_in_batches_with_the_outcomes_of_one_by_on
     assert "error: prosody example.org (connection 2) line 14: not a mod_pushrules line: " \
         "not valid JSON" in "\n".join(batched["said"])
     assert batched["counts"] == (len(USERS) * 2 + len(USERS) * 4, 2)
+
+
+def test_over_redis_an_event_retried_in_a_batch_holds_back_acks_only_and_is_applied_once(
+        tmp_path):
+    """A batch where one user's events get StoreUnavailable (its copy was stale, and its
+    commit then fails): the other user's events are applied and answered meanwhile, no ack
+    covers the retried ones, and when the connection drops during the retry the module's
+    resent lines apply the retried events once and skip (without a second reply) the ones
+    applied already."""
+    from pushrules.generated.events import SessionBind, SessionDestroyed
+    from pushrules.runtime.store import StoreUnavailable, open_store
+    from pushrules.runtime.store.engine import StoredEngine
+
+    path = tmp_path / "p.sock"
+    a, b = USERS[0], USERS[1]
+    seen: dict[str, list] = {"publish": [], "applied": [], "ack": []}
+    failing = {a}  # whose commits the store refuses as unavailable (the others go through)
+    calls: list[tuple[int, object]] = []
+
+    def line(seq: int, reply: bool = False, **event: object) -> dict:
+        return {"kind": "event", "seq": seq, "reply": reply, "event": event}
+
+    first = [line(1, event="session-bind", session=f"{a}/phone"),
+             line(2, True, event="push-enable", session=f"{a}/phone", jid=APP, node="na"),
+             line(3, event="session-bind", session=f"{b}/phone"),
+             line(4, True, event="push-enable", session=f"{b}/phone", jid=APP, node="nb"),
+             line(5, event="smacks-hibernation-start", session=f"{a}/phone", queue=[]),
+             line(6, event="smacks-hibernation-start", session=f"{b}/phone", queue=[])]
+    burst = [line(7, True, event="stanza-queued", session=f"{a}/phone", stanza=user_msg(a, "a1")),
+             line(8, True, event="stanza-queued", session=f"{b}/phone", stanza=user_msg(b, "b1")),
+             line(9, True, event="push-enable", session=b, jid=APP, node="bad"),
+             line(10, event="stanza-queued", session=f"{a}/phone", stanza=user_msg(a, "a2")),
+             line(11, True, event="stanza-queued", session=f"{b}/phone",
+                  stanza=user_msg(b, "b2"))]
+
+    def write(module: FakeModule, lines: list[dict]) -> None:
+        module.writer.write(b"".join((json.dumps(x) + "\n").encode() for x in lines))
+
+    async def body(car: Sidecar) -> None:
+        spy_handle_many(car.engine, calls)
+        commit = car.engine.store.commit
+
+        def unavailable_for_some(changes):
+            if changes.user in failing:
+                raise StoreUnavailable("redis store: the connection broke (test)")
+            return commit(changes)
+
+        car.engine.store.commit = unavailable_for_some
+        module = await FakeModule(path).connect()
+        write(module, first)
+        failing.clear()
+        await answered_module(module, seen, 6, 0)
+        await module.close()
+        other = StoredEngine(open_store(car.settings.store))  # another node changes a
+        other.handle(SessionBind(f"{a}/laptop"))
+        other.handle(SessionDestroyed(f"{a}/laptop"))
+        other.store.close()
+        failing.add(a)
+        again = await FakeModule(path).connect()
+        seen["ack"].clear()
+        write(again, burst)
+        while len(seen["publish"]) < 2 or len(seen["applied"]) < 5:
+            got = await again.expect_any({"publish", "applied", "ack"})
+            if got["kind"] == "publish":
+                again.send({"kind": "answer", "id": got["id"], "ok": True})
+                seen["publish"].append(parse_publish(Iq(xml=ET.fromstring(got["iq"]))).node)
+            else:
+                seen[got["kind"]].append(got if got["kind"] == "applied" else got["upto"])
+        await asyncio.sleep(0.35)  # a few ack rounds while a's events are retried
+        while not again.lines.empty():
+            got = again.lines.get_nowait()
+            seen[got["kind"]].append(got.get("upto", got))
+        assert seen["publish"] == ["nb", "nb"]  # b's pushes are out; a's wait
+        assert sorted((x["seq"], x["ok"]) for x in seen["applied"][2:]) == [
+            (8, True), (9, False), (11, True)]  # (9, refused as read, may come first)
+        assert all(upto < 7 for upto in seen["ack"]), seen["ack"]  # 7 is not applied yet
+        await again.close()  # the connection drops during the retry
+        failing.clear()
+        third = await FakeModule(path).connect()
+        write(third, burst)  # the module sends again every line not acked
+        seen["ack"].clear()
+        await answered_module(third, seen, 11, 4)
+        while car.dispatcher.counts["delivered"] < 4:
+            await asyncio.sleep(0.02)
+        await third.close()
+
+    with local_redis() as server:
+        car, out, err = asyncio.run(run(body, path, store=f"{server.url}?prefix=retried"))
+    assert sorted(o["stanzas"][0] for o in outcomes(out)) == ["a1", "a2", "b1", "b2"]
+    assert all(o["status"] == "delivered" for o in outcomes(out))
+    assert sorted(seen["publish"]) == ["na", "na", "nb", "nb"]
+    # Replies: the first connection's two, then 8, 9 and 11 at once, 7 only once applied.
+    replies = [(x["seq"], x["ok"]) for x in seen["applied"]]
+    assert replies[:2] + sorted(replies[2:5]) + replies[5:] == [
+        (2, True), (4, True), (8, True), (9, False), (11, True), (7, True)]
+    assert seen["ack"][-1] == 11
+    assert (car.accepted, car.rejected) == (10, 1)
+    assert err.getvalue().count("(connection 2, event 9) line 4, field 'session'") == 1
+    lane = f"prosody {HOST} (connection 2)"
+    # The burst's four events in one batch, then a's two retried in the same lane; the module
+    # sent them again on the third connection: a's two applied there, b's skipped.
+    assert calls[calls.index((4, lane)) + 1:].count((2, lane)) >= 1
+    assert [c for c in calls if c[1] == f"prosody {HOST} (connection 3)"] == [
+        (2, f"prosody {HOST} (connection 3)")]
