@@ -202,7 +202,10 @@ def test_bad_lines_are_rejected_one_by_one_and_the_connection_goes_on(tmp_path):
     assert "Traceback" not in err.getvalue()
 
 
-def test_shadow_mode_sends_nothing_and_logs_differences(tmp_path):
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_shadow_mode_sends_nothing_and_logs_differences(tmp_path, store):
+    """(On Redis the events are applied in batches, and the observed lines between them in
+    order: the same reports.)"""
     path = tmp_path / "p.sock"
     reports: list[str] = []
 
@@ -222,7 +225,11 @@ def test_shadow_mode_sends_nothing_and_logs_differences(tmp_path):
             await asyncio.sleep(0.1)
         await module.close()
 
-    _, out, _ = asyncio.run(run(body, path))
+    with contextlib.ExitStack() as servers:
+        url = ("memory:" if store == "memory"
+               else f"{servers.enter_context(local_redis()).url}?prefix=shadow")
+        car, out, _ = asyncio.run(run(body, path, store=url))
+    assert car.batching is (store == "redis")
     assert [o["answer"] for o in outcomes(out)] == ["shadow: not sent"] * 2
     assert sorted(reports) == [
         "shadow: differs: stanza m2 for bob@example.org to push.example.net node n1: "
