@@ -1,11 +1,18 @@
 """The sidecar's side of mod_pushrules: a Unix socket the module connects to (one connection per
 Prosody VirtualHost), contract events in, publishes out.
 
-It plays both parts the component transport and ``--socket`` play for ``pushrules serve``: every
-event line goes to ``Sidecar.feed`` (same parsing, engine, stores and outcomes), and ``publish``
-is the dispatcher's ``send``: the publish IQ is built by :mod:`pushrules.runtime.xmpp.publish`
-(the XEP-0357 form lives there only) and the module sends it from the user's host and returns
-the app server's answer. The wire is described at the top of ``mod_pushrules.lua``.
+It plays both parts the component transport and ``--socket`` play for ``pushrules serve``: the
+event lines go to ``Sidecar.feed_lines`` (same parsing, engine, stores and outcomes), and
+``publish`` is the dispatcher's ``send``: the publish IQ is written by
+:mod:`pushrules.runtime.xmpp.publish` (``publish_xml``; the XEP-0357 form lives there only), and
+the module sends it from the user's host and returns the app server's answer. The wire is
+described at the top of ``mod_pushrules.lua``.
+
+Applying: one task per connection applies its events in order. When the sidecar batches (a
+single Redis, no time-based rule) the events waiting in the connection's inbox (up to
+``BATCH_EVENTS``, up to an ``observed`` line) are applied together, one round trip for their
+commits; otherwise one at a time. Each event's outcome is its own: its ``applied`` reply as
+soon as it is final, its ack only once every event before it is final too.
 
 Delivery of events: the module keeps every event until acknowledged (``ack``), and sends the
 unacknowledged ones again after a reconnection; this side skips the ones it already applied
@@ -31,7 +38,7 @@ from slixmpp.jid import InvalidJID
 from pushrules.model.config import Config
 from pushrules.model.events import ERROR_TYPES
 from pushrules.model.records import Push
-from pushrules.runtime.xmpp.publish import build_publish
+from pushrules.runtime.xmpp.publish import publish_xml
 from pushrules.runtime.xmpp.sidecar import (
     BATCH_EVENTS,
     MAX_LINE_BYTES,
@@ -200,8 +207,10 @@ class ProsodyBridge:
         pid = f"{self._run}-{next(self._ids)}"
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         link.waiting[pid] = answer
-        iq = build_publish(push, self.rules, sender=host)
-        link.send({"kind": "publish", "id": pid, "iq": str(iq), "timeout": self.iq_timeout})
+        # The bytes the stanza classes write (publish_xml), without building them: the module
+        # parses it and sets its own from and id.
+        iq = publish_xml(push, self.rules, host, pid)
+        link.send({"kind": "publish", "id": pid, "iq": iq, "timeout": self.iq_timeout})
         try:
             return await asyncio.wait_for(answer, self.iq_timeout + ANSWER_MARGIN)
         except TimeoutError:
