@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
+from replaykit import local_redis
 from slixmpp import Iq
 from slixmpp.xmlstream import ET
 
@@ -24,6 +25,7 @@ from pushrules.cli import main
 from pushrules.model.records import Push
 from pushrules.runtime.prosody.bridge import read_answer
 from pushrules.runtime.prosody.shadow import ShadowLog
+from pushrules.runtime.xmpp.dispatcher import REPORT_LANE
 from pushrules.runtime.xmpp.publish import parse_publish
 from pushrules.runtime.xmpp.sidecar import MAX_LINE_BYTES, Sidecar, SidecarSettings
 from pushrules.serve_cmd import build_settings, read_toml
@@ -200,7 +202,10 @@ def test_bad_lines_are_rejected_one_by_one_and_the_connection_goes_on(tmp_path):
     assert "Traceback" not in err.getvalue()
 
 
-def test_shadow_mode_sends_nothing_and_logs_differences(tmp_path):
+@pytest.mark.parametrize("store", ["memory", "redis"])
+def test_shadow_mode_sends_nothing_and_logs_differences(tmp_path, store):
+    """(On Redis the events are applied in batches, and the observed lines between them in
+    order: the same reports.)"""
     path = tmp_path / "p.sock"
     reports: list[str] = []
 
@@ -220,7 +225,11 @@ def test_shadow_mode_sends_nothing_and_logs_differences(tmp_path):
             await asyncio.sleep(0.1)
         await module.close()
 
-    _, out, _ = asyncio.run(run(body, path))
+    with contextlib.ExitStack() as servers:
+        url = ("memory:" if store == "memory"
+               else f"{servers.enter_context(local_redis()).url}?prefix=shadow")
+        car, out, _ = asyncio.run(run(body, path, store=url))
+    assert car.batching is (store == "redis")
     assert [o["answer"] for o in outcomes(out)] == ["shadow: not sent"] * 2
     assert sorted(reports) == [
         "shadow: differs: stanza m2 for bob@example.org to push.example.net node n1: "
@@ -459,3 +468,252 @@ def test_v2_events_through_the_bridge_urgent_publish_and_times_per_connection(tm
     assert "error: prosody example.org (connection 1, event 5) line 7, field 'at': 2 is " \
         "earlier than the previous event's 4 (times never decrease)" in err.getvalue()
     assert car.rejected == 1 and car.accepted == 7
+
+
+# --- a burst over a store that batches (a single Redis) ----------------------------------------
+
+USERS = [f"u{i}@{HOST}" for i in range(4)]
+
+
+def user_msg(user: str, mid: str) -> str:
+    return (f"<message xmlns='jabber:client' id='{mid}' from='alice@{HOST}/pc' to='{user}' "
+            "type='chat'><body>hi</body></message>")
+
+
+def burst_lines() -> tuple[list[dict], list[dict | str]]:
+    """The lines of a first connection (every user bound and enabled, replies asked), and of a
+    second one of the same module run, written at once: lines of the first sent again (at its
+    start, as the module does, and one in the middle), a malformed event, an impossible one, a
+    line sent twice in a row and a line that is not JSON among the users' queued stanzas."""
+    first: list[dict] = []
+    for user in USERS:
+        first.append({"kind": "event", "seq": len(first) + 1, "reply": False,
+                      "event": {"event": "session-bind", "session": f"{user}/phone"}})
+        first.append({"kind": "event", "seq": len(first) + 1, "reply": True,
+                      "event": {"event": "push-enable", "session": f"{user}/phone",
+                                "jid": APP, "node": f"n-{user[:2]}"}})
+    second: list[dict | str] = [first[-2], first[-1]]  # not acked before the reconnection
+    seq = len(first)
+
+    def add(reply: bool = False, **event: object) -> dict:
+        nonlocal seq
+        seq += 1
+        line = {"kind": "event", "seq": seq, "reply": reply, "event": event}
+        second.append(line)
+        return line
+
+    for user in USERS:
+        add(event="smacks-hibernation-start", session=f"{user}/phone", queue=[])
+    for round_ in range(3):
+        for user in USERS:
+            add(reply=user == USERS[1], event="stanza-queued", session=f"{user}/phone",
+                stanza=user_msg(user, f"{user[:2]}-m{round_}"))
+        if round_ == 0:
+            second.append(first[3])  # u1's enable, sent again: applied already, no reply
+            add(reply=True, event="push-enable", session=USERS[0], jid=APP, node="bad")
+            second.append("{not json")
+        if round_ == 1:
+            add(reply=True, event="smacks-hibernation-end", session=f"u9@{HOST}/phone")
+            second.append(second[-1])  # the same line twice in a row
+    return first, second
+
+
+async def answered_module(module: FakeModule, seen: dict[str, list], last: int,
+                          pushes: int) -> None:
+    """Answer every publish (a result) and record the replies and acks until ``pushes`` are
+    answered and every line up to ``last`` is acked."""
+    while len(seen["publish"]) < pushes or not seen["ack"] or seen["ack"][-1] < last:
+        line = await module.expect_any({"publish", "applied", "ack"})
+        if line["kind"] == "publish":
+            module.send({"kind": "answer", "id": line["id"], "ok": True})
+            seen["publish"].append(parse_publish(Iq(xml=ET.fromstring(line["iq"]))).node)
+        elif line["kind"] == "applied":
+            seen["applied"].append(line)
+        else:
+            seen["ack"].append(line["upto"])
+
+
+def spy_handle_many(engine: object, calls: list[tuple[int, object]]) -> None:
+    """Record the size and lane of every ``handle_many`` (the real one runs)."""
+    real = engine.handle_many  # type: ignore[attr-defined]
+
+    def spy(events, **kwargs):
+        calls.append((len(events), kwargs.get("lane")))
+        return real(events, **kwargs)
+
+    engine.handle_many = spy  # type: ignore[attr-defined]
+
+
+def run_burst(path: Path, store: str = "memory:") -> dict:
+    """The burst through the bridge: what the module saw, the outcomes, errors and counts."""
+    first, second = burst_lines()
+    seen: dict[str, list] = {"publish": [], "applied": [], "ack": []}
+    calls: list[tuple[int, object]] = []
+    last = max(line["seq"] for line in second if isinstance(line, dict))
+    pushes = 3 * len(USERS)
+
+    async def body(car: Sidecar) -> None:
+        if hasattr(car.engine, "handle_many"):
+            spy_handle_many(car.engine, calls)
+        module = await FakeModule(path).connect()
+        for line in first:
+            module.send(line)
+        await answered_module(module, seen, len(first), 0)
+        await module.close()
+        again = await FakeModule(path).connect()  # same module run (boot): a reconnection
+        again.writer.write(b"".join(
+            ((line if isinstance(line, str) else json.dumps(line)) + "\n").encode()
+            for line in second))
+        await answered_module(again, seen, last, pushes)
+        while car.dispatcher.counts["delivered"] < pushes:
+            await asyncio.sleep(0.02)
+        await again.close()
+
+    car, out, err = asyncio.run(run(body, path, store=store))
+    said = [line for line in err.getvalue().splitlines() if not line.startswith("pushrules")]
+    return {"outcomes": sorted((o["user"], o["node"], o["rule"], tuple(o["stanzas"]),
+                                o["status"]) for o in outcomes(out)),
+            "published": sorted(seen["publish"]), "applied": seen["applied"],
+            "acks": seen["ack"], "said": said, "counts": (car.accepted, car.rejected),
+            "calls": calls}
+
+
+def test_over_redis_a_burst_is_applied_in_batches_with_the_outcomes_of_one_by_one(tmp_path):
+    """A single Redis: the events a second connection writes at once are applied in batches
+    (``handle_many`` of several, in the connection's own lane), with exactly what the one-by-one
+    path (the memory store) gives: pushes and outcomes, an ``applied`` reply per reply line with
+    its own ok (the malformed and the impossible event refused), lines sent again applied once
+    and not answered again, acks up to the last line, every bad line named."""
+    one_by_one = run_burst(tmp_path / "m.sock")
+    with local_redis() as server:
+        batched = run_burst(tmp_path / "r.sock", f"{server.url}?prefix=bridge")
+    sizes = [size for size, lane in batched["calls"] if lane != REPORT_LANE]
+    assert sizes and max(sizes) > 1, f"no batch of several events: {batched['calls']}"
+    assert {lane for _, lane in batched["calls"] if lane != REPORT_LANE} <= {
+        f"prosody {HOST} (connection 1)", f"prosody {HOST} (connection 2)"}
+    assert not one_by_one["calls"]
+    for key in ("outcomes", "published", "said", "counts"):
+        assert batched[key] == one_by_one[key], key
+    # One reply per reply line, each with its own ok; a line refused before the batch ran is
+    # answered at once (the module matches replies by seq), so compared in seq order.
+    by_seq = sorted(batched["applied"], key=lambda reply: reply["seq"])
+    assert by_seq == one_by_one["applied"]
+    assert batched["acks"][-1] == one_by_one["acks"][-1] == 26
+    assert batched["acks"] == sorted(batched["acks"])
+    # What both give, spelled out.
+    assert [(a["seq"], a["ok"]) for a in by_seq] == [
+        (2, True), (4, True), (6, True), (8, True), (14, True), (17, False), (19, True),
+        (22, False), (24, True)]
+    assert batched["published"] == sorted(f"n-{u[:2]}" for u in USERS for _ in range(3))
+    assert all(o[-1] == "delivered" for o in batched["outcomes"])
+    assert "error: prosody example.org (connection 2, event 17) line 13, field 'session'" \
+        in "\n".join(batched["said"])
+    assert any("warning: prosody example.org (connection 2, event 22) line 19: skipped "
+               "impossible event" in line for line in batched["said"])
+    assert "error: prosody example.org (connection 2) line 14: not a mod_pushrules line: " \
+        "not valid JSON" in "\n".join(batched["said"])
+    assert batched["counts"] == (len(USERS) * 2 + len(USERS) * 4, 2)
+
+
+def test_over_redis_an_event_retried_in_a_batch_holds_back_acks_only_and_is_applied_once(
+        tmp_path):
+    """A batch where one user's events get StoreUnavailable (its copy was stale, and its
+    commit then fails): the other user's events are applied and answered meanwhile, no ack
+    covers the retried ones, and when the connection drops during the retry the module's
+    resent lines apply the retried events once and skip (without a second reply) the ones
+    applied already."""
+    from pushrules.generated.events import SessionBind, SessionDestroyed
+    from pushrules.runtime.store import StoreUnavailable, open_store
+    from pushrules.runtime.store.engine import StoredEngine
+
+    path = tmp_path / "p.sock"
+    a, b = USERS[0], USERS[1]
+    seen: dict[str, list] = {"publish": [], "applied": [], "ack": []}
+    failing = {a}  # whose commits the store refuses as unavailable (the others go through)
+    calls: list[tuple[int, object]] = []
+
+    def line(seq: int, reply: bool = False, **event: object) -> dict:
+        return {"kind": "event", "seq": seq, "reply": reply, "event": event}
+
+    first = [line(1, event="session-bind", session=f"{a}/phone"),
+             line(2, True, event="push-enable", session=f"{a}/phone", jid=APP, node="na"),
+             line(3, event="session-bind", session=f"{b}/phone"),
+             line(4, True, event="push-enable", session=f"{b}/phone", jid=APP, node="nb"),
+             line(5, event="smacks-hibernation-start", session=f"{a}/phone", queue=[]),
+             line(6, event="smacks-hibernation-start", session=f"{b}/phone", queue=[])]
+    burst = [line(7, True, event="stanza-queued", session=f"{a}/phone", stanza=user_msg(a, "a1")),
+             line(8, True, event="stanza-queued", session=f"{b}/phone", stanza=user_msg(b, "b1")),
+             line(9, True, event="push-enable", session=b, jid=APP, node="bad"),
+             line(10, event="stanza-queued", session=f"{a}/phone", stanza=user_msg(a, "a2")),
+             line(11, True, event="stanza-queued", session=f"{b}/phone",
+                  stanza=user_msg(b, "b2"))]
+
+    def write(module: FakeModule, lines: list[dict]) -> None:
+        module.writer.write(b"".join((json.dumps(x) + "\n").encode() for x in lines))
+
+    async def body(car: Sidecar) -> None:
+        spy_handle_many(car.engine, calls)
+        commit = car.engine.store.commit
+
+        def unavailable_for_some(changes):
+            if changes.user in failing:
+                raise StoreUnavailable("redis store: the connection broke (test)")
+            return commit(changes)
+
+        car.engine.store.commit = unavailable_for_some
+        module = await FakeModule(path).connect()
+        write(module, first)
+        failing.clear()
+        await answered_module(module, seen, 6, 0)
+        await module.close()
+        other = StoredEngine(open_store(car.settings.store))  # another node changes a
+        other.handle(SessionBind(f"{a}/laptop"))
+        other.handle(SessionDestroyed(f"{a}/laptop"))
+        other.store.close()
+        failing.add(a)
+        again = await FakeModule(path).connect()
+        seen["ack"].clear()
+        write(again, burst)
+        while len(seen["publish"]) < 2 or len(seen["applied"]) < 5:
+            got = await again.expect_any({"publish", "applied", "ack"})
+            if got["kind"] == "publish":
+                again.send({"kind": "answer", "id": got["id"], "ok": True})
+                seen["publish"].append(parse_publish(Iq(xml=ET.fromstring(got["iq"]))).node)
+            else:
+                seen[got["kind"]].append(got if got["kind"] == "applied" else got["upto"])
+        await asyncio.sleep(0.35)  # a few ack rounds while a's events are retried
+        while not again.lines.empty():
+            got = again.lines.get_nowait()
+            seen[got["kind"]].append(got.get("upto", got))
+        assert seen["publish"] == ["nb", "nb"]  # b's pushes are out; a's wait
+        assert sorted((x["seq"], x["ok"]) for x in seen["applied"][2:]) == [
+            (8, True), (9, False), (11, True)]  # (9, refused as read, may come first)
+        assert all(upto < 7 for upto in seen["ack"]), seen["ack"]  # 7 is not applied yet
+        await again.close()  # the connection drops during the retry
+        failing.clear()
+        third = await FakeModule(path).connect()
+        write(third, burst)  # the module sends again every line not acked
+        seen["ack"].clear()
+        await answered_module(third, seen, 11, 4)
+        while car.dispatcher.counts["delivered"] < 4:
+            await asyncio.sleep(0.02)
+        await third.close()
+
+    with local_redis() as server:
+        car, out, err = asyncio.run(run(body, path, store=f"{server.url}?prefix=retried"))
+    assert sorted(o["stanzas"][0] for o in outcomes(out)) == ["a1", "a2", "b1", "b2"]
+    assert all(o["status"] == "delivered" for o in outcomes(out))
+    assert sorted(seen["publish"]) == ["na", "na", "nb", "nb"]
+    # Replies: the first connection's two, then 8, 9 and 11 at once, 7 only once applied.
+    replies = [(x["seq"], x["ok"]) for x in seen["applied"]]
+    assert replies[:2] + sorted(replies[2:5]) + replies[5:] == [
+        (2, True), (4, True), (8, True), (9, False), (11, True), (7, True)]
+    assert seen["ack"][-1] == 11
+    assert (car.accepted, car.rejected) == (10, 1)
+    assert err.getvalue().count("(connection 2, event 9) line 4, field 'session'") == 1
+    lane = f"prosody {HOST} (connection 2)"
+    # The burst's four events in one batch, then a's two retried in the same lane; the module
+    # sent them again on the third connection: a's two applied there, b's skipped.
+    assert calls[calls.index((4, lane)) + 1:].count((2, lane)) >= 1
+    assert [c for c in calls if c[1] == f"prosody {HOST} (connection 3)"] == [
+        (2, f"prosody {HOST} (connection 3)")]

@@ -1,11 +1,18 @@
 """The sidecar's side of mod_pushrules: a Unix socket the module connects to (one connection per
 Prosody VirtualHost), contract events in, publishes out.
 
-It plays both parts the component transport and ``--socket`` play for ``pushrules serve``: every
-event line goes to ``Sidecar.feed`` (same parsing, engine, stores and outcomes), and ``publish``
-is the dispatcher's ``send``: the publish IQ is built by :mod:`pushrules.runtime.xmpp.publish`
-(the XEP-0357 form lives there only) and the module sends it from the user's host and returns
-the app server's answer. The wire is described at the top of ``mod_pushrules.lua``.
+It plays both parts the component transport and ``--socket`` play for ``pushrules serve``: the
+event lines go to ``Sidecar.feed_lines`` (same parsing, engine, stores and outcomes), and
+``publish`` is the dispatcher's ``send``: the publish IQ is written by
+:mod:`pushrules.runtime.xmpp.publish` (``publish_xml``; the XEP-0357 form lives there only), and
+the module sends it from the user's host and returns the app server's answer. The wire is
+described at the top of ``mod_pushrules.lua``.
+
+Applying: one task per connection applies its events in order. When the sidecar batches (a
+single Redis, no time-based rule) the events waiting in the connection's inbox (up to
+``BATCH_EVENTS``, up to an ``observed`` line) are applied together, one round trip for their
+commits; otherwise one at a time. Each event's outcome is its own: its ``applied`` reply as
+soon as it is final, its ack only once every event before it is final too.
 
 Delivery of events: the module keeps every event until acknowledged (``ack``), and sends the
 unacknowledged ones again after a reconnection; this side skips the ones it already applied
@@ -21,7 +28,7 @@ import logging
 import os
 import uuid
 from collections import deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,8 +38,13 @@ from slixmpp.jid import InvalidJID
 from pushrules.model.config import Config
 from pushrules.model.events import ERROR_TYPES
 from pushrules.model.records import Push
-from pushrules.runtime.xmpp.publish import build_publish
-from pushrules.runtime.xmpp.sidecar import MAX_LINE_BYTES, READ_CHUNK, split_lines
+from pushrules.runtime.xmpp.publish import publish_xml
+from pushrules.runtime.xmpp.sidecar import (
+    BATCH_EVENTS,
+    MAX_LINE_BYTES,
+    READ_CHUNK,
+    split_lines,
+)
 from pushrules.runtime.xmpp.transport import RESULT, TIMEOUT, Answer
 from pushrules.runtime.xmpp.unixsocket import Listener, peer_uid
 
@@ -47,13 +59,14 @@ RESUME_AT = 100
 
 
 class Feeder(Protocol):
-    """What the bridge needs of the sidecar: ``feed`` one line, ``reject`` a line it could not
-    read, and the count of applied ones."""
+    """What the bridge needs of the sidecar: ``feed_lines`` (events, each outcome told),
+    whether it applies several together (``batching``), ``reject`` a line it could not read."""
 
-    accepted: int
+    @property
+    def batching(self) -> bool: ...
 
-    async def feed(self, raw: bytes | str, number: int, where: str = ...,
-                   source: str | None = ...) -> None: ...
+    async def feed_lines(self, lines: list[tuple[bytes | str, int, str]], source: str,
+                         done: Callable[[int, bool], None]) -> None: ...
 
     def reject(self, message: str) -> None: ...
 
@@ -79,6 +92,17 @@ class _Numbered:
     seq: int
     line: int
     message: dict[str, Any]
+
+
+@dataclass
+class _Applied:
+    """What one module run (``boot``) of a host has had applied: every seq up to ``last``
+    (the last one in order) and those in ``ahead`` (applied while an earlier one was still
+    retried: acknowledged only once the earlier one is)."""
+
+    boot: str
+    last: int
+    ahead: set[int] = field(default_factory=set)
 
 
 @dataclass
@@ -119,7 +143,7 @@ class ProsodyBridge:
         self.online = asyncio.Event()
         self._links: dict[str, _Link] = {}
         self._host_online: dict[str, asyncio.Event] = {}
-        self._applied: dict[str, tuple[str, int]] = {}  # host -> (module boot, last seq applied)
+        self._applied: dict[str, _Applied] = {}  # host -> what its module run had applied
         # Publish ids unique across runs: a late answer to an earlier run's publish (the module
         # outlives a killed sidecar) must not answer this run's.
         self._run = uuid.uuid4().hex[:8]
@@ -127,7 +151,12 @@ class ProsodyBridge:
         self._connections = 0
         self._sidecar: Feeder | None = None
         self._reading = False
-        self._feeding = asyncio.Lock()  # one event at a time: ``accepted`` says if it applied
+        # One by one (a store that does not batch): one event at a time across links, as the
+        # sidecar tells an event's outcome by its ``accepted`` count then. Batched: each outcome
+        # is told, so only a host's links wait for each other (a reconnection's link must not
+        # apply what the old one's batch still applies: dedup by seq).
+        self._feeding = asyncio.Lock()
+        self._host_feeding: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     # --- the sidecar's transport interface ----------------------------------------------------
@@ -178,8 +207,10 @@ class ProsodyBridge:
         pid = f"{self._run}-{next(self._ids)}"
         answer: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
         link.waiting[pid] = answer
-        iq = build_publish(push, self.rules, sender=host)
-        link.send({"kind": "publish", "id": pid, "iq": str(iq), "timeout": self.iq_timeout})
+        # The bytes the stanza classes write (publish_xml), without building them: the module
+        # parses it and sets its own from and id.
+        iq = publish_xml(push, self.rules, host, pid)
+        link.send({"kind": "publish", "id": pid, "iq": iq, "timeout": self.iq_timeout})
         try:
             return await asyncio.wait_for(answer, self.iq_timeout + ANSWER_MARGIN)
         except TimeoutError:
@@ -308,33 +339,81 @@ class ProsodyBridge:
                 link.wake.clear()
                 await link.wake.wait()
                 continue
-            item = link.inbox[0]
-            async with self._feeding:
+            together = self._feeder().batching
+            items = _head(link.inbox, BATCH_EVENTS if together else 1)
+            lock = (self._host_feeding.setdefault(link.host, asyncio.Lock()) if together
+                    else self._feeding)
+            async with lock:
                 if self._reading:
-                    await self._apply(link, item, where)
-            link.inbox.popleft()
+                    if items:
+                        await self._apply(link, items, where)
+                    else:
+                        self._observed(link, link.inbox[0])
+            for _ in range(len(items) or 1):
+                link.inbox.popleft()
             if link.paused and len(link.inbox) <= RESUME_AT:
                 link.paused = False
                 link.send({"kind": "resume"})
 
-    async def _apply(self, link: _Link, item: _Numbered, where: str) -> None:
-        if not self._first_time(link, item.seq):
-            return
-        message = item.message
-        if message.get("kind") == "observed":
-            self.shadow.observed(message)
+    def _observed(self, link: _Link, item: _Numbered) -> None:
+        """Shadow mode: a push mod_cloud_notify sent, for the shadow log."""
+        if self._first_time(link, item.seq):
+            self.shadow.observed(item.message)
             self._done(link, item.seq)
-            return
-        sidecar = self._feeder()
-        before = sidecar.accepted
+        else:
+            link.applied = max(link.applied, item.seq)
+
+    async def _apply(self, link: _Link, items: list[_Numbered], where: str) -> None:
+        """Apply the events ``items`` (the head of the inbox) in one ``feed_lines``, skipping
+        those applied already. Each event's ``applied`` reply goes as soon as its outcome is
+        final; it is acknowledged (and counted applied for the dedup) in order only: one
+        applied while an earlier one is retried waits for it (until then it is in ``ahead``, so
+        that a reconnection meanwhile skips it)."""
+        fresh = self._fresh(link, items)
+        chosen = set(fresh)
+        final = [index not in chosen for index in range(len(items))]
+        settled = 0
+
+        def settle() -> None:  # the final items at the head: acked, the dedup's last
+            nonlocal settled
+            while settled < len(items) and final[settled]:
+                if settled in chosen:
+                    self._done(link, items[settled].seq)
+                else:
+                    link.applied = max(link.applied, items[settled].seq)
+                settled += 1
+
+        def done(number: int, ok: bool) -> None:
+            index = fresh[number]
+            item = items[index]
+            final[index] = True
+            if item.message.get("reply"):
+                link.send({"kind": "applied", "seq": item.seq, "ok": ok,
+                           **({} if ok else {"error": "rejected by the push service "
+                                                      "(see its log)"})})
+            settle()
+            if settled <= index:
+                self._record(link).ahead.add(item.seq)
+
+        settle()
         # "prosody HOST (connection N, event S)"; times never decrease within one connection
-        await sidecar.feed(json.dumps(message["event"]), item.line,
-                           f"{where[:-1]}, event {item.seq})", source=where)
-        ok = sidecar.accepted > before
-        self._done(link, item.seq)
-        if message.get("reply"):
-            link.send({"kind": "applied", "seq": item.seq, "ok": ok,
-                       **({} if ok else {"error": "rejected by the push service (see its log)"})})
+        lines: list[tuple[bytes | str, int, str]] = [
+            (json.dumps(items[index].message["event"]), items[index].line,
+             f"{where[:-1]}, event {items[index].seq})") for index in fresh]
+        if lines:
+            await self._feeder().feed_lines(lines, where, done)
+
+    def _fresh(self, link: _Link, items: list[_Numbered]) -> list[int]:
+        """The indexes of the items to apply, as one by one would: an item is new unless
+        applied already or not above an earlier new one (each applied one becomes the last:
+        see ``_first_time``)."""
+        fresh: list[int] = []
+        top: int | None = None
+        for index, item in enumerate(items):
+            if self._first_time(link, item.seq) and (top is None or item.seq > top):
+                fresh.append(index)
+                top = item.seq
+        return fresh
 
     def _feeder(self) -> Feeder:
         assert self._sidecar is not None, "serve_events() sets the sidecar"
@@ -346,15 +425,23 @@ class ProsodyBridge:
     def _first_time(self, link: _Link, seq: int) -> bool:
         """Whether the numbered line ``seq`` is new; a line sent again after a reconnection of
         the same module run was applied already (it is acked again, not applied)."""
-        boot, last = self._applied.get(link.host, ("", 0))
-        if boot == link.boot and seq <= last:
-            link.applied = max(link.applied, seq)
-            return False
-        return True
+        applied = self._applied.get(link.host)
+        return (applied is None or applied.boot != link.boot
+                or (seq > applied.last and seq not in applied.ahead))
+
+    def _record(self, link: _Link) -> _Applied:
+        """What the link's module run had applied (a new run starts afresh)."""
+        applied = self._applied.get(link.host)
+        if applied is None or applied.boot != link.boot:
+            applied = self._applied[link.host] = _Applied(link.boot, 0)
+        return applied
 
     def _done(self, link: _Link, seq: int) -> None:
         """The numbered line ``seq`` is applied: acked from now on, never applied again."""
-        self._applied[link.host] = (link.boot, seq)
+        applied = self._record(link)
+        applied.last = seq
+        if applied.ahead:
+            applied.ahead = {later for later in applied.ahead if later > seq}
         link.applied = max(link.applied, seq)
 
     def _on_answer(self, link: _Link, message: dict[str, Any]) -> None:
@@ -383,6 +470,17 @@ class ProsodyBridge:
         while True:
             await asyncio.sleep(1.0)
             self.shadow.sweep()
+
+
+def _head(inbox: deque[_Numbered], most: int) -> list[_Numbered]:
+    """The events at the head of the inbox to apply together: at most ``most``, and none past
+    an observed line (shadow mode: handled alone, in order with the events around it)."""
+    items: list[_Numbered] = []
+    for item in itertools.islice(inbox, most):
+        if item.message.get("kind") == "observed":
+            break
+        items.append(item)
+    return items
 
 
 def _unanswered(link: _Link) -> None:

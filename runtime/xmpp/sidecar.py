@@ -99,6 +99,21 @@ class SidecarSettings:
     """How long an event the store refuses as unavailable is retried before it is rejected."""
 
 
+@dataclass(frozen=True, slots=True)
+class _Read:
+    """A line of a batch read as an event: its place among the caller's lines, its number
+    and ``where`` (for messages)."""
+
+    index: int
+    number: int
+    where: str
+    event: Any
+
+
+def _no_outcome(index: int, applied: bool) -> None:
+    """``feed_many``'s callers count outcomes with ``accepted``."""
+
+
 def make_engine(store_url: str, rules: Config) -> Engine:
     """The in-memory engine, or the engine over the store named by ``store_url``."""
     if store_url in MEMORY_STORES:
@@ -235,64 +250,102 @@ class Sidecar:
             for raw, number in lines:
                 await self._line(raw, number, where)
             return
-        events: list[tuple[int, Any]] = []
-        for raw, number in lines:
-            if raw is None:
-                self._too_long(number, where)
-                continue
-            try:
-                event = self._event_of(raw, number, where, source or where)
-                if event is not None:
-                    events.append((number, event))
-            except Exception as exc:  # a defect must cost one line, not the reader
-                self._reject(f"{where} line {number}: not applied: internal error "
-                             f"({type(exc).__name__}: {exc})")
+        await self._feed_batch([(raw, number, where) for raw, number in lines],
+                               source or where, where, _no_outcome)
+
+    async def feed_lines(self, lines: list[tuple[bytes | str, int, str]], source: str,
+                         done: Callable[[int, bool], None]) -> None:
+        """``feed_many`` for lines each named by its own ``where`` (the Prosody bridge: one
+        module event each), all from the stream ``source``: its time order, and its engine
+        lane (a retry after StoreUnavailable resends that stream's own commits).
+        ``done(index, applied)`` is called once per line, as soon as its outcome is final
+        (applied, or rejected or skipped as ``feed`` says): not always in order, as another
+        user's event may be final while an earlier one is retried. One batch when the store
+        batches; otherwise one by one through ``feed``, ``applied`` read from ``accepted``
+        (the caller then feeds one line at a time). Never raises."""
+        if not self.batching:
+            for index, (raw, number, where) in enumerate(lines):
+                before = self.accepted
+                await self.feed(raw, number, where, source)
+                done(index, self.accepted > before)
+            return
+        await self._feed_batch(list(lines), source, source, done)
+
+    async def _feed_batch(self, lines: list[tuple[bytes | str | None, int, str]], source: str,
+                          lane: str, done: Callable[[int, bool], None]) -> None:
+        events: list[_Read] = []
+        for index, (raw, number, where) in enumerate(lines):
+            event = self._batch_event(raw, number, where, source)
+            if event is None:
+                done(index, False)
+            else:
+                events.append(_Read(index, number, where, event))
         bound = self.settings.max_outbox
         while events:
             # Backpressure as line by line: no more events at once than the outbox has room
             # for at one push each (one event when it is full).
             await self.dispatcher.room(bound)
             take = max(1, bound - self.dispatcher.pending)
-            await self._apply_many(events[:take], where)
+            await self._apply_many(events[:take], lane, done)
             events = events[take:]
 
-    async def _apply_many(self, events: list[tuple[int, Any]], where: str) -> None:
-        """Apply the batch; events the store refused as unavailable are retried (in order)
-        for ``store_retry_seconds``, then rejected; the others are applied or rejected."""
+    def _batch_event(self, raw: bytes | str | None, number: int, where: str,
+                     source: str) -> Any:
+        """The line's event (as ``_event_of``), or None: rejected here or nothing to apply."""
+        if raw is None:
+            self._too_long(number, where)
+            return None
+        try:
+            return self._event_of(raw, number, where, source)
+        except Exception as exc:  # a defect must cost one line, not the reader
+            self._reject(f"{where} line {number}: not applied: internal error "
+                         f"({type(exc).__name__}: {exc})")
+            return None
+
+    async def _apply_many(self, events: list[_Read], lane: str,
+                          done: Callable[[int, bool], None]) -> None:
+        """Apply the batch; events the store refused as unavailable are retried (in order, in
+        the same lane) for ``store_retry_seconds``, then rejected; the others are applied or
+        rejected. ``done`` is told each event's outcome once it is final."""
         give_up = time.monotonic() + self.settings.store_retry_seconds
         for attempt in itertools.count():
             try:
-                results = self.dispatcher.handle_many([event for _, event in events], lane=where)
+                results = self.dispatcher.handle_many([read.event for read in events], lane=lane)
             except Exception as exc:  # a defect costs this batch's lines, not the reader
-                for number, event in events:
-                    self._reject(f"{where} line {number}: {event.EVENT} not applied: internal "
-                                 f"error ({type(exc).__name__}: {exc})")
+                for read in events:
+                    self._reject(f"{read.where} line {read.number}: {read.event.EVENT} not "
+                                 f"applied: internal error ({type(exc).__name__}: {exc})")
+                    done(read.index, False)
                 return
-            again = [(line, handled.error) for line, handled in zip(events, results, strict=True)
-                     if self._outcome(line, handled.error, where)]
+            again: list[tuple[_Read, Exception]] = []
+            for read, handled in zip(events, results, strict=True):
+                if self._outcome(read, handled.error):
+                    again.append((read, handled.error))
+                else:
+                    done(read.index, handled.error is None)
             if not again:
                 return
             delay = self._retry_delay(attempt, give_up)
             if delay <= 0:
-                for (number, event), error in again:
-                    assert error is not None
-                    self._gave_up(number, where, event, error)
+                for read, error in again:
+                    self._gave_up(read.number, read.where, read.event, error)
+                    done(read.index, False)
                 return
             await asyncio.sleep(delay)
-            events = [line for line, _ in again]
+            events = [read for read, _ in again]
 
-    def _outcome(self, line: tuple[int, Any], error: Exception | None, where: str) -> bool:
+    def _outcome(self, read: _Read, error: Exception | None) -> bool:
         """Count or report one event's outcome; True when it is to be retried."""
-        number, event = line
         if error is None:
             self.accepted += 1
-            self.metrics.event(event.EVENT)
+            self.metrics.event(read.event.EVENT)
         elif isinstance(error, self._transient):
             return True
         elif isinstance(error, ImpossibleEvent):
-            self._say(f"warning: {where} line {number}: skipped impossible event: {error}")
+            self._say(f"warning: {read.where} line {read.number}: skipped impossible event: "
+                      f"{error}")
         else:
-            self._reject(f"{where} line {number}: {event.EVENT} not applied: "
+            self._reject(f"{read.where} line {read.number}: {read.event.EVENT} not applied: "
                          f"{type(error).__name__}: {error}")
         return False
 
