@@ -275,6 +275,12 @@ class StoredEngine(StoredTime):
             settle=settle, what=event.EVENT)
         return pushes
 
+    def end_lane(self, lane: Hashable) -> None:
+        """The caller of ``lane`` is gone (a connection closed): forget what it kept for a
+        retry (an event whose outcome was unknown stays so: the store has it or not)."""
+        self._pending.pop(lane, None)
+        self._pending_batch.pop(lane, None)
+
     def _attempt(self, event: Any, snapshot: UserSnapshot, settle: tuple[str, ...],
                  verified: bool) -> tuple[list[Push], UserChanges | None]:
         """One run of ``event`` on ``snapshot``: its pushes and what it changed (None)."""

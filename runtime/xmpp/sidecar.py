@@ -212,7 +212,7 @@ class Sidecar:
         give_up = time.monotonic() + self.settings.store_retry_seconds
         for attempt in itertools.count():
             try:
-                self.dispatcher.handle(event, lane=where)
+                self.dispatcher.handle(event, lane=source)
                 break
             except self._transient as exc:
                 delay = self._retry_delay(attempt, give_up)
@@ -389,8 +389,12 @@ class Sidecar:
         return True
 
     def end_source(self, source: str) -> None:
-        """A stream ended (a connection closed): forget its last time."""
+        """A stream ended (a connection closed): forget its last time, and what its engine
+        lane kept for a retry that will not come."""
         self._last_at.pop(source, None)
+        end_lane = getattr(self.engine, "end_lane", None)
+        if end_lane is not None:
+            end_lane(source)
 
     def _reject(self, message: str) -> None:
         self.rejected += 1
