@@ -11,7 +11,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,11 +19,12 @@ from pushrules.generated import tables
 from pushrules.model.config import Config
 from pushrules.model.context import Ctx
 from pushrules.model.events import EVENTS_BY_NAME, SESSION
-from pushrules.model.records import Push
+from pushrules.model.records import Push, RegistrationRecord, RegKey, SessionRecord
 from pushrules.runtime.engine import _with_push_flag
 
 from .base import (
     BatchCheck,
+    RegId,
     Row,
     Store,
     StoreConflict,
@@ -69,6 +70,35 @@ def _diff(records: dict[Any, Any], old_rows: dict[Any, Row],
             changed[key] = row
         rows[key] = row
     return rows, changed
+
+
+def _diff_touched(records: dict[Any, Any], old_rows: dict[Any, Row], touched: Iterable[Any],
+                  to_row: Callable[[Any], Row]) -> tuple[dict[Any, Row], dict[Any, Row],
+                                                         list[Any]]:
+    """``_diff`` of the ``touched`` keys only (no other record can have changed): (every
+    record's row, the rows that differ from old_rows, the keys whose record is gone). The
+    rows of the others are old_rows' objects; the records' order is kept."""
+    changed: dict[Any, Row] = {}
+    added = False
+    for key in touched:
+        rec = records.get(key)
+        if rec is None:
+            continue
+        row = to_row(rec)
+        old = old_rows.get(key)
+        if old != row:
+            changed[key] = row
+            added = added or old is None
+    gone = [key for key in touched if key in old_rows and key not in records]
+    if not changed and not gone:
+        return old_rows, changed, gone
+    if added or gone:  # in the records' order, as _diff gives it (a new one where it was put)
+        rows = {key: changed[key] if key in changed else old_rows[key] for key in records}
+    else:
+        rows = {**old_rows, **changed}
+    if len(gone) > 1:
+        gone = [key for key in old_rows if key in gone]  # in the old order, as _changes did
+    return rows, changed, gone
 
 
 def _timers_after(snapshot: UserSnapshot, changes: UserChanges) -> tuple[tuple[str, str], ...]:
@@ -236,6 +266,10 @@ class StoredEngine(StoredTime):
         self.outbox = outbox
         self.last_entries: list[OutboxEntry] = []
         """The outbox entries of the pushes the last ``handle`` returned, in the same order."""
+        self._touched_sessions: set[str] = set()
+        self._touched_regs: set[RegId] = set()
+        self._touched_all = False
+        """What the current attempt touched (reset by ``_install``): the storage methods."""
 
     def next_seq(self) -> int:
         # Enable order is compared within one user only, so the counter is the user's, stored.
@@ -586,8 +620,41 @@ class StoredEngine(StoredTime):
         if len(self._cache) > self.cache_users:
             self._cache.popitem(last=False)
 
+    # --- storage: the records the event touched (looked up, stored or forgot) -------------------
+    # WorldBase reads and writes records only through these (model/world.py): a record the
+    # event never touched cannot have changed, so ``_changes`` compares only the touched ones.
+    _full_diff = False
+    """Compare every record instead (tests/store/test_touched.py checks both agree)."""
+
+    def session(self, sid: str) -> SessionRecord | None:
+        self._touched_sessions.add(sid)
+        return self.sessions.get(sid)
+
+    def _store_session(self, record: SessionRecord) -> None:
+        self._touched_sessions.add(record.sid)
+        self.sessions[record.sid] = record
+
+    def _forget_session(self, sid: str) -> None:
+        self._touched_sessions.add(sid)
+        del self.sessions[sid]
+
+    def registration(self, key: RegKey) -> RegistrationRecord | None:
+        self._touched_regs.add((key[1], key[2]))
+        regs = self.users.get(key[0])
+        return None if regs is None else regs.get((key[1], key[2]))
+
+    def registrations_of(self, user: str) -> list[RegistrationRecord]:
+        self._touched_all = True
+        regs = self.users.get(user)
+        return [] if regs is None else list(regs.values())
+
+    def _store_registration(self, reg: RegistrationRecord) -> None:
+        self._touched_regs.add((reg.jid, reg.node))
+        super()._store_registration(reg)
+
     def _install(self, snapshot: UserSnapshot) -> None:
         user = snapshot.user
+        self._touched_sessions, self._touched_regs, self._touched_all = set(), set(), False
         try:
             self.sessions = {sid: session_from_row(user, sid, row)
                              for sid, row in snapshot.sessions.items()}
@@ -623,16 +690,37 @@ class StoredEngine(StoredTime):
                                f"is not readable ({type(exc).__name__}: {exc}); nothing was "
                                "applied") from None
 
+    def _record_changes(self, snapshot: UserSnapshot, changes: UserChanges
+                        ) -> tuple[dict[str, Row], dict[RegId, Row]]:
+        """The sessions and registrations the event changed, into ``changes``; every
+        session's and registration's row after it. Only the records the event touched are
+        compared (``_full_diff``: all of them, the way this was done before)."""
+        records = self.users.get(snapshot.user, {})
+        if self._full_diff:
+            sessions, changes.sessions_put = _diff(self.sessions, snapshot.sessions,
+                                                   session_row)
+            changes.sessions_del = [sid for sid in snapshot.sessions
+                                    if sid not in self.sessions]
+            regs, changes.registrations_put = _diff(records, snapshot.registrations,
+                                                    registration_row)
+            return sessions, regs
+        sessions, changes.sessions_put, changes.sessions_del = _diff_touched(
+            self.sessions, snapshot.sessions, self._touched_sessions, session_row)
+        if self._touched_all:  # registrations_of: the event may have changed any of them
+            regs, changes.registrations_put = _diff(records, snapshot.registrations,
+                                                    registration_row)
+        else:
+            regs, changes.registrations_put, _ = _diff_touched(
+                records, snapshot.registrations, self._touched_regs, registration_row)
+        return sessions, regs
+
     def _changes(self, snapshot: UserSnapshot, pushes: list[Push],
                  settle: tuple[str, ...], verified: bool = True) -> UserChanges | None:
         """What the event changed (with the pushes for the outbox), or None; also leaves in
         ``_next`` the snapshot the commit makes (for the cache)."""
         user = snapshot.user
         changes = UserChanges(user, snapshot.version, "", self._user_seq)
-        sessions, changes.sessions_put = _diff(self.sessions, snapshot.sessions, session_row)
-        changes.sessions_del = [sid for sid in snapshot.sessions if sid not in self.sessions]
-        regs, changes.registrations_put = _diff(self.users.get(user, {}),
-                                                snapshot.registrations, registration_row)
+        sessions, regs = self._record_changes(snapshot, changes)
         _registration_deltas(snapshot, changes)
         changes.audit = list(self.audit_log)
         changes.orphan_ttl = 0  # the model's orphan_ttl runs by the events' clock (due.py)
