@@ -11,7 +11,7 @@ import random
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,6 +33,7 @@ from .base import (
     StoreUnavailable,
     UserChanges,
     UserSnapshot,
+    has_time_facts,
     outbox_key,
     outbox_row,
     push_from_row,
@@ -72,32 +73,27 @@ def _diff(records: dict[Any, Any], old_rows: dict[Any, Row],
     return rows, changed
 
 
-def _diff_touched(records: dict[Any, Any], old_rows: dict[Any, Row], touched: Iterable[Any],
+def _diff_touched(records: dict[Any, Any], old_rows: dict[Any, Row], touched: set[Any],
                   to_row: Callable[[Any], Row]) -> tuple[dict[Any, Row], dict[Any, Row],
                                                          list[Any]]:
-    """``_diff`` of the ``touched`` keys only (no other record can have changed): (every
-    record's row, the rows that differ from old_rows, the keys whose record is gone). The
-    rows of the others are old_rows' objects; the records' order is kept."""
+    """``_diff`` of the records built for the event (every one it touched: no other can have
+    changed): (every record's row, the rows that differ from old_rows, the ``touched`` keys
+    whose record is gone). The others' rows are old_rows' objects, in old_rows' order."""
     changed: dict[Any, Row] = {}
-    added = False
-    for key in touched:
-        rec = records.get(key)
-        if rec is None:
-            continue
+    for key, rec in records.items():
         row = to_row(rec)
-        old = old_rows.get(key)
-        if old != row:
+        if old_rows.get(key) != row:
             changed[key] = row
-            added = added or old is None
-    gone = [key for key in touched if key in old_rows and key not in records]
+    gone = [key for key in touched if key not in records and key in old_rows]
     if not changed and not gone:
         return old_rows, changed, gone
-    if added or gone:  # in the records' order, as _diff gives it (a new one where it was put)
-        rows = {key: changed[key] if key in changed else old_rows[key] for key in records}
+    if gone:
+        if len(gone) > 1:
+            gone = [key for key in old_rows if key in gone]  # (in the old order)
+        rows = {key: row for key, row in old_rows.items() if key not in gone}
     else:
-        rows = {**old_rows, **changed}
-    if len(gone) > 1:
-        gone = [key for key in old_rows if key in gone]  # in the old order, as _changes did
+        rows = dict(old_rows)
+    rows.update(changed)  # (one stored anew goes last, where the records have it)
     return rows, changed, gone
 
 
@@ -270,6 +266,8 @@ class StoredEngine(StoredTime):
         self._touched_regs: set[RegId] = set()
         self._touched_all = False
         """What the current attempt touched (reset by ``_install``): the storage methods."""
+        self._installed = UserSnapshot("")
+        """The snapshot installed: the rows records are built from when touched."""
 
     def next_seq(self) -> int:
         # Enable order is compared within one user only, so the counter is the user's, stored.
@@ -620,14 +618,20 @@ class StoredEngine(StoredTime):
         if len(self._cache) > self.cache_users:
             self._cache.popitem(last=False)
 
-    # --- storage: the records the event touched (looked up, stored or forgot) -------------------
+    # --- storage: records built when the event touches them (looks up, stores or forgets) ------
     # WorldBase reads and writes records only through these (model/world.py): a record the
-    # event never touched cannot have changed, so ``_changes`` compares only the touched ones.
+    # event never touched cannot have changed, so only the touched ones are built from their
+    # rows (``_install``) and compared with them again (``_changes``).
     _full_diff = False
-    """Compare every record instead (tests/store/test_touched.py checks both agree)."""
+    """Build every record at the install and compare every one (the way before: kept for
+    tests/store/test_touched.py, which checks both ways commit the same)."""
 
     def session(self, sid: str) -> SessionRecord | None:
-        self._touched_sessions.add(sid)
+        if sid not in self._touched_sessions:
+            self._touched_sessions.add(sid)
+            row = self._installed.sessions.get(sid)
+            if row is not None and sid not in self.sessions:
+                self.sessions[sid] = self._built(session_from_row, sid, row)
         return self.sessions.get(sid)
 
     def _store_session(self, record: SessionRecord) -> None:
@@ -635,40 +639,95 @@ class StoredEngine(StoredTime):
         self.sessions[record.sid] = record
 
     def _forget_session(self, sid: str) -> None:
-        self._touched_sessions.add(sid)
+        self.session(sid)  # (built first: forgetting one never looked up is the model's error)
         del self.sessions[sid]
 
+    def _has_registrations(self, user: str) -> bool:
+        return bool(self.users.get(user)) or (user == self._installed.user
+                                              and bool(self._installed.registrations))
+
     def registration(self, key: RegKey) -> RegistrationRecord | None:
-        self._touched_regs.add((key[1], key[2]))
         regs = self.users.get(key[0])
-        return None if regs is None else regs.get((key[1], key[2]))
+        if regs is None:
+            return None
+        reg = (key[1], key[2])
+        if reg not in self._touched_regs:
+            self._touched_regs.add(reg)
+            row = self._installed.registrations.get(reg)
+            if row is not None and reg not in regs:
+                regs[reg] = self._registration_of(reg, row)
+        return regs.get(reg)
 
     def registrations_of(self, user: str) -> list[RegistrationRecord]:
-        self._touched_all = True
         regs = self.users.get(user)
-        return [] if regs is None else list(regs.values())
+        if regs is None:
+            return []
+        if not self._touched_all:
+            self._touched_all = True
+            self._in_stored_order(regs, lambda row: True)
+            self._touched_regs.update(regs)
+        return list(regs.values())
 
     def _store_registration(self, reg: RegistrationRecord) -> None:
         self._touched_regs.add((reg.jid, reg.node))
         super()._store_registration(reg)
 
+    def rebuild_due(self) -> None:
+        # Only a registration whose row has time facts can have a timer running: those are
+        # built too (not touched: the due queue reaches them through ``registration``), in
+        # the stored order, as the due order of timers due at the same time follows it.
+        regs = self.users.get(self._installed.user)
+        if regs is not None and not self._touched_all:
+            self._in_stored_order(regs, has_time_facts)
+        super().rebuild_due()
+
+    def _in_stored_order(self, regs: dict[RegId, RegistrationRecord],
+                         build: Callable[[Row], bool]) -> None:
+        """``regs`` (the installed user's) in the order of the stored rows, the new ones
+        after them, as building them all at the install would hold them; the rows not built
+        yet for which ``build`` says so are built."""
+        rows = self._installed.registrations
+        ordered = {}
+        for reg, row in rows.items():
+            rec = regs.get(reg)
+            if rec is None and build(row):
+                rec = self._registration_of(reg, row)
+            if rec is not None:
+                ordered[reg] = rec
+        ordered.update((reg, rec) for reg, rec in regs.items() if reg not in rows)
+        regs.clear()
+        regs.update(ordered)
+
+    def _built(self, build: Callable[..., Any], key: Any, row: Row) -> Any:
+        """A record of the installed user from its row; StoreCorrupt when it is not readable
+        (nothing is written: the attempt stops there)."""
+        try:
+            return build(self._installed.user, key, row)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise StoreCorrupt(f"{self.store.url}: a stored record of user "
+                               f"{self._installed.user} is not readable "
+                               f"({type(exc).__name__}: {exc})") from None
+
+    def _registration_of(self, reg: RegId, row: Row) -> RegistrationRecord:
+        prebuilt = self._installed.pushed
+        rec: RegistrationRecord = self._built(
+            lambda user, key, row: registration_from_row(user, key, row, prebuilt.get(key)),
+            reg, row)
+        if reg not in prebuilt:
+            prebuilt[reg] = rec.pushed.copy()
+        return rec
+
     def _install(self, snapshot: UserSnapshot) -> None:
         user = snapshot.user
+        self._installed = snapshot
         self._touched_sessions, self._touched_regs, self._touched_all = set(), set(), False
-        try:
-            self.sessions = {sid: session_from_row(user, sid, row)
-                             for sid, row in snapshot.sessions.items()}
-            prebuilt = snapshot.pushed
-            regs = {}
-            for reg, row in snapshot.registrations.items():
-                rec = regs[reg] = registration_from_row(user, reg, row, prebuilt.get(reg))
-                if reg not in prebuilt:
-                    prebuilt[reg] = rec.pushed.copy()
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise StoreCorrupt(f"{self.store.url}: a stored record of user {user} is not "
-                               f"readable ({type(exc).__name__}: {exc})") from None
+        self.sessions, self.users = {}, {user: {}}
+        if self._full_diff:
+            for sid in snapshot.sessions:
+                self.session(sid)
+            self.registrations_of(user)
+            self._touched_sessions, self._touched_regs, self._touched_all = set(), set(), False
         self._install_facts(snapshot)
-        self.users = {user: regs} if regs else {}
         self._user_seq = snapshot.seq
         self.audit_log = []
         for reg in snapshot.expired:
@@ -744,8 +803,10 @@ class StoredEngine(StoredTime):
             changes.known_registrations = list(snapshot.registrations)
             changes.known_timers = list(snapshot.timers)
         changes.token = uuid.uuid4().hex
-        # The records are installed afresh for every event: their dedup sets can be handed on.
-        pushed = {reg: rec.pushed for reg, rec in self.users.get(user, {}).items()}
+        # The records are installed afresh for every event: their dedup sets can be handed on
+        # (and the prebuilt ones of those not built stay as they are).
+        pushed = {**snapshot.pushed,
+                  **{reg: rec.pushed for reg, rec in self.users.get(user, {}).items()}}
         self._next = UserSnapshot(user, snapshot.version + 1, changes.seq, sessions, regs,
                                   token=changes.token, pushed=pushed,
                                   timers=_timers_after(snapshot, changes), facts=facts)
