@@ -678,7 +678,10 @@ class StoredEngine(StoredTime):
         # the stored order, as the due order of timers due at the same time follows it.
         regs = self.users.get(self._installed.user)
         if regs is not None and not self._touched_all:
-            self._in_stored_order(regs, has_time_facts)
+            for reg, row in self._installed.registrations.items():
+                if reg not in regs and has_time_facts(row):
+                    self._in_stored_order(regs, has_time_facts)
+                    break
         super().rebuild_due()
 
     def _in_stored_order(self, regs: dict[RegId, RegistrationRecord],
