@@ -217,7 +217,8 @@ class StoredEngine(StoredTime):
     ``ImpossibleEvent``. ``audit_log`` holds the entries of the last event only: the store
     keeps the history. One instance is not thread-safe; use one engine per thread or node.
     Like ``sessions`` and ``users``, ``chats`` and ``calls`` hold the last event's user only:
-    the user's facts record (``user_facts``) is stored and installed with the rest.
+    the user's facts record (``user_facts``) is stored and installed with the rest. Of the
+    user's sessions and registrations, only those the event touched are built as records.
 
     The state of the ``cache_users`` most recently seen users is kept as loaded; each load
     still asks the store, which answers "unchanged" (no rows) when the cached copy is current:
@@ -639,8 +640,8 @@ class StoredEngine(StoredTime):
         self.sessions[record.sid] = record
 
     def _forget_session(self, sid: str) -> None:
-        self.session(sid)  # (built first: forgetting one never looked up is the model's error)
-        del self.sessions[sid]
+        self.session(sid)  # a stored one not built yet is built first (then forgotten)
+        del self.sessions[sid]  # (KeyError for one that does not exist, as in WorldBase)
 
     def _has_registrations(self, user: str) -> bool:
         return bool(self.users.get(user)) or (user == self._installed.user
@@ -678,8 +679,9 @@ class StoredEngine(StoredTime):
         # the stored order, as the due order of timers due at the same time follows it.
         regs = self.users.get(self._installed.user)
         if regs is not None and not self._touched_all:
+            reorder = len(regs) > 1  # (two built already, as the install's expiries do)
             for reg, row in self._installed.registrations.items():
-                if reg not in regs and has_time_facts(row):
+                if reorder or (reg not in regs and has_time_facts(row)):
                     self._in_stored_order(regs, has_time_facts)
                     break
         super().rebuild_due()

@@ -1,9 +1,12 @@
-"""The store engine compares only the records an event touched (looked up, stored or forgot
-through the world's storage methods): every other record cannot have changed. Proof by
-comparison: on every attempt of every event (one by one, in batches, the due work of the
-time-based rules), what the touched-only diff commits is exactly what the full diff of every
-record commits on the same state, and the snapshot each leaves for the cache is the same; the
-whole run pushes what one plain engine pushes. On the memory store, SQLite and a real Redis."""
+"""The store engine builds and compares only the records an event touches (looks up, stores
+or forgets through the world's storage methods): no other record can have changed. Proof by
+comparison with the way before (``_full_diff``: every record built at the install and compared
+after the event), the two engines in lockstep on stores of the same kind: at every attempt
+(events one by one, in batches, the due work of the time-based rules) both commit exactly the
+same changes and leave the same snapshot for the cache; the pushes are one plain engine's.
+Random v1 traces (eviction, counted errors, disables), hypothesis v2 traces (chat settings,
+calls, CSI) and timed ones (burst_window, orphan_ttl, retry_after, ticks), on the memory store,
+SQLite and a real Redis."""
 
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ STORES = ("memory", "sqlite", "redis")
 FOUR = ("bob@example.org", "ann@example.org", "cid@example.org", "dee@example.org")
 TRACE_USERS = ("bob@example.org", "carol@example.org")
 """The users of the hypothesis traces (tests/oracle/strategies.py)."""
-EXAMPLES = {"memory": 40, "sqlite": 20, "redis": 20}
+EXAMPLES = {"memory": 80, "sqlite": 30, "redis": 30}
 """Hypothesis examples per store and strategy."""
 
 
