@@ -206,3 +206,28 @@ def test_generated_timed_traces_commit_what_the_full_diff_commits(opener: Any) -
         same_attempts(touched, full)
 
     check()
+
+
+# --- a record not readable: reported when the event touches it, and nothing is applied --------
+
+def test_an_unreadable_record_is_refused_when_touched_and_nothing_is_applied() -> None:
+    from traces import BOB, PUSH
+
+    from pushrules.generated.events import EVENT_CLASSES as EV
+    from pushrules.runtime.store import StoreCorrupt, open_store
+
+    store = open_store("memory:")
+    engine = StoredEngine(store, CONFIG, clock=Clock())
+    for name in ("a", "b"):
+        engine.handle(EV["session-bind"](f"{BOB}/{name}"))
+        engine.handle(EV["push-enable"](f"{BOB}/{name}", PUSH, name, secret="s3cret"))
+    store._users[BOB].sessions[f"{BOB}/b"] = '{"state": "active"}'  # type: ignore[attr-defined]
+    before = store_state(store, BOB)
+    engine = StoredEngine(store, CONFIG, clock=Clock())  # a new process: nothing cached
+    with pytest.raises(StoreCorrupt, match=f"memory:: a stored record of user {BOB} is not "
+                                           r"readable \(KeyError: 'binding'\)"):
+        engine.handle(EV["smacks-hibernation-start"](f"{BOB}/b", ()))
+    assert store_state(store, BOB) == before
+    # An event that touches only the readable records is applied (a's session only).
+    assert engine.handle(EV["smacks-hibernation-start"](f"{BOB}/a", ())) == []
+    assert store_state(store, BOB)["sessions"][f"{BOB}/a"]["state"] == "hibernated"
