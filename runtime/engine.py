@@ -107,14 +107,14 @@ class Engine(WorldBase):
         state_only = route[0]
         if state_only is None:
             # A fan-out event for a user with no registration: nothing to do (as in WorldBase).
-            if self.users.get(getattr(event, route[1])):
+            if self._has_registrations(getattr(event, route[1])):
                 return super().handle(event)
             self._pushes = pushes = list[Push]()
             return pushes
         if route[3] and event.stanza.call is not None:
             return super().handle(event)
         sid = event.session
-        record = self.sessions.get(sid)
+        record = self.session(sid)  # a storage method: a stored engine tracks what it touched
         if record is not None:
             # Fast path, same outcome as the general one: a cell that only changes the state
             # (routine acks, stanzas to an active session, resumption).

@@ -259,7 +259,7 @@ def registration_from_row(user: str, reg: RegId, row: Row,
     rec.disabled_at = row["disabled_at"]
     rec.seq = int(row["seq"])
     rec.pushed = dict.fromkeys(row["pushed"]) if pushed is None else pushed.copy()
-    if not _UNTIMED_ROW.issuperset(row):
+    if has_time_facts(row):
         rec.restore_time_row(row)  # (without time facts: what a new record holds already)
     return rec
 
@@ -267,6 +267,11 @@ def registration_from_row(user: str, reg: RegId, row: Row,
 _UNTIMED_ROW = frozenset(("state", "options", "session", "errors", "reason", "disabled_at",
                           "seq", "pushed"))
 """The keys of ``registration_row`` without time facts (any other key is one of them)."""
+
+
+def has_time_facts(row: Row) -> bool:
+    """Whether a registration row holds time facts (a timer may run: v2 time-based rules)."""
+    return not _UNTIMED_ROW.issuperset(row)
 
 
 def facts_from_json(where: str, user: str, text: str | bytes | None) -> Row:

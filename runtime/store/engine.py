@@ -19,11 +19,12 @@ from pushrules.generated import tables
 from pushrules.model.config import Config
 from pushrules.model.context import Ctx
 from pushrules.model.events import EVENTS_BY_NAME, SESSION
-from pushrules.model.records import Push
+from pushrules.model.records import Push, RegistrationRecord, RegKey, SessionRecord
 from pushrules.runtime.engine import _with_push_flag
 
 from .base import (
     BatchCheck,
+    RegId,
     Row,
     Store,
     StoreConflict,
@@ -32,6 +33,7 @@ from .base import (
     StoreUnavailable,
     UserChanges,
     UserSnapshot,
+    has_time_facts,
     outbox_key,
     outbox_row,
     push_from_row,
@@ -69,6 +71,30 @@ def _diff(records: dict[Any, Any], old_rows: dict[Any, Row],
             changed[key] = row
         rows[key] = row
     return rows, changed
+
+
+def _diff_touched(records: dict[Any, Any], old_rows: dict[Any, Row], touched: set[Any],
+                  to_row: Callable[[Any], Row]) -> tuple[dict[Any, Row], dict[Any, Row],
+                                                         list[Any]]:
+    """``_diff`` of the records built for the event (every one it touched: no other can have
+    changed): (every record's row, the rows that differ from old_rows, the ``touched`` keys
+    whose record is gone). The others' rows are old_rows' objects, in old_rows' order."""
+    changed: dict[Any, Row] = {}
+    for key, rec in records.items():
+        row = to_row(rec)
+        if old_rows.get(key) != row:
+            changed[key] = row
+    gone = [key for key in touched if key not in records and key in old_rows]
+    if not changed and not gone:
+        return old_rows, changed, gone
+    if gone:
+        if len(gone) > 1:
+            gone = [key for key in old_rows if key in gone]  # (in the old order)
+        rows = {key: row for key, row in old_rows.items() if key not in gone}
+    else:
+        rows = dict(old_rows)
+    rows.update(changed)  # (one stored anew goes last, where the records have it)
+    return rows, changed, gone
 
 
 def _timers_after(snapshot: UserSnapshot, changes: UserChanges) -> tuple[tuple[str, str], ...]:
@@ -194,7 +220,8 @@ class StoredEngine(StoredTime):
     ``ImpossibleEvent``. ``audit_log`` holds the entries of the last event only: the store
     keeps the history. One instance is not thread-safe; use one engine per thread or node.
     Like ``sessions`` and ``users``, ``chats`` and ``calls`` hold the last event's user only:
-    the user's facts record (``user_facts``) is stored and installed with the rest.
+    the user's facts record (``user_facts``) is stored and installed with the rest. Of the
+    user's sessions and registrations, only those the event touched are built as records.
 
     The state of the ``cache_users`` most recently seen users is kept as loaded; each load
     still asks the store, which answers "unchanged" (no rows) when the cached copy is current:
@@ -242,6 +269,12 @@ class StoredEngine(StoredTime):
         self.outbox = outbox
         self.last_entries: list[OutboxEntry] = []
         """The outbox entries of the pushes the last ``handle`` returned, in the same order."""
+        self._touched_sessions: set[str] = set()
+        self._touched_regs: set[RegId] = set()
+        self._touched_all = False
+        """What the current attempt touched (reset by ``_install``): the storage methods."""
+        self._installed = UserSnapshot("")
+        """The snapshot installed: the rows records are built from when touched."""
 
     def next_seq(self) -> int:
         # Enable order is compared within one user only, so the counter is the user's, stored.
@@ -609,22 +642,120 @@ class StoredEngine(StoredTime):
         if len(self._cache) > self.cache_users:
             self._cache.popitem(last=False)
 
+    # --- storage: records built when the event touches them (looks up, stores or forgets) ------
+    # WorldBase reads and writes records only through these (model/world.py): a record the
+    # event never touched cannot have changed, so only the touched ones are built from their
+    # rows (``_install``) and compared with them again (``_changes``).
+    _full_diff = False
+    """Build every record at the install and compare every one (the way before: kept for
+    tests/store/test_touched.py, which checks both ways commit the same)."""
+
+    def session(self, sid: str) -> SessionRecord | None:
+        if sid not in self._touched_sessions:
+            self._touched_sessions.add(sid)
+            row = self._installed.sessions.get(sid)
+            if row is not None and sid not in self.sessions:
+                self.sessions[sid] = self._built(session_from_row, sid, row)
+        return self.sessions.get(sid)
+
+    def _store_session(self, record: SessionRecord) -> None:
+        self._touched_sessions.add(record.sid)
+        self.sessions[record.sid] = record
+
+    def _forget_session(self, sid: str) -> None:
+        self.session(sid)  # a stored one not built yet is built first (then forgotten)
+        del self.sessions[sid]  # (KeyError for one that does not exist, as in WorldBase)
+
+    def _has_registrations(self, user: str) -> bool:
+        return bool(self.users.get(user)) or (user == self._installed.user
+                                              and bool(self._installed.registrations))
+
+    def registration(self, key: RegKey) -> RegistrationRecord | None:
+        regs = self.users.get(key[0])
+        if regs is None:
+            return None
+        reg = (key[1], key[2])
+        if reg not in self._touched_regs:
+            self._touched_regs.add(reg)
+            row = self._installed.registrations.get(reg)
+            if row is not None and reg not in regs:
+                regs[reg] = self._registration_of(reg, row)
+        return regs.get(reg)
+
+    def registrations_of(self, user: str) -> list[RegistrationRecord]:
+        regs = self.users.get(user)
+        if regs is None:
+            return []
+        if not self._touched_all:
+            self._touched_all = True
+            self._in_stored_order(regs, lambda row: True)
+            self._touched_regs.update(regs)
+        return list(regs.values())
+
+    def _store_registration(self, reg: RegistrationRecord) -> None:
+        self._touched_regs.add((reg.jid, reg.node))
+        super()._store_registration(reg)
+
+    def rebuild_due(self) -> None:
+        # Only a registration whose row has time facts can have a timer running: those are
+        # built too (not touched: the due queue reaches them through ``registration``), in
+        # the stored order, as the due order of timers due at the same time follows it.
+        regs = self.users.get(self._installed.user)
+        if regs is not None and not self._touched_all:
+            reorder = len(regs) > 1  # (two built already, as the install's expiries do)
+            for reg, row in self._installed.registrations.items():
+                if reorder or (reg not in regs and has_time_facts(row)):
+                    self._in_stored_order(regs, has_time_facts)
+                    break
+        super().rebuild_due()
+
+    def _in_stored_order(self, regs: dict[RegId, RegistrationRecord],
+                         build: Callable[[Row], bool]) -> None:
+        """``regs`` (the installed user's) in the order of the stored rows, the new ones
+        after them, as building them all at the install would hold them; the rows not built
+        yet for which ``build`` says so are built."""
+        rows = self._installed.registrations
+        ordered = {}
+        for reg, row in rows.items():
+            rec = regs.get(reg)
+            if rec is None and build(row):
+                rec = self._registration_of(reg, row)
+            if rec is not None:
+                ordered[reg] = rec
+        ordered.update((reg, rec) for reg, rec in regs.items() if reg not in rows)
+        regs.clear()
+        regs.update(ordered)
+
+    def _built(self, build: Callable[..., Any], key: Any, row: Row) -> Any:
+        """A record of the installed user from its row; StoreCorrupt when it is not readable
+        (nothing is written: the attempt stops there)."""
+        try:
+            return build(self._installed.user, key, row)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            raise StoreCorrupt(f"{self.store.url}: a stored record of user "
+                               f"{self._installed.user} is not readable "
+                               f"({type(exc).__name__}: {exc})") from None
+
+    def _registration_of(self, reg: RegId, row: Row) -> RegistrationRecord:
+        prebuilt = self._installed.pushed
+        rec: RegistrationRecord = self._built(
+            lambda user, key, row: registration_from_row(user, key, row, prebuilt.get(key)),
+            reg, row)
+        if reg not in prebuilt:
+            prebuilt[reg] = rec.pushed.copy()
+        return rec
+
     def _install(self, snapshot: UserSnapshot) -> None:
         user = snapshot.user
-        try:
-            self.sessions = {sid: session_from_row(user, sid, row)
-                             for sid, row in snapshot.sessions.items()}
-            prebuilt = snapshot.pushed
-            regs = {}
-            for reg, row in snapshot.registrations.items():
-                rec = regs[reg] = registration_from_row(user, reg, row, prebuilt.get(reg))
-                if reg not in prebuilt:
-                    prebuilt[reg] = rec.pushed.copy()
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            raise StoreCorrupt(f"{self.store.url}: a stored record of user {user} is not "
-                               f"readable ({type(exc).__name__}: {exc})") from None
+        self._installed = snapshot
+        self._touched_sessions, self._touched_regs, self._touched_all = set(), set(), False
+        self.sessions, self.users = {}, {user: {}}
+        if self._full_diff:
+            for sid in snapshot.sessions:
+                self.session(sid)
+            self.registrations_of(user)
+            self._touched_sessions, self._touched_regs, self._touched_all = set(), set(), False
         self._install_facts(snapshot)
-        self.users = {user: regs} if regs else {}
         self._user_seq = snapshot.seq
         self.audit_log = []
         for reg in snapshot.expired:
@@ -646,16 +777,37 @@ class StoredEngine(StoredTime):
                                f"is not readable ({type(exc).__name__}: {exc}); nothing was "
                                "applied") from None
 
+    def _record_changes(self, snapshot: UserSnapshot, changes: UserChanges
+                        ) -> tuple[dict[str, Row], dict[RegId, Row]]:
+        """The sessions and registrations the event changed, into ``changes``; every
+        session's and registration's row after it. Only the records the event touched are
+        compared (``_full_diff``: all of them, the way this was done before)."""
+        records = self.users.get(snapshot.user, {})
+        if self._full_diff:
+            sessions, changes.sessions_put = _diff(self.sessions, snapshot.sessions,
+                                                   session_row)
+            changes.sessions_del = [sid for sid in snapshot.sessions
+                                    if sid not in self.sessions]
+            regs, changes.registrations_put = _diff(records, snapshot.registrations,
+                                                    registration_row)
+            return sessions, regs
+        sessions, changes.sessions_put, changes.sessions_del = _diff_touched(
+            self.sessions, snapshot.sessions, self._touched_sessions, session_row)
+        if self._touched_all:  # registrations_of: the event may have changed any of them
+            regs, changes.registrations_put = _diff(records, snapshot.registrations,
+                                                    registration_row)
+        else:
+            regs, changes.registrations_put, _ = _diff_touched(
+                records, snapshot.registrations, self._touched_regs, registration_row)
+        return sessions, regs
+
     def _changes(self, snapshot: UserSnapshot, pushes: list[Push],
                  settle: tuple[str, ...], verified: bool = True) -> UserChanges | None:
         """What the event changed (with the pushes for the outbox), or None; also leaves in
         ``_next`` the snapshot the commit makes (for the cache)."""
         user = snapshot.user
         changes = UserChanges(user, snapshot.version, "", self._user_seq)
-        sessions, changes.sessions_put = _diff(self.sessions, snapshot.sessions, session_row)
-        changes.sessions_del = [sid for sid in snapshot.sessions if sid not in self.sessions]
-        regs, changes.registrations_put = _diff(self.users.get(user, {}),
-                                                snapshot.registrations, registration_row)
+        sessions, regs = self._record_changes(snapshot, changes)
         _registration_deltas(snapshot, changes)
         changes.audit = list(self.audit_log)
         changes.orphan_ttl = 0  # the model's orphan_ttl runs by the events' clock (due.py)
@@ -679,8 +831,10 @@ class StoredEngine(StoredTime):
             changes.known_registrations = list(snapshot.registrations)
             changes.known_timers = list(snapshot.timers)
         changes.token = uuid.uuid4().hex
-        # The records are installed afresh for every event: their dedup sets can be handed on.
-        pushed = {reg: rec.pushed for reg, rec in self.users.get(user, {}).items()}
+        # The records are installed afresh for every event: their dedup sets can be handed on
+        # (and the prebuilt ones of those not built stay as they are).
+        pushed = {**snapshot.pushed,
+                  **{reg: rec.pushed for reg, rec in self.users.get(user, {}).items()}}
         self._next = UserSnapshot(user, snapshot.version + 1, changes.seq, sessions, regs,
                                   token=changes.token, pushed=pushed,
                                   timers=_timers_after(snapshot, changes), facts=facts)
