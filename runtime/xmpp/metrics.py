@@ -106,6 +106,7 @@ class PrometheusMetrics(Metrics):
         self._store_ok = True
         self._server: WSGIServer | None = None
         self._by_kind: dict[str, Any] = {}
+        self._by_outcome: dict[tuple[str, str], Any] = {}
         for part in self._health:
             self._up.labels(part).set_function(self._probe(part))
 
@@ -134,7 +135,10 @@ class PrometheusMetrics(Metrics):
             self._in_flight.dec()
 
     def push_outcome(self, rule: str, outcome: str) -> None:
-        self._pushes.labels(rule, outcome).inc()
+        counter = self._by_outcome.get((rule, outcome))
+        if counter is None:  # (as in event(): once per rule and outcome)
+            counter = self._by_outcome[(rule, outcome)] = self._pushes.labels(rule, outcome)
+        counter.inc()
 
     def push_error(self, error_type: str | None, disabled: bool) -> None:
         self._errors.labels(error_type or "none").inc()
