@@ -218,6 +218,34 @@ def test_tiny_run_has_the_issue_shape_and_sane_figures():
     assert set(result["overload_rss_mb"]) == {"start", "end"}
     assert result["overload_rss_mb"]["start"] > 0
     assert detail["overload"]["events"] > 0
+    if "redis" in stores:  # the store batched against its floor, in the same run
+        floor = detail["redis_floor"]
+        assert floor["round_trip_floor_events_per_s"] > 0 and floor["store_events_per_s"] > 0
+    checked = detail["targets"]
+    assert set(checked) >= {"sqlite events/s >= 5000", "overload RSS end <= 1.5 x start",
+                            "all met"}  # (the tiny plan has no 2k events/s run)
+    assert all(isinstance(t["met"], bool) for n, t in checked.items() if n != "all met")
+    for run_ in detail["push_heavy"].values():  # every outcome line counted once, by status
+        assert sum(run_["statuses"].values()) == run_["outcomes"]
     json.dumps(full)  # --json prints it as is
     text = serve.text(full)
     assert "raw ceiling" in text and "held pushes (burst_window" in text
+    assert "issue 12's targets in this run:" in text
+
+
+def test_each_target_is_judged_by_its_own_limit():
+    """One figure beyond its limit: that target and "all met" are false, the others true."""
+    stores = {kind: {"events_per_s": need, "p99_ms_at_2k": 50.0}
+              for kind, need in serve.EVENT_TARGETS.items()}
+    result = {"stores": stores}
+    ratios = {"burst_to_ceiling": {"memory": 0.5, "redis": 0.49}, "rss_end_to_start": 1.5}
+    detail = {"redis_floor": {"floor_to_store": 1.5}}
+    checked = serve.targets(result, detail, ratios)
+    missed = [name for name, t in checked.items() if name != "all met" and not t["met"]]
+    assert missed == ["redis push path (burst pushes/s) >= 0.5 x ceiling"]
+    assert checked["all met"] is False
+    stores["sqlite"]["events_per_s"] = 4999
+    ratios["burst_to_ceiling"]["redis"] = 0.5
+    checked = serve.targets(result, detail, ratios)
+    assert [n for n, t in checked.items() if n != "all met" and not t["met"]] == [
+        "sqlite events/s >= 5000"]
