@@ -193,6 +193,9 @@ def assert_push_heavy(detail: dict, stores: tuple[str, ...]) -> None:
         assert 0 < run["burst_pushes"] <= run["matched"], kind  # the closing burst's publishes
         assert detail["ratios"]["burst_to_ceiling"][kind] > 0
         assert run["ceiling_before_pushes_per_s"] > 0  # measured again right before the burst
+        assert run["ceiling_after_pushes_per_s"] > 0  # and right after it: the mean divides
+        assert run["ceiling_around_pushes_per_s"] == round(
+            (run["ceiling_before_pushes_per_s"] + run["ceiling_after_pushes_per_s"]) / 2)
 
 
 @pytest.mark.integration
