@@ -20,7 +20,7 @@ import heapq
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 Attempt = Callable[[UserSnapshot, bool], tuple[list[Push], UserChanges | None]]
 """One run of a user's event or due work on a snapshot (verified or not): its pushes and
 what it changed (None: nothing to commit)."""
+UNKEPT: Hashable = object()
+"""The lane of a run whose commit is never retried by its caller (due work: found again in
+the store): nothing is kept for it when the commit's outcome is unknown."""
 DUE_READ = 1 << 30
 """Entries of the due index read at once (every user due by then)."""
 
@@ -215,6 +218,6 @@ class StoredTime(Engine):
         raise NotImplementedError
 
     def _run_user(self, user: str, unit: Any, attempt: Attempt, *,
-                  settle: tuple[str, ...] = (), cached: bool = True, what: str = ""
-                  ) -> tuple[list[Push], list[OutboxEntry]]:
+                  settle: tuple[str, ...] = (), cached: bool = True, what: str = "",
+                  lane: Hashable = UNKEPT) -> tuple[list[Push], list[OutboxEntry]]:
         raise NotImplementedError

@@ -43,7 +43,7 @@ from .base import (
     session_from_row,
     session_row,
 )
-from .due import Attempt, DueWork, StoredTime
+from .due import UNKEPT, Attempt, StoredTime
 
 TIMER_EVENT = "expire"
 """The model's timer event (model/registration.py TIMER_EVENTS) a store's orphan TTL fires."""
@@ -264,7 +264,6 @@ class StoredEngine(StoredTime):
         # in order: a reader, the push-results): one caller's retry never drops another's.
         self._pending: dict[Hashable, _Pending] = {}
         self._pending_batch: dict[Hashable, _Batch] = {}
-        self._lane: Hashable = None
         self._next: UserSnapshot | None = None
         self.outbox = outbox
         self.last_entries: list[OutboxEntry] = []
@@ -288,7 +287,6 @@ class StoredEngine(StoredTime):
         ``lane``: the caller (callers that each retry their own events after StoreUnavailable,
         interleaved, each name theirs: the retry of one resends its commit whatever the
         others ran meanwhile)."""
-        self._lane = lane
         if event.EVENT == "tick":  # time passes for every user (due.py)
             return self.tick(event)
         user = event_user(event)
@@ -299,13 +297,13 @@ class StoredEngine(StoredTime):
         if (pending is not None and pending.event == event and pending.changes.user == user
                 and pending.settle == settle):
             self._cache.pop(user, None)
-            if self._commit(pending.changes, event, pending.pushes, settle):
+            if self._commit(pending.changes, event, pending.pushes, settle, lane):
                 self.last_entries = self._entries(pending.changes, pending.pushes)
                 return pending.pushes
         pushes, self.last_entries = self._run_user(
             user, event, lambda snapshot, verified: self._attempt(event, snapshot, settle,
                                                                   verified),
-            settle=settle, what=event.EVENT)
+            settle=settle, what=event.EVENT, lane=lane)
         return pushes
 
     def end_lane(self, lane: Hashable) -> None:
@@ -322,13 +320,15 @@ class StoredEngine(StoredTime):
         return pushes, self._changes(snapshot, pushes, settle, verified)
 
     def _run_user(self, user: str, unit: Any, attempt: Attempt, *,
-                  settle: tuple[str, ...] = (), cached: bool = True, what: str = ""
-                  ) -> tuple[list[Push], list[OutboxEntry]]:
+                  settle: tuple[str, ...] = (), cached: bool = True, what: str = "",
+                  lane: Hashable = UNKEPT) -> tuple[list[Push], list[OutboxEntry]]:
         """Run ``attempt`` for ``user`` until its commit lands: on the cached copy first
         (``cached``) without asking the store, which refuses the commit unless that copy is
         still current; an attempt that changes nothing on an unchecked copy asks then whether
         it ran on the current one. Each refused commit: a randomised backoff, then again on
-        fresh state (at most ``max_attempts``, then StoreConflict). The pushes and entries."""
+        fresh state (at most ``max_attempts``, then StoreConflict). The pushes and entries.
+        A commit whose outcome a StoreUnavailable left unknown is kept for ``lane``'s retry
+        (``UNKEPT``: for none, as due work, which is found again in the store)."""
         snapshot: UserSnapshot | None = self._cache.get(user) if cached else None
         verified = False
         for number in range(self.max_attempts):
@@ -342,7 +342,7 @@ class StoredEngine(StoredTime):
                     return pushes, [OutboxEntry(push) for push in pushes]
                 snapshot, verified = fresh, True
                 continue
-            if self._commit(changes, unit, pushes, settle):
+            if self._commit(changes, unit, pushes, settle, lane):
                 self._remember(self._next)
                 return pushes, self._entries(changes, pushes)
             self._cache.pop(user, None)
@@ -599,14 +599,14 @@ class StoredEngine(StoredTime):
                                f"readable ({type(exc).__name__}: {exc})") from None
 
     def _commit(self, changes: UserChanges, event: Any, pushes: list[Push],
-                settle: tuple[str, ...] = ()) -> bool:
+                settle: tuple[str, ...], lane: Hashable) -> bool:
         if self.before_commit is not None:
             self.before_commit(changes)
         try:
             done = self.store.commit(changes)
         except Exception:
-            if not isinstance(event, DueWork):  # (due work is found again in the store)
-                self._pending[self._lane] = _Pending(event, changes, pushes, settle)
+            if lane is not UNKEPT:
+                self._pending[lane] = _Pending(event, changes, pushes, settle)
             raise
         if done:
             self.commits += 1
