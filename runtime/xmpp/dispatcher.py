@@ -463,22 +463,21 @@ class Dispatcher:
     async def _report_now(self, event: PushResult, settle: tuple[str, ...]
                           ) -> Exception | None:
         """``engine.handle(event)``, tried again on failure: the error it ended with."""
+        options: dict[str, Any] = {"lane": REPORT_LANE} if self._lanes else {}
+        if settle:
+            options["settle"] = settle
+        error: Exception | None = None
         for attempt in range(REPORT_ATTEMPTS):
+            if attempt:
+                await self.sleep(0.1 * 2 ** (attempt - 1))  # not aborted: the answer is in hand
             try:
-                if settle:
-                    self.engine.handle(event, settle=settle, lane=REPORT_LANE)
-                elif self._lanes:
-                    self.engine.handle(event, lane=REPORT_LANE)
-                else:
-                    self.engine.handle(event)
+                self.engine.handle(event, **options)
                 return None
             except ImpossibleEvent as exc:
                 return exc
             except Exception as exc:
-                if attempt + 1 == REPORT_ATTEMPTS:
-                    return exc
-                await self.sleep(0.1 * 2 ** attempt)  # not aborted: the answer is in hand
-        raise AssertionError("unreachable")  # pragma: no cover
+                error = exc
+        return error
 
     def _batched_report(self, event: PushResult, settle: tuple[str, ...]
                         ) -> asyncio.Future[Exception | None]:

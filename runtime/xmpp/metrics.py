@@ -105,22 +105,26 @@ class PrometheusMetrics(Metrics):
                                                        "store": lambda: True}
         self._store_ok = True
         self._server: WSGIServer | None = None
-        self._by_kind: dict[str, Any] = {}
-        self._by_outcome: dict[tuple[str, str], Any] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         for part in self._health:
             self._up.labels(part).set_function(self._probe(part))
 
     # --- the interface -----------------------------------------------------------------------
+    def _child(self, metric: Any, *values: str) -> Any:
+        """``metric.labels(*values)``, looked up once (labels() takes a lock and builds a key
+        per call: the hot path counts every event and push)."""
+        child = self._children.get((metric, values))
+        if child is None:
+            child = self._children[(metric, values)] = metric.labels(*values)
+        return child
+
     def event(self, kind: str) -> None:
-        counter = self._by_kind.get(kind)
-        if counter is None:  # labels() takes a lock and builds a key: once per kind
-            counter = self._by_kind[kind] = self._events.labels(kind)
-        counter.inc()
+        self._child(self._events, kind).inc()
         if kind == "push-disable":
             self.disabled("client")
 
     def rejected(self, message: str) -> None:
-        self._rejected.labels(rejection_reason(message)).inc()
+        self._child(self._rejected, rejection_reason(message)).inc()
 
     def decide_seconds(self, seconds: float) -> None:
         self._decide.observe(seconds)
@@ -135,18 +139,15 @@ class PrometheusMetrics(Metrics):
             self._in_flight.dec()
 
     def push_outcome(self, rule: str, outcome: str) -> None:
-        counter = self._by_outcome.get((rule, outcome))
-        if counter is None:  # (as in event(): once per rule and outcome)
-            counter = self._by_outcome[(rule, outcome)] = self._pushes.labels(rule, outcome)
-        counter.inc()
+        self._child(self._pushes, rule, outcome).inc()
 
     def push_error(self, error_type: str | None, disabled: bool) -> None:
-        self._errors.labels(error_type or "none").inc()
+        self._child(self._errors, error_type or "none").inc()
         if disabled:
             self.disabled("errors")
 
     def disabled(self, reason: str) -> None:
-        self._disables.labels(reason).inc()
+        self._child(self._disables, reason).inc()
 
     def watch(self, *, outbox: Callable[[], int] | None = None,
               xmpp_up: Callable[[], bool] | None = None, store: Any = None) -> None:
