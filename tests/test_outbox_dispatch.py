@@ -300,12 +300,11 @@ def test_serve_over_redis_applies_lines_read_together_in_one_batch_and_names_eve
     commits): the v2 lines with poison lines among them, on stdin, push exactly what the
     in-memory sidecar pushes, every bad line is named, and the outbox is settled."""
     import io
-    import os
 
     from test_sidecar_input import (  # type: ignore[import-not-found]
         RecordingTransport,
         assert_v2_applied,
-        first_part_out,
+        run_on_stdin,
         v2_lines,
     )
 
@@ -328,14 +327,7 @@ def test_serve_over_redis_applies_lines_read_together_in_one_batch_and_names_eve
             return run_batch(ops)
 
         car.engine.store.run_batch = counted
-        read, write = os.pipe()
-        with os.fdopen(read, "rb") as stdin:
-            task = asyncio.get_running_loop().create_task(car.run(stdin))
-            os.write(write, parts[0])
-            await asyncio.wait_for(first_part_out(transport), 20)
-            os.write(write, parts[1])
-            os.close(write)
-            code = await asyncio.wait_for(task, 20)
+        code = await run_on_stdin(car, transport, parts)
         return code, car, transport, out, err.getvalue(), batches
 
     with local_redis() as server:

@@ -303,6 +303,20 @@ async def first_part_out(transport: RecordingTransport) -> None:
         await asyncio.sleep(0.01)
 
 
+async def run_on_stdin(car: Sidecar, transport: RecordingTransport, parts: list[bytes]) -> int:
+    """``car.run`` with ``v2_lines``'s two parts on a pipe as stdin: the second written once
+    the first part's pushes are out, then the end of stdin (serve finishes its pushes and
+    exits). Its exit code."""
+    read, write = os.pipe()
+    with os.fdopen(read, "rb") as stdin:
+        task = asyncio.get_running_loop().create_task(car.run(stdin))
+        os.write(write, parts[0])
+        await asyncio.wait_for(first_part_out(transport), 20)
+        os.write(write, parts[1])
+        os.close(write)
+        return await asyncio.wait_for(task, 20)
+
+
 class RecordingTransport:
     """Stands in for the XMPP side (the input, engine, dispatcher and outcomes are real):
     every publish answered with a result."""
@@ -354,14 +368,7 @@ def test_v2_lines_on_stdin_every_poison_line_named_and_every_good_one_applied():
 
     async def main():
         car, transport, out, err = v2_sidecar()
-        read, write = os.pipe()
-        with os.fdopen(read, "rb") as stdin:
-            task = asyncio.get_running_loop().create_task(car.run(stdin))
-            os.write(write, parts[0])
-            await asyncio.wait_for(first_part_out(transport), 20)
-            os.write(write, parts[1])
-            os.close(write)  # the end of stdin: serve finishes its pushes and exits
-            code = await asyncio.wait_for(task, 20)
+        code = await run_on_stdin(car, transport, parts)
         return code, car, transport, out, err.getvalue()
 
     code, car, transport, out, err = asyncio.run(main())

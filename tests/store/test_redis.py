@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import redis
@@ -128,28 +130,37 @@ def test_a_registration_enabled_again_after_it_expired_starts_with_no_dedup_ids(
     assert [a.action for a in store.audit_trail(BOB)] == ["expire"]
 
 
-def test_serve_retries_an_event_for_its_store_retry_budget(own_redis):
-    """The sidecar holds an event while the store is down (as during a cluster failover,
-    ~2.5 s) for --store-retry-seconds, then applies it once; past the budget it rejects it."""
+def _fed_while_down(own_redis: Any, budget: float, down_for: float,
+                    feed: Callable[[Any], Awaitable[None]]) -> tuple[Any, str]:
+    """A sidecar with ``store_retry_seconds=budget`` over ``own_redis``, which stops and comes
+    back ``down_for`` seconds later; ``feed(sidecar)`` runs meanwhile. The sidecar and what
+    it said, once the server is surely back."""
     import asyncio
     import io
-    import json
     import threading
 
     from pushrules.runtime.xmpp.sidecar import Sidecar, SidecarSettings
 
-    def feed(budget: float, down_for: float) -> tuple[Sidecar, str]:
-        settings = SidecarSettings(component_jid="p.example.org", component_secret="x",
-                                   store_retry_seconds=budget)
-        err = io.StringIO()
-        car = Sidecar(settings, io.StringIO(), err,
-                      engine=StoredEngine(open_store(own_redis.url), Config()))
-        own_redis.stop()
-        threading.Timer(down_for, own_redis.start).start()
+    settings = SidecarSettings(component_jid="p.example.org", component_secret="x",
+                               store_retry_seconds=budget)
+    err = io.StringIO()
+    car = Sidecar(settings, io.StringIO(), err,
+                  engine=StoredEngine(open_store(own_redis.url), Config()))
+    own_redis.stop()
+    threading.Timer(down_for, own_redis.start).start()
+    asyncio.run(feed(car))
+    time.sleep(max(0.0, down_for - budget) + 0.5)
+    return car, err.getvalue()
+
+
+def test_serve_retries_an_event_for_its_store_retry_budget(own_redis):
+    """The sidecar holds an event while the store is down (as during a cluster failover,
+    ~2.5 s) for --store-retry-seconds, then applies it once; past the budget it rejects it."""
+    import json
+
+    def feed(budget: float, down_for: float) -> tuple[Any, str]:
         line = json.dumps({"event": "session-bind", "session": f"{BOB}/r{budget}"})
-        asyncio.run(car.feed(line, 1))
-        time.sleep(max(0.0, down_for - budget) + 0.5)
-        return car, err.getvalue()
+        return _fed_while_down(own_redis, budget, down_for, lambda car: car.feed(line, 1))
 
     car, err = feed(15.0, 2.5)
     assert (car.accepted, car.rejected) == (1, 0), err
@@ -162,28 +173,18 @@ def test_serve_retries_an_event_for_its_store_retry_budget(own_redis):
 def test_serve_retries_a_batch_in_order_for_its_store_retry_budget(own_redis):
     """Lines read together while the store is down: held and retried as one batch, each
     applied once and in order when it is back; past the budget every one is rejected by line."""
-    import asyncio
-    import io
     import json
-    import threading
 
-    from pushrules.runtime.xmpp.sidecar import Sidecar, SidecarSettings
-
-    def feed(budget: float, down_for: float) -> tuple[Sidecar, str]:
-        settings = SidecarSettings(component_jid="p.example.org", component_secret="x",
-                                   store_retry_seconds=budget)
-        err = io.StringIO()
-        car = Sidecar(settings, io.StringIO(), err,
-                      engine=StoredEngine(open_store(own_redis.url), Config()))
-        assert car.batching
-        own_redis.stop()
-        threading.Timer(down_for, own_redis.start).start()
+    def feed(budget: float, down_for: float) -> tuple[Any, str]:
         events = [{"event": "session-bind"}, {"event": "smacks-hibernation-start", "queue": []}]
         lines = [json.dumps({**event, "session": f"{user}/b{budget}"}).encode()
                  for event in events for user in (BOB, "ann@example.org")]
-        asyncio.run(car.feed_many([(line, n) for n, line in enumerate(lines, 1)], "stdin"))
-        time.sleep(max(0.0, down_for - budget) + 0.5)
-        return car, err.getvalue()
+
+        async def feed_batch(car: Any) -> None:
+            assert car.batching
+            await car.feed_many([(line, n) for n, line in enumerate(lines, 1)], "stdin")
+
+        return _fed_while_down(own_redis, budget, down_for, feed_batch)
 
     car, err = feed(15.0, 2.5)
     assert (car.accepted, car.rejected) == (4, 0), err
