@@ -264,9 +264,9 @@ def registration_from_row(user: str, reg: RegId, row: Row,
     return rec
 
 
-_UNTIMED_ROW = frozenset(("state", "options", "session", "errors", "reason", "disabled_at",
-                          "seq", "pushed"))
-"""The keys of ``registration_row`` without time facts (any other key is one of them)."""
+_UNTIMED_ROW = frozenset(registration_row(RegistrationRecord("", "", "")))
+"""The keys of ``registration_row`` without time facts (a new record has none set; any other
+key is one of them)."""
 
 
 def has_time_facts(row: Row) -> bool:
