@@ -719,19 +719,18 @@ def redis_floor(url: str, rounds: int = 3) -> dict[str, Any]:
     load on this shared machine skews one figure, not the ratio)."""
     from pushrules.runtime.store import StoredEngine, open_store
 
-    from .stores import _measure_batched, _round_trip_floor
-    from .stores import _run as engine_run
+    from .stores import measure_batched, round_trip_floor, run_engine
 
     events = generate(40).events
     config = Config()
-    expected = [p.to_json() for p in engine_run(Engine(config), events)[1]]
+    expected = [p.to_json() for p in run_engine(Engine(config), events)[1]]
     floor = batched = 0
     for n in range(rounds):
         store = open_store(f"{url}?prefix=floor{n}")
-        floor = max(floor, _round_trip_floor(store, events))
+        floor = max(floor, round_trip_floor(store, events))
         store.close()
         engine = StoredEngine(open_store(f"{url}?prefix=batched{n}"), config)
-        batched = max(batched, _measure_batched(engine, events, expected))
+        batched = max(batched, measure_batched(engine, events, expected))
         engine.store.close()
     return {"events": len(events), "round_trip_floor_events_per_s": floor,
             "store_events_per_s": batched, "floor_to_store": round(floor / batched, 2)}

@@ -46,7 +46,7 @@ from pushrules.runtime.store import StoredEngine, StoreUnavailable, event_user, 
 from pushrules.runtime.store.local_redis import LocalRedis, LocalRedisCluster, RedisServerMissing
 
 
-def _run(engine: Engine, events: list[Any]) -> tuple[float, list[Any]]:
+def run_engine(engine: Engine, events: list[Any]) -> tuple[float, list[Any]]:
     pushes: list[Any] = []
     start = time.perf_counter()
     for event in events:
@@ -55,7 +55,7 @@ def _run(engine: Engine, events: list[Any]) -> tuple[float, list[Any]]:
 
 
 def _measure(engine: Engine, events: list[Any], expected: list[Any]) -> float:
-    elapsed, pushes = _run(engine, events)
+    elapsed, pushes = run_engine(engine, events)
     if [p.to_json() for p in pushes] != expected:
         raise AssertionError(f"{type(engine).__name__} decided other pushes than the engine")
     return round(len(events) / elapsed)
@@ -65,7 +65,7 @@ BATCH = 64
 """Events per ``handle_many`` call in the batched Redis run (the sidecar's ``BATCH_EVENTS``)."""
 
 
-def _measure_batched(engine: StoredEngine, events: list[Any], expected: list[Any],
+def measure_batched(engine: StoredEngine, events: list[Any], expected: list[Any],
                      size: int = BATCH) -> int:
     """Events/s through ``handle_many`` in slices of ``size`` (the pushes checked as above)."""
     pushes: list[Any] = []
@@ -95,7 +95,7 @@ def _pipelined_floor(store: Any, events: list[Any], size: int = BATCH) -> int:
     return round(len(events) / (time.perf_counter() - start))
 
 
-def _round_trip_floor(store: Any, events: list[Any]) -> int:
+def round_trip_floor(store: Any, events: list[Any]) -> int:
     """Events/s of the least a Redis store can do per event: one trivial EVALSHA on the event
     user's slot, through the same client (issue 12's floor for the Redis store)."""
     floor = store._redis.register_script("return 1")
@@ -268,7 +268,7 @@ def _collect(procs: list[Any], results: Any, timeout: float) -> list[dict[str, A
 
 
 def _engine_pushes(events: list[Any]) -> list[Any]:
-    return [p.to_json() for p in _run(Engine(Config()), events)[1]]
+    return [p.to_json() for p in run_engine(Engine(Config()), events)[1]]
 
 
 def _failover(cluster: LocalRedisCluster, events: list[Any],
@@ -357,7 +357,7 @@ def run_store_bench(quick: bool) -> dict[str, Any]:
     users = 40 if quick else 400
     events = generate(users).events
     config = Config()
-    elapsed, reference = _run(Engine(config), events)
+    elapsed, reference = run_engine(Engine(config), events)
     expected = [p.to_json() for p in reference]
     rates: dict[str, Any] = {"engine (no store)": round(len(events) / elapsed)}
     notes: dict[str, str] = {}
@@ -377,14 +377,14 @@ def run_store_bench(quick: bool) -> dict[str, Any]:
                 # Floor and store alternately, best of two each: a burst of load on this
                 # shared machine then skews one figure, not the ratio.
                 for run in range(2):
-                    floor = max(floor, _round_trip_floor(store, events))
+                    floor = max(floor, round_trip_floor(store, events))
                     engine = StoredEngine(open_store(f"{server.url}?prefix=bench{run}"), config)
                     rates["redis"] = max(rates.get("redis", 0),
                                          _measure(engine, events, expected))
                     engine.store.close()
                     engine = StoredEngine(open_store(f"{server.url}?prefix=batch{run}"), config)
                     rates[BATCHED] = max(rates.get(BATCHED, 0),
-                                         _measure_batched(engine, events, expected))
+                                         measure_batched(engine, events, expected))
                     engine.store.close()
                     rates[PIPELINED_FLOOR] = max(rates.get(PIPELINED_FLOOR, 0),
                                                  _pipelined_floor(store, events))
