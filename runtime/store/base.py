@@ -119,10 +119,13 @@ class UserChanges:
 
 @dataclass(frozen=True, slots=True)
 class BatchCheck:
-    """In a batch: is the user's state still the copy ``known`` (version, token) names?"""
+    """In a batch: is the user's state still the copy ``known`` (version, token) names? If it
+    is, the outbox entries ``settle`` names are removed (an event that changed nothing else
+    settles them so, without a commit: the version is not bumped, no cached copy goes stale)."""
 
     user: str
     known: tuple[int, str]
+    settle: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -313,11 +313,13 @@ class StoredEngine(StoredTime):
         self._pending_batch.pop(lane, None)
 
     def _attempt(self, event: Any, snapshot: UserSnapshot, settle: tuple[str, ...],
-                 verified: bool) -> tuple[list[Push], UserChanges | None]:
-        """One run of ``event`` on ``snapshot``: its pushes and what it changed (None)."""
+                 verified: bool, settled_apart: bool = False
+                 ) -> tuple[list[Push], UserChanges | None]:
+        """One run of ``event`` on ``snapshot``: its pushes and what it changed (None).
+        ``settled_apart``: the caller settles ``settle`` itself when nothing else changed."""
         self._install(snapshot)
         pushes = super().handle(event)
-        return pushes, self._changes(snapshot, pushes, settle, verified)
+        return pushes, self._changes(snapshot, pushes, settle, verified, settled_apart)
 
     def _run_user(self, user: str, unit: Any, attempt: Attempt, *,
                   settle: tuple[str, ...] = (), cached: bool = True, what: str = "",
@@ -427,7 +429,8 @@ class StoredEngine(StoredTime):
             step = _Step(index, event, user, self.time, snapshot.version, settle)
             steps.append(step)
             try:
-                step.pushes, step.changes = self._attempt(event, snapshot, settle, verified)
+                step.pushes, step.changes = self._attempt(event, snapshot, settle, verified,
+                                                          settled_apart=True)
             except Exception as exc:  # ImpossibleEvent...: final, unless the copy was stale
                 step.error = exc
                 continue
@@ -438,10 +441,12 @@ class StoredEngine(StoredTime):
                 assert step.made is not None
                 heads[user] = (step.made, verified)
                 chained.add(user)
-            elif verified or user in chained:
+            elif (verified or user in chained) and not settle:
                 continue  # current if the commit it follows lands (else it runs again)
             step.op = len(ops)
-            ops.append(step.changes or BatchCheck(user, snapshot.identity))
+            # An event that only settles outbox entries (a push-result that changed nothing):
+            # removed if the copy it ran on is current, no commit (no version bumped).
+            ops.append(step.changes or BatchCheck(user, snapshot.identity, settle))
         return _Batch(events, settles, steps, ops, [None] * len(events))
 
     def _send_batch(self, batch: _Batch, lane: Hashable) -> list[Handled]:
@@ -802,9 +807,11 @@ class StoredEngine(StoredTime):
         return sessions, regs
 
     def _changes(self, snapshot: UserSnapshot, pushes: list[Push],
-                 settle: tuple[str, ...], verified: bool = True) -> UserChanges | None:
-        """What the event changed (with the pushes for the outbox), or None; also leaves in
-        ``_next`` the snapshot the commit makes (for the cache)."""
+                 settle: tuple[str, ...], verified: bool = True,
+                 settled_apart: bool = False) -> UserChanges | None:
+        """What the event changed (with the pushes for the outbox), or None (with
+        ``settled_apart``, also when it only settles: the caller removes those entries); also
+        leaves in ``_next`` the snapshot the commit makes (for the cache)."""
         user = snapshot.user
         changes = UserChanges(user, snapshot.version, "", self._user_seq)
         sessions, regs = self._record_changes(snapshot, changes)
@@ -818,7 +825,7 @@ class StoredEngine(StoredTime):
             version = snapshot.version + 1
             changes.outbox_put = {outbox_key(version, i): outbox_row(push)
                                   for i, push in enumerate(pushes)}
-        changes.outbox_del = list(settle)
+        changes.outbox_del = [] if settled_apart else list(settle)
         facts = self.user_facts(user)
         if facts != snapshot.facts:
             changes.facts = facts
@@ -827,6 +834,8 @@ class StoredEngine(StoredTime):
         if _writes_nothing(snapshot, changes):
             self._next = None
             return None
+        if settled_apart:  # it commits: the settle goes with it
+            changes.outbox_del = list(settle)
         if not verified:
             changes.known_registrations = list(snapshot.registrations)
             changes.known_timers = list(snapshot.timers)

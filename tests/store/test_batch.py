@@ -411,3 +411,53 @@ def test_a_lanes_lost_commit_is_resent_whatever_another_lane_ran_meanwhile(redis
     assert store_state(engine.store, BOB) == engine_state(ref, BOB)
     assert len(engine.outbox_pending()) == 1
     engine.store.close()
+
+
+def test_a_push_result_that_changes_nothing_settles_its_entry_without_a_commit(redis_server):
+    """On a single Redis, push-results that change nothing in the model (ok to registrations
+    without errors) settle their outbox entries in the check of the copy they ran on: no
+    commit, the user's version stays (no other copy goes stale). When another node moved the
+    user meanwhile, the check finds the copy stale and removes nothing: the results run again
+    on fresh state and settle in their commit. Each entry is gone, the state is a serial
+    run's."""
+    url = f"{redis_server.url}?prefix=settle{os.getpid()}"
+    engine = StoredEngine(open_store(url), CONFIG, clock=Clock())
+    other = StoredEngine(open_store(url), CONFIG, clock=Clock())
+    ref = Engine(CONFIG, clock=Clock())
+    for target in (engine, ref):
+        setup_orphans(target, range(2))
+    oks = [EV["push-result"](BOB, PUSH, node, True) for node in ("n0", "n1")]
+
+    def decided(mid: str) -> list[tuple[str, ...]]:
+        for target in (engine, ref):
+            target.handle(offline(BOB, mid))
+        entries = {e.push.node: e for e in engine.last_entries}
+        assert sorted(entries) == ["n0", "n1"]
+        return [(entries[node].key or "",) for node in ("n0", "n1")]
+
+    def answered(settles: list[tuple[str, ...]]) -> list[Any]:
+        handled = engine.handle_many(oks, settles=settles)
+        assert [h.error for h in handled] == [None, None]
+        for event in oks:
+            ref.handle(event)
+        assert engine.outbox_pending() == []
+        assert store_state(engine.store, BOB) == engine_state(ref, BOB)
+        return handled
+
+    settles = decided("m1")
+    version, commits = engine.store.load(BOB).version, engine.commits
+    handled = answered(settles)
+    assert (engine.commits, engine.store.load(BOB).version) == (commits, version)
+    assert [h.committed for h in handled] == [False, False]
+
+    # Another node counts an error on n0 after this engine cached bob: the copy is stale.
+    settles = decided("m2")
+    error = EV["push-result"](BOB, PUSH, "n0", False, "cancel")
+    other.handle(error)
+    ref.handle(error)
+    assert other.current_registration((BOB, PUSH, "n0")).errors == 1
+    handled = answered(settles)
+    assert handled[0].committed  # n0's ok cleared the error: a commit, the settle with it
+    assert engine.current_registration((BOB, PUSH, "n0")).errors == 0
+    engine.store.close()
+    other.store.close()

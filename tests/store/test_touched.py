@@ -62,8 +62,8 @@ class Recorder(StoredEngine):
         """Attempts that left some stored record of the user unbuilt (and so uncompared)."""
 
     def _changes(self, snapshot: UserSnapshot, pushes: list[Push], settle: tuple[str, ...],
-                 verified: bool = True) -> UserChanges | None:
-        changes = super()._changes(snapshot, pushes, settle, verified)
+                 verified: bool = True, settled_apart: bool = False) -> UserChanges | None:
+        changes = super()._changes(snapshot, pushes, settle, verified, settled_apart)
         self.attempts.append((_changes_value(changes), _snapshot_value(self._next)))
         built = self.users.get(snapshot.user, {})
         self.unbuilt += (len(self.sessions) < len(snapshot.sessions)
