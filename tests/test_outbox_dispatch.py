@@ -276,6 +276,68 @@ def test_over_redis_the_send_counts_of_an_iteration_are_in_redis_before_the_send
         asyncio.run(main(server.url))
 
 
+def test_over_redis_a_sends_count_rides_in_the_round_trip_of_its_check():
+    """Wired as serve wires it (send counts deferred until a flush, ``flush_waiting``): the
+    counts of an iteration's sends go in the pipeline of their "still enabled?" checks, so no
+    flush is waited for and each count is in Redis when its publish goes out. A push found
+    disabled by that check was counted ahead: its outcome says 0 attempts, its entry is
+    removed."""
+    from pushrules.runtime.store.redis_store import COMMIT, LOAD, OUTBOX_ATTEMPT, RedisStore
+
+    async def main(url):
+        store = RedisStore(f"{url}?node=a&prefix=ride")
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2", "n3"))
+        loop = asyncio.get_running_loop()
+        store.defer_commits(lambda flush: loop.call_later(60, flush))  # never on its own
+        flushes: list[int] = []
+        dispatcher.flush = lambda: flushes.append(1) or store.flush()
+        dispatcher.flush_waiting = lambda: store.counts_waiting
+        pipelines: list[list[str]] = []
+        pipeline = store._pipeline
+        names = {store._load.sha: "load", store._commit.sha: "commit",
+                 store._outbox_attempt.sha: "count"}
+
+        def spied(calls, raise_on_error=True):
+            pipelines.append([names.get(call[0], "?") for call in calls])
+            return pipeline(calls, raise_on_error)
+
+        store._pipeline = spied
+        for script in (LOAD, COMMIT, OUTBOX_ATTEMPT):  # (else the first pipeline is resent)
+            store._redis.script_load(script)
+        reader = RedisStore(f"{url}?node=a&prefix=ride")
+        seen: list[list[int]] = []
+        send = sender.__call__
+
+        async def checking(push):
+            seen.append([p.attempts for p in reader.outbox_pending()
+                         if p.row["node"] == push.node])
+            return await send(push)
+
+        dispatcher.send = checking
+        sender.gate = asyncio.Event()  # m1's pushes in flight, m2's queued behind them
+        dispatcher.handle(offline("m1"))
+        dispatcher.handle(offline("m2"))
+        await asyncio.sleep(0.05)
+        engine.handle(ev(event="session-bind", session=f"{USER}/again"))
+        engine.handle(ev(event="push-disable", session=f"{USER}/again", jid=APP, node="n2"))
+        sender.gate.set()
+        await dispatcher.drain()
+        by = {(o.push.node, o.push.stanzas[0]): o for o in outcomes}
+        assert by[("n2", "m2")].status == "dropped" and by[("n2", "m2")].attempts == 0
+        assert [by[(n, "m2")].attempts for n in ("n1", "n3")] == [1, 1]
+        assert flushes == []
+        counted = [p for p in pipelines if "count" in p]
+        assert counted and all("load" in p for p in counted), pipelines
+        assert sum(p.count("count") for p in pipelines) == 6  # m2 to n2 counted ahead too
+        assert len(seen) == 5 and all(sorted(s)[-1] == 1 for s in seen), seen
+        assert reader.outbox_pending() == []
+        reader.close()
+        store.close()
+
+    with local_redis() as server:
+        asyncio.run(main(server.url))
+
+
 def test_deferred_redis_send_counts_survive_a_server_that_lost_its_scripts():
     from pushrules.runtime.store.redis_store import RedisStore
 

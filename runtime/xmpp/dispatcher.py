@@ -129,6 +129,9 @@ class Dispatcher:
         self.flush = flush
         """For a store that commits once per loop iteration: called (once per iteration)
         before pushes are sent, so that each is durable, with its attempt counted, first."""
+        self.flush_waiting: Callable[[], bool] = lambda: True
+        """Whether ``flush`` has anything to send (the store may have sent it already, with
+        another round trip: then a send need not wait for the flush)."""
         self._barrier: asyncio.Future[None] | None = None
         self.metrics = metrics
         self.ready = ready
@@ -311,12 +314,10 @@ class Dispatcher:
         async def attempt() -> Answer | str:
             if self.ready is not None and not _already(self.ready):
                 await self._until_aborted(self.ready())
-            reason: str | None = (await self._until_aborted(self._enabled_check(push))
-                                  if self._batch_checks else self._not_enabled(push))
+            reason = await self._checked_and_counted(entry)
             if reason is not None:
                 return reason
-            self._count_attempt(entry)
-            if self.flush is not None:
+            if self.flush is not None and self.flush_waiting():
                 await self._until_aborted(self._committed())
             async with self._slots:
                 answer: Answer = await self._until_aborted(
@@ -350,6 +351,27 @@ class Dispatcher:
             return Outcome(push, GAVE_UP, attempts, answer.describe())
         await self._report(entry, False, answer.error_type)
         return Outcome(push, ERROR, attempts, answer.describe())
+
+    async def _checked_and_counted(self, entry: OutboxEntry) -> str | None:
+        """Why the push must not be sent (``_not_enabled``), or None once its send is counted.
+        Over a store that batches, the count goes first, in the checks' round trip (the store
+        sends waiting counts with its next batch): a push found disabled then was counted
+        ahead, never sent; its entry is removed with it, so only the outcome's figure is
+        taken back."""
+        if not self._batch_checks:
+            reason = self._not_enabled(entry.push)
+            if reason is None:
+                self._count_attempt(entry)
+            return reason
+        self._count_attempt(entry)
+        try:
+            reason = await self._until_aborted(self._enabled_check(entry.push))
+        except _Aborted:
+            entry.attempts -= 1  # (its stored count stays one ahead: the next run's budget)
+            raise
+        if reason is not None:
+            entry.attempts -= 1
+        return reason
 
     def _retrying(self, sleep: Callable[[float], Awaitable[None]]) -> AsyncRetrying:
         policy = self.policy

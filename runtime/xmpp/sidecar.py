@@ -483,6 +483,9 @@ class Sidecar:
         if defer is not None and getattr(self.engine, "outbox", False):
             defer(lambda flush: loop.call_later(COMMIT_EVERY, flush))
             self.dispatcher.flush = store.flush  # type: ignore[union-attr]
+            waiting = getattr(type(store), "counts_waiting", None)
+            if isinstance(waiting, property):
+                self.dispatcher.flush_waiting = lambda: bool(store.counts_waiting)
 
     def _flush_store(self) -> None:
         if self.dispatcher.flush is None:
