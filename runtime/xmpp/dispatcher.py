@@ -358,6 +358,7 @@ class Dispatcher:
         sends waiting counts with its next batch): a push found disabled then was counted
         ahead, never sent; its entry is removed with it, so only the outcome's figure is
         taken back."""
+        reason: str | None
         if not self._batch_checks:
             reason = self._not_enabled(entry.push)
             if reason is None:

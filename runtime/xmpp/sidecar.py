@@ -483,9 +483,9 @@ class Sidecar:
         if defer is not None and getattr(self.engine, "outbox", False):
             defer(lambda flush: loop.call_later(COMMIT_EVERY, flush))
             self.dispatcher.flush = store.flush  # type: ignore[union-attr]
-            waiting = getattr(type(store), "counts_waiting", None)
-            if isinstance(waiting, property):
-                self.dispatcher.flush_waiting = lambda: bool(store.counts_waiting)
+            if isinstance(getattr(type(store), "counts_waiting", None), property):
+                self.dispatcher.flush_waiting = lambda: bool(
+                    store.counts_waiting)  # type: ignore[union-attr]
 
     def _flush_store(self) -> None:
         if self.dispatcher.flush is None:
