@@ -39,12 +39,18 @@ import tempfile
 import time
 import urllib.request
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pushrules.generated.events import MessageOfflineHandle, PushResult
+from pushrules.generated.events import (
+    MessageOfflineHandle,
+    PushEnable,
+    PushResult,
+    SessionBind,
+    SessionDestroyed,
+)
 from pushrules.model.config import Config
 from pushrules.model.stanza import parse_stanza
 from pushrules.runtime.engine import Engine
@@ -76,6 +82,13 @@ class Plan:
     burst_rounds: int = 12
     """The push-heavy trace ends with this many offline messages per user with push (each
     pushed to every registration of the user, rule c): the push path's own rate."""
+    burst_users: int = 0
+    """Users that enable push (one registration each, orphaned) right before the burst and
+    get its messages too. The burst must offer about as many registrations as the ceiling
+    has publishes in flight (512): a registration has one push in flight at a time (each
+    push-result answers the push before it), so with fewer the burst measures how fast one
+    registration's pushes follow each other, not the push path. The full trace's own users
+    are enough (800: about 780 registrations); the quick one's 180 have 174."""
     held_rates: tuple[int | str, ...] = (2000,)
     """Timed runs with burst_window (benchmarks/serve_held.py), at these mean rates (bursty);
     "saturation": the store's own events/s at saturation, measured just before."""
@@ -93,8 +106,11 @@ binds: its pushes/s is the sidecar's push capacity."""
 FULL = Plan(users=200, rates=(1000, 2000, 5000), rate_seconds=8.0, overload_seconds=60.0,
             ceiling_pushes=20000, held_rates=(2000, "saturation"), held_seconds=10.0)
 QUICK = Plan(users=60, rates=(2000,), rate_seconds=3.0, overload_seconds=30.0,
-             ceiling_pushes=5000, held_seconds=2.0, push_heavy_users=180)
-"""(push_heavy_users: 180, not four times 60, leaves room for the held runs in two minutes.)"""
+             ceiling_pushes=5000, held_seconds=2.0, push_heavy_users=180, burst_rounds=4,
+             burst_users=420)
+"""(push_heavy_users: 180, not four times 60, leaves room for the held runs in two minutes;
+their 174 registrations and 420 burst users make about 590 registrations for the burst, with
+4 messages each: about as many pushes as the 12 rounds the 174 alone had before.)"""
 
 
 # --- the trace and what it decides ---------------------------------------------------------
@@ -116,16 +132,18 @@ class Trace:
 
 
 def build_trace(users: int, seed: int = 5, routine: tuple[int, int] = (2, 6),
-                burst: int = 0) -> Trace:
+                burst: int = 0, burst_users: int = 0) -> Trace:
     mix = generate(users, seed=seed, keep_xml=True, routine=routine)
     engine = Engine(Config())
     lines: list[bytes] = []
     decided: list[list[str]] = []
     pushes: list[Any] = []
-    tail = _burst(mix, burst)
+    extra = [f"b{n}@{DOMAIN}" for n in range(burst_users if burst else 0)]
+    head = mix.events + [event for user in extra for event in _orphaned(user)]
+    tail = _burst(mix, burst, extra)
     start = None
-    for n, event in enumerate(mix.events + tail):
-        if n == len(mix.events) and tail:
+    for n, event in enumerate(head + tail):
+        if n == len(head) and tail:
             start = len(lines)
         if isinstance(event, PushResult):
             continue
@@ -142,13 +160,20 @@ def build_trace(users: int, seed: int = 5, routine: tuple[int, int] = (2, 6),
     return Trace(lines, decided, pushes, start)
 
 
-def _burst(mix: Mix, rounds: int) -> list[Any]:
-    """``rounds`` offline messages for each user that enabled push (even-numbered users), with
-    the mix's first message shape; their XML goes to ``mix.xml``."""
+def _orphaned(user: str) -> list[Any]:
+    """``user`` enables push from a session that then ends: one orphaned registration."""
+    session = f"{user}/phone"
+    return [SessionBind(session), PushEnable(session, APP_SERVER, f"{user}-0", secret="s3cr3t"),
+            SessionDestroyed(session)]
+
+
+def _burst(mix: Mix, rounds: int, extra: Sequence[str] = ()) -> list[Any]:
+    """``rounds`` offline messages for each user that enabled push (even-numbered users, and
+    ``extra``), with the mix's first message shape; their XML goes to ``mix.xml``."""
+    users = [f"u{u}@{DOMAIN}" for u in range(0, mix.users, 2)] + list(extra)
     out: list[Any] = []
     for n in range(rounds):
-        for u in range(0, mix.users, 2):
-            user = f"u{u}@{DOMAIN}"
+        for u, user in enumerate(users):
             sid = f"burst{n}-{u}"
             xml = (f'<message xmlns="jabber:client" type="chat" id="{sid}" '
                    f'from="c{u}@{DOMAIN}/r" to="{user}"><body>burst {n}</body></message>')
@@ -605,7 +630,7 @@ async def _run(plan: Plan, tmp: Path, progress: Progress) -> dict[str, Any]:
         trace = build_trace(users)
     progress(f"trace: {users} users, {len(trace.lines)} events, {trace.push_count} pushes")
     heavy = build_trace(plan.push_heavy_users or 4 * plan.users, seed=7, routine=PUSH_HEAVY,
-                        burst=plan.burst_rounds)
+                        burst=plan.burst_rounds, burst_users=plan.burst_users)
     prosody = Prosody(tmp / "prosody")
     prosody.start()
     app = AppServerProcess(prosody.port)
