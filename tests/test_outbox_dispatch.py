@@ -338,6 +338,73 @@ def test_over_redis_a_sends_count_rides_in_the_round_trip_of_its_check():
         asyncio.run(main(server.url))
 
 
+def test_over_redis_a_push_behind_another_is_read_and_counted_by_that_ones_answer():
+    """A registration's pushes queued one behind the other: the round trip that records the
+    answer to one also counts the next one's send and reads the registration for it, so only
+    the first push waits for a check of its own and no flush is waited for; each count is in
+    Redis when its publish goes out. Another node disables the registration while a push is
+    in flight: the answer's round trip reads that, and the pushes behind are dropped, never
+    sent (0 attempts), their entries removed."""
+    from pushrules.runtime.store.redis_store import RedisStore
+
+    async def main(url):
+        store = RedisStore(f"{url}?node=a&prefix=behind")
+        engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2"))
+        loop = asyncio.get_running_loop()
+        store.defer_commits(lambda flush: loop.call_later(60, flush))  # never on its own
+        flushes: list[int] = []
+        dispatcher.flush = lambda: flushes.append(1) or store.flush()
+        dispatcher.flush_waiting = lambda: store.counts_waiting
+        checks: list[list[str]] = []
+        current = engine.current_registrations
+
+        def counted(keys):
+            checks.append([key[2] for key in keys])
+            return current(keys)
+
+        engine.current_registrations = counted
+        reader = RedisStore(f"{url}?node=a&prefix=behind")
+        seen: list[tuple[str, str, list[int]]] = []
+        send = sender.__call__
+
+        async def checking(push):
+            seen.append((push.node, push.stanzas[0], sorted(
+                p.attempts for p in reader.outbox_pending() if p.row["node"] == push.node)))
+            return await send(push)
+
+        dispatcher.send = checking
+        sender.gate = asyncio.Event()
+        for mid in ("m1", "m2", "m3"):
+            dispatcher.handle(offline(mid))
+        await asyncio.sleep(0.05)  # m1's two pushes in flight, the others queued behind
+        other = StoredEngine(RedisStore(f"{url}?node=b&prefix=behind"))
+        other.handle(ev(event="session-bind", session=f"{USER}/other"))
+        other.handle(ev(event="push-disable", session=f"{USER}/other", jid=APP, node="n2"))
+        sender.gate.set()
+        await dispatcher.drain()
+        by = {(o.push.node, o.push.stanzas[0]): o for o in outcomes}
+        assert [by[("n1", m)].status for m in ("m1", "m2", "m3")] == ["delivered"] * 3
+        assert by[("n2", "m1")].status == "delivered"
+        for mid in ("m2", "m3"):
+            assert (by[("n2", mid)].status, by[("n2", mid)].attempts) == ("dropped", 0)
+            assert by[("n2", mid)].answer.startswith("registration disabled before it was sent")
+        # m1's pushes; behind them, read by the answers, but m3 to n2, behind a dropped push
+        # (no answer read the registration for it): a check of its own.
+        assert checks == [["n1", "n2"], ["n2"]]
+        assert flushes == []
+        # Sent: its own count is in Redis (1); the ones behind it counted ahead or not yet.
+        assert [(n, m) for n, m, _ in seen] == [("n1", "m1"), ("n2", "m1"), ("n1", "m2"),
+                                                ("n1", "m3")]
+        assert all(1 in counts for _, _, counts in seen), seen
+        assert reader.outbox_pending() == []
+        reader.close()
+        other.store.close()
+        store.close()
+
+    with local_redis() as server:
+        asyncio.run(main(server.url))
+
+
 def test_deferred_redis_send_counts_survive_a_server_that_lost_its_scripts():
     from pushrules.runtime.store.redis_store import RedisStore
 

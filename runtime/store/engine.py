@@ -586,6 +586,13 @@ class StoredEngine(StoredTime):
                 out.append(exc)
         return out
 
+    def cached_registration(self, key: Any) -> Any:
+        """The registration in this engine's copy of its user, read without a round trip
+        (None if unknown there); KeyError when no copy of the user is held. The copy is what
+        the store held at the last round trip that read or wrote the user (a commit landed on
+        it, a check found it current, or a load)."""
+        return self._registration_in(self._cache[key[0]], key)
+
     def _current_or_error(self, key: Any) -> Any:
         try:
             return self.current_registration(key)

@@ -12,7 +12,9 @@ Transport policy (the model decides counting and disabling, from the push-result
   default), ``push-result`` with error_type None is fed (a counted error); off, it is given up.
 - Before each attempt the registration must still be enabled (the model's ENABLED_STATES): a push
   to a registration disabled meanwhile is dropped and reported, never sent. (Over a store that
-  batches, the registrations of the sends of one loop iteration are read in one round trip.)
+  batches, the registrations of the sends of one loop iteration are read in one round trip; a
+  push queued behind another of its registration is read by the round trip that recorded the
+  answer to that one, which also counts its send.)
 - ``close()`` waits up to ``grace`` seconds for every queued push to be sent and answered; what is
   still queued then is reported ``undelivered`` (logged), never silently lost. A send whose
   answer arrived is finished as answered, however late.
@@ -104,6 +106,9 @@ class _Report:
 class _Queue:
     entries: deque[OutboxEntry] = field(default_factory=deque)
     task: asyncio.Task[None] | None = None
+    read: bool = False
+    """The round trip that recorded the answer to the push before the first one landed: it
+    read the registration (the engine's copy of its user is what the store held then)."""
 
 
 class _Aborted(Exception):
@@ -159,6 +164,8 @@ class Dispatcher:
             getattr(getattr(engine, "store", None), "batches", False))
         """Whether the "still enabled?" reads of one loop iteration go in one round trip."""
         self._checks: list[tuple[Push, asyncio.Future[str | None]]] = []
+        self._ahead: dict[int, OutboxEntry] = {}
+        """Entries (by id) whose next send was counted with the answer before them."""
         self._lanes = hasattr(engine, "handle_many")
         """Whether the engine takes a ``lane`` (a StoredEngine: see ``handle``)."""
         self._batch_reports = self._batch_checks and self._lanes
@@ -264,7 +271,7 @@ class Dispatcher:
             while queue.entries and not self._abort.is_set():
                 entry = queue.entries[0]
                 try:
-                    outcome = await self._deliver(entry)
+                    outcome = await self._deliver(entry, queue)
                 except _Aborted:
                     break
                 self._take(queue)
@@ -284,7 +291,10 @@ class Dispatcher:
     def _take(self, queue: _Queue) -> OutboxEntry:
         self._pending -= 1
         self._changed.set()
-        return queue.entries.popleft()
+        entry = queue.entries.popleft()
+        if self._ahead.pop(id(entry), None) is not None:
+            entry.attempts -= 1  # counted ahead, never sent (its stored count stays ahead)
+        return entry
 
     async def _until_aborted(self, awaitable: Awaitable[Any]) -> Any:
         """``await awaitable`` unless close()'s grace runs out first (then _Aborted).
@@ -308,13 +318,18 @@ class Dispatcher:
         finally:
             self._abortable.discard(task)
 
-    async def _deliver(self, entry: OutboxEntry) -> Outcome:
+    async def _deliver(self, entry: OutboxEntry, queue: _Queue | None = None) -> Outcome:
         push = entry.push
+        read, queue_read = (queue.read, queue) if queue is not None else (False, None)
+        if queue_read is not None:
+            queue_read.read = False
 
         async def attempt() -> Answer | str:
+            nonlocal read
             if self.ready is not None and not _already(self.ready):
                 await self._until_aborted(self.ready())
-            reason = await self._checked_and_counted(entry)
+            reason = await self._checked_and_counted(entry, read)
+            read = False  # (a retry reads the store again)
             if reason is not None:
                 return reason
             if self.flush is not None and self.flush_waiting():
@@ -339,40 +354,66 @@ class Dispatcher:
         if isinstance(answer, str):
             return Outcome(push, DROPPED, attempts, answer)
         if answer.ok:
-            await self._report(entry, True, None)
+            await self._report(entry, True, None, queue)
             return Outcome(push, DELIVERED, attempts, answer.describe())
         if answer.timed_out:
             # The model's option decides whether a final timeout counts (model/config.py).
             if self.engine.config.final_timeout_counts:
-                await self._report(entry, False, None)
+                await self._report(entry, False, None, queue)
                 return Outcome(push, ERROR, attempts, answer.describe())
             return Outcome(push, GAVE_UP, attempts, answer.describe())
         if answer.error_type == TRANSIENT_ERROR:
             return Outcome(push, GAVE_UP, attempts, answer.describe())
-        await self._report(entry, False, answer.error_type)
+        await self._report(entry, False, answer.error_type, queue)
         return Outcome(push, ERROR, attempts, answer.describe())
 
-    async def _checked_and_counted(self, entry: OutboxEntry) -> str | None:
+    async def _checked_and_counted(self, entry: OutboxEntry, read: bool) -> str | None:
         """Why the push must not be sent (``_not_enabled``), or None once its send is counted.
         Over a store that batches, the count goes first, in the checks' round trip (the store
-        sends waiting counts with its next batch): a push found disabled then was counted
-        ahead, never sent; its entry is removed with it, so only the outcome's figure is
-        taken back."""
+        sends waiting counts with its next batch), or it went with the answer before it
+        (``_count_ahead``); and when that answer's round trip ``read`` the registration, the
+        engine's copy of it is the check. A push found disabled then was counted ahead,
+        never sent; its entry is removed with it, so only the outcome's figure is taken
+        back."""
         reason: str | None
         if not self._batch_checks:
             reason = self._not_enabled(entry.push)
             if reason is None:
                 self._count_attempt(entry)
             return reason
-        self._count_attempt(entry)
+        if self._ahead.pop(id(entry), None) is None:
+            self._count_attempt(entry)
         try:
-            reason = await self._until_aborted(self._enabled_check(entry.push))
+            reason = self._not_enabled_in_copy(entry.push) if read else None
+            if reason is None and not read:
+                reason = await self._until_aborted(self._enabled_check(entry.push))
         except _Aborted:
             entry.attempts -= 1  # (its stored count stays one ahead: the next run's budget)
             raise
         if reason is not None:
             entry.attempts -= 1
         return reason
+
+    def _not_enabled_in_copy(self, push: Push) -> str | None:
+        """``_not_enabled`` read from the engine's copy, or by a round trip if it holds none."""
+        key = (push.user, push.jid, push.node)
+        try:
+            reg = self.engine.cached_registration(key)
+        except KeyError:  # (evicted from its cache since)
+            return self._not_enabled(push)
+        except Exception as exc:
+            reg = exc
+        return self._why_not(push, reg)
+
+    def _count_ahead(self, queue: _Queue | None) -> None:
+        """Count the send of the push queued behind the one answered now: the count goes in
+        the round trip that records this answer (before its send, as every count)."""
+        if queue is None or len(queue.entries) < 2 or not self._batch_reports:
+            return
+        entry = queue.entries[1]
+        if id(entry) not in self._ahead:
+            self._count_attempt(entry)
+            self._ahead[id(entry)] = entry
 
     def _retrying(self, sleep: Callable[[float], Awaitable[None]]) -> AsyncRetrying:
         policy = self.policy
@@ -459,8 +500,8 @@ class Dispatcher:
         why = f": {reg.reason}" if reg.reason else ""
         return f"registration {reg.state} before it was sent{why}"
 
-    async def _report(self, entry: OutboxEntry, ok: bool, error_type: str | None, *,
-                      settles: bool = True) -> None:
+    async def _report(self, entry: OutboxEntry, ok: bool, error_type: str | None,
+                      queue: _Queue | None = None, *, settles: bool = True) -> None:
         """Feed the answer to the model (settling the outbox entry in the same commit). An
         engine over a store may fail transiently (StoreUnavailable: the same event again is
         safe), so a failure is tried again a few times, then logged with what was not
@@ -470,8 +511,13 @@ class Dispatcher:
         event = PushResult(user=push.user, jid=push.jid, node=push.node, ok=ok,
                            error_type=None if ok else error_type)
         settle = (entry.key,) if settles and self._durable and entry.key is not None else ()
+        if settles:
+            self._count_ahead(queue)
         error = (await self._batched_report(event, settle) if self._batch_reports
                  else await self._report_now(event, settle))
+        if (error is None and settles and queue is not None and self._batch_reports
+                and len(queue.entries) > 1):
+            queue.read = True  # (for the push behind this one: the next this queue sends)
         if error is None:
             if not ok:
                 self.metrics.push_error(error_type, self._not_enabled(push) is not None)
