@@ -83,7 +83,7 @@ class Plan:
     """The push-heavy trace ends with this many offline messages per user with push (each
     pushed to every registration of the user, rule c): the push path's own rate."""
     burst_users: int = 0
-    """Users that enable push (one registration each, orphaned) right before the burst and
+    """Users that enable push (two registrations each, orphaned) right before the burst and
     get its messages too. The burst must offer about as many registrations as the ceiling
     has publishes in flight (512): a registration has one push in flight at a time (each
     push-result answers the push before it), so with fewer the burst measures how fast one
@@ -107,10 +107,11 @@ FULL = Plan(users=200, rates=(1000, 2000, 5000), rate_seconds=8.0, overload_seco
             ceiling_pushes=20000, held_rates=(2000, "saturation"), held_seconds=10.0)
 QUICK = Plan(users=60, rates=(2000,), rate_seconds=3.0, overload_seconds=30.0,
              ceiling_pushes=5000, held_seconds=2.0, push_heavy_users=180, burst_rounds=4,
-             burst_users=420)
+             burst_users=210)
 """(push_heavy_users: 180, not four times 60, leaves room for the held runs in two minutes;
-their 174 registrations and 420 burst users make about 590 registrations for the burst, with
-4 messages each: about as many pushes as the 12 rounds the 174 alone had before.)"""
+their 174 registrations and the 210 burst users' 420 make about 590 registrations for the
+burst, with 4 messages each: about as many pushes, and pushes per event, as the 12 rounds the
+174 alone had before.)"""
 
 
 # --- the trace and what it decides ---------------------------------------------------------
@@ -161,10 +162,13 @@ def build_trace(users: int, seed: int = 5, routine: tuple[int, int] = (2, 6),
 
 
 def _orphaned(user: str) -> list[Any]:
-    """``user`` enables push from a session that then ends: one orphaned registration."""
-    session = f"{user}/phone"
-    return [SessionBind(session), PushEnable(session, APP_SERVER, f"{user}-0", secret="s3cr3t"),
-            SessionDestroyed(session)]
+    """``user`` enables push on two devices whose sessions then end: two orphaned registrations
+    (as the mix's users with push have: rule c then pushes each burst message twice)."""
+    sessions = [f"{user}/d{n}" for n in range(2)]
+    return ([SessionBind(s) for s in sessions]
+            + [PushEnable(s, APP_SERVER, f"{user}-{n}", secret="s3cr3t")
+               for n, s in enumerate(sessions)]
+            + [SessionDestroyed(s) for s in sessions])
 
 
 def _burst(mix: Mix, rounds: int, extra: Sequence[str] = ()) -> list[Any]:

@@ -48,25 +48,25 @@ def test_the_push_heavy_trace_ends_with_a_burst_pushed_to_every_registration():
 
 
 def test_burst_users_enable_push_before_the_burst_and_widen_it_to_their_registrations():
-    """The quick plan's burst users: each enables one registration (orphaned) before the
-    burst, so the burst pushes to that many more registrations, once per round."""
+    """The quick plan's burst users: each enables two registrations (orphaned) before the
+    burst, so the burst pushes to twice as many more registrations, once per round."""
     plain = serve.build_trace(4, seed=7, routine=serve.PUSH_HEAVY, burst=2)
     trace = serve.build_trace(4, seed=7, routine=serve.PUSH_HEAVY, burst=2, burst_users=5)
     start = trace.burst_start
     assert start is not None and plain.burst_start is not None
     setup = [parse_event(json.loads(line), n) for n, line in
              enumerate(trace.lines[plain.burst_start:start])]
-    assert [e.EVENT for e in setup] == ["session-bind", "push-enable",
-                                        "session-destroyed"] * 5
+    assert [e.EVENT for e in setup] == (["session-bind"] * 2 + ["push-enable"] * 2
+                                        + ["session-destroyed"] * 2) * 5
     assert not any(trace.decided[plain.burst_start:start])  # the setup pushes nothing
 
     def registrations(t: serve.Trace) -> set[str]:
         return {node for nodes in t.decided[t.burst_start:] for node in nodes}
 
-    assert len(registrations(trace)) == len(registrations(plain)) + 5
+    assert len(registrations(trace)) == len(registrations(plain)) + 2 * 5
     assert len(trace.lines) - start == 2 * (2 + 5)  # two rounds, the mix's users and the new
     assert sum(map(len, trace.decided[start:])) == sum(
-        map(len, plain.decided[plain.burst_start:])) + 2 * 5
+        map(len, plain.decided[plain.burst_start:])) + 2 * 2 * 5
     quick = serve.build_trace(serve.QUICK.push_heavy_users, seed=7, routine=serve.PUSH_HEAVY,
                               burst=1, burst_users=serve.QUICK.burst_users)
     assert len(registrations(quick)) >= 512  # as wide as the ceiling's publishes in flight
