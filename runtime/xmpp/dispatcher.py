@@ -320,9 +320,9 @@ class Dispatcher:
 
     async def _deliver(self, entry: OutboxEntry, queue: _Queue | None = None) -> Outcome:
         push = entry.push
-        read, queue_read = (queue.read, queue) if queue is not None else (False, None)
-        if queue_read is not None:
-            queue_read.read = False
+        read = queue is not None and queue.read  # (the answer before this one read it)
+        if queue is not None:
+            queue.read = False
 
         async def attempt() -> Answer | str:
             nonlocal read
