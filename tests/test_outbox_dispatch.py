@@ -405,6 +405,46 @@ def test_over_redis_a_push_behind_another_is_read_and_counted_by_that_ones_answe
         asyncio.run(main(server.url))
 
 
+def test_over_sqlite_a_push_behind_another_is_read_by_that_ones_answer(tmp_path):
+    """A store that does not batch (SQLite): a push queued behind another of its
+    registration is read from the engine's copy, which the commit of the answer before it
+    read, not by a load of its own. Another process disables a registration while a push is
+    in flight: that commit is refused and runs again on the fresh state, so the pushes behind
+    are dropped (0 attempts), their entries removed."""
+    url = f"sqlite:///{tmp_path / 'behind.db'}"
+
+    async def main():
+        engine, sender, dispatcher, outcomes = setup(open_store(url), ("n1", "n2"))
+        reads: list[str] = []
+        current = engine.current_registration
+
+        def counted(key):
+            reads.append(f"{key[2]}")
+            return current(key)
+
+        engine.current_registration = counted
+        sender.gate = asyncio.Event()
+        for mid in ("m1", "m2", "m3"):
+            dispatcher.handle(offline(mid))
+        await asyncio.sleep(0.05)  # m1's two pushes in flight, the others queued behind
+        other = StoredEngine(open_store(url))
+        other.handle(ev(event="session-bind", session=f"{USER}/other"))
+        other.handle(ev(event="push-disable", session=f"{USER}/other", jid=APP, node="n2"))
+        sender.gate.set()
+        await dispatcher.drain()
+        by = {(o.push.node, o.push.stanzas[0]): o for o in outcomes}
+        assert [by[("n1", m)].status for m in ("m1", "m2", "m3")] == ["delivered"] * 3
+        for mid in ("m2", "m3"):
+            assert (by[("n2", mid)].status, by[("n2", mid)].attempts) == ("dropped", 0)
+        # m1's pushes read the store; m3 to n2 is behind a dropped push (no answer read it).
+        assert sorted(reads) == ["n1", "n2", "n2"]
+        assert engine.outbox_pending() == []
+        other.store.close()
+        engine.store.close()
+
+    asyncio.run(main())
+
+
 def test_deferred_redis_send_counts_survive_a_server_that_lost_its_scripts():
     from pushrules.runtime.store.redis_store import RedisStore
 

@@ -11,10 +11,10 @@ Transport policy (the model decides counting and disabling, from the push-result
   the last attempt also times out, the model's option ``final_timeout_counts`` decides: on (the
   default), ``push-result`` with error_type None is fed (a counted error); off, it is given up.
 - Before each attempt the registration must still be enabled (the model's ENABLED_STATES): a push
-  to a registration disabled meanwhile is dropped and reported, never sent. (Over a store that
-  batches, the registrations of the sends of one loop iteration are read in one round trip; a
-  push queued behind another of its registration is read by the round trip that recorded the
-  answer to that one, which also counts its send.)
+  to a registration disabled meanwhile is dropped and reported, never sent. (A push queued
+  behind another of its registration is read by the commit that recorded the answer to that
+  one: the engine's copy; over a store that batches, that round trip also counts its send, and
+  the other sends of one loop iteration have their registrations read in one round trip.)
 - ``close()`` waits up to ``grace`` seconds for every queued push to be sent and answered; what is
   still queued then is reported ``undelivered`` (logged), never silently lost. A send whose
   answer arrived is finished as answered, however late.
@@ -169,6 +169,9 @@ class Dispatcher:
         self._lanes = hasattr(engine, "handle_many")
         """Whether the engine takes a ``lane`` (a StoredEngine: see ``handle``)."""
         self._batch_reports = self._batch_checks and self._lanes
+        self._reads_copy = hasattr(engine, "cached_registration")
+        """Whether a push queued behind another is read from the engine's copy, which the
+        commit of the answer before it read (a StoredEngine)."""
         """Whether the push-results of one loop iteration are applied in one round trip."""
         self._reports: list[_Report] = []
         self._report_task: asyncio.Task[None] | None = None
@@ -368,16 +371,17 @@ class Dispatcher:
         return Outcome(push, ERROR, attempts, answer.describe())
 
     async def _checked_and_counted(self, entry: OutboxEntry, read: bool) -> str | None:
-        """Why the push must not be sent (``_not_enabled``), or None once its send is counted.
-        Over a store that batches, the count goes first, in the checks' round trip (the store
-        sends waiting counts with its next batch), or it went with the answer before it
-        (``_count_ahead``); and when that answer's round trip ``read`` the registration, the
-        engine's copy of it is the check. A push found disabled then was counted ahead,
+        """Why the push must not be sent (``_not_enabled``; read from the engine's copy when
+        the commit of the answer before it ``read`` the registration), or None once its send
+        is counted. Over a store that batches, the count goes first, in the checks' round
+        trip (the store sends waiting counts with its next batch), or it went with the
+        answer before it (``_count_ahead``): a push found disabled then was counted ahead,
         never sent; its entry is removed with it, so only the outcome's figure is taken
         back."""
         reason: str | None
         if not self._batch_checks:
-            reason = self._not_enabled(entry.push)
+            reason = (self._not_enabled_in_copy(entry.push) if read
+                      else self._not_enabled(entry.push))
             if reason is None:
                 self._count_attempt(entry)
             return reason
@@ -515,7 +519,7 @@ class Dispatcher:
             self._count_ahead(queue)
         error = (await self._batched_report(event, settle) if self._batch_reports
                  else await self._report_now(event, settle))
-        if (error is None and settles and queue is not None and self._batch_reports
+        if (error is None and settles and queue is not None and self._reads_copy
                 and len(queue.entries) > 1):
             queue.read = True  # (for the push behind this one: the next this queue sends)
         if error is None:
