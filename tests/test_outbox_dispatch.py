@@ -276,6 +276,30 @@ def test_over_redis_the_send_counts_of_an_iteration_are_in_redis_before_the_send
         asyncio.run(main(server.url))
 
 
+def _wired_as_serve(store, dispatcher) -> list[int]:
+    """Send counts deferred until a flush that never comes on its own, and the dispatcher's
+    flush and ``flush_waiting`` the store's, as serve wires them: the flushes waited for."""
+    loop = asyncio.get_running_loop()
+    store.defer_commits(lambda flush: loop.call_later(60, flush))
+    flushes: list[int] = []
+    dispatcher.flush = lambda: flushes.append(1) or store.flush()
+    dispatcher.flush_waiting = store.flush_waiting
+    return flushes
+
+
+def _sends_seeing(dispatcher, sender, reader, seen: list) -> None:
+    """Each send first records ``(node, stanza, sorted attempts of that node's entries)`` as
+    ``reader`` (another client of the store) finds the outbox then."""
+    send = sender.__call__
+
+    async def checking(push):
+        seen.append((push.node, push.stanzas[0], sorted(
+            p.attempts for p in reader.outbox_pending() if p.row["node"] == push.node)))
+        return await send(push)
+
+    dispatcher.send = checking
+
+
 def test_over_redis_a_sends_count_rides_in_the_round_trip_of_its_check():
     """Wired as serve wires it (send counts deferred until a flush, ``flush_waiting``): the
     counts of an iteration's sends go in the pipeline of their "still enabled?" checks, so no
@@ -287,11 +311,7 @@ def test_over_redis_a_sends_count_rides_in_the_round_trip_of_its_check():
     async def main(url):
         store = RedisStore(f"{url}?node=a&prefix=ride")
         engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2", "n3"))
-        loop = asyncio.get_running_loop()
-        store.defer_commits(lambda flush: loop.call_later(60, flush))  # never on its own
-        flushes: list[int] = []
-        dispatcher.flush = lambda: flushes.append(1) or store.flush()
-        dispatcher.flush_waiting = lambda: store.counts_waiting
+        flushes = _wired_as_serve(store, dispatcher)
         pipelines: list[list[str]] = []
         pipeline = store._pipeline
         names = {store._load.sha: "load", store._commit.sha: "commit",
@@ -305,15 +325,8 @@ def test_over_redis_a_sends_count_rides_in_the_round_trip_of_its_check():
         for script in (LOAD, COMMIT, OUTBOX_ATTEMPT):  # (else the first pipeline is resent)
             store._redis.script_load(script)
         reader = RedisStore(f"{url}?node=a&prefix=ride")
-        seen: list[list[int]] = []
-        send = sender.__call__
-
-        async def checking(push):
-            seen.append([p.attempts for p in reader.outbox_pending()
-                         if p.row["node"] == push.node])
-            return await send(push)
-
-        dispatcher.send = checking
+        seen: list[tuple[str, str, list[int]]] = []
+        _sends_seeing(dispatcher, sender, reader, seen)
         sender.gate = asyncio.Event()  # m1's pushes in flight, m2's queued behind them
         dispatcher.handle(offline("m1"))
         dispatcher.handle(offline("m2"))
@@ -329,7 +342,7 @@ def test_over_redis_a_sends_count_rides_in_the_round_trip_of_its_check():
         counted = [p for p in pipelines if "count" in p]
         assert counted and all("load" in p for p in counted), pipelines
         assert sum(p.count("count") for p in pipelines) == 6  # m2 to n2 counted ahead too
-        assert len(seen) == 5 and all(sorted(s)[-1] == 1 for s in seen), seen
+        assert len(seen) == 5 and all(counts[-1] == 1 for _, _, counts in seen), seen
         assert reader.outbox_pending() == []
         reader.close()
         store.close()
@@ -350,11 +363,7 @@ def test_over_redis_a_push_behind_another_is_read_and_counted_by_that_ones_answe
     async def main(url):
         store = RedisStore(f"{url}?node=a&prefix=behind")
         engine, sender, dispatcher, outcomes = setup(store, ("n1", "n2"))
-        loop = asyncio.get_running_loop()
-        store.defer_commits(lambda flush: loop.call_later(60, flush))  # never on its own
-        flushes: list[int] = []
-        dispatcher.flush = lambda: flushes.append(1) or store.flush()
-        dispatcher.flush_waiting = lambda: store.counts_waiting
+        flushes = _wired_as_serve(store, dispatcher)
         checks: list[list[str]] = []
         current = engine.current_registrations
 
@@ -365,14 +374,7 @@ def test_over_redis_a_push_behind_another_is_read_and_counted_by_that_ones_answe
         engine.current_registrations = counted
         reader = RedisStore(f"{url}?node=a&prefix=behind")
         seen: list[tuple[str, str, list[int]]] = []
-        send = sender.__call__
-
-        async def checking(push):
-            seen.append((push.node, push.stanzas[0], sorted(
-                p.attempts for p in reader.outbox_pending() if p.row["node"] == push.node)))
-            return await send(push)
-
-        dispatcher.send = checking
+        _sends_seeing(dispatcher, sender, reader, seen)
         sender.gate = asyncio.Event()
         for mid in ("m1", "m2", "m3"):
             dispatcher.handle(offline(mid))

@@ -118,11 +118,13 @@ def _registration_deltas(snapshot: UserSnapshot, changes: UserChanges) -> None:
             changes.previous_states[reg] = old["state"]
 
 
-def _writes_nothing(snapshot: UserSnapshot, changes: UserChanges) -> bool:
+def _writes_nothing(snapshot: UserSnapshot, changes: UserChanges,
+                    but_settles: bool = False) -> bool:
+    """Whether the commit would write nothing (``but_settles``: besides its settles)."""
     return (changes.facts is None and not changes.registrations_del
             and not changes.sessions_put and not changes.sessions_del and not changes.audit
             and not changes.registrations_put and changes.seq == snapshot.seq
-            and not changes.outbox_put and not changes.outbox_del)
+            and not changes.outbox_put and (but_settles or not changes.outbox_del))
 
 
 @dataclass(frozen=True, slots=True)
@@ -832,17 +834,15 @@ class StoredEngine(StoredTime):
             version = snapshot.version + 1
             changes.outbox_put = {outbox_key(version, i): outbox_row(push)
                                   for i, push in enumerate(pushes)}
-        changes.outbox_del = [] if settled_apart else list(settle)
+        changes.outbox_del = list(settle)
         facts = self.user_facts(user)
         if facts != snapshot.facts:
             changes.facts = facts
         else:
             facts = snapshot.facts
-        if _writes_nothing(snapshot, changes):
+        if _writes_nothing(snapshot, changes, but_settles=settled_apart):
             self._next = None
             return None
-        if settled_apart:  # it commits: the settle goes with it
-            changes.outbox_del = list(settle)
         if not verified:
             changes.known_registrations = list(snapshot.registrations)
             changes.known_timers = list(snapshot.timers)

@@ -524,9 +524,9 @@ class RedisStore:
         if isinstance(self._redis, redis.Redis):
             self._schedule = schedule
 
-    @property
-    def counts_waiting(self) -> bool:
-        """Whether send counts wait for ``flush`` (none after a batch carried them)."""
+    def flush_waiting(self) -> bool:
+        """Whether ``flush`` has anything to send (no send count waits after a batch carried
+        them)."""
         return bool(self._counts)
 
     def flush(self) -> None:

@@ -328,6 +328,10 @@ class SqliteStore:
                     self._rollback()
                     raise
 
+    def flush_waiting(self) -> bool:
+        """Whether ``flush`` has anything to commit (a deferred transaction is open)."""
+        return self._db.in_transaction
+
     def _begin_deferred(self) -> None:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")

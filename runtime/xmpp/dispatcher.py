@@ -400,6 +400,8 @@ class Dispatcher:
 
     def _not_enabled_in_copy(self, push: Push) -> str | None:
         """``_not_enabled`` read from the engine's copy, or by a round trip if it holds none."""
+        if not self._reads_copy:
+            return self._not_enabled(push)
         key = (push.user, push.jid, push.node)
         try:
             reg = self.engine.cached_registration(key)
@@ -523,8 +525,8 @@ class Dispatcher:
                 and len(queue.entries) > 1):
             queue.read = True  # (for the push behind this one: the next this queue sends)
         if error is None:
-            if not ok:
-                self.metrics.push_error(error_type, self._not_enabled(push) is not None)
+            if not ok:  # (the copy the commit just read says whether it disabled it)
+                self.metrics.push_error(error_type, self._not_enabled_in_copy(push) is not None)
         elif isinstance(error, ImpossibleEvent):
             log.warning("push-result for %s %s not applied: %s", push.jid, push.node, error)
             if settle:

@@ -483,9 +483,8 @@ class Sidecar:
         if defer is not None and getattr(self.engine, "outbox", False):
             defer(lambda flush: loop.call_later(COMMIT_EVERY, flush))
             self.dispatcher.flush = store.flush  # type: ignore[union-attr]
-            if isinstance(getattr(type(store), "counts_waiting", None), property):
-                self.dispatcher.flush_waiting = lambda: bool(
-                    store.counts_waiting)  # type: ignore[union-attr]
+            self.dispatcher.flush_waiting = getattr(store, "flush_waiting",
+                                                    self.dispatcher.flush_waiting)
 
     def _flush_store(self) -> None:
         if self.dispatcher.flush is None:
