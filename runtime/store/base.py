@@ -10,7 +10,10 @@ audit trail. Rows are plain JSON-able dicts so that each store can keep them in 
 
 from __future__ import annotations
 
+import itertools
 import json
+import os
+import secrets
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -21,6 +24,28 @@ from pushrules.model.world import AuditEntry
 RegId = tuple[str, str]
 """A registration within one user: (jid, node)."""
 Row = dict[str, Any]
+
+
+def _token_source() -> itertools.count[int]:
+    return itertools.count(1)
+
+
+_token_run = secrets.token_hex(8)
+_token_count = _token_source()
+
+
+def _new_run() -> None:  # a forked child is another writer: its tokens must not repeat ours
+    global _token_run, _token_count
+    _token_run, _token_count = secrets.token_hex(8), _token_source()
+
+
+os.register_at_fork(after_in_child=_new_run)
+
+
+def new_token() -> str:
+    """A commit token no other commit has: 64 random bits per process, then a counter. (A
+    uuid4 per commit read the kernel's randomness each time: 2.4% of the sidecar's CPU.)"""
+    return f"{_token_run}{next(_token_count):x}"
 
 
 class StoreError(PushrulesError, RuntimeError):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import heapq
 import math
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from pushrules.model.records import Push
 from pushrules.runtime.engine import Engine
 
-from .base import Store, UserChanges, UserSnapshot, rows_due
+from .base import Store, UserChanges, UserSnapshot, new_token, rows_due
 
 if TYPE_CHECKING:
     from .engine import OutboxEntry
@@ -174,7 +173,7 @@ class StoredTime(Engine):
             return None
         self._next = None
         self._cache.pop(snapshot.user, None)
-        return UserChanges(snapshot.user, snapshot.version, uuid.uuid4().hex, snapshot.seq,
+        return UserChanges(snapshot.user, snapshot.version, new_token(), snapshot.seq,
                            due_set=True, due=due)
 
     def _user_due(self, user: str, when: float, limit: float, *, flush: bool

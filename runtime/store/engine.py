@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import random
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from .base import (
     UserChanges,
     UserSnapshot,
     has_time_facts,
+    new_token,
     outbox_key,
     outbox_row,
     push_from_row,
@@ -338,7 +338,14 @@ class StoredEngine(StoredTime):
         for number in range(self.max_attempts):
             if snapshot is None:
                 snapshot, verified = self._load(user), True
-            pushes, changes = attempt(snapshot, verified)
+            try:
+                pushes, changes = attempt(snapshot, verified)
+            except Exception:  # ImpossibleEvent...: final only if the copy is current
+                fresh = None if verified else self._fresher(snapshot)
+                if fresh is None:
+                    raise
+                snapshot, verified = fresh, True
+                continue
             if changes is None:
                 fresh = None if verified else self._fresher(snapshot)
                 if fresh is None:
@@ -846,7 +853,7 @@ class StoredEngine(StoredTime):
         if not verified:
             changes.known_registrations = list(snapshot.registrations)
             changes.known_timers = list(snapshot.timers)
-        changes.token = uuid.uuid4().hex
+        changes.token = new_token()
         # The records are installed afresh for every event: their dedup sets can be handed on
         # (and the prebuilt ones of those not built stay as they are).
         pushed = {**snapshot.pushed,

@@ -41,6 +41,8 @@ APPLICATION_ID = 0x70757368  # "push"
 SCHEMA_VERSION = 4
 """4: sessions.csi, users.facts, users.due and registrations.timing (contract v2); 3: the
 outbox; 2: dedup ids in their own table (1 rewrote them per push)."""
+KNOWN_USERS = 1 << 16
+"""Users whose version the store remembers while it holds the write lock (then it starts over)."""
 TABLES = ("users", "sessions", "registrations", "pushed", "audit", "outbox")
 
 OUTBOX_TABLE = """
@@ -143,6 +145,13 @@ class SqliteStore:
         self.after_write: Callable[[int], None] | None = None
         """Called after each write statement of a commit with its number (crash tests)."""
         self._schedule: Callable[[Callable[[], None]], object] | None = None
+        self._current: dict[str, tuple[int, str]] = {}
+        """Users' (version, token) as this connection last read or wrote them: trusted only
+        while it holds the write lock (``_locked``) and no other connection committed since
+        they were read (PRAGMA data_version, checked when the lock is taken). Spares the
+        "is the copy current?" and the commit's version check a statement each."""
+        self._data_version: int | None = None
+        self._locked = False
         try:
             self._db = sqlite3.connect(self.path, timeout=timeout, isolation_level=None,
                                        check_same_thread=False)
@@ -253,12 +262,20 @@ class SqliteStore:
     def load(self, user: str, known: tuple[int, str] | None = None) -> UserSnapshot | None:
         with self._lock, self._errors("load", user):
             db = self._db
+            if self._schedule is not None:
+                # Deferring: the read joins the transaction (the event's commit would open it
+                # anyway), under whose write lock what it reads stays current until flush.
+                self._begin_deferred()
             if known is not None:
                 # The engine's cached copy is usually current: one statement (atomic on its
-                # own) says so, without a transaction around it.
+                # own) says so, without a transaction around it; none while we hold the write
+                # lock and read or wrote that version since nobody else committed.
+                if self._trusted() and self._current.get(user) == known:
+                    return None
                 head = db.execute("SELECT version, token FROM users WHERE user = ?",
                                   (user,)).fetchone()
                 if (head or (0, "")) == known:
+                    self._know(user, known)
                     return None
             own = not db.in_transaction  # (else: inside the deferred transaction)
             if own:
@@ -267,6 +284,7 @@ class SqliteStore:
                 head = db.execute("SELECT version, seq, token, facts FROM users "
                                   "WHERE user = ?", (user,)).fetchone()
                 version, seq, token, facts = head or (0, 0, "", None)
+                self._know(user, (version, token))
                 if known == (version, token):
                     return None
                 snapshot = UserSnapshot(user, version, seq, token=token,
@@ -303,11 +321,14 @@ class SqliteStore:
             db = self._db
             db.execute("BEGIN IMMEDIATE")
             try:
+                self._lock_taken()
                 done = self._write(changes)
                 db.execute("ROLLBACK" if done is False else "COMMIT")
+                self._locked = False
             except BaseException:
                 self._rollback()
                 raise
+            self._written(changes, done)
             return done is not False
 
     # --- one transaction per loop iteration --------------------------------------------------
@@ -327,6 +348,7 @@ class SqliteStore:
                 except BaseException:
                     self._rollback()
                     raise
+                self._locked = False
 
     def flush_waiting(self) -> bool:
         """Whether ``flush`` has anything to commit (a deferred transaction is open)."""
@@ -335,6 +357,7 @@ class SqliteStore:
     def _begin_deferred(self) -> None:
         if not self._db.in_transaction:
             self._db.execute("BEGIN IMMEDIATE")
+            self._lock_taken()
             assert self._schedule is not None
             self._schedule(self._flush_scheduled)
 
@@ -357,7 +380,33 @@ class SqliteStore:
             self._undo_savepoint()
         else:
             db.execute("RELEASE event")
+            self._written(changes, done)
         return done is not False
+
+    def _lock_taken(self) -> None:
+        """The write lock is ours: forget the versions we knew if another connection committed
+        since we last looked (nobody can until we commit)."""
+        seen = self._db.execute("PRAGMA data_version").fetchone()[0]
+        # (Still locked: the last transaction ended without our COMMIT or ROLLBACK, i.e.
+        # SQLite rolled it back after an error, and what it wrote is gone.)
+        if seen != self._data_version or self._locked:
+            self._current.clear()
+            self._data_version = seen
+        self._locked = True
+
+    def _trusted(self) -> bool:
+        """Whether ``_current`` holds: the write lock is ours (our transaction is still open)."""
+        return self._locked and self._db.in_transaction
+
+    def _know(self, user: str, identity: tuple[int, str]) -> None:
+        if self._trusted():
+            if len(self._current) >= KNOWN_USERS:
+                self._current.clear()
+            self._current[user] = identity
+
+    def _written(self, changes: UserChanges, done: bool | None) -> None:
+        if done:
+            self._know(changes.user, (changes.base_version + 1, changes.token))
 
     def _undo_savepoint(self) -> None:
         try:
@@ -369,10 +418,13 @@ class SqliteStore:
     def _write(self, changes: UserChanges) -> bool | None:
         """False: conflict; None: this token was committed already; True: written."""
         db, user = self._db, changes.user
-        head = db.execute("SELECT version, token FROM users WHERE user = ?", (user,)).fetchone()
-        if head is not None and head[1] == changes.token:
+        head = self._current.get(user) if self._trusted() else None
+        if head is None:
+            head = db.execute("SELECT version, token FROM users WHERE user = ?",
+                              (user,)).fetchone() or (0, "")
+        if head[1] and head[1] == changes.token:
             return None
-        if (0 if head is None else head[0]) != changes.base_version:
+        if head[0] != changes.base_version:
             return False
         step = 0
 
@@ -504,6 +556,8 @@ class SqliteStore:
 
     # --- helpers -------------------------------------------------------------------------------
     def _rollback(self) -> None:
+        self._locked = False
+        self._current.clear()  # what the transaction wrote is gone
         try:
             if self._db.in_transaction:
                 self._db.execute("ROLLBACK")

@@ -30,6 +30,7 @@ from pushrules.runtime.store import (
     event_user,
     open_store,
 )
+from pushrules.runtime.store.base import UserChanges, new_token
 from pushrules.runtime.store.sqlite import APPLICATION_ID, SqliteStore
 
 HERE = Path(__file__).parent
@@ -409,4 +410,69 @@ def test_deferred_commits_share_a_transaction_and_a_failed_event_is_rolled_back_
     for user in USERS:
         assert store_state(other, user) == engine_state(ref, user)
     other.close()
+    store.close()
+
+
+def test_deferred_writers_taking_turns_see_each_others_commits(tmp_path):
+    """Two sidecars on one file, each deferring its commits, take turns: each must see what
+    the other committed meanwhile (the versions a store remembers under its write lock are
+    dropped once another connection committed), so the two together decide what one engine
+    fed the whole trace decides."""
+    path = tmp_path / "registrations.db"
+    clock = Clock()
+    stores = [SqliteStore(path), SqliteStore(path)]
+    for store in stores:
+        store.defer_commits(lambda flush: None)  # flushed by hand, each turn
+    engines = [StoredEngine(store, CONFIG, clock=clock) for store in stores]
+    ref = Engine(CONFIG, clock=clock)
+    turns = 0
+    for i, event in enumerate(random_events(12, 600, USERS)):
+        clock.now = 1e9 + i
+        side = (i // 3) % 2  # three events on one side, then three on the other
+        assert outcome(engines[side], event) == outcome(ref, event), f"event {i}"
+        if i % 3 == 2:
+            stores[side].flush()  # the other may take the write lock now
+            turns += 1
+    conflicts = sum(engine.conflicts for engine in engines)
+    assert turns == 200 and conflicts > 20, conflicts  # stale copies were refused, not trusted
+    for user in USERS:
+        assert store_state(stores[0], user) == engine_state(ref, user)
+    for store in stores:
+        store.close()
+
+
+def test_a_transaction_sqlite_rolled_back_leaves_no_remembered_version(tmp_path):
+    """SQLite rolls a transaction back on its own after some errors (a full disk, an I/O
+    error): the versions its commits made, which the store remembered, must be forgotten
+    with it, or the engine, whose copies are of those lost commits, would be told they are
+    current and build on state that was never written."""
+    path = tmp_path / "registrations.db"
+    clock = Clock()
+    store = SqliteStore(path)
+    store.defer_commits(lambda flush: None)
+    engine = StoredEngine(store, CONFIG, clock=clock)
+    ref = Engine(CONFIG, clock=clock)
+    events = random_events(13, 300, USERS)
+    for i, event in enumerate(events[:100]):
+        clock.now = 1e9 + i
+        assert outcome(engine, event) == outcome(ref, event)
+    store.flush()
+    before = {user: store_state(store, user) for user in USERS}
+    for i, event in enumerate(events[100:140], 100):  # decided, then lost with the transaction
+        clock.now = 1e9 + i
+        outcome(engine, event)
+    assert {user: store_state(store, user) for user in USERS} != before
+    lost = {user: engine._cache[user].identity for user in USERS}
+    store._db.execute("ROLLBACK")  # what SQLite does after SQLITE_FULL
+    for user in USERS:  # a copy of a lost commit is not current, nor built on
+        fresh = store.load(user, lost[user])
+        assert fresh is not None and fresh.identity != lost[user]
+        assert not store.commit(UserChanges(user, lost[user][0], new_token(), 0))
+    assert {user: store_state(store, user) for user in USERS} == before
+    for i, event in enumerate(events[140:], 140):  # the reference never saw the lost ones
+        clock.now = 1e9 + i
+        assert outcome(engine, event) == outcome(ref, event), f"event {i}"
+    store.flush()
+    for user in USERS:
+        assert store_state(store, user) == engine_state(ref, user)
     store.close()
