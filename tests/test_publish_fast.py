@@ -3,6 +3,7 @@ for byte as a component stream writes it, over the XEP-0357 example and generate
 
 from __future__ import annotations
 
+import asyncio
 from xml.etree.ElementTree import canonicalize
 
 import pytest
@@ -96,3 +97,18 @@ def test_the_raw_publish_is_masked_in_logs():
     masked = mask_publish_options(text)
     assert XEP_PUSH.options["secret"] not in masked
     assert "Wherefore art thou" in masked  # only publish-options values are masked
+
+
+def test_stanza_ids_are_unique_in_a_stream_and_between_transports():
+    """The publish's id is how its answer is matched (replies.py): a repeat within a stream
+    would hand one push's answer to another; two transports (two runs) must not share ids."""
+    from pushrules.runtime.xmpp.transport import PushTransport
+
+    async def ids() -> tuple[list[str], list[str]]:
+        one = PushTransport("push.example.org", "s", "127.0.0.1", 1, Config())
+        two = PushTransport("push.example.org", "s", "127.0.0.1", 1, Config())
+        return [one.new_id() for _ in range(20_000)], [two.new_id() for _ in range(100)]
+
+    first, second = asyncio.run(ids())
+    assert len(set(first)) == len(first)
+    assert not set(first) & set(second)

@@ -4,7 +4,9 @@ reports what the app server answered. Retrying is the dispatcher's business, not
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import secrets
 from dataclasses import dataclass
 
 from slixmpp import ComponentXMPP
@@ -75,6 +77,8 @@ class PushTransport(ComponentXMPP):
 
     def __init__(self, jid: str, secret: str, host: str, port: int, config: Config, *,
                  iq_timeout: float = 10.0, reconnect_delay: float = 1.0) -> None:
+        self._id_prefix = secrets.token_hex(6)  # (before slixmpp's __init__, which may ask)
+        self._id_count = itertools.count(1)
         super().__init__(jid, secret, host, port)  # type: ignore[no-untyped-call]
         self.rules = config
         self.iq_timeout = iq_timeout
@@ -90,6 +94,12 @@ class PushTransport(ComponentXMPP):
         self.add_event_handler("disconnected", self._on_offline)
         self.add_event_handler("stream_error", self._on_stream_error)
         install_secret_mask()
+
+    def new_id(self) -> str:
+        """A stanza id unique in this stream and, by a random prefix per transport, across
+        runs: slixmpp's uuid4 per publish read the kernel's randomness each time (~2% of the
+        sidecar's CPU at saturation)."""
+        return f"{self._id_prefix}{next(self._id_count):x}"
 
     async def start(self, timeout: float | None = 10.0) -> None:
         """Connect and wait until the server accepted the handshake: TimeoutError when it has
