@@ -328,6 +328,13 @@ async def ceiling(port: int, pushes: list[Any], in_flight: int = 512) -> dict[st
     await asyncio.wait_for(finished.wait(), 120)
     elapsed = time.monotonic() - start
     await sender.disconnect(wait=1.0)
+    # slixmpp leaves its output-filter task running and cancels it only when the sender is
+    # collected ("Task was destroyed but it is pending!" on stderr): end it here.
+    filters = sender._run_out_filters
+    if filters is not None:
+        filters.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await filters
     await asyncio.sleep(0.05)  # let slixmpp's cancelled send task finish before the loop ends
     return {"pushes": len(raw), "pushes_per_s": round(len(raw) / elapsed)}
 

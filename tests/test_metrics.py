@@ -10,6 +10,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from prometheus_client.parser import text_string_to_metric_families
 
 from pushrules.generated.events import SessionBind
@@ -18,6 +20,8 @@ from pushrules.runtime.store.local_redis import free_port
 from pushrules.runtime.xmpp import logs
 from pushrules.runtime.xmpp.metrics import (
     NO_METRICS,
+    PUBLISH_BUCKETS,
+    STORE_BUCKETS,
     PrometheusMetrics,
     open_metrics,
     parse_listen,
@@ -181,3 +185,48 @@ def test_json_log_lines_mask_the_secret():
     assert logs.format_line("warning: x") == "warning: x"
     with pytest.raises(ValueError, match="not one of"):
         logs.configure_logging("info", "xml")
+
+
+def _exposed(registry) -> dict[tuple[str, tuple], float]:
+    from prometheus_client import generate_latest
+
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(generate_latest(registry).decode())
+            for s in family.samples if not s.name.endswith("_created")}
+
+
+@settings(max_examples=60, deadline=None)
+@given(values=st.lists(st.one_of(st.floats(0, 40, allow_nan=False),
+                                 st.sampled_from(STORE_BUCKETS + PUBLISH_BUCKETS)),
+                       max_size=40),
+       labels=st.lists(st.sampled_from(["load", "commit", "run_batch"]), min_size=40,
+                       max_size=40))
+def test_loop_metrics_expose_what_prometheus_clients_own_would(values, labels):
+    """The hot path's own counters and histograms (no lock per call) must expose exactly what
+    prometheus_client's Counter and Histogram expose for the same calls: same names, labels,
+    bucket bounds (a value on a bound falls in that bucket), counts and sums."""
+    from prometheus_client import CollectorRegistry, Counter, Histogram
+
+    from pushrules.runtime.xmpp.metrics import LoopCounter, LoopHistogram, _LoopCollector
+
+    theirs = CollectorRegistry()
+    counter = Counter("t_ops", "ops", ["operation"], registry=theirs)
+    histogram = Histogram("t_seconds", "secs", ["operation"], buckets=STORE_BUCKETS,
+                          registry=theirs)
+    plain = Histogram("t_publish_seconds", "p", buckets=PUBLISH_BUCKETS, registry=theirs)
+    ours_registry = CollectorRegistry()
+    our_counter = LoopCounter("t_ops", "ops", ("operation",))
+    our_histogram = LoopHistogram("t_seconds", "secs", STORE_BUCKETS, ("operation",))
+    our_plain = LoopHistogram("t_publish_seconds", "p", PUBLISH_BUCKETS)
+    ours_registry.register(_LoopCollector([our_counter, our_histogram, our_plain]))
+    observe_plain = our_plain.observer()
+    plain.observe(0.0)  # (a histogram without labels is exposed before its first value)
+    observe_plain(0.0)
+    for value, label in zip(values, labels, strict=False):
+        counter.labels(label).inc()
+        our_counter.inc(label)
+        histogram.labels(label).observe(value)
+        our_histogram.observer(label)(value)
+        plain.observe(value)
+        observe_plain(value)
+    assert _exposed(ours_registry) == _exposed(theirs)

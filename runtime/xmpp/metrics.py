@@ -10,6 +10,12 @@ e.g. tests, must not share counters) and ``listen(host, port)`` serves it:
 
 The listener is an HTTP server in a daemon thread (prometheus_client's WSGI app under wsgiref):
 a scrape never runs on the event loop.
+
+The counters and histograms the hot path touches (every event, store operation and push) are
+our own plain numbers, read by a collector of the registry at scrape time: prometheus_client's
+take a lock and check their labels on every call, 1.2-1.6 µs each, ~7% of the sidecar's CPU at
+saturation. Only the event loop writes them; a scrape copies each series at once (a C-level
+copy the GIL does not interrupt), so it never sees a half-made observation.
 """
 
 from __future__ import annotations
@@ -18,7 +24,8 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from bisect import bisect_left
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -72,31 +79,110 @@ class Metrics:
 NO_METRICS = Metrics()
 
 
+class LoopCounter:
+    """A counter by label values, counted without a lock (see the module's doc)."""
+
+    def __init__(self, name: str, documentation: str, labels: tuple[str, ...]) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def inc(self, *key: str) -> None:
+        values = self.values
+        values[key] = values.get(key, 0.0) + 1.0
+
+    def family(self) -> Any:
+        from prometheus_client.core import CounterMetricFamily
+
+        family = CounterMetricFamily(self.name, self.documentation, labels=self.labels)
+        for key, value in self.values.copy().items():
+            family.add_metric(key, value)
+        return family
+
+
+class LoopHistogram:
+    """A histogram by label values, observed without a lock (see the module's doc). Each
+    series is one list: the count of each bucket (not cumulative; the last +Inf), then the
+    sum."""
+
+    def __init__(self, name: str, documentation: str, buckets: tuple[float, ...],
+                 labels: tuple[str, ...] = ()) -> None:
+        self.name, self.documentation, self.labels = name, documentation, labels
+        from prometheus_client.utils import floatToGoString
+
+        self.bounds = (*buckets, float("inf"))
+        self.les = tuple(floatToGoString(b) for b in self.bounds)  # type: ignore[no-untyped-call]
+        """Each bucket's ``le`` label, as prometheus_client writes it."""
+        self.series: dict[tuple[str, ...], list[float]] = {}
+
+    def observer(self, *key: str) -> Callable[[float], None]:
+        """``observe`` for one series (label values ``key``), looked up once."""
+        counts = self.series.get(key)
+        if counts is None:
+            counts = self.series[key] = [0.0] * (len(self.bounds) + 1)
+        bounds = self.bounds
+
+        def observe(value: float) -> None:
+            counts[bisect_left(bounds, value)] += 1.0  # (a bucket holds values <= its bound)
+            counts[-1] += value
+
+        return observe
+
+    def family(self) -> Any:
+        from prometheus_client.core import HistogramMetricFamily
+
+        family = HistogramMetricFamily(self.name, self.documentation, labels=self.labels)
+        for key, series in self.series.copy().items():
+            counts = series[:]
+            cumulative, buckets = 0.0, []
+            for le, count in zip(self.les, counts, strict=False):
+                cumulative += count
+                buckets.append((le, cumulative))
+            family.add_metric(key, buckets, counts[-1])
+        return family
+
+
+class _LoopCollector:
+    """The registry's view of the loop-counted metrics."""
+
+    def __init__(self, metrics: list[LoopCounter | LoopHistogram]) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Any]:
+        for metric in self.metrics:
+            yield metric.family()
+
+
 class PrometheusMetrics(Metrics):
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+        from prometheus_client import CollectorRegistry, Gauge
 
         self.registry = registry = CollectorRegistry()
-        self._events = Counter("pushrules_events", "Contract events applied, by event name.",
-                               ["event"], registry=registry)
-        self._rejected = Counter("pushrules_rejected_lines", "Input lines rejected, by reason.",
-                                 ["reason"], registry=registry)
-        self._pushes = Counter("pushrules_pushes", "Pushes finished, by rule and outcome.",
-                               ["rule", "outcome"], registry=registry)
-        self._errors = Counter("pushrules_push_errors",
-                               "Counted push errors fed to the model, by error type.",
-                               ["type"], registry=registry)
-        self._disables = Counter("pushrules_disables", "Registrations disabled, by reason.",
-                                 ["reason"], registry=registry)
-        self._decide = Histogram("pushrules_decide_seconds", "Deciding one event.",
-                                 buckets=DECIDE_BUCKETS, registry=registry)
-        self._publish = Histogram("pushrules_publish_seconds",
-                                  "Publish round trip: sent to answered (or timed out).",
-                                  buckets=PUBLISH_BUCKETS, registry=registry)
-        self._store = Histogram("pushrules_store_seconds", "Store operations, by operation.",
-                                ["operation"], buckets=STORE_BUCKETS, registry=registry)
-        self._in_flight = Gauge("pushrules_publishes_in_flight",
-                                "Publishes sent and not yet answered.", registry=registry)
+        self._events = LoopCounter("pushrules_events", "Contract events applied, by event name.",
+                                   ("event",))
+        self._rejected = LoopCounter("pushrules_rejected_lines",
+                                     "Input lines rejected, by reason.", ("reason",))
+        self._pushes = LoopCounter("pushrules_pushes", "Pushes finished, by rule and outcome.",
+                                   ("rule", "outcome"))
+        self._errors = LoopCounter("pushrules_push_errors",
+                                   "Counted push errors fed to the model, by error type.",
+                                   ("type",))
+        self._disables = LoopCounter("pushrules_disables", "Registrations disabled, by reason.",
+                                     ("reason",))
+        self._decide = LoopHistogram("pushrules_decide_seconds", "Deciding one event.",
+                                     DECIDE_BUCKETS)
+        self._publish = LoopHistogram("pushrules_publish_seconds",
+                                      "Publish round trip: sent to answered (or timed out).",
+                                      PUBLISH_BUCKETS)
+        self._store = LoopHistogram("pushrules_store_seconds", "Store operations, by operation.",
+                                    STORE_BUCKETS, ("operation",))
+        self._observe_decide = self._decide.observer()
+        self._observe_publish = self._publish.observer()
+        self._in_flight = 0
+        registry.register(_LoopCollector([self._events, self._rejected, self._pushes,
+                                          self._errors, self._disables, self._decide,
+                                          self._publish, self._store]))
+        Gauge("pushrules_publishes_in_flight", "Publishes sent and not yet answered.",
+              registry=registry).set_function(lambda: self._in_flight)
         self._outbox = Gauge("pushrules_outbox_depth", "Pushes decided and not yet finished.",
                              registry=registry)
         self._up = Gauge("pushrules_up", "1 when the part is up: xmpp (the component link), "
@@ -105,49 +191,40 @@ class PrometheusMetrics(Metrics):
                                                        "store": lambda: True}
         self._store_ok = True
         self._server: WSGIServer | None = None
-        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         for part in self._health:
             self._up.labels(part).set_function(self._probe(part))
 
     # --- the interface -----------------------------------------------------------------------
-    def _child(self, metric: Any, *values: str) -> Any:
-        """``metric.labels(*values)``, looked up once (labels() takes a lock and builds a key
-        per call: the hot path counts every event and push)."""
-        child = self._children.get((metric, values))
-        if child is None:
-            child = self._children[(metric, values)] = metric.labels(*values)
-        return child
-
     def event(self, kind: str) -> None:
-        self._child(self._events, kind).inc()
+        self._events.inc(kind)
         if kind == "push-disable":
             self.disabled("client")
 
     def rejected(self, message: str) -> None:
-        self._child(self._rejected, rejection_reason(message)).inc()
+        self._rejected.inc(rejection_reason(message))
 
     def decide_seconds(self, seconds: float) -> None:
-        self._decide.observe(seconds)
+        self._observe_decide(seconds)
 
     async def publish(self, send: Callable[[A], Awaitable[T]], push: A) -> T:
-        self._in_flight.inc()
+        self._in_flight += 1
         start = time.perf_counter()
         try:
             return await send(push)
         finally:
-            self._publish.observe(time.perf_counter() - start)
-            self._in_flight.dec()
+            self._observe_publish(time.perf_counter() - start)
+            self._in_flight -= 1
 
     def push_outcome(self, rule: str, outcome: str) -> None:
-        self._child(self._pushes, rule, outcome).inc()
+        self._pushes.inc(rule, outcome)
 
     def push_error(self, error_type: str | None, disabled: bool) -> None:
-        self._child(self._errors, error_type or "none").inc()
+        self._errors.inc(error_type or "none")
         if disabled:
             self.disabled("errors")
 
     def disabled(self, reason: str) -> None:
-        self._child(self._disables, reason).inc()
+        self._disables.inc(reason)
 
     def watch(self, *, outbox: Callable[[], int] | None = None,
               xmpp_up: Callable[[], bool] | None = None, store: Any = None) -> None:
@@ -173,16 +250,17 @@ class PrometheusMetrics(Metrics):
 
     def _timed(self, name: str, call: Callable[..., T],
                unavailable: type[Exception]) -> Callable[..., T]:
-        histogram = self._store.labels(name)
+        observe = self._store.observer(name)
+        clock = time.perf_counter
 
         def timed(*args: Any, **kwargs: Any) -> T:
-            start = time.perf_counter()
+            start = clock()
             try:
                 result = call(*args, **kwargs)
             except unavailable:
                 self._store_ok = False
                 raise
-            histogram.observe(time.perf_counter() - start)
+            observe(clock() - start)
             self._store_ok = True
             return result
 
