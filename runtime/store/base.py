@@ -26,17 +26,13 @@ RegId = tuple[str, str]
 Row = dict[str, Any]
 
 
-def _token_source() -> itertools.count[int]:
-    return itertools.count(1)
-
-
 _token_run = secrets.token_hex(8)
-_token_count = _token_source()
+_token_count = itertools.count(1)
 
 
 def _new_run() -> None:  # a forked child is another writer: its tokens must not repeat ours
     global _token_run, _token_count
-    _token_run, _token_count = secrets.token_hex(8), _token_source()
+    _token_run, _token_count = secrets.token_hex(8), itertools.count(1)
 
 
 os.register_at_fork(after_in_child=_new_run)

@@ -442,6 +442,9 @@ class StoredEngine(StoredTime):
                                                           settled_apart=True)
             except Exception as exc:  # ImpossibleEvent...: final, unless the copy was stale
                 step.error = exc
+                if not verified and user not in chained:  # the batch's check says which
+                    step.op = len(ops)
+                    ops.append(BatchCheck(user, snapshot.identity, ()))
                 continue
             if step.changes is not None:
                 if user in chained:
@@ -484,7 +487,7 @@ class StoredEngine(StoredTime):
                 if step.op >= 0 and step.changes is not None and result.error is None:
                     assert step.made is not None
                     made[step.user] = step.made
-                elif step.op >= 0 and result.error is not None:
+                elif isinstance(reply, StoreError):
                     stale[step.user] = None  # the store refused it: the rest run again
             else:  # refused (False) or a check found newer state (the snapshot)
                 self.conflicts += reply is False
@@ -501,12 +504,12 @@ class StoredEngine(StoredTime):
 
     def _outcome(self, step: _Step, reply: Any) -> Handled | None:
         """The step's result given its op's reply (True: no op), None if it must run again."""
-        if step.error is not None:
-            return Handled(error=step.error)
         if isinstance(reply, StoreError):
             return Handled(error=reply)
         if reply is not True and reply is not None:
-            return None
+            return None  # (an error on a stale copy too: it may not be one on the fresh)
+        if step.error is not None:
+            return Handled(error=step.error)
         if step.op >= 0 and step.changes is not None:
             self.commits += 1
             return Handled(step.pushes, self._entries(step.changes, step.pushes),

@@ -320,15 +320,12 @@ class SqliteStore:
                 return self._commit_deferred(changes)
             db = self._db
             db.execute("BEGIN IMMEDIATE")
-            try:
-                self._lock_taken()
+            try:  # (not deferring: nothing is remembered, the version check reads the row)
                 done = self._write(changes)
                 db.execute("ROLLBACK" if done is False else "COMMIT")
-                self._locked = False
             except BaseException:
                 self._rollback()
                 raise
-            self._written(changes, done)
             return done is not False
 
     # --- one transaction per loop iteration --------------------------------------------------

@@ -106,9 +106,9 @@ class LoopHistogram:
 
     def __init__(self, name: str, documentation: str, buckets: tuple[float, ...],
                  labels: tuple[str, ...] = ()) -> None:
-        self.name, self.documentation, self.labels = name, documentation, labels
         from prometheus_client.utils import floatToGoString
 
+        self.name, self.documentation, self.labels = name, documentation, labels
         self.bounds = (*buckets, float("inf"))
         self.les = tuple(floatToGoString(b) for b in self.bounds)  # type: ignore[no-untyped-call]
         """Each bucket's ``le`` label, as prometheus_client writes it."""
@@ -134,7 +134,7 @@ class LoopHistogram:
         for key, series in self.series.copy().items():
             counts = series[:]
             cumulative, buckets = 0.0, []
-            for le, count in zip(self.les, counts, strict=False):
+            for le, count in zip(self.les, counts[:-1], strict=True):
                 cumulative += count
                 buckets.append((le, cumulative))
             family.add_metric(key, buckets, counts[-1])

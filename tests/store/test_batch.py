@@ -461,3 +461,33 @@ def test_a_push_result_that_changes_nothing_settles_its_entry_without_a_commit(r
     assert engine.current_registration((BOB, PUSH, "n0")).errors == 0
     engine.store.close()
     other.store.close()
+
+
+def test_an_event_impossible_on_a_stale_copy_runs_again_on_the_stores(two_handles):
+    """The batch's engine holds bob's copy from before another node bound bob/r9 and enabled
+    push on it: on that copy the ack-delayed of bob/r9 names no live session (the model
+    refuses it), on the store's it pushes. The batch asks the store whether the copy it was
+    refused on is current and, as it is not, runs it again there: what a serial run with the
+    other node's events first decides."""
+    mine, theirs = two_handles
+    engine = StoredEngine(mine, CONFIG, clock=Clock())
+    other = StoredEngine(theirs, CONFIG, clock=Clock())
+    ref = Engine(CONFIG, clock=Clock())
+    session = f"{BOB}/r9"
+    for target in (engine, ref):
+        setup_orphans(target, range(2))
+        setup_orphans(target, range(2), user=ANN)
+        target.handle(offline(BOB, "warm"))  # the batch's engine holds bob's copy, and ann's
+        target.handle(offline(ANN, "warm"))
+    elsewhere = [EV["session-bind"](session), EV["push-enable"](session, PUSH, "n9", secret="s")]
+    for event in elsewhere:
+        other.handle(event)
+        ref.handle(event)
+    batch = [offline(ANN, "a1"), EV["smacks-ack-delayed"](session, (stanza("q1", BOB),)),
+             offline(BOB, "b1")]
+    handled = engine.handle_many(batch)
+    expected = [outcome(ref, event) for event in batch]
+    assert [result(h) for h in handled] == expected
+    assert any(p["node"] == "n9" for p in expected[1]), expected  # it pushed, not refused
+    for user in (BOB, ANN):
+        assert store_state(mine, user) == engine_state(ref, user)
